@@ -1,0 +1,24 @@
+// ember._C: the extension module. Importing it registers torch.ops.ember.* (the TORCH_LIBRARY
+// blocks in bindings/); the pybind11 side only reports how the library was built.
+#include <pybind11/pybind11.h>
+
+namespace py = pybind11;
+
+PYBIND11_MODULE(_C, m) {
+  m.doc() = "ember native library: torch.ops.ember.* kernels";
+  m.def("build_info", [] {
+    py::dict info;
+    info["version"] = EMBER_VERSION;
+    info["torch"] = EMBER_TORCH_VERSION;
+#ifdef EMBER_WITH_CUDA
+    info["with_cuda"] = true;
+#else
+    info["with_cuda"] = false;
+#endif
+    info["cuda_archs"] = EMBER_CUDA_ARCHS;
+    info["cuda"] = EMBER_CUDA_VERSION;
+    info["cutlass"] = EMBER_CUTLASS_VERSION;
+    info["cxx_compiler"] = EMBER_CXX_COMPILER;
+    return info;
+  });
+}

@@ -1,0 +1,67 @@
+# Decides whether the CUDA kernels are built, and smooths over how CUDA builds of torch from PyPI
+# lay out their CUDA pieces (cuBLAS/cuSPARSE headers under site-packages/nvidia/cu13, which
+# ATen's CUDA headers include).
+set(EMBER_WITH_CUDA OFF)
+set(EMBER_CUDA_ARCHS "")
+set(EMBER_CUDA_ARCHS_STRING "")
+
+set(_ember_cuda_wanted ON)
+if(DEFINED ENV{EMBER_CUDA} AND "$ENV{EMBER_CUDA}" MATCHES "^(0|OFF|off|no|NO|false|FALSE)$")
+  set(_ember_cuda_wanted OFF)
+  message(STATUS "ember: EMBER_CUDA=$ENV{EMBER_CUDA}: CPU-only build")
+endif()
+
+if(_ember_cuda_wanted)
+  execute_process(
+    COMMAND ${Python_EXECUTABLE} -c "import torch, os; print(torch.version.cuda or ''); print(os.path.dirname(os.path.dirname(torch.__file__)))"
+    OUTPUT_VARIABLE _ember_torch_out OUTPUT_STRIP_TRAILING_WHITESPACE)
+  string(REPLACE "\n" ";" _ember_torch_out "${_ember_torch_out}")
+  list(GET _ember_torch_out 0 EMBER_TORCH_CUDA)
+  list(GET _ember_torch_out 1 EMBER_SITE_PACKAGES)
+  include(CheckLanguage)
+  check_language(CUDA)
+  if(NOT EMBER_TORCH_CUDA)
+    message(STATUS "ember: torch has no CUDA: CPU-only build")
+  elseif(NOT CMAKE_CUDA_COMPILER)
+    message(STATUS "ember: no nvcc found: CPU-only build")
+  else()
+    set(EMBER_WITH_CUDA ON)
+  endif()
+endif()
+
+if(EMBER_WITH_CUDA)
+  if(DEFINED ENV{EMBER_CUDA_ARCHS} AND NOT "$ENV{EMBER_CUDA_ARCHS}" STREQUAL "")
+    set(EMBER_CUDA_ARCHS "$ENV{EMBER_CUDA_ARCHS}")
+  else()
+    set(EMBER_CUDA_ARCHS "90a")
+  endif()
+  string(REPLACE ";" "," EMBER_CUDA_ARCHS_STRING "${EMBER_CUDA_ARCHS}")
+  set(CMAKE_CUDA_ARCHITECTURES ${EMBER_CUDA_ARCHS})
+  set(CMAKE_CUDA_STANDARD 20)
+  set(CMAKE_CUDA_STANDARD_REQUIRED ON)
+  enable_language(CUDA)
+  find_package(CUDAToolkit REQUIRED)
+
+  # PyPI's CUDA torch keeps cuBLAS/cuSPARSE headers in site-packages/nvidia/cu13 (or cu12), not
+  # in the toolkit that nvcc came with.
+  foreach(_cu cu13 cu12)
+    set(_dir "${EMBER_SITE_PACKAGES}/nvidia/${_cu}")
+    if(EXISTS "${_dir}/include")
+      set(EMBER_CUDA_WHEEL_INCLUDE "${_dir}/include")
+      break()
+    endif()
+  endforeach()
+  if(EMBER_CUDA_WHEEL_INCLUDE)
+    include_directories(AFTER SYSTEM "${EMBER_CUDA_WHEEL_INCLUDE}")
+  endif()
+
+  # ptxas warnings (spills, local memory, C7510 serialized wgmma) fail the build: they are bugs.
+  set(EMBER_NVCC_FLAGS
+    --expt-relaxed-constexpr
+    -lineinfo
+    -Xptxas=--warn-on-spills,--warn-on-local-memory-usage,--warning-as-error)
+  if(DEFINED ENV{EMBER_PTXAS_VERBOSE} AND "$ENV{EMBER_PTXAS_VERBOSE}")
+    list(APPEND EMBER_NVCC_FLAGS -Xptxas=-v)
+  endif()
+  message(STATUS "ember: CUDA ${CMAKE_CUDA_COMPILER_VERSION} for archs ${EMBER_CUDA_ARCHS} (torch CUDA ${EMBER_TORCH_CUDA})")
+endif()

@@ -1,0 +1,75 @@
+// The arithmetic that defines fp8 quantization, shared by the CPU and CUDA kernels:
+// group amax -> scale, and float -> fp8 (e4m3fn / e5m2) with round-to-nearest-even and
+// saturation. Torch-free; every function is host/device.
+//
+// For a group of values (a tensor, a row, a 1×block run or a block×block tile):
+//   amax  = max |x|                      (NaN propagates)
+//   scale = amax / fp8_max               (1 when amax == 0, so an all-zero group is exact)
+//   q     = fp8(clamp(x * (fp8_max / amax), -fp8_max, fp8_max))
+// so x ≈ q · scale. ±inf is not saturated away: a group holding inf gets scale = inf (q is NaN
+// where x is ±inf), a group holding NaN gets scale = NaN and NaN q; the overflow stays visible.
+#pragma once
+
+#include <cmath>
+
+#include "ember/common.h"
+
+namespace ember::fp8 {
+
+enum class Format : int { kE4M3 = 0, kE5M2 = 1 };
+
+EMBER_HOST_DEVICE constexpr float max_value(Format f) { return f == Format::kE4M3 ? 448.0f : 57344.0f; }
+EMBER_HOST_DEVICE constexpr int mantissa_bits(Format f) { return f == Format::kE4M3 ? 3 : 2; }
+EMBER_HOST_DEVICE constexpr int exponent_bias(Format f) { return f == Format::kE4M3 ? 7 : 15; }
+// e4m3fn has no inf and one NaN pattern per sign (S.1111.111); e5m2 NaN is S.11111.11.
+EMBER_HOST_DEVICE constexpr uint8_t nan_code(Format f) { return 0x7f; }
+
+// 2^k for -126 <= k <= 127, built from its bits (exact, no libm).
+EMBER_HOST_DEVICE float round_half_even(float x) {
+#if defined(__CUDA_ARCH__)
+  return rintf(x);
+#else
+  return std::rint(x);  // the default rounding mode: to nearest, ties to even
+#endif
+}
+
+EMBER_HOST_DEVICE float pow2(int k) { return bits_as_float(uint32_t(k + 127) << 23); }
+
+// NaN-propagating max, used for every amax reduction (the order of a reduction cannot change
+// whether a NaN survives).
+EMBER_HOST_DEVICE float amax_combine(float a, float b) { return (a > b || a != a) ? a : b; }
+
+EMBER_HOST_DEVICE float scale_from_amax(float amax, Format f) {
+  return amax == 0.0f ? 1.0f : amax / max_value(f);
+}
+EMBER_HOST_DEVICE float inv_scale_from_amax(float amax, Format f) {
+  return amax == 0.0f ? 1.0f : max_value(f) / amax;
+}
+
+// float -> fp8 bits: round to nearest even; finite values beyond the range (and ±inf)
+// saturate to ±max; NaN -> NaN. Same result as torch's clamp(-max, max) then .to(float8_*).
+EMBER_HOST_DEVICE uint8_t encode(float x, Format f) {
+  const uint32_t bits = float_as_bits(x);
+  const uint8_t sign = uint8_t((bits >> 24) & 0x80u);
+  const uint32_t mag = bits & 0x7fffffffu;
+  if (mag > 0x7f800000u) return sign | nan_code(f);
+  const int man = mantissa_bits(f);
+  const int emin = 1 - exponent_bias(f);  // exponent of the smallest normal
+  float a = bits_as_float(mag);
+  if (!(a < max_value(f))) a = max_value(f);
+  int e = int(float_as_bits(a) >> 23) - 127;  // binade of a (fp32 subnormals land below emin)
+  if (e < emin) e = emin;                       // fp8 subnormals share emin's spacing
+  // Scale so the fp8 grid in this binade has spacing 1 (exact), then round half to even.
+  uint32_t k = uint32_t(round_half_even(a * pow2(man - e)));
+  if (k == 0) return sign;
+  if (k >= (2u << man)) {  // rounded up into the next binade
+    k >>= 1;
+    ++e;
+  }
+  if (k < (1u << man)) return uint8_t(sign | k);  // subnormal: exponent field 0
+  return uint8_t(sign | (uint32_t(e + exponent_bias(f)) << man) | (k - (1u << man)));
+}
+
+EMBER_HOST_DEVICE uint8_t quantize(float x, float inv_scale, Format f) { return encode(x * inv_scale, f); }
+
+}  // namespace ember::fp8

@@ -1,0 +1,35 @@
+"""ember: C++/CUDA kernels for cheaper LLM pre-training, as PyTorch ops.
+
+``import ember`` loads the native library (registering ``torch.ops.ember.*``); the Python API
+lives in ``ember.ops`` and the per-family packages.
+"""
+
+import torch  # noqa: F401  (loads libtorch before the extension that links it)
+
+from . import _C
+from . import ops
+
+__version__ = _C.build_info()["version"]
+
+
+def build_info() -> dict:
+    """How the native library was built, and the torch it runs with."""
+    info = dict(_C.build_info())
+    info["torch_runtime"] = torch.__version__
+    info["gpu"] = torch.cuda.get_device_name() if cuda_available() else None
+    return info
+
+
+def cuda_available() -> bool:
+    """True when the CUDA kernels were built and a GPU is visible."""
+    return bool(_C.build_info()["with_cuda"]) and torch.cuda.is_available()
+
+
+def ops_available() -> dict:
+    """{op name: [dispatch keys with a kernel]} for every torch.ops.ember op."""
+    keys = ("CPU", "CUDA", "Meta", "Autograd")
+    names = sorted(n for n in torch._C._dispatch_get_all_op_names() if n.startswith("ember::"))
+    return {n: [k for k in keys if torch._C._dispatch_has_kernel_for_dispatch_key(n, k)] for n in names}
+
+
+__all__ = ["build_info", "cuda_available", "ops_available", "ops", "__version__"]

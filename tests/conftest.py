@@ -1,0 +1,31 @@
+import os
+
+import pytest
+import torch
+from hypothesis import settings
+
+import ember
+
+settings.register_profile("default", deadline=None, max_examples=30, derandomize=False)
+settings.register_profile("ci", deadline=None, max_examples=30, derandomize=True)
+settings.load_profile("ci" if os.environ.get("CI") else "default")
+
+DEVICES = ["cpu"] + (["cuda"] if ember.cuda_available() else [])
+
+
+def poison_cuda_allocator():
+    """Fill the caching allocator's free blocks with 0xFF (NaN as fp8 and as fp32), so that an
+    op's freshly allocated outputs start poisoned and an element a kernel forgot to write shows."""
+    torch.cuda.synchronize()
+    torch.cuda.empty_cache()
+    for nbytes in (1 << 20, 256 << 20):  # the small-block and large-block pools
+        torch.full((nbytes,), 0xFF, dtype=torch.uint8, device="cuda")
+    torch.cuda.synchronize()
+
+
+@pytest.fixture(params=DEVICES)
+def device(request):
+    """Runs a test on the CPU and, when ember's CUDA kernels and a GPU are there, on CUDA."""
+    if request.param == "cuda":
+        poison_cuda_allocator()
+    return request.param

@@ -1,0 +1,67 @@
+"""The built library: build info, and (for CUDA builds) that its machine code targets sm_90a."""
+
+import os
+import pathlib
+import re
+import shutil
+import subprocess
+
+import pytest
+
+import ember
+
+INFO = ember.build_info()
+needs_cuda_build = pytest.mark.skipif(not INFO["with_cuda"], reason="built without CUDA (EMBER_CUDA=0 or no CUDA torch)")
+
+
+def test_build_info():
+    for key in ("version", "torch", "with_cuda", "cuda_archs", "cutlass", "torch_runtime"):
+        assert key in INFO
+    assert INFO["version"] == ember.__version__
+    assert INFO["torch_runtime"].startswith(INFO["torch"].split("+")[0])
+
+
+def test_ops_registered():
+    ops = ember.ops_available()
+    assert "CPU" in ops["ember::quantize_fp8"] and "Meta" in ops["ember::quantize_fp8"]
+    if INFO["with_cuda"]:
+        assert "CUDA" in ops["ember::quantize_fp8"]
+
+
+def _cuobjdump():
+    try:
+        import nvidia.cu13
+
+        candidate = pathlib.Path(list(nvidia.cu13.__path__)[0]) / "bin" / "cuobjdump"
+        if candidate.exists():
+            return str(candidate)
+    except ImportError:
+        pass
+    found = shutil.which("cuobjdump")
+    if not found:
+        pytest.fail("cuobjdump not found: pip install nvidia-cuda-cuobjdump nvidia-cuda-nvdisasm")
+    return found
+
+
+def _library():
+    return str(next(pathlib.Path(ember._C.__file__).parent.glob("_C*.so")))
+
+
+@needs_cuda_build
+def test_cuda_archs_default():
+    assert "90a" in INFO["cuda_archs"].split(",")
+
+
+@needs_cuda_build
+def test_sass_targets_sm90a_for_every_kernel():
+    elfs = subprocess.run([_cuobjdump(), "--list-elf", _library()], capture_output=True, text=True, check=True).stdout
+    assert "sm_90a" in elfs, elfs
+    tool = _cuobjdump()
+    env = dict(os.environ, PATH=f"{os.path.dirname(tool)}{os.pathsep}{os.environ.get('PATH', '')}")  # finds nvdisasm
+    sass = subprocess.run([tool, "--dump-sass", _library()], capture_output=True, text=True, check=True, env=env).stdout
+    functions = re.findall(r"Function : (\S+)", sass)
+    quantize = [f for f in functions if "quantize_region_kernel" in f]
+    # 3 input types × (tensor, row: amax + cast phases; block, tile: fused) = 18 instantiations
+    assert len(quantize) == 18, functions
+    # Local memory (LDL/STL) in our kernels means a register array spilled or was indexed at run time.
+    assert not re.search(r"\b(LDL|STL)\b", sass), "local memory traffic in SASS"
