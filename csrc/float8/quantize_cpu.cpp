@@ -12,18 +12,15 @@
 namespace ember::float8 {
 namespace {
 
-template <typename T>
+template <typename T, bool kTranspose>
 struct YView {  // y(r, c) without materializing xᵀ
   const T* x;
   int64_t ld;
-  bool transpose;
-  float operator()(int64_t r, int64_t c) const {
-    return static_cast<float>(transpose ? x[c * ld + r] : x[r * ld + c]);
-  }
+  float operator()(int64_t r, int64_t c) const { return static_cast<float>(kTranspose ? x[c * ld + r] : x[r * ld + c]); }
 };
 
-template <typename T>
-void quantize_tensorwise(const QuantizeParams& p, YView<T> y) {
+template <typename Y>
+void quantize_tensorwise(const QuantizeParams& p, Y y) {
   const int64_t rows = p.y_rows(), cols = p.y_cols();
   const float amax = at::parallel_reduce(
       0, rows, 16, 0.0f,
@@ -43,35 +40,43 @@ void quantize_tensorwise(const QuantizeParams& p, YView<T> y) {
 
 // Row, block and tile: a band of group_rows() rows of y holds whole groups, so bands are
 // independent: amax per group, scales, then the cast.
-template <typename T>
-void quantize_banded(const QuantizeParams& p, YView<T> y) {
+template <typename Y>
+void quantize_banded(const QuantizeParams& p, Y y) {
   const int64_t rows = p.y_rows(), cols = p.y_cols();
-  const int64_t band = p.group_rows(), gc = p.group_cols(), ngc = p.scale_cols();
+  const int64_t band = p.group_rows(), gc = std::max<int64_t>(p.group_cols(), 1), ngc = p.scale_cols();
   at::parallel_for(0, p.scale_rows(), 1, [&](int64_t b0, int64_t b1) {
-    std::vector<float> amax(ngc), inv(ngc);
+    std::vector<float> inv(ngc);
     for (int64_t b = b0; b < b1; ++b) {
       const int64_t r0 = b * band, r1 = std::min(rows, r0 + band);
-      std::fill(amax.begin(), amax.end(), 0.0f);
-      for (int64_t r = r0; r < r1; ++r)
-        for (int64_t c = 0; c < cols; ++c) amax[c / gc] = fp8::amax_combine(amax[c / gc], std::fabs(y(r, c)));
       for (int64_t g = 0; g < ngc; ++g) {
-        p.scale[b * ngc + g] = fp8::scale_from_amax(amax[g], p.format);
-        inv[g] = fp8::inv_scale_from_amax(amax[g], p.format);
+        const int64_t c0 = g * gc, c1 = std::min(cols, c0 + gc);
+        float amax = 0.0f;
+        for (int64_t r = r0; r < r1; ++r)
+          for (int64_t c = c0; c < c1; ++c) amax = fp8::amax_combine(amax, std::fabs(y(r, c)));
+        p.scale[b * ngc + g] = fp8::scale_from_amax(amax, p.format);
+        inv[g] = fp8::inv_scale_from_amax(amax, p.format);
       }
       for (int64_t r = r0; r < r1; ++r)
-        for (int64_t c = 0; c < cols; ++c) p.q[r * cols + c] = fp8::quantize(y(r, c), inv[c / gc], p.format);
+        for (int64_t g = 0; g < ngc; ++g)
+          for (int64_t c = g * gc, c1 = std::min(cols, c + gc); c < c1; ++c)
+            p.q[r * cols + c] = fp8::quantize(y(r, c), inv[g], p.format);
     }
   });
 }
 
-template <typename T>
-void quantize_typed(const QuantizeParams& p) {
-  const YView<T> y{static_cast<const T*>(p.x), p.x_cols, p.transpose};
+template <typename T, bool kTranspose>
+void quantize_view(const QuantizeParams& p) {
+  const YView<T, kTranspose> y{static_cast<const T*>(p.x), p.x_cols};
   if (p.granularity == Granularity::kTensor) {
     quantize_tensorwise(p, y);
   } else {
     quantize_banded(p, y);
   }
+}
+
+template <typename T>
+void quantize_typed(const QuantizeParams& p) {
+  p.transpose ? quantize_view<T, true>(p) : quantize_view<T, false>(p);
 }
 
 }  // namespace

@@ -10,8 +10,6 @@
 // where x is ±inf), a group holding NaN gets scale = NaN and NaN q; the overflow stays visible.
 #pragma once
 
-#include <cmath>
-
 #include "ember/common.h"
 
 namespace ember::fp8 {
@@ -25,12 +23,12 @@ EMBER_HOST_DEVICE constexpr int exponent_bias(Format f) { return f == Format::kE
 EMBER_HOST_DEVICE constexpr uint8_t nan_code(Format f) { return 0x7f; }
 
 // 2^k for -126 <= k <= 127, built from its bits (exact, no libm).
+// Round to the nearest integer, ties to even, for 0 <= x < 2^22: adding 2^23 leaves no fraction
+// bits, so the fp32 add itself rounds (IEEE round-to-nearest-even, identical on host and device;
+// an FMA contraction of the caller's exact power-of-two product changes nothing).
 EMBER_HOST_DEVICE float round_half_even(float x) {
-#if defined(__CUDA_ARCH__)
-  return rintf(x);
-#else
-  return std::rint(x);  // the default rounding mode: to nearest, ties to even
-#endif
+  constexpr float kShift = 8388608.0f;  // 2^23
+  return (x + kShift) - kShift;
 }
 
 EMBER_HOST_DEVICE float pow2(int k) { return bits_as_float(uint32_t(k + 127) << 23); }
@@ -48,26 +46,22 @@ EMBER_HOST_DEVICE float inv_scale_from_amax(float amax, Format f) {
 
 // float -> fp8 bits: round to nearest even; finite values beyond the range (and ±inf)
 // saturate to ±max; NaN -> NaN. Same result as torch's clamp(-max, max) then .to(float8_*).
+// Branch-free (it vectorizes on the CPU): with e the binade of |x| (at least emin, where the
+// subnormals live) and k = |x| / 2^(e - man) rounded, the code is (e - emin) · 2^man + k for
+// normals, subnormals and a round-up into the next binade alike.
 EMBER_HOST_DEVICE uint8_t encode(float x, Format f) {
   const uint32_t bits = float_as_bits(x);
-  const uint8_t sign = uint8_t((bits >> 24) & 0x80u);
+  const uint32_t sign = (bits >> 24) & 0x80u;
   const uint32_t mag = bits & 0x7fffffffu;
-  if (mag > 0x7f800000u) return sign | nan_code(f);
   const int man = mantissa_bits(f);
-  const int emin = 1 - exponent_bias(f);  // exponent of the smallest normal
-  float a = bits_as_float(mag);
-  if (!(a < max_value(f))) a = max_value(f);
-  int e = int(float_as_bits(a) >> 23) - 127;  // binade of a (fp32 subnormals land below emin)
-  if (e < emin) e = emin;                       // fp8 subnormals share emin's spacing
-  // Scale so the fp8 grid in this binade has spacing 1 (exact), then round half to even.
-  uint32_t k = uint32_t(round_half_even(a * pow2(man - e)));
-  if (k == 0) return sign;
-  if (k >= (2u << man)) {  // rounded up into the next binade
-    k >>= 1;
-    ++e;
-  }
-  if (k < (1u << man)) return uint8_t(sign | k);  // subnormal: exponent field 0
-  return uint8_t(sign | (uint32_t(e + exponent_bias(f)) << man) | (k - (1u << man)));
+  const int emin = 1 - exponent_bias(f);  // binade of the smallest normal
+  const float a0 = bits_as_float(mag);
+  const float a = a0 < max_value(f) ? a0 : max_value(f);  // NaN lands here too; replaced below
+  int e = int(float_as_bits(a) >> 23) - 127;
+  e = e < emin ? emin : e;
+  const uint32_t k = uint32_t(round_half_even(a * pow2(man - e)));  // exact scaling, then rounding
+  const uint32_t code = (uint32_t(e - emin) << man) + k;
+  return uint8_t(sign | (mag > 0x7f800000u ? uint32_t(nan_code(f)) : code));
 }
 
 EMBER_HOST_DEVICE uint8_t quantize(float x, float inv_scale, Format f) { return encode(x * inv_scale, f); }
