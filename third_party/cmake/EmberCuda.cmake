@@ -29,6 +29,12 @@ if(_ember_cuda_wanted)
   endif()
 endif()
 
+# EMBER_CUDA=1 asks for CUDA outright (CI, the GPU check): no quiet CPU-only fallback.
+if(NOT EMBER_WITH_CUDA AND DEFINED ENV{EMBER_CUDA} AND "$ENV{EMBER_CUDA}" MATCHES "^(1|ON|on|yes|YES|true|TRUE)$")
+  message(FATAL_ERROR "ember: EMBER_CUDA=$ENV{EMBER_CUDA} but the CUDA kernels cannot be built "
+                      "(torch CUDA: '${EMBER_TORCH_CUDA}', nvcc: '${CMAKE_CUDA_COMPILER}')")
+endif()
+
 if(EMBER_WITH_CUDA)
   if(DEFINED ENV{EMBER_CUDA_ARCHS} AND NOT "$ENV{EMBER_CUDA_ARCHS}" STREQUAL "")
     set(EMBER_CUDA_ARCHS "$ENV{EMBER_CUDA_ARCHS}")

@@ -1,0 +1,69 @@
+#!/usr/bin/env bash
+# The GPU check: one call on a machine with an H100/H200 and no internet. Builds ember for sm_90a
+# with all cores, runs the whole test suite (CUDA included), runs every benchmark in its short
+# mode, and writes report.md plus logs into the folder given (on the device tool: $OUT).
+#
+#   bash bench/device_check.sh OUT_DIR
+#
+# Needs torch with CUDA, nvcc, cmake, ninja, scikit-build-core, pybind11, pytest and hypothesis
+# on the machine, and the nvidia-cutlass wheel in .whl/ (bench/README.md says how to bring it).
+# Budget: under 8 minutes. Never touches the card's clocks, power or modes.
+set -uo pipefail
+out=${1:?usage: bench/device_check.sh OUT_DIR}
+mkdir -p "$out"
+cd "$(dirname "$0")/.."
+export PYTHONUNBUFFERED=1 CMAKE_BUILD_PARALLEL_LEVEL=$(nproc) EMBER_CUDA=1 EMBER_CUDA_ARCHS=${EMBER_CUDA_ARCHS:-90a}
+t0=$(date +%s)
+stamp() { echo "[$(( $(date +%s) - t0 ))s] $*"; }
+
+{
+  date -u +%FT%TZ
+  nvidia-smi --query-gpu=name,driver_version,clocks.max.sm,clocks.sm,clocks.max.mem,power.limit,temperature.gpu --format=csv
+  python3 -c "import torch; print('torch', torch.__version__, 'cuda', torch.version.cuda, torch.cuda.get_device_name())"
+  nvcc --version | tail -1
+} > "$out/env.txt" 2>&1
+
+# CUTLASS headers from the carried wheel (a wheel is a zip; nothing to install).
+wheel=$(ls .whl/nvidia_cutlass-*.whl 2>/dev/null | head -1)
+if [ -n "$wheel" ]; then
+  rm -rf /tmp/ember_cutlass && python3 -m zipfile -e "$wheel" /tmp/ember_cutlass
+  export EMBER_CUTLASS_DIR=/tmp/ember_cutlass/cutlass_library/source/include
+fi
+
+stamp "build (sm_$EMBER_CUDA_ARCHS, $CMAKE_BUILD_PARALLEL_LEVEL jobs)"
+if ! EMBER_PTXAS_VERBOSE=1 python3 -m pip install --no-build-isolation --no-deps --no-index -v -e . > "$out/build.log" 2>&1; then
+  stamp "BUILD FAILED"; tail -40 "$out/build.log"
+  printf '# ember device check: build failed\n\nSee build.log.\n' > "$out/report.md"
+  exit 1
+fi
+build_s=$(( $(date +%s) - t0 ))
+
+stamp "tests"
+timeout 240 python3 -m pytest -q -p no:cacheprovider tests > "$out/tests.log" 2>&1
+tests_rc=$?
+tail -3 "$out/tests.log"
+
+stamp "benchmarks (short mode)"
+: > "$out/bench.txt"
+for b in bench/bench_*.py; do
+  name=$(basename "$b" .py)
+  timeout 180 python3 "$b" --quick --compile --json "$out/$name.json" >> "$out/bench.txt" 2>&1 || echo "$name failed (rc $?)" >> "$out/bench.txt"
+  echo >> "$out/bench.txt"
+done
+
+{
+  echo "# ember device check"
+  echo
+  echo '```'; cat "$out/env.txt"; echo '```'
+  echo
+  echo "- build: ${build_s}s, ptxas report in build.log"
+  echo "- tests (rc $tests_rc): $(tail -1 "$out/tests.log")"
+  echo "- total: $(( $(date +%s) - t0 ))s"
+  echo
+  echo "## Benchmarks (--quick)"
+  echo
+  echo '```'; cat "$out/bench.txt"; echo '```'
+} > "$out/report.md"
+cat "$out/bench.txt"
+stamp "done: $out/report.md"
+exit $tests_rc
