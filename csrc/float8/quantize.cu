@@ -45,7 +45,8 @@ struct Args {
 struct Smem {
   float y[kRegion][kStride];
   float group_amax[kRegion][kMaxGroupsPerRow];  // block/tile: per (row, column group)
-  float row_amax[kRegion];                      // row: from the workspace
+  float group_inv[kRegion][kMaxGroupsPerRow];   // block/tile: 1/scale per (row, column group)
+  float row_inv[kRegion];                       // row: 1/scale, from the workspace's amax
 };
 
 __device__ __forceinline__ float to_float(float v) { return v; }
@@ -129,11 +130,12 @@ __device__ void row_group_amax(const Args& a, Smem& s, int r, int lane) {
   }
 }
 
+// The factor y[r, c] is multiplied by before encoding (one division per group, not per value).
 template <Granularity G>
-__device__ float region_amax_for(const Smem& s, float tensor_amax, int r, int c, int block) {
-  if constexpr (G == Granularity::kTensor) return tensor_amax;
-  if constexpr (G == Granularity::kRow) return s.row_amax[r];
-  return s.group_amax[r][c / block];
+__device__ float inv_scale_at(const Smem& s, float tensor_inv, int r, int c, int block) {
+  if constexpr (G == Granularity::kTensor) return tensor_inv;
+  if constexpr (G == Granularity::kRow) return s.row_inv[r];
+  return s.group_inv[r][c / block];
 }
 
 template <typename T, Granularity G, Phase P>
@@ -166,14 +168,15 @@ __global__ void __launch_bounds__(kThreads) quantize_region_kernel(Args a) {
     }
     return;
   } else {
-    float tensor_amax = 0.f;
+    float tensor_inv = 1.f;
     if constexpr (G == Granularity::kTensor) {
-      tensor_amax = a.workspace[0];
-      if (blockIdx.x == 0 && threadIdx.x == 0) a.scale[0] = fp8::scale_from_amax(tensor_amax, a.format);
+      const float m = a.workspace[0];
+      tensor_inv = fp8::inv_scale_from_amax(m, a.format);
+      if (blockIdx.x == 0 && threadIdx.x == 0) a.scale[0] = fp8::scale_from_amax(m, a.format);
     } else if constexpr (G == Granularity::kRow) {
       for (int r = threadIdx.x; r < kRegion; r += kThreads) {
         const float m = r0 + r < a.rows ? a.workspace[r0 + r] : 0.f;
-        s.row_amax[r] = m;
+        s.row_inv[r] = fp8::inv_scale_from_amax(m, a.format);
         if (c0 == 0 && r0 + r < a.rows) a.scale[r0 + r] = fp8::scale_from_amax(m, a.format);
       }
       __syncthreads();
@@ -182,7 +185,7 @@ __global__ void __launch_bounds__(kThreads) quantize_region_kernel(Args a) {
       __syncthreads();
       const int groups = kRegion / a.block;  // per region row / column
       if constexpr (G == Granularity::kTile) {
-        // Fold each tile's `block` rows into its first row, then broadcast.
+        // Fold each tile's `block` rows into its first row, then spread 1/scale over the tile.
         for (int t = threadIdx.x; t < groups * groups; t += kThreads) {
           const int rb = t / groups, cb = t % groups;
           float m = 0.f;
@@ -194,15 +197,18 @@ __global__ void __launch_bounds__(kThreads) quantize_region_kernel(Args a) {
         __syncthreads();
         for (int t = threadIdx.x; t < kRegion * groups; t += kThreads) {
           const int r = t / groups, cb = t % groups;
-          if (r % a.block != 0) s.group_amax[r][cb] = s.group_amax[r - r % a.block][cb];
+          s.group_inv[r][cb] = fp8::inv_scale_from_amax(s.group_amax[r - r % a.block][cb], a.format);
         }
         __syncthreads();
       } else {
         for (int t = threadIdx.x; t < kRegion * groups; t += kThreads) {
           const int r = t / groups, cb = t % groups;
+          const float m = s.group_amax[r][cb];
+          s.group_inv[r][cb] = fp8::inv_scale_from_amax(m, a.format);
           if (r0 + r < a.rows && c0 + cb * a.block < a.cols)
-            a.scale[(r0 + r) * a.scale_cols + c0 / a.block + cb] = fp8::scale_from_amax(s.group_amax[r][cb], a.format);
+            a.scale[(r0 + r) * a.scale_cols + c0 / a.block + cb] = fp8::scale_from_amax(m, a.format);
         }
+        __syncthreads();
       }
     }
 
@@ -212,7 +218,7 @@ __global__ void __launch_bounds__(kThreads) quantize_region_kernel(Args a) {
       const int r = i / (kRegion / 4), c = (i % (kRegion / 4)) * 4;
       const int64_t gr = r0 + r, gc = c0 + c;
       if (gr >= a.rows || gc >= a.cols) continue;
-      const float inv = fp8::inv_scale_from_amax(region_amax_for<G>(s, tensor_amax, r, c, a.block), a.format);
+      const float inv = inv_scale_at<G>(s, tensor_inv, r, c, a.block);
       uint8_t* out = a.q + gr * a.cols + gc;
       if (pack_ok) {  // gc + 4 <= cols follows from cols % 4 == 0
         uint32_t packed = 0;

@@ -7,12 +7,11 @@ import sys
 def _info(args) -> int:
     import ember
 
-    info = ember.build_info()
+    info = {**ember.build_info(), "cuda_available": ember.cuda_available()}
     width = max(map(len, info))
     print("ember build")
     for key, value in info.items():
         print(f"  {key:<{width}}  {value if value not in ('', None) else '-'}")
-    print(f"  {'cuda_available':<{width}}  {ember.cuda_available()}")
     print("ops (torch.ops.ember.*: kernels registered)")
     for name, keys in ember.ops_available().items():
         print(f"  {name.removeprefix('ember::'):<24} {', '.join(keys)}")

@@ -1,12 +1,13 @@
-"""Plain-PyTorch reference of ember.ops.quantize_fp8 (the definition the kernels must match
-bit for bit, and the baseline the benchmark times)."""
+"""Plain-PyTorch reference of ember.ops.quantize_fp8: the definition the kernels must match bit
+for bit, and the baseline the benchmark times (so it broadcasts rather than expanding scales)."""
 
 import torch
 import torch.nn.functional as F
 
 
 def _group_shape(granularity: str, rows: int, cols: int, block: int) -> tuple[int, int]:
-    return {"tensor": (rows, cols), "row": (1, cols), "block": (1, block), "tile": (block, block)}[granularity]
+    shape = {"row": (1, cols), "block": (1, block), "tile": (block, block)}[granularity]
+    return max(shape[0], 1), max(shape[1], 1)
 
 
 def _scales(amax: torch.Tensor, fp8_max: float) -> tuple[torch.Tensor, torch.Tensor]:
@@ -24,19 +25,21 @@ def quantize_fp8_reference(
     block: int = 128,
     transpose: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """amax per group, scale = amax / fp8_max (1 for amax == 0), q = fp8(clamp(y · fp8_max / amax))."""
+    """amax per group, scale = amax / fp8_max (1 for amax == 0), q = fp8(clamp(y · fp8_max / amax)),
+    with y = x or xᵀ; q is row-major like ember's."""
     fp8_max = torch.finfo(dtype).max
     y = (x.t() if transpose else x).float()
     if granularity == "tensor":
         amax = y.abs().amax() if y.numel() else y.new_zeros(())
-        scale, inv_full = _scales(amax, fp8_max)
-    else:
-        rows, cols = y.shape
-        gr, gc = (max(n, 1) for n in _group_shape(granularity, rows, cols, block))
-        n_r, n_c = -(-rows // gr), 1 if granularity == "row" else -(-cols // gc)
-        padded = F.pad(y.abs(), (0, n_c * gc - cols, 0, n_r * gr - rows))
-        amax = padded.reshape(n_r, gr, n_c, gc).amax(dim=(1, 3)) if padded.numel() else y.new_zeros(n_r, n_c)
         scale, inv = _scales(amax, fp8_max)
-        inv_full = inv.repeat_interleave(gr, 0).repeat_interleave(gc, 1)[:rows, :cols]
-    q = (y * inv_full).clamp(-fp8_max, fp8_max).to(dtype)
+        return (y * inv).clamp(-fp8_max, fp8_max).to(dtype).contiguous(), scale
+    rows, cols = y.shape
+    gr, gc = _group_shape(granularity, rows, cols, block)
+    n_r, n_c = -(-rows // gr), 1 if granularity == "row" else -(-cols // gc)
+    pad_r, pad_c = n_r * gr - rows, n_c * gc - cols
+    groups = (F.pad(y, (0, pad_c, 0, pad_r)) if pad_r or pad_c else y).reshape(n_r, gr, n_c, gc)
+    amax = groups.abs().amax(dim=(1, 3)) if groups.numel() else y.new_zeros(n_r, n_c)
+    scale, inv = _scales(amax, fp8_max)
+    q = (groups * inv[:, None, :, None]).clamp(-fp8_max, fp8_max).to(dtype)
+    q = q.reshape(n_r * gr, n_c * gc)[:rows, :cols].contiguous()
     return q, scale
