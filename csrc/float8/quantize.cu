@@ -72,8 +72,8 @@ __device__ __forceinline__ float warp_amax(float m, int width) {
 }
 
 __device__ __forceinline__ void atomic_amax(float* addr, float m) {
-  // m >= +0 or a positive NaN: as int its bits order like the values, NaN above inf.
-  atomicMax(reinterpret_cast<int*>(addr), __float_as_int(m));
+  // fp8::abs_bits orders |m| as unsigned integers, NaN above inf.
+  atomicMax(reinterpret_cast<unsigned int*>(addr), fp8::abs_bits(m));
 }
 
 // Stage y[r0:r0+128, c0:c0+128] (zeros outside y: they never raise an amax) into s.y.

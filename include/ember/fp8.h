@@ -33,6 +33,11 @@ EMBER_HOST_DEVICE float round_half_even(float x) {
 
 EMBER_HOST_DEVICE float pow2(int k) { return bits_as_float(uint32_t(k + 127) << 23); }
 
+// |x| as bits: for non-negative floats the integer order is the value order, and every NaN ranks
+// above inf, so an unsigned max over these bits is a NaN-propagating amax that vectorizes (CPU)
+// and maps onto atomicMax (CUDA).
+EMBER_HOST_DEVICE uint32_t abs_bits(float x) { return float_as_bits(x) & 0x7fffffffu; }
+
 // NaN-propagating max, used for every amax reduction (the order of a reduction cannot change
 // whether a NaN survives).
 EMBER_HOST_DEVICE float amax_combine(float a, float b) { return (a > b || a != a) ? a : b; }
