@@ -76,15 +76,56 @@ __device__ __forceinline__ void atomic_amax(float* addr, float m) {
   atomicMax(reinterpret_cast<unsigned int*>(addr), fp8::abs_bits(m));
 }
 
-// Stage y[r0:r0+128, c0:c0+128] (zeros outside y: they never raise an amax) into s.y.
+// Quad i of a region (4 consecutive elements along x's contiguous dimension): 8 consecutive
+// lanes take 8 consecutive quads of one row (32 contiguous elements: whole sectors) and a warp
+// spans 4 rows. With the 129-float pitch the 32 lanes then hit 32 different banks whether a quad
+// is stored along a row of y (x as is) or down a column (xᵀ), and again when the cast reads it.
+__device__ __forceinline__ void quad_coords(int i, int& row, int& col) {
+  const int lane = i % 32, w = i / 32;
+  row = (w / 4) * 4 + lane / 8;
+  col = ((w % 4) * 8 + lane % 8) * 4;
+}
+
+constexpr int kQuadsPerThread = kRegion * kRegion / 4 / kThreads;
+
+// Stage y[r0:r0+128, c0:c0+128] (zeros outside y: they never raise an amax) into s.y, reading x
+// coalesced along its contiguous dimension whether or not y is transposed.
 template <typename T>
 __device__ void load_region(const Args& a, Smem& s, int64_t r0, int64_t c0) {
   const T* x = static_cast<const T*>(a.x);
-  // Walk x: `slow` indexes x's rows, `fast` its contiguous dimension, four at a time.
+  // `slow` indexes x's rows, `fast` its contiguous dimension.
   const int64_t slow0 = a.transpose ? c0 : r0, fast0 = a.transpose ? r0 : c0;
   const int64_t slow_n = a.transpose ? a.cols : a.rows, fast_n = a.transpose ? a.rows : a.cols;
-  for (int i = threadIdx.x; i < kRegion * kRegion / 4; i += kThreads) {
-    const int slow = i / (kRegion / 4), fast = (i % (kRegion / 4)) * 4;
+  auto store = [&](int slow, int fast, const float (&v)[4]) {
+#pragma unroll
+    for (int j = 0; j < 4; ++j) {
+      if (a.transpose) {
+        s.y[fast + j][slow] = v[j];
+      } else {
+        s.y[slow][fast + j] = v[j];
+      }
+    }
+  };
+  if (a.vec4 && slow0 + kRegion <= slow_n && fast0 + kRegion <= fast_n) {
+    // Interior region: every load in flight before the first store.
+    float v[kQuadsPerThread][4];
+#pragma unroll
+    for (int k = 0; k < kQuadsPerThread; ++k) {
+      int slow, fast;
+      quad_coords(threadIdx.x + k * kThreads, slow, fast);
+      load4(x + (slow0 + slow) * a.x_cols + fast0 + fast, v[k]);
+    }
+#pragma unroll
+    for (int k = 0; k < kQuadsPerThread; ++k) {
+      int slow, fast;
+      quad_coords(threadIdx.x + k * kThreads, slow, fast);
+      store(slow, fast, v[k]);
+    }
+    return;
+  }
+  for (int i = threadIdx.x; i < kRegion * kRegion / 4; i += kThreads) {  // edges, unaligned x
+    int slow, fast;
+    quad_coords(i, slow, fast);
     const int64_t gs = slow0 + slow, gf = fast0 + fast;
     float v[4] = {0.f, 0.f, 0.f, 0.f};
     if (gs < slow_n) {
@@ -97,14 +138,7 @@ __device__ void load_region(const Args& a, Smem& s, int64_t r0, int64_t c0) {
           if (gf + j < fast_n) v[j] = to_float(p[j]);
       }
     }
-#pragma unroll
-    for (int j = 0; j < 4; ++j) {
-      if (a.transpose) {
-        s.y[fast + j][slow] = v[j];
-      } else {
-        s.y[slow][fast + j] = v[j];
-      }
-    }
+    store(slow, fast, v);
   }
 }
 
@@ -212,10 +246,11 @@ __global__ void __launch_bounds__(kThreads) quantize_region_kernel(Args a) {
       }
     }
 
-    // Cast: each thread packs 4 consecutive columns of a row (one group: block >= 16).
+    // Cast: each thread packs a quad, 4 consecutive columns of a row (one group: block >= 16).
     const bool pack_ok = a.cols % 4 == 0;
     for (int i = threadIdx.x; i < kRegion * kRegion / 4; i += kThreads) {
-      const int r = i / (kRegion / 4), c = (i % (kRegion / 4)) * 4;
+      int r, c;
+      quad_coords(i, r, c);
       const int64_t gr = r0 + r, gc = c0 + c;
       if (gr >= a.rows || gc >= a.cols) continue;
       const float inv = inv_scale_at<G>(s, tensor_inv, r, c, a.block);
