@@ -76,4 +76,8 @@ std::tuple<at::Tensor, at::Tensor> quantize_fp8_cpu(const at::Tensor& x, at::Sca
 
 TORCH_LIBRARY_IMPL(ember, CPU, m) { m.impl("quantize_fp8", &quantize_fp8_cpu); }
 
+// Quantization is not differentiable: its outputs never require grad (Float8Linear's autograd
+// function decides what flows back).
+TORCH_LIBRARY_IMPL(ember, Autograd, m) { m.impl("quantize_fp8", torch::CppFunction::makeFallthrough()); }
+
 }  // namespace ember::bindings

@@ -139,6 +139,12 @@ def test_empty(device, granularity):
     assert q.shape == (64, 0)
 
 
+def test_outputs_do_not_require_grad(device):
+    x = random_input((8, 40), torch.float32, device).requires_grad_()
+    q, scale = ember.ops.quantize_fp8(x, granularity="row")
+    assert not q.requires_grad and not scale.requires_grad
+
+
 def test_does_not_modify_input(device):
     x = random_input((50, 70), torch.bfloat16, device)
     before = x.clone()

@@ -20,7 +20,8 @@ def quantize_fp8(
     (ceil(rows/block), ceil(cols/block)) — the weight recipe. rows/cols are y's.
     ``transpose=True`` reads x column-wise and never materializes xᵀ.
     scale = amax / fp8_max per group (1 for an all-zero group); a group holding ±inf or NaN gets
-    an inf/NaN scale rather than silently saturating.
+    an inf/NaN scale rather than silently saturating. Not differentiable (outputs never
+    require grad).
     """
     return torch.ops.ember.quantize_fp8(x, dtype, granularity, block, transpose)
 
