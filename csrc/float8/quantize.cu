@@ -11,6 +11,7 @@
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
 
+#include <atomic>
 #include <stdexcept>
 #include <string>
 #include <type_traits>
@@ -279,8 +280,16 @@ void check(cudaError_t err, const char* what) {
 template <typename T, Granularity G, Phase P>
 void launch(const Args& a, int64_t regions, cudaStream_t stream) {
   auto kernel = quantize_region_kernel<T, G, P>;
-  check(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, sizeof(Smem)),
-        "cudaFuncSetAttribute");
+  // More than 48 KB of dynamic shared memory needs an opt-in, once per kernel and device.
+  static std::atomic<uint64_t> opted_in{0};
+  int device = 0;
+  check(cudaGetDevice(&device), "cudaGetDevice");
+  const uint64_t bit = uint64_t(1) << (device % 64);
+  if (!(opted_in.load(std::memory_order_relaxed) & bit)) {
+    check(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, sizeof(Smem)),
+          "cudaFuncSetAttribute");
+    opted_in.fetch_or(bit, std::memory_order_relaxed);
+  }
   kernel<<<static_cast<unsigned>(regions), kThreads, sizeof(Smem), stream>>>(a);
   check(cudaGetLastError(), "kernel launch");
 }

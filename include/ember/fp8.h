@@ -4,7 +4,8 @@
 //
 // For a group of values (a tensor, a row, a 1×block run or a block×block tile):
 //   amax  = max |x|                      (NaN propagates)
-//   scale = amax / fp8_max               (1 when amax == 0, so an all-zero group is exact)
+//   scale = amax / fp8_max               (1 when amax == 0, so an all-zero group is exact;
+//                                         amax is taken as at least FLT_MIN · fp8_max)
 //   q     = fp8(clamp(x * (fp8_max / amax), -fp8_max, fp8_max))
 // so x ≈ q · scale. ±inf is not saturated away: a group holding inf gets scale = inf (q is NaN
 // where x is ±inf), a group holding NaN gets scale = NaN and NaN q; the overflow stays visible.
@@ -19,7 +20,8 @@ enum class Format : int { kE4M3 = 0, kE5M2 = 1 };
 EMBER_HOST_DEVICE constexpr float max_value(Format f) { return f == Format::kE4M3 ? 448.0f : 57344.0f; }
 EMBER_HOST_DEVICE constexpr int mantissa_bits(Format f) { return f == Format::kE4M3 ? 3 : 2; }
 EMBER_HOST_DEVICE constexpr int exponent_bias(Format f) { return f == Format::kE4M3 ? 7 : 15; }
-// e4m3fn has no inf and one NaN pattern per sign (S.1111.111); e5m2 NaN is S.11111.11.
+// The one NaN code q holds (sign clear): 0.1111.111 in e4m3fn (which has no inf), 0.11111.11
+// in e5m2. The sign of a NaN depends on the hardware's arithmetic, so it is not kept.
 EMBER_HOST_DEVICE constexpr uint8_t nan_code(Format f) { return 0x7f; }
 
 // 2^k for -126 <= k <= 127, built from its bits (exact, no libm).
@@ -42,15 +44,24 @@ EMBER_HOST_DEVICE uint32_t abs_bits(float x) { return float_as_bits(x) & 0x7ffff
 // whether a NaN survives).
 EMBER_HOST_DEVICE float amax_combine(float a, float b) { return (a > b || a != a) ? a : b; }
 
+// The smallest amax a scale is taken from (FLT_MIN · fp8_max, exact): below it fp8_max / amax
+// would overflow to inf and 0 · inf = NaN, so a tinier group is scaled as if its amax were this.
+EMBER_HOST_DEVICE constexpr float min_amax(Format f) { return max_value(f) * 1.17549435e-38f; }
+EMBER_HOST_DEVICE float clamp_amax(float amax, Format f) { return amax < min_amax(f) ? min_amax(f) : amax; }
+// One NaN for every NaN scale, whatever payload the hardware's arithmetic would have made.
+EMBER_HOST_DEVICE float canonical_nan() { return bits_as_float(0x7fc00000u); }
+
 EMBER_HOST_DEVICE float scale_from_amax(float amax, Format f) {
-  return amax == 0.0f ? 1.0f : amax / max_value(f);
+  if (amax != amax) return canonical_nan();
+  return amax == 0.0f ? 1.0f : clamp_amax(amax, f) / max_value(f);
 }
 EMBER_HOST_DEVICE float inv_scale_from_amax(float amax, Format f) {
-  return amax == 0.0f ? 1.0f : max_value(f) / amax;
+  return amax == 0.0f ? 1.0f : max_value(f) / clamp_amax(amax, f);
 }
 
 // float -> fp8 bits: round to nearest even; finite values beyond the range (and ±inf)
-// saturate to ±max; NaN -> NaN. Same result as torch's clamp(-max, max) then .to(float8_*).
+// saturate to ±max; NaN -> nan_code. Same result as torch's clamp(-max, max) then
+// .to(float8_*), up to the sign of NaN.
 // Branch-free (it vectorizes on the CPU): with e the binade of |x| (at least emin, where the
 // subnormals live) and k = |x| / 2^(e - man) rounded, the code is (e - emin) · 2^man + k for
 // normals, subnormals and a round-up into the next binade alike.
@@ -66,7 +77,7 @@ EMBER_HOST_DEVICE uint8_t encode(float x, Format f) {
   e = e < emin ? emin : e;
   const uint32_t k = uint32_t(round_half_even(a * pow2(man - e)));  // exact scaling, then rounding
   const uint32_t code = (uint32_t(e - emin) << man) + k;
-  return uint8_t(sign | (mag > 0x7f800000u ? uint32_t(nan_code(f)) : code));
+  return mag > 0x7f800000u ? nan_code(f) : uint8_t(sign | code);
 }
 
 EMBER_HOST_DEVICE uint8_t quantize(float x, float inv_scale, Format f) { return encode(x * inv_scale, f); }

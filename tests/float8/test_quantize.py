@@ -132,6 +132,23 @@ def test_non_finite_poisons_only_its_group(device, bad, fp8_dtype):
     assert torch.isfinite(scale[others].cpu()).all() and torch.isfinite(qf[others]).all()
 
 
+@pytest.mark.parametrize("fp8_dtype", FP8_DTYPES)
+@pytest.mark.parametrize("in_dtype", [torch.float32, torch.bfloat16])
+def test_tiny_group_stays_finite(device, in_dtype, fp8_dtype):
+    # fp8_max / amax would overflow for amax < FLT_MIN · fp8_max (and 0 · inf = NaN).
+    x = torch.tensor([[1e-37, 0.0, -3e-38], [1.0, 0.5, 0.0]], dtype=in_dtype, device=device)
+    q, scale = check(x, fp8_dtype, "row")
+    assert torch.isfinite(q.float()).all() and torch.isfinite(scale).all() and (scale > 0).all()
+    torch.testing.assert_close((q.float() * scale).cpu(), x.float().cpu(), rtol=0.07, atol=0)
+
+
+def test_nan_code_is_canonical(device):
+    x = torch.tensor([[-float("nan"), 1.0], [float("inf"), -2.0]], device=device)
+    q, scale = ember.ops.quantize_fp8(x, granularity="row")
+    assert q.view(torch.uint8)[0, 0].item() == 0x7F and q.view(torch.uint8)[1, 0].item() == 0x7F
+    assert scale.view(torch.int32)[0, 0].item() == 0x7FC00000
+
+
 @pytest.mark.parametrize("granularity", GRANULARITIES)
 def test_empty(device, granularity):
     x = torch.empty(0, 64, device=device)

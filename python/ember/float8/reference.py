@@ -12,10 +12,13 @@ def _group_shape(granularity: str, rows: int, cols: int, block: int) -> tuple[in
 
 def _scales(amax: torch.Tensor, fp8_max: float) -> tuple[torch.Tensor, torch.Tensor]:
     """(scale, inverse scale) of each group, both correctly rounded fp32 divisions (Python's
-    `number / tensor` would multiply by a rounded reciprocal instead)."""
+    `number / tensor` would multiply by a rounded reciprocal instead). amax is taken as at least
+    FLT_MIN · fp8_max, so that fp8_max / amax stays finite."""
     fp8_max_t = torch.full_like(amax, fp8_max)
+    tiny = torch.finfo(torch.float32).tiny * fp8_max
+    clamped = torch.where(amax < tiny, tiny, amax)  # NaN stays NaN
     zero = amax == 0
-    return torch.where(zero, 1.0, amax / fp8_max_t), torch.where(zero, 1.0, fp8_max_t / amax)
+    return torch.where(zero, 1.0, clamped / fp8_max_t), torch.where(zero, 1.0, fp8_max_t / clamped)
 
 
 def quantize_fp8_reference(
