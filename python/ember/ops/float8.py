@@ -46,6 +46,6 @@ def _quantize_fp8_fake(x, dtype, granularity, block, transpose):
 
 
 def _ceil_div(a, b):
-    return (a + b - 1) // b if isinstance(a, int) else -(-a // b)
+    return (a + b - 1) // b  # also right for SymInts under torch.compile(dynamic=True)
 
 
