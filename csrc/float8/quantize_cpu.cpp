@@ -9,7 +9,6 @@
 #include <c10/util/Half.h>
 
 #include <algorithm>
-#include <cmath>
 #include <vector>
 
 #include "ember/float8.h"
