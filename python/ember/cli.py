@@ -1,10 +1,26 @@
-"""The ``ember`` command."""
+"""The `ember` command: train | prepare | score | eval | plot | info.
+
+`ember train` with no arguments trains the debug model on the built-in corpus (the Python
+standard library's source), on CPU or GPU; under `torchrun --nproc-per-node N -m ember train`
+it runs data-parallel (DDP, or FSDP2 with --training.parallel=fsdp).
+"""
 
 import argparse
+import json
 import sys
 
+COMMANDS = {
+    "train": "pre-train a model (default: the debug model on the built-in corpus)",
+    "prepare": "tokenize text / jsonl / parquet files into token shards",
+    "score": "per-token PRIOR weights for a token folder from a reference checkpoint",
+    "eval": "validation loss and perplexity of a checkpoint",
+    "plot": "PNG curves (loss, lr, tokens/s) of a run folder",
+    "info": "how ember was built and the ops it provides",
+}
 
-def _info(args) -> int:
+
+def _info(argv) -> int:
+    argparse.ArgumentParser(prog="ember info", description=COMMANDS["info"]).parse_args(argv)
     import ember
 
     info = {**ember.build_info(), "cuda_available": ember.cuda_available()}
@@ -18,12 +34,106 @@ def _info(args) -> int:
     return 0
 
 
+def _train(argv) -> int:
+    from .train import parse_config, train
+
+    train(parse_config(argv, description=COMMANDS["train"] + ". Every option below is a --section.key=value flag "
+                       "or a key of a TOML --config file."))
+    return 0
+
+
+def _prepare(argv) -> int:
+    from .data.prepare import prepare
+
+    p = argparse.ArgumentParser(prog="ember prepare", description=COMMANDS["prepare"] + ". A folder contributes its "
+                                ".txt/.md/.py/.jsonl/.parquet files; 'stdlib' is the built-in corpus.")
+    p.add_argument("inputs", nargs="+", help="files, folders, or 'stdlib'")
+    p.add_argument("--out", required=True, help="output folder (created; must be empty)")
+    p.add_argument("--tokenizer", default="byte", help="'byte' (default) or the path of a Hugging Face tokenizer.json")
+    p.add_argument("--eos-token", default=None, help="end-of-document token of a tokenizer.json (default: found by name)")
+    p.add_argument("--text-key", default="text", help="the text field of jsonl records / parquet column (default: text)")
+    p.add_argument("--workers", type=int, default=0, help="processes (default: one per core, at most one per file)")
+    p.add_argument("--val-per-mille", type=int, default=5, help="documents per thousand kept for validation (default: 5)")
+    p.add_argument("--shard-tokens", type=int, default=1 << 28, help="tokens per shard, about (default: 2^28)")
+    a = p.parse_args(argv)
+    index = prepare(a.inputs, a.out, a.tokenizer, a.workers, a.text_key, a.val_per_mille, a.shard_tokens, a.eos_token)
+    for split, shards in index["splits"].items():
+        print(f"{split}: {sum(s['tokens'] for s in shards):,} tokens, {sum(s['documents'] for s in shards):,} documents, "
+              f"{len(shards)} shard(s)")
+    print(f"ember prepare: wrote {a.out} (vocabulary {index['vocab_size']}, {index['dtype']})")
+    return 0
+
+
+def _score(argv) -> int:
+    from .train.score import score
+
+    p = argparse.ArgumentParser(prog="ember score", description=COMMANDS["score"] + ": w = (1 - p_ref)^alpha, "
+                                "averaging 1 over each document; stored beside the shards for --loss.token_weights.")
+    p.add_argument("checkpoint", help="the reference model: a checkpoint folder or a run folder (its latest)")
+    p.add_argument("--data", required=True, help="token folder from `ember prepare`")
+    p.add_argument("--alpha", type=float, default=1.0, help="exponent alpha (default: 1)")
+    p.add_argument("--batch-size", type=int, default=16, help="windows per forward (default: 16)")
+    p.add_argument("--seq-len", type=int, default=0, help="window length (default: the reference run's)")
+    p.add_argument("--device", default="auto", help="cpu, cuda or auto")
+    a = p.parse_args(argv)
+    from .train.distributed import pick_device
+
+    info = score(a.checkpoint, a.data, a.alpha, a.batch_size, pick_device(a.device), a.seq_len)
+    print(f"ember score: {info['tokens']:,} token weights (mean {info['mean_weight']:.4f}) written to {a.data}")
+    return 0
+
+
+def _eval(argv) -> int:
+    from .train import checkpoint as ckpt
+    from .train.config import build_parser, config_from_dict, parse_config
+    from .train.evaluate import evaluate_checkpoint
+
+    parser = build_parser("ember eval", COMMANDS["eval"] + ". The checkpoint's own config, changed by any "
+                          "--section.key=value flag (e.g. --data.sources, --eval.batches).")
+    parser.add_argument("checkpoint", help="a checkpoint folder or a run folder (its latest)")
+    args, _ = parser.parse_known_args(argv)
+    path = ckpt.find_checkpoint(args.checkpoint)
+    rest = [a for a in (argv or []) if a != args.checkpoint]
+    parser = build_parser("ember eval")
+    cfg = parse_config(rest, base=config_from_dict(ckpt.read_meta(path)["config"]), parser=parser)
+    result = evaluate_checkpoint(path, cfg)
+    print(f"step {result['step']}: val loss {result['val_loss']:.4f} nats/token, perplexity {result['perplexity']:.3f}")
+    print(json.dumps(result))
+    return 0
+
+
+def _plot(argv) -> int:
+    from .train.plot import plot_run
+
+    p = argparse.ArgumentParser(prog="ember plot", description=COMMANDS["plot"])
+    p.add_argument("run_dir")
+    a = p.parse_args(argv)
+    for path in plot_run(a.run_dir):
+        print(path)
+    return 0
+
+
+HANDLERS = {"train": _train, "prepare": _prepare, "score": _score, "eval": _eval, "plot": _plot, "info": _info}
+
+
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="ember", description="ember: cheaper LLM pre-training on Hopper GPUs")
-    sub = parser.add_subparsers(dest="command", required=True)
-    sub.add_parser("info", help="print how ember was built and the ops it provides").set_defaults(fn=_info)
-    args = parser.parse_args(argv)
-    return args.fn(args)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if not argv or argv[0] in ("-h", "--help") or argv[0] not in HANDLERS:
+        width = max(map(len, COMMANDS))
+        lines = [f"  {c:<{width}}  {h}" for c, h in COMMANDS.items()]
+        print("usage: ember {" + ",".join(COMMANDS) + "} ...\n\nember: cheaper LLM pre-training on Hopper GPUs\n\n" + "\n".join(lines)
+              + "\n\n`ember COMMAND --help` lists a command's options.")
+        if argv and argv[0] not in ("-h", "--help"):
+            print(f"\nember: unknown command {argv[0]!r}", file=sys.stderr)
+            return 2
+        return 0 if argv else 2
+    from .train import ConfigError, TrainingError
+
+    try:
+        return HANDLERS[argv[0]](argv[1:])
+    except (ConfigError, TrainingError, FileNotFoundError, FileExistsError, ValueError) as exc:
+        print(f"ember {argv[0]}: error: {exc}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

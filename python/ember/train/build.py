@@ -1,0 +1,99 @@
+"""The one place where the trainer builds what its switches change: the model (and how it is
+parallelized), the optimizer, the learning-rate schedule. A new feature's switch goes into
+config.py and is read here."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from ..models import CONFIGS, Llama, LlamaConfig
+from .config import Config
+from .distributed import Dist
+
+
+def model_config(cfg: Config, vocab_size: int) -> LlamaConfig:
+    base = CONFIGS[cfg.model.name]
+    changes = {k: getattr(cfg.model, k) for k in ("dim", "n_layers", "n_heads", "n_kv_heads", "ffn_hidden") if getattr(cfg.model, k)}
+    return base.replace(**changes, vocab_size=cfg.model.vocab_size or vocab_size, max_seq_len=cfg.data.seq_len)
+
+
+def build_model(cfg: Config, mcfg: LlamaConfig, d: Dist) -> tuple[nn.Module, Llama]:
+    """(the module to train: wrapped for DDP / FSDP2 under torchrun, the plain Llama inside).
+    Built on the meta device, sharded if asked, then materialized and initialized."""
+    with torch.device("meta"):
+        model = Llama(mcfg)
+    model.activation_checkpointing = cfg.training.activation_checkpointing
+    model.fused_linear_ce = cfg.loss.fused_linear_ce
+    if d.enabled and cfg.training.parallel == "fsdp":
+        from torch.distributed.fsdp import fully_shard
+
+        for layer in model.layers:
+            fully_shard(layer)
+        fully_shard(model)
+    model.to_empty(device=d.device)
+    _init_weights(model, cfg.job.seed)
+    if cfg.training.compile:
+        for layer in model.layers:
+            layer.compile()  # in place: parameter names stay those of the plain model
+    wrapped = model
+    if d.enabled and cfg.training.parallel == "ddp":
+        from torch.nn.parallel import DistributedDataParallel
+
+        wrapped = DistributedDataParallel(model, device_ids=[d.device] if d.device.type == "cuda" else None)
+    return wrapped, model
+
+
+@torch.no_grad()
+def _init_weights(model: Llama, seed: int) -> None:
+    """Every rank draws the full tensors from the same seed; a sharded parameter keeps its shard."""
+    from torch.distributed.tensor import DTensor, distribute_tensor
+
+    if not any(isinstance(p, DTensor) for p in model.parameters()):
+        model.init_weights(seed)
+        return
+    with torch.device("meta"):
+        shadow = Llama(model.config)
+    shadow.to_empty(device="cpu").init_weights(seed)
+    full = dict(shadow.named_parameters())
+    for name, p in model.named_parameters():
+        p.copy_(distribute_tensor(full[name].to(p.device_mesh.device_type), p.device_mesh, p.placements))
+    model.init_buffers()
+
+
+def build_optimizer(cfg: Config, model: nn.Module) -> torch.optim.Optimizer:
+    o = cfg.optimizer
+    decay = [p for p in model.parameters() if p.ndim >= 2]
+    rest = [p for p in model.parameters() if p.ndim < 2]
+    groups = [{"params": decay, "weight_decay": o.weight_decay}, {"params": rest, "weight_decay": 0.0}]
+    if o.name == "adamw":
+        return torch.optim.AdamW(groups, lr=o.lr, betas=o.betas, eps=o.eps, fused=True)
+    if o.name == "sgd":
+        return torch.optim.SGD(groups, lr=o.lr, momentum=o.momentum)
+    raise ValueError(f"optimizer.name {o.name!r}")  # validate() rejects it first
+
+
+def lr_factor(step: int, cfg: Config) -> float:
+    """Multiplier of the peak learning rate for optimizer step `step` (0-based): the last step
+    runs at min_lr_ratio (except "constant")."""
+    s, total = cfg.lr_scheduler, cfg.training.steps
+    if step < s.warmup_steps:
+        return (step + 1) / s.warmup_steps
+    lo = s.min_lr_ratio
+    if s.decay == "constant":
+        return 1.0
+    if s.decay == "wsd":
+        decay_steps = max(1, round(total * s.decay_ratio))
+        start = max(total - decay_steps, s.warmup_steps)
+        p = min(1.0, max(0.0, (step - start) / max(1, total - 1 - start)))
+        return 1.0 - (1.0 - lo) * p
+    p = min(1.0, (step - s.warmup_steps) / max(1, total - 1 - s.warmup_steps))
+    if s.decay == "linear":
+        return 1.0 - (1.0 - lo) * p
+    return lo + (1.0 - lo) * 0.5 * (1.0 + math.cos(math.pi * p))
+
+
+def build_scheduler(cfg: Config, optimizer: torch.optim.Optimizer):
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: lr_factor(step, cfg))

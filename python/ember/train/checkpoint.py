@@ -1,0 +1,148 @@
+"""Checkpoints: model, optimizer, scheduler, data position, RNG states, step, config.
+
+Layout: RUN/checkpoints/step-00000200/{state.pt, meta.json}. A checkpoint is written into a
+temporary folder beside its final name, flushed to disk, then renamed: a crash mid-save leaves
+only a `.tmp-*` folder, which loading ignores (and the next save removes), never a checkpoint
+that loads wrong. The model and optimizer are saved as full (unsharded) state dicts through
+torch.distributed.checkpoint.state_dict, so a checkpoint loads under any number of ranks and
+either parallelism, or none.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import re
+import shutil
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.distributed.checkpoint.state_dict import (StateDictOptions, get_model_state_dict, get_optimizer_state_dict,
+                                                     set_model_state_dict, set_optimizer_state_dict)
+
+from .distributed import Dist
+
+_STEP_DIR = re.compile(r"^step-(\d+)$")
+
+
+def checkpoint_dirs(run_dir: Path) -> list[Path]:
+    """Complete checkpoints of a run, oldest first."""
+    root = Path(run_dir) / "checkpoints"
+    if not root.is_dir():
+        return []
+    found = [(int(m.group(1)), p) for p in root.iterdir() if (m := _STEP_DIR.match(p.name)) and (p / "meta.json").is_file()]
+    return [p for _, p in sorted(found)]
+
+
+def find_checkpoint(where: str | Path) -> Path:
+    """A checkpoint folder, or the latest complete checkpoint of a run folder."""
+    where = Path(where)
+    if (where / "meta.json").is_file() and (where / "state.pt").is_file():
+        return where
+    found = checkpoint_dirs(where)
+    if not found:
+        raise FileNotFoundError(f"no checkpoint in {where} (looked for {where}/checkpoints/step-*/)")
+    return found[-1]
+
+
+def rng_state() -> dict:
+    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = torch.cuda.get_rng_state()
+    return state
+
+
+def set_rng_state(state: dict) -> None:
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state(state["cuda"])
+
+
+def save(run_dir: Path, step: int, model, optimizer, scheduler, loader, config: dict, d: Dist, keep: int = 0) -> Path | None:
+    """Every rank calls this (gathering sharded state is collective); rank 0 writes."""
+    opts = StateDictOptions(full_state_dict=True, cpu_offload=True)
+    model_sd = get_model_state_dict(model, options=opts)
+    optim_sd = get_optimizer_state_dict(model, optimizer, options=opts)
+    rngs = _gather(rng_state(), d)
+    final = Path(run_dir) / "checkpoints" / f"step-{step:08d}"
+    if d.is_main:
+        final.parent.mkdir(parents=True, exist_ok=True)
+        for stale in final.parent.glob("*.tmp-*"):
+            shutil.rmtree(stale, ignore_errors=True)
+        tmp = final.parent / f"{final.name}.tmp-{os.getpid()}"
+        tmp.mkdir()
+        state = {"step": step, "model": model_sd, "optimizer": optim_sd, "scheduler": scheduler.state_dict(),
+                 "loader": loader.state_dict(), "rng": rngs}
+        _write(tmp / "state.pt", lambda f: torch.save(state, f))
+        meta = {"step": step, "world_size": d.world_size, "config": config}
+        _write(tmp / "meta.json", lambda f: f.write(json.dumps(meta, indent=1).encode()))
+        if final.exists():  # the same step saved again (a rerun): replace it
+            shutil.rmtree(final)
+        os.replace(tmp, final)
+        _fsync_dir(final.parent)
+        if keep:
+            for old in checkpoint_dirs(run_dir)[:-keep]:
+                shutil.rmtree(old, ignore_errors=True)
+    d.barrier()
+    return final if d.is_main else None
+
+
+def load(path: Path, model, optimizer, scheduler, loader, d: Dist) -> int:
+    """Restore everything saved by `save`; returns the step to continue from."""
+    state = torch.load(Path(path) / "state.pt", map_location="cpu", weights_only=False)
+    opts = StateDictOptions(full_state_dict=True, broadcast_from_rank0=False)
+    set_model_state_dict(model, state["model"], options=opts)
+    set_optimizer_state_dict(model, optimizer, state["optimizer"], options=opts)
+    scheduler.load_state_dict(state["scheduler"])
+    loader.load_state_dict(state["loader"])
+    rngs = state["rng"]
+    if len(rngs) == d.world_size:  # the same ranks: each gets its own streams back
+        set_rng_state(rngs[d.rank])
+    return int(state["step"])
+
+
+def read_meta(path: Path) -> dict:
+    return json.loads((Path(path) / "meta.json").read_text())
+
+
+def _gather(obj, d: Dist) -> list:
+    if not d.enabled:
+        return [obj]
+    out = [None] * d.world_size
+    torch.distributed.all_gather_object(out, obj)
+    return out
+
+
+def _write(path: Path, fill) -> None:
+    with open(path, "wb") as f:
+        fill(f)
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def export_safetensors(model, path: Path, model_config: dict, d: Dist) -> Path | None:
+    """The model weights alone (full, unsharded; plain Llama names) as safetensors, with the
+    model config in the file's metadata and beside it as config.json."""
+    from safetensors.torch import save_file
+
+    sd = get_model_state_dict(model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+    if d.is_main:
+        tensors = {k: v.contiguous() for k, v in sd.items()}
+        tmp = path.with_name(path.name + ".tmp")
+        save_file(tensors, str(tmp), metadata={"format": "pt", "ember_model_config": json.dumps(model_config)})
+        os.replace(tmp, path)
+        (path.parent / "config.json").write_text(json.dumps(model_config, indent=1))
+    d.barrier()
+    return path if d.is_main else None

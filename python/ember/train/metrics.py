@@ -1,0 +1,110 @@
+"""What a run reports: a live progress line, JSONL records, TensorBoard (when installed), and
+MFU from the card's peak dense bf16 FLOP/s (looked up from its name through nvidia-ml-py, or
+torch when NVML is missing)."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+
+import torch
+from tqdm import tqdm
+
+# Dense bf16 tensor-core peak (datasheets), by a substring of the card's name; first match wins.
+PEAK_BF16_FLOPS = (
+    ("H200", 989e12), ("H100 NVL", 835e12), ("H100 PCIe", 756e12), ("H100", 989e12), ("H800", 989e12),
+    ("GH200", 989e12), ("B200", 2250e12), ("A100", 312e12), ("A800", 312e12), ("L40S", 362e12),
+    ("L4", 121e12), ("A10", 125e12), ("RTX 4090", 165e12), ("RTX 3090", 71e12),
+)
+
+
+def card_name(device: torch.device) -> str | None:
+    if device.type != "cuda":
+        return None
+    try:
+        import pynvml
+
+        pynvml.nvmlInit()
+        name = pynvml.nvmlDeviceGetName(pynvml.nvmlDeviceGetHandleByIndex(device.index or 0))
+        return name.decode() if isinstance(name, bytes) else name
+    except Exception:  # no nvidia-ml-py, or NVML unavailable in a container
+        return torch.cuda.get_device_name(device)
+
+
+def peak_flops(name: str | None) -> float | None:
+    if not name:
+        return None
+    return next((v for k, v in PEAK_BF16_FLOPS if k in name), None)
+
+
+class MetricsLogger:
+    """Rank 0 writes; the others only keep time."""
+
+    def __init__(self, run_dir: Path, total_steps: int, start_step: int, enabled: bool, progress: bool,
+                 tensorboard: bool, log_every: int):
+        self.enabled, self.log_every = enabled, log_every
+        self.tty = sys.stderr.isatty()
+        self.bar = None
+        self.jsonl = None
+        self.tb = None
+        if not enabled:
+            return
+        self.jsonl = open(run_dir / "metrics.jsonl", "a")
+        if tensorboard:
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+
+                self.tb = SummaryWriter(str(run_dir / "tensorboard"))
+            except ImportError:  # tensorboard not installed: JSONL only
+                pass
+        if progress and self.tty:
+            self.bar = tqdm(total=total_steps, initial=start_step, unit="step", dynamic_ncols=True, file=sys.stderr)
+        self.plain = progress and not self.tty
+
+    def record(self, row: dict) -> None:
+        """One JSONL line (and TensorBoard scalars) for a step's metrics or an evaluation."""
+        if not self.enabled:
+            return
+        row = {"time": round(time.time(), 3), **row}
+        self.jsonl.write(json.dumps(row) + "\n")
+        self.jsonl.flush()
+        if self.tb is not None:
+            for k, v in row.items():
+                if k not in ("step", "time") and isinstance(v, (int, float)) and v is not None:
+                    self.tb.add_scalar(k, v, row["step"])
+
+    def progress(self, step: int, text: str) -> None:
+        if not self.enabled:
+            return
+        if self.bar is not None:
+            self.bar.n = step
+            self.bar.set_postfix_str(text, refresh=True)
+        elif self.plain:
+            print(f"step {step:>6}  {text}", flush=True)
+
+    def message(self, text: str) -> None:
+        if not self.enabled:
+            return
+        if self.bar is not None:
+            self.bar.write(text, file=sys.stderr)
+        else:
+            print(text, flush=True)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+        if self.jsonl is not None:
+            self.jsonl.close()
+        if self.tb is not None:
+            self.tb.close()
+
+
+def format_line(m: dict) -> str:
+    parts = [f"loss {m['loss']:.4f}", f"gnorm {m['grad_norm']:.3f}", f"lr {m['lr']:.2e}", f"{m['tokens_per_s'] / 1e3:.1f}k tok/s"]
+    if m.get("mfu") is not None:
+        parts.append(f"mfu {100 * m['mfu']:.1f}%")
+    if m.get("mem_gib") is not None:
+        parts.append(f"mem {m['mem_gib']:.2f} GiB")
+    return " | ".join(parts)

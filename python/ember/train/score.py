@@ -1,0 +1,73 @@
+"""`ember score`: a reference model's per-token log-probs over a token folder, turned into PRIOR
+weights (ember.losses.prior_token_weights, each document a segment) and stored beside the
+shards, where `--loss.token_weights=DIR` finds them."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from ..data.shards import WEIGHTS_INDEX, read_index, weights_file, write_json_atomic
+from ..losses import prior_token_weights
+from .evaluate import load_model
+
+
+@torch.no_grad()
+def token_logprobs(model, tokens: np.ndarray, seq_len: int, batch_size: int, device) -> np.ndarray:
+    """log p(tokens[p] | the tokens before it in its window), windows of seq_len+1 starting at
+    multiples of seq_len (the trainer's windows); position 0 gets 0."""
+    n = len(tokens)
+    out = np.zeros(n, dtype=np.float32)
+    starts = list(range(0, max(n - 1, 0), seq_len))
+    full = [s for s in starts if s + seq_len + 1 <= n]
+    tail = [s for s in starts if s + seq_len + 1 > n]
+
+    def run(batch_starts, length):
+        x = torch.from_numpy(np.stack([np.asarray(tokens[s : s + length], dtype=np.int64) for s in batch_starts])).to(device)
+        logits = model(x[:, :-1]).float()
+        lp = torch.log_softmax(logits, dim=-1).gather(-1, x[:, 1:, None]).squeeze(-1).cpu().numpy()
+        for row, s in zip(lp, batch_starts):
+            out[s + 1 : s + length] = row
+
+    for i in tqdm(range(0, len(full), batch_size), desc="scoring", unit="batch", leave=False, disable=len(full) < 4 * batch_size):
+        run(full[i : i + batch_size], seq_len + 1)
+    for s in tail:
+        run([s], n - s)
+    return out
+
+
+def score(checkpoint: str | Path, data_dir: str | Path, alpha: float = 1.0, batch_size: int = 16, device: str = "cpu",
+          seq_len: int = 0) -> dict:
+    data_dir = Path(data_dir)
+    index = read_index(data_dir)
+    model, saved, path = load_model(checkpoint, device)
+    if index["vocab_size"] > model.config.vocab_size:
+        raise ValueError(f"ember score: {data_dir} has a vocabulary of {index['vocab_size']}, the reference model "
+                         f"{model.config.vocab_size}: it was trained with another tokenizer")
+    seq_len = seq_len or saved.data.seq_len
+    dtype = np.dtype(index["dtype"])
+    eos = index["eos_id"]
+    total, weight_sum = 0, 0.0
+    for entry in index["splits"].get("train", []):
+        tokens = np.memmap(data_dir / entry["file"], dtype=dtype, mode="r") if entry["tokens"] else np.zeros(0, dtype)
+        lp = torch.from_numpy(token_logprobs(model, tokens, seq_len, batch_size, device))
+        # The document of token p: the number of end-of-document tokens before it.
+        is_eos = torch.from_numpy(np.asarray(tokens) == eos)
+        segments = torch.cumsum(is_eos.long(), 0) - is_eos.long()
+        ignore = torch.zeros(len(tokens), dtype=torch.bool)
+        ignore[:1] = True  # nothing predicts the first token of a shard
+        w = prior_token_weights(lp, alpha, segments, ignore).numpy()
+        target = data_dir / weights_file(entry["file"])
+        tmp = target.with_name(target.name + ".tmp")
+        w.astype(np.float32).tofile(tmp)
+        os.replace(tmp, target)
+        total += len(w)
+        weight_sum += float(w.sum(dtype=np.float64))
+    info = {"method": "prior", "alpha": alpha, "reference": str(path), "seq_len": seq_len, "splits": ["train"],
+            "tokens": total, "mean_weight": weight_sum / max(total, 1)}
+    write_json_atomic(data_dir / WEIGHTS_INDEX, info)
+    return info

@@ -1,0 +1,81 @@
+"""Checks that reject a configuration before any work starts (no model built, no folder made)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from ..data import corpus
+from ..data.loader import parse_sources, source_vocab
+from ..data.shards import WEIGHTS_INDEX
+from ..models import CONFIGS
+from .config import Config, ConfigError
+
+
+def validate(cfg: Config, world_size: int = 1) -> None:
+    t, m, d, o, s, e, c = cfg.training, cfg.model, cfg.data, cfg.optimizer, cfg.lr_scheduler, cfg.eval, cfg.checkpoint
+    if m.name not in CONFIGS:
+        raise ConfigError(f"config: model.name must be one of {', '.join(CONFIGS)}; got {m.name!r}")
+    positive = {"training.steps": t.steps, "training.batch_size": t.batch_size, "data.seq_len": d.seq_len,
+                "optimizer.lr": o.lr, "eval.batches": e.batches, "eval.batch_size": e.batch_size,
+                "metrics.log_every": cfg.metrics.log_every}
+    for key, value in positive.items():
+        if not value > 0:
+            raise ConfigError(f"config: {key} must be > 0, got {value}")
+    non_negative = {"training.micro_batch_size": t.micro_batch_size, "training.max_norm": t.max_norm,
+                    "lr_scheduler.warmup_steps": s.warmup_steps, "optimizer.weight_decay": o.weight_decay,
+                    "eval.every": e.every, "checkpoint.every": c.every, "checkpoint.keep": c.keep,
+                    **{f"model.{k}": getattr(m, k) for k in ("dim", "n_layers", "n_heads", "n_kv_heads", "ffn_hidden", "vocab_size")}}
+    for key, value in non_negative.items():
+        if value < 0:
+            raise ConfigError(f"config: {key} must be >= 0, got {value}")
+    if not 0 <= s.min_lr_ratio <= 1 or not 0 < s.decay_ratio <= 1:
+        raise ConfigError(f"config: lr_scheduler.min_lr_ratio must be in [0, 1] and decay_ratio in (0, 1]; "
+                          f"got {s.min_lr_ratio} and {s.decay_ratio}")
+    if not all(0 <= b < 1 for b in o.betas):
+        raise ConfigError(f"config: optimizer.betas must be in [0, 1), got {o.betas}")
+    per_rank, rem = divmod(t.batch_size, world_size)
+    if rem:
+        raise ConfigError(f"config: training.batch_size {t.batch_size} must be divisible by the {world_size} ranks")
+    micro = t.micro_batch_size or per_rank
+    if per_rank % micro:
+        raise ConfigError(f"config: training.micro_batch_size {micro} must divide the per-rank batch {per_rank}")
+    if cfg.job.device == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("config: job.device=cuda but no GPU is visible")
+    if cfg.job.device not in ("auto", "cpu", "cuda"):
+        raise ConfigError(f"config: job.device must be auto, cpu or cuda; got {cfg.job.device!r}")
+    if cfg.loss.fused_linear_ce and not hasattr(F, "linear_cross_entropy"):
+        raise ConfigError(f"config: loss.fused_linear_ce needs torch >= 2.14 (F.linear_cross_entropy); this is {torch.__version__}")
+    _validate_data(cfg)
+    if c.resume and c.resume != "latest" and not Path(c.resume).exists():
+        raise ConfigError(f"config: checkpoint.resume: no such run or checkpoint folder {c.resume}")
+    if c.resume == "latest" and not cfg.job.name:
+        raise ConfigError("config: checkpoint.resume=latest needs the run's --job.name (or pass its folder)")
+
+
+def _validate_data(cfg: Config) -> None:
+    try:
+        sources = parse_sources(cfg.data.sources)
+    except ValueError as exc:
+        raise ConfigError(f"config: {exc}") from None
+    if cfg.data.tokenizer != "byte" and not Path(cfg.data.tokenizer).is_file():
+        raise ConfigError(f"config: data.tokenizer: no such tokenizer.json {cfg.data.tokenizer}")
+    vocabs = {}
+    for src in sources:
+        if src.path != corpus.NAME and not (Path(src.path) / "index.json").is_file():
+            why = "no such folder" if not Path(src.path).exists() else "not a token folder (no index.json; make one with `ember prepare`)"
+            raise ConfigError(f"config: data.sources: {src.path}: {why}")
+        vocabs[src.path] = source_vocab(src, cfg.data.tokenizer)
+    if len(set(vocabs.values())) > 1:
+        raise ConfigError(f"config: data.sources have different tokenizers (vocab size, eos id): {vocabs}")
+    tw = cfg.loss.token_weights
+    if tw:
+        if not any(s.path != corpus.NAME and Path(s.path).resolve() == Path(tw).resolve() for s in sources):
+            raise ConfigError(f"config: loss.token_weights={tw} must also be a data source (e.g. --data.sources={tw})")
+        if not (Path(tw) / WEIGHTS_INDEX).is_file():
+            raise ConfigError(f"config: loss.token_weights: {tw} has no token weights ({WEIGHTS_INDEX}); make them with `ember score`")
+    vocab = next(iter(vocabs.values()))[0]
+    if cfg.model.vocab_size and cfg.model.vocab_size < vocab:
+        raise ConfigError(f"config: model.vocab_size {cfg.model.vocab_size} is smaller than the tokenizer's {vocab}")

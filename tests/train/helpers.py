@@ -1,0 +1,43 @@
+"""Small, fast training jobs for the tests: a 2-layer model on short sequences."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from ember.train import parse_config, train
+
+TINY = ["--model.dim=64", "--model.n_layers=2", "--model.n_heads=4", "--model.n_kv_heads=2", "--model.ffn_hidden=128",
+        "--data.seq_len=64", "--training.batch_size=8", "--training.steps=6", "--lr_scheduler.warmup_steps=2",
+        "--eval.every=0", "--eval.batches=1", "--eval.batch_size=8", "--checkpoint.every=0", "--metrics.log_every=1",
+        "--metrics.progress=false", "--metrics.tensorboard=false", "--metrics.plot=false",
+        "--checkpoint.export_safetensors=false"]
+
+
+def flags(tmp: Path, name: str, *extra: str) -> list[str]:
+    return [*TINY, f"--job.dir={tmp}", f"--job.name={name}", *extra]
+
+
+def run(tmp: Path, name: str, *extra: str) -> dict:
+    """Train in this process; returns the summary plus the per-step losses."""
+    summary = train(parse_config(flags(tmp, name, *extra)))
+    summary["losses"] = losses(tmp / name)
+    return summary
+
+
+def losses(run_dir: Path) -> dict[int, float]:
+    rows = [json.loads(x) for x in (Path(run_dir) / "metrics.jsonl").read_text().splitlines()]
+    return {r["step"]: r["loss"] for r in rows if "loss" in r}
+
+
+def cli(*args: str, nproc: int = 0, timeout: int = 300) -> subprocess.CompletedProcess:
+    """`ember ARGS` (or `torchrun --nproc-per-node N -m ember ARGS`) in a fresh process."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    if nproc:
+        cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}", "-m", "ember", *args]
+    else:
+        cmd = [sys.executable, "-m", "ember", *args]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
