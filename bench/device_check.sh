@@ -23,6 +23,12 @@ stamp() { echo "[$(( $(date +%s) - t0 ))s] $*"; }
   nvcc --version | tail -1
 } > "$out/env.txt" 2>&1
 
+# Pure-Python wheels the image lacks (tomli-w, for the trainer's saved config).
+extra=$(ls .whl/*.whl 2>/dev/null | grep -v nvidia_cutlass)
+if [ -n "$extra" ]; then
+  python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/ember_site $extra && export PYTHONPATH=/tmp/ember_site${PYTHONPATH:+:$PYTHONPATH}
+fi
+
 # CUTLASS headers from the carried wheel (a wheel is a zip; nothing to install).
 wheel=$(ls .whl/nvidia_cutlass-*.whl 2>/dev/null | head -1)
 if [ -n "$wheel" ]; then
@@ -43,6 +49,14 @@ timeout 240 python3 -m pytest -q -p no:cacheprovider tests > "$out/tests.log" 2>
 tests_rc=$?
 tail -3 "$out/tests.log"
 
+stamp "ember train (the README's default run; target on a GPU: under a minute)"
+train_t0=$(date +%s)
+( cd /tmp && timeout 180 python3 -m ember train --job.dir=/tmp/ember_runs --job.name=default --metrics.progress=false ) > "$out/train.log" 2>&1
+train_rc=$?
+train_s=$(( $(date +%s) - train_t0 ))
+cp /tmp/ember_runs/default/metrics.jsonl /tmp/ember_runs/default/loss.png "$out/" 2>/dev/null
+tail -2 "$out/train.log"
+
 stamp "benchmarks (short mode)"
 : > "$out/bench.txt"
 for b in bench/bench_*.py; do
@@ -58,6 +72,7 @@ done
   echo
   echo "- build: ${build_s}s, ptxas report in build.log"
   echo "- tests (rc $tests_rc): $(tail -1 "$out/tests.log")"
+  echo "- ember train default (rc $train_rc): ${train_s}s wall, $(grep -o 'done at step.*val loss [0-9.]*' "$out/train.log")"
   echo "- total: $(( $(date +%s) - t0 ))s"
   echo
   echo "## Benchmarks (--quick)"

@@ -7,10 +7,19 @@ lives in ``ember.ops`` and the per-family packages.
 import torch  # noqa: F401  (loads libtorch before the extension that links it)
 
 from . import _C
-from . import float8, ops  # noqa: E402
-from . import data, losses, models, train  # noqa: E402
+from . import float8, losses, models, ops  # noqa: E402
 
 __version__ = _C.build_info()["version"]
+
+
+def __getattr__(name: str):
+    """ember.data and ember.train load on first use: the trainer's dependencies (tqdm, tomli-w,
+    matplotlib) are not needed to use the ops."""
+    if name in ("data", "train"):
+        import importlib
+
+        return importlib.import_module(f".{name}", __name__)
+    raise AttributeError(f"module 'ember' has no attribute {name!r}")
 
 
 def build_info() -> dict:

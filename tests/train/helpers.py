@@ -14,7 +14,7 @@ TINY = ["--model.dim=64", "--model.n_layers=2", "--model.n_heads=4", "--model.n_
         "--data.seq_len=64", "--training.batch_size=8", "--training.steps=6", "--lr_scheduler.warmup_steps=2",
         "--eval.every=0", "--eval.batches=1", "--eval.batch_size=8", "--checkpoint.every=0", "--metrics.log_every=1",
         "--metrics.progress=false", "--metrics.tensorboard=false", "--metrics.plot=false",
-        "--checkpoint.export_safetensors=false"]
+        "--checkpoint.export_safetensors=false", "--job.device=cpu"]
 
 
 def flags(tmp: Path, name: str, *extra: str) -> list[str]:

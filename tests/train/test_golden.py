@@ -14,15 +14,15 @@ import pathlib
 import pytest
 
 from ember.data import corpus
+from ember.train import parse_config, train
 
 from .helpers import losses
-from ember.train import parse_config, train
 
 GOLDEN = pathlib.Path(__file__).with_name("golden_debug.json")
 TOLERANCE = 2e-3  # nats per byte, per step
 FLAGS = ["--config=debug", "--training.steps=20", "--training.batch_size=8", "--data.seq_len=128", "--eval.every=0",
          "--checkpoint.every=0", "--job.deterministic=true", "--metrics.log_every=1", "--metrics.progress=false",
-         "--metrics.tensorboard=false", "--metrics.plot=false", "--checkpoint.export_safetensors=false"]
+         "--metrics.tensorboard=false", "--metrics.plot=false", "--checkpoint.export_safetensors=false", "--job.device=cpu"]
 
 pytestmark = pytest.mark.slow
 
