@@ -127,10 +127,12 @@ class PackedLoader:
         self.batch, self.counters = state["batch"], list(state["counters"])
 
     def _perm(self, source: int, epoch: int) -> np.ndarray:
-        key = (source, epoch)
-        if key not in self._perm_cache:
-            self._perm_cache = {key: np.random.default_rng([self.seed, source, epoch]).permutation(self.windows[source].n)}
-        return self._perm_cache[key]
+        """Source's window order in an epoch; the current epoch's is kept, one per source."""
+        cached = self._perm_cache.get(source)
+        if cached is None or cached[0] != epoch:
+            cached = (epoch, np.random.default_rng([self.seed, source, epoch]).permutation(self.windows[source].n))
+            self._perm_cache[source] = cached
+        return cached[1]
 
     def _choices(self) -> np.ndarray:
         if len(self.windows) == 1:

@@ -166,7 +166,7 @@ def _train(cfg: Config, d: distributed.Dist) -> dict:
         batch = loader.next_batch()
         x, y = batch["inputs"].to(device, non_blocking=True), batch["targets"].to(device, non_blocking=True)
         w = batch["weights"].to(device, non_blocking=True) if batch["weights"] is not None else None
-        n_global = d.all_sum([(y != -100).sum().item()])[0]
+        n_global = d.all_sum([(batch["targets"] != -100).sum().item()])[0]  # (counted on the host copy: no sync)
         loss_sum = torch.zeros((), dtype=torch.float32, device=device)
         for i in range(0, per_rank, micro):
             last = i + micro >= per_rank
