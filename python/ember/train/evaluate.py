@@ -13,7 +13,7 @@ from . import checkpoint as ckpt
 from . import distributed
 from .build import model_config
 from .config import Config, config_from_dict
-from .trainer import _Evaluator, compute_dtype
+from .trainer import Evaluator, compute_dtype
 
 
 def load_model(checkpoint: str | Path, device: torch.device | str = "cpu", cfg: Config | None = None) -> tuple[Llama, Config, Path]:
@@ -38,7 +38,7 @@ def evaluate_checkpoint(checkpoint: str | Path, cfg: Config) -> dict:
     """Validation loss (nats per token) and perplexity of a checkpoint on cfg's data sources."""
     d = distributed.Dist(device=distributed.pick_device(cfg.job.device))
     model, _, path = load_model(checkpoint, d.device, cfg)
-    losses = _Evaluator(cfg, d, compute_dtype(cfg, d.device))(model)
+    losses = Evaluator(cfg, d, compute_dtype(cfg, d.device))(model)
     if not losses:
         raise ValueError(f"ember eval: no validation data in {cfg.data.sources}")
     mean = sum(losses.values()) / len(losses)

@@ -65,7 +65,7 @@ def _run_dir(cfg: Config, d: distributed.Dist) -> tuple[Path, Path | None]:
     return run_dir, None
 
 
-class _Evaluator:
+class Evaluator:
     def __init__(self, cfg: Config, d: distributed.Dist, dtype: torch.dtype):
         self.d, self.dtype = d, dtype
         self.sets = {}
@@ -113,7 +113,7 @@ def _train(cfg: Config, d: distributed.Dist) -> dict:
     vocab, _ = source_vocab(sources[0], cfg.data.tokenizer)
     loader = PackedLoader(sources, cfg.data.seq_len, cfg.training.batch_size, cfg.job.seed, d.rank, d.world_size,
                           cfg.data.tokenizer, cfg.loss.token_weights or None)
-    evaluate = _Evaluator(cfg, d, dtype)
+    evaluate = Evaluator(cfg, d, dtype)
     mcfg = model_config(cfg, vocab)
     wrapped, model = build_model(cfg, mcfg, d)
     optimizer = build_optimizer(cfg, model)
