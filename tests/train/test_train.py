@@ -29,8 +29,7 @@ def test_loss_falls_and_the_run_folder_has_everything(tmp_path):
 
     weights = load_file(tmp_path / "r" / "model.safetensors")
     assert "tok_embeddings.weight" in weights and "layers.1.feed_forward.w2.weight" in weights
-    if any((tmp_path / "r" / "tensorboard").iterdir()) is False:
-        pytest.fail("no TensorBoard events")
+    assert any((tmp_path / "r" / "tensorboard").iterdir()), "no TensorBoard events"
 
 
 def test_trains_on_each_device(tmp_path, device):
