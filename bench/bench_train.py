@@ -15,13 +15,12 @@ import io
 import json
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from harness import Report, common_args, environment  # noqa: E402
+from harness import Report, common_args, environment, time_ms  # noqa: E402
 
 from ember.data.loader import open_source, parse_sources  # noqa: E402
 from ember.train import parse_config, train  # noqa: E402
@@ -31,19 +30,16 @@ from ember.train.trainer import autocast, compute_dtype  # noqa: E402
 
 
 def bare_loop(cfg, device, steps: int, warmup: int) -> float:
-    """tokens/s of a hand-written loop over steps warmup..steps."""
+    """tokens/s of a hand-written step (gather random windows, forward, backward, clip, step),
+    timed by the harness: median over steps - warmup calls after `warmup` calls."""
     tokens = torch.from_numpy(open_source(parse_sources("stdlib")[0], "train").shards[0].astype("int64"))
     _, model = build_model(cfg, model_config(cfg, 257), Dist(device=device))
     opt = build_optimizer(cfg, model)
     dtype = compute_dtype(cfg, device)
     b, t = cfg.training.batch_size, cfg.data.seq_len
     g = torch.Generator().manual_seed(0)
-    for step in range(steps):
-        if step == warmup:
-            if device.type == "cuda":
-                torch.cuda.synchronize()
-            t0 = time.perf_counter()
-        ix = torch.randint(0, len(tokens) - t - 1, (b,), generator=g)
+
+    def step(ix):
         x = torch.stack([tokens[i : i + t + 1] for i in ix]).to(device)
         with autocast(device, dtype):
             loss = model(x[:, :-1], x[:, 1:]) / x[:, 1:].numel()
@@ -51,8 +47,10 @@ def bare_loop(cfg, device, steps: int, warmup: int) -> float:
         torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.training.max_norm, foreach=True)
         opt.step()
         opt.zero_grad(set_to_none=True)
-    loss.item()
-    return (steps - warmup) * b * t / (time.perf_counter() - t0)
+
+    ms = time_ms(step, lambda: (torch.randint(0, len(tokens) - t - 1, (b,), generator=g),), str(device),
+                 reps=steps - warmup, warmup=warmup)
+    return b * t / (ms / 1e3)
 
 
 def trainer(flags: list[str], steps: int, warmup: int) -> float:

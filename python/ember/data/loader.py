@@ -106,7 +106,7 @@ class PackedLoader:
             raise ValueError(f"loader: batch size {batch_size} is not divisible by {world_size} ranks")
         self.batch_size, self.seed, self.rank, self.world_size = batch_size, seed, rank, world_size
         self.local = batch_size // world_size
-        self.windows = [Windows(open_source(s, "train", tokenizer, with_weights=_same(s.path, token_weights)), seq_len) for s in sources]
+        self.windows = [Windows(open_source(s, "train", tokenizer, with_weights=same_path(s.path, token_weights)), seq_len) for s in sources]
         for spec, w in zip(sources, self.windows):
             if w.n == 0:
                 raise ValueError(f"data source {spec.path}: fewer than {seq_len + 1} training tokens")
@@ -160,7 +160,8 @@ class PackedLoader:
         return out
 
 
-def _same(path: str, other: str | None) -> bool:
+def same_path(path: str, other: str | None) -> bool:
+    """Whether two spellings name the same folder (a source and --loss.token_weights)."""
     return other is not None and Path(path).resolve() == Path(other).resolve()
 
 

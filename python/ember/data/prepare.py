@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import multiprocessing as mp
 import shutil
-import zlib
 from pathlib import Path
 
 import numpy as np
@@ -85,7 +84,7 @@ def _tokenize_file(job):
     parts = {"train": [], "val": []}
     for i, (split, text) in enumerate(_documents(path, text_key)):
         if split is None:
-            split = "val" if zlib.crc32(f"{path}:{i}".encode()) % 1000 < val_per_mille else "train"
+            split = corpus.split_of(f"{path}:{i}", val_per_mille)
         parts[split].append(_tok.encode(text))
         parts[split].append(np.array([_tok.eos_id], dtype=parts[split][-1].dtype))
     return {s: (np.concatenate(v) if v else np.zeros(0, np.uint32), len(v) // 2) for s, v in parts.items()}

@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 
 from ..data import corpus
-from ..data.loader import parse_sources, source_vocab
+from ..data.loader import parse_sources, same_path, source_vocab
 from ..data.shards import WEIGHTS_INDEX
 from ..models import CONFIGS
 from .config import Config, ConfigError
@@ -72,7 +72,7 @@ def _validate_data(cfg: Config) -> None:
         raise ConfigError(f"config: data.sources have different tokenizers (vocab size, eos id): {vocabs}")
     tw = cfg.loss.token_weights
     if tw:
-        if not any(s.path != corpus.NAME and Path(s.path).resolve() == Path(tw).resolve() for s in sources):
+        if not any(s.path != corpus.NAME and same_path(s.path, tw) for s in sources):
             raise ConfigError(f"config: loss.token_weights={tw} must also be a data source (e.g. --data.sources={tw})")
         if not (Path(tw) / WEIGHTS_INDEX).is_file():
             raise ConfigError(f"config: loss.token_weights: {tw} has no token weights ({WEIGHTS_INDEX}); make them with `ember score`")
