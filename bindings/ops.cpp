@@ -11,4 +11,17 @@ TORCH_LIBRARY(ember, m) {
   //   contiguous ("tensor" without transpose takes any shape). q: y's shape; scale: fp32,
   //   () | (rows, 1) | (rows, ceil(cols/block)) | (ceil(rows/block), ceil(cols/block)).
   m.def("quantize_fp8(Tensor x, ScalarType dtype, str granularity, int block, bool transpose) -> (Tensor q, Tensor scale)");
+
+  // ---- apollo ----------------------------------------------------------------------------------
+  // apollo_step_: one APOLLO step (include/ember/apollo.h has the rule) for matrices i of one
+  //   param group, in place: params[i] (2-D fp32/bf16, contiguous), grads[i] (same shape, dtype),
+  //   exp_avg[i] / exp_avg_sq[i] (fp32, (max(m,n), rank)), norm_prev[i] (fp32, one element);
+  //   steps[i] is the step being taken (from 1), streams[i] the parameter's index (keys its P).
+  m.def("apollo_step_(Tensor(a!)[] params, Tensor[] grads, Tensor(b!)[] exp_avg, Tensor(c!)[] exp_avg_sq, "
+        "Tensor(d!)[] norm_prev, int[] steps, int[] streams, float lr, float beta1, float beta2, float eps, "
+        "float weight_decay, float scale, bool tensor_scale, float norm_growth_limit, int rank, "
+        "int update_proj_gap, int seed, bool stochastic_rounding) -> ()");
+  // apollo_projection_: out (rank, dim) = the projection P of (seed, stream, refresh), N(0,1)/√rank
+  //   from Philox4x32-10; the same bits on CPU and CUDA. out: fp32 (CUDA also bf16), contiguous.
+  m.def("apollo_projection_(Tensor(a!) out, int seed, int stream, int refresh) -> ()");
 }

@@ -1,0 +1,254 @@
+// CPU kernels of the APOLLO step: the math of include/ember/apollo.h over each matrix.
+//
+// Compiled with -ffp-contract=off (the projection must match the GPU's bit for bit) and
+// -fno-math-errno (so √ vectorizes); the hot loops get an AVX2 clone picked at load time.
+// Channel sums use 8 running partial sums so that they vectorize in a fixed order.
+#include <ATen/Parallel.h>
+#include <c10/util/BFloat16.h>
+
+#include <algorithm>
+#include <cmath>
+
+#include "ember/apollo.h"
+
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
+#define EMBER_CPU_CLONES __attribute__((target_clones("avx2", "default")))
+// The projection is compute-bound (Philox, log, sin/cos): 16 lanes pay there.
+#define EMBER_CPU_WIDE_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
+#else
+#define EMBER_CPU_WIDE_CLONES
+#define EMBER_CPU_CLONES
+#endif
+
+namespace ember::apollo {
+namespace {
+
+constexpr int kLanes = 8;
+
+float fold(const float (&acc)[kLanes]) {
+  float s = 0.0f;
+  for (int k = 0; k < kLanes; ++k) s += acc[k];
+  return s;
+}
+
+// kBatch Philox groups (4·kBatch elements of P) at once, every step a loop over the lanes, so
+// the compiler vectorizes across groups. Same functions, same rounding as projection4().
+constexpr int kBatch = 16;
+
+EMBER_CPU_WIDE_CLONES void projection_batch(uint32_t group0, const Projection& p, float inv_sqrt_r, float* out) {
+  uint32_t x[kBatch], y[kBatch], z[kBatch], w[kBatch];
+  for (int l = 0; l < kBatch; ++l) {
+    x[l] = group0 + static_cast<uint32_t>(l);
+    y[l] = static_cast<uint32_t>(random::Domain::kProjection);
+    z[l] = p.stream;
+    w[l] = p.refresh;
+  }
+  uint32_t k0 = static_cast<uint32_t>(p.seed), k1 = static_cast<uint32_t>(p.seed >> 32);
+  for (int round = 0; round < 10; ++round) {
+    for (int l = 0; l < kBatch; ++l) random::philox_round(x[l], y[l], z[l], w[l], k0, k1);
+    k0 += random::kPhiloxW0;
+    k1 += random::kPhiloxW1;
+  }
+  float ra[kBatch], rb[kBatch], sa[kBatch], ca[kBatch], sb[kBatch], cb[kBatch];
+  for (int l = 0; l < kBatch; ++l) {
+    ra[l] = random::normal_radius(x[l]);
+    rb[l] = random::normal_radius(z[l]);
+  }
+  for (int l = 0; l < kBatch; ++l) {
+    random::sincos_turns(random::normal_turns(y[l]), sa[l], ca[l]);
+    random::sincos_turns(random::normal_turns(w[l]), sb[l], cb[l]);
+  }
+  for (int l = 0; l < kBatch; ++l) {
+    out[4 * l + 0] = mul(mul(ra[l], ca[l]), inv_sqrt_r);
+    out[4 * l + 1] = mul(mul(ra[l], sa[l]), inv_sqrt_r);
+    out[4 * l + 2] = mul(mul(rb[l], cb[l]), inv_sqrt_r);
+    out[4 * l + 3] = mul(mul(rb[l], sb[l]), inv_sqrt_r);
+  }
+}
+
+// Groups [g0, g1) of P; `total` elements in all.
+void fill_projection(const Projection& p, int64_t g0, int64_t g1, int64_t total, float inv_sqrt_r) {
+  float* out = static_cast<float*>(p.out);
+  float buf[4 * kBatch];
+  for (int64_t g = g0; g < g1; g += kBatch) {
+    const int64_t e = 4 * g, n = std::min<int64_t>(4 * kBatch, total - e);
+    if (n == 4 * kBatch && g + kBatch <= g1) {
+      projection_batch(static_cast<uint32_t>(g), p, inv_sqrt_r, out + e);
+    } else {  // the tail: a whole batch into a buffer, keep what belongs to this range
+      projection_batch(static_cast<uint32_t>(g), p, inv_sqrt_r, buf);
+      const int64_t end = std::min(total, 4 * g1);
+      std::copy(buf, buf + (end - e), out + e);
+    }
+  }
+}
+
+template <typename T>
+EMBER_CPU_CLONES float span_sumsq(const T* g, int64_t n) {
+  float acc[kLanes] = {};
+  int64_t j = 0;
+  for (; j + kLanes <= n; j += kLanes)
+    for (int k = 0; k < kLanes; ++k) {
+      const float v = static_cast<float>(g[j + k]);
+      acc[k] += v * v;
+    }
+  for (; j < n; ++j) {
+    const float v = static_cast<float>(g[j]);
+    acc[0] += v * v;
+  }
+  return fold(acc);
+}
+
+// acc[j] += g[j]² over one row of G (the channels are columns).
+template <typename T>
+EMBER_CPU_CLONES void accumulate_squares(const T* g, float* acc, int64_t n) {
+  for (int64_t j = 0; j < n; ++j) {
+    const float v = static_cast<float>(g[j]);
+    acc[j] += v * v;
+  }
+}
+
+template <typename T>
+void channel_sumsq_typed(const Matrix& m) {
+  const T* g = static_cast<const T*>(m.g);
+  if (!m.transposed()) {
+    at::parallel_for(0, m.rows, 16, [&](int64_t i0, int64_t i1) {
+      for (int64_t i = i0; i < i1; ++i) m.gsq[i] = span_sumsq(g + i * m.cols, m.cols);
+    });
+  } else {  // column sums: each task owns a band of columns and walks all rows
+    at::parallel_for(0, m.cols, 256, [&](int64_t j0, int64_t j1) {
+      std::fill(m.gsq + j0, m.gsq + j1, 0.0f);
+      for (int64_t i = 0; i < m.rows; ++i) accumulate_squares(g + i * m.cols + j0, m.gsq + j0, j1 - j0);
+    });
+  }
+}
+
+EMBER_CPU_CLONES void moments_row(const Hyper& h, const float* r, float* m, float* v, int64_t n, float& rt_sq,
+                                  float& r_sq) {
+  float a[kLanes] = {}, b[kLanes] = {};
+  int64_t j = 0;
+  for (; j + kLanes <= n; j += kLanes)
+    for (int k = 0; k < kLanes; ++k) moment_update(h, r[j + k], m[j + k], v[j + k], a[k], b[k]);
+  for (; j < n; ++j) moment_update(h, r[j], m[j], v[j], a[0], b[0]);
+  rt_sq = fold(a);
+  r_sq = fold(b);
+}
+
+// Row i of W (and G): per-element channel factors `cs` (transposed: the channels are columns)
+// or one factor for the row.
+template <typename T>
+EMBER_CPU_CLONES void update_row(const Hyper& h, T* w, const T* g, int64_t n, const float* cs, float row_cs) {
+  for (int64_t j = 0; j < n; ++j) w[j] = static_cast<T>(updated_weight(h, static_cast<float>(w[j]), static_cast<float>(g[j]), cs ? cs[j] : row_cs));
+}
+
+// bf16 weights with stochastic rounding: random words from the (seed, stream, step) stream,
+// word e % 4 of group e / 4 for element e of W.
+EMBER_CPU_CLONES void update_row_bf16_sr(const Hyper& h, const Matrix& mt, int64_t i, const float* cs, float row_cs) {
+  auto* w = static_cast<c10::BFloat16*>(mt.w) + i * mt.cols;
+  const auto* g = static_cast<const c10::BFloat16*>(mt.g) + i * mt.cols;
+  const int64_t e0 = i * mt.cols;
+  random::U32x4 words{};
+  for (int64_t j = 0; j < mt.cols; ++j) {
+    const int64_t e = e0 + j;
+    if (j == 0 || e % 4 == 0)
+      words = random::random_words(h.seed, random::Domain::kRounding, mt.stream, static_cast<uint32_t>(mt.step),
+                                   static_cast<uint32_t>(e / 4));
+    const uint32_t word = e % 4 == 0 ? words.x : e % 4 == 1 ? words.y : e % 4 == 2 ? words.z : words.w;
+    const float x = updated_weight(h, static_cast<float>(w[j]), static_cast<float>(g[j]), cs ? cs[j] : row_cs);
+    w[j] = c10::BFloat16(to_bf16_bits(x, true, word >> 16), c10::BFloat16::from_bits());
+  }
+}
+
+template <typename T>
+void update_typed(const Hyper& h, const Matrix& m) {
+  const float coef = *m.coef;
+  // Channel factors coef·s_i: per row, or per column when transposed.
+  std::vector<float> cs(m.long_dim());
+  for (int64_t i = 0; i < m.long_dim(); ++i) cs[i] = mul(coef, h.tensor_scale ? m.rt_sq[0] : m.rt_sq[i]);
+  const bool sr = std::is_same_v<T, c10::BFloat16> && h.stochastic_rounding;
+  at::parallel_for(0, m.rows, 8, [&](int64_t i0, int64_t i1) {
+    for (int64_t i = i0; i < i1; ++i) {
+      const float* col_cs = m.transposed() ? cs.data() : nullptr;
+      const float row_cs = m.transposed() ? 0.0f : cs[i];
+      if (sr) {
+        update_row_bf16_sr(h, m, i, col_cs, row_cs);
+      } else {
+        update_row(h, static_cast<T*>(m.w) + i * m.cols, static_cast<const T*>(m.g) + i * m.cols, m.cols, col_cs, row_cs);
+      }
+    }
+  });
+}
+
+}  // namespace
+
+void projection_cpu(const Projection* projs, int count) {
+  for (int t = 0; t < count; ++t) {
+    const Projection& p = projs[t];
+    const float inv = inv_sqrt_rank(p.rank);
+    const int64_t total = p.rank * p.dim;
+    // Tasks start on whole batches, so every batch is generated once.
+    const int64_t batches = ceil_div(ceil_div(total, 4), kBatch);
+    at::parallel_for(0, batches, 16, [&](int64_t b0, int64_t b1) {
+      fill_projection(p, b0 * kBatch, std::min(ceil_div(total, 4), b1 * kBatch), total, inv);
+    });
+  }
+}
+
+void channel_sumsq_cpu(const Matrix* mats, int count) {
+  for (int t = 0; t < count; ++t) {
+    if (mats[t].type == ScalarType::kBFloat16) {
+      channel_sumsq_typed<c10::BFloat16>(mats[t]);
+    } else {
+      channel_sumsq_typed<float>(mats[t]);
+    }
+  }
+}
+
+void moments_cpu(const Hyper& h, const Matrix* mats, int count) {
+  for (int t = 0; t < count; ++t) {
+    const Matrix& m = mats[t];
+    at::parallel_for(0, m.long_dim(), 16, [&](int64_t i0, int64_t i1) {
+      for (int64_t i = i0; i < i1; ++i) {
+        const int64_t o = i * h.rank;
+        moments_row(h, m.r + o, m.exp_avg + o, m.exp_avg_sq + o, h.rank, m.rt_sq[i], m.r_sq[i]);
+      }
+    });
+  }
+}
+
+void finalize_cpu(const Hyper& h, const Matrix* mats, int count) {
+  for (int t = 0; t < count; ++t) {
+    const Matrix& m = mats[t];
+    const int64_t n = m.long_dim();
+    double u_sq = 0.0;
+    if (h.tensor_scale) {  // one s: the tensor's norms are the channels' summed
+      double a = 0.0, b = 0.0, gsq = 0.0;
+      for (int64_t i = 0; i < n; ++i) {
+        a += m.rt_sq[i];
+        b += m.r_sq[i];
+        gsq += m.gsq[i];
+      }
+      const float s = scaling_factor(static_cast<float>(a), static_cast<float>(b));
+      m.rt_sq[0] = s;
+      u_sq = static_cast<double>(s) * s * gsq;
+    } else {
+      for (int64_t i = 0; i < n; ++i) {
+        const float s = scaling_factor(m.rt_sq[i], m.r_sq[i]);
+        m.rt_sq[i] = s;
+        u_sq += static_cast<double>(s) * s * m.gsq[i];
+      }
+    }
+    *m.coef = step_coefficient(h, m, static_cast<float>(std::sqrt(u_sq)));
+  }
+}
+
+void update_cpu(const Hyper& h, const Matrix* mats, int count) {
+  for (int t = 0; t < count; ++t) {
+    if (mats[t].type == ScalarType::kBFloat16) {
+      update_typed<c10::BFloat16>(h, mats[t]);
+    } else {
+      update_typed<float>(h, mats[t]);
+    }
+  }
+}
+
+}  // namespace ember::apollo

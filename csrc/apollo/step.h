@@ -1,0 +1,33 @@
+// The APOLLO step over a list of matrices: the order of the kernels, the transient buffers, and
+// the projection GEMM (through ATen: cuBLAS on CUDA, the CPU BLAS on CPU). Device-generic: the
+// caller passes the device's launchers. Uses ATen, so it is not part of include/ember/.
+#pragma once
+
+#include <ATen/ATen.h>
+
+#include "ember/apollo.h"
+
+namespace ember::apollo {
+
+struct Launchers {
+  void (*projection)(const Projection*, int, void*);
+  void (*channel_sumsq)(const Matrix*, int, void*);
+  void (*moments)(const Hyper&, const Matrix*, int, void*);
+  void (*finalize)(const Hyper&, const Matrix*, int, void*);
+  void (*update)(const Hyper&, const Matrix*, int, void*);
+  void* stream;
+};
+
+// The CPU launchers (stream unused).
+Launchers cpu_launchers();
+
+// One optimizer step for matrices i: params[i] −= ..., states updated in place. The tensors are
+// already checked (bindings/apollo.cpp).
+void step(const Hyper& h, at::TensorList params, at::TensorList grads, at::TensorList exp_avg,
+          at::TensorList exp_avg_sq, at::TensorList norm_prev, at::IntArrayRef steps, at::IntArrayRef streams,
+          const Launchers& launch);
+
+// Writes P (out: rank × dim, fp32 or bf16) for (seed, stream, refresh).
+void fill_projection(const at::Tensor& out, uint64_t seed, uint32_t stream, uint32_t refresh, const Launchers& launch);
+
+}  // namespace ember::apollo

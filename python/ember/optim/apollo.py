@@ -1,0 +1,248 @@
+"""APOLLO and APOLLO-Mini (Zhu et al., "APOLLO: SGD-like Memory, AdamW-level Performance").
+
+Each 2-D weight in a group with a ``rank`` keeps its Adam moments in a rank-r random projection
+of its gradient and uses them only to scale the raw gradient per channel (or per tensor for
+APOLLO-Mini); the rule is written out in include/ember/apollo.h. The projection P is
+regenerated every step from a Philox stream keyed by (seed, parameter index, refresh count), so
+the state is the two r×max(m, n) moments and one norm per matrix, and a checkpoint holds no P.
+All matrices of a group go through one fused native step (ember.ops.apollo_step_).
+
+Everything else (groups with ``rank=None``, parameters that are not 2-D) follows
+torch.optim.AdamW exactly, through torch's fused AdamW kernel.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+from typing import Any, Iterable
+
+import torch
+from torch import nn
+
+from .. import ops
+
+_LOWRANK_KEYS = ("exp_avg", "exp_avg_sq", "norm_prev")
+
+
+class Apollo(torch.optim.Optimizer):
+    """APOLLO: AdamW-quality updates with SGD-like optimizer memory.
+
+    Args:
+        params: parameters or param groups (``apollo_param_groups(model)`` builds the usual ones).
+            In a group whose ``rank`` is an int, 2-D parameters get the low-rank rule; with
+            ``rank=None`` a group (and any non-2-D parameter) gets AdamW.
+        lr, betas, eps, weight_decay: as in AdamW (decoupled decay, applied after the update).
+        rank: rows of the random projection.
+        scale: the update is multiplied by √scale (APOLLO-Mini: 128).
+        scale_type: "channel" (one factor per row of the longer side) or "tensor".
+        update_proj_gap: steps between projection refreshes (P is drawn at step 1 and every
+            ``update_proj_gap`` steps after; the moments are kept).
+        norm_growth_limit: from the second step on, the update's norm grows at most by this factor
+            per step.
+        seed: keys every projection; runs with the same seed and parameter order draw the same P.
+        stochastic_rounding: bf16 weights round the updated value stochastically (deterministic:
+            the random bits are keyed by seed, parameter and step).
+    """
+
+    def __init__(
+        self,
+        params: Iterable,
+        lr: float = 1e-2,
+        rank: int | None = 256,
+        scale: float = 1.0,
+        scale_type: str = "channel",
+        update_proj_gap: int = 200,
+        betas: tuple[float, float] = (0.9, 0.999),
+        eps: float = 1e-6,
+        weight_decay: float = 0.0,
+        norm_growth_limit: float = 1.01,
+        seed: int = 0,
+        stochastic_rounding: bool = True,
+    ):
+        defaults = dict(
+            lr=lr, rank=rank, scale=scale, scale_type=scale_type, update_proj_gap=update_proj_gap, betas=betas,
+            eps=eps, weight_decay=weight_decay, norm_growth_limit=norm_growth_limit, seed=seed,
+            stochastic_rounding=stochastic_rounding,
+        )
+        _check_hyperparameters(type(self).__name__, defaults)
+        super().__init__(params, defaults)
+
+    # ---- groups ----------------------------------------------------------------------------------
+    def add_param_group(self, param_group: dict) -> None:
+        super().add_param_group(param_group)
+        group = self.param_groups[-1]
+        _check_hyperparameters(type(self).__name__, group)
+        for p in group["params"]:
+            if p.is_complex():
+                raise ValueError(f"ember.optim.{type(self).__name__}: complex parameters are not supported "
+                                 f"(got a {p.dtype} parameter of shape {tuple(p.shape)})")
+            if self._lowrank(p, group) and p.dtype not in (torch.float32, torch.bfloat16):
+                raise ValueError(f"ember.optim.{type(self).__name__}: low-rank parameters must be float32 or "
+                                 f"bfloat16, got {p.dtype} for a parameter of shape {tuple(p.shape)}")
+
+    @staticmethod
+    def _lowrank(p: torch.Tensor, group: dict) -> bool:
+        return group["rank"] is not None and p.dim() == 2
+
+    def _stream_of(self) -> dict:
+        """Each parameter's index over all groups: it keys the parameter's projection stream."""
+        return {p: i for i, p in enumerate(p for g in self.param_groups for p in g["params"])}
+
+    # ---- the step ------------------------------------------------------------------------------------
+    @torch.no_grad()
+    def step(self, closure=None):
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        streams = None
+        for group in self.param_groups:
+            lowrank = defaultdict(lambda: defaultdict(list))  # device -> lists for the native step
+            adamw = defaultdict(lambda: defaultdict(list))    # (device, dtype) -> lists for fused AdamW
+            for p in group["params"]:
+                if p.grad is None:
+                    continue
+                grad = p.grad
+                if grad.is_sparse:
+                    raise RuntimeError(f"ember.optim.{type(self).__name__}: sparse gradients are not supported "
+                                       f"(parameter of shape {tuple(p.shape)})")
+                state = self.state[p]
+                if self._lowrank(p, group):
+                    streams = streams or self._stream_of()
+                    if not state:
+                        long_dim = max(p.shape)
+                        state["step"] = torch.tensor(0.0)  # on the host: reading it never syncs
+                        state["exp_avg"] = torch.zeros(long_dim, group["rank"], device=p.device)
+                        state["exp_avg_sq"] = torch.zeros(long_dim, group["rank"], device=p.device)
+                        state["norm_prev"] = torch.zeros((), device=p.device)
+                    elif state["exp_avg"].shape[1] != group["rank"]:
+                        raise RuntimeError(f"ember.optim.{type(self).__name__}: the state of a parameter of shape "
+                                           f"{tuple(p.shape)} has rank {state['exp_avg'].shape[1]}, the group asks "
+                                           f"for rank {group['rank']}")
+                    state["step"] += 1
+                    lists = lowrank[p.device]
+                    lists["params"].append(p)
+                    lists["grads"].append(grad if grad.is_contiguous() else grad.contiguous())
+                    for key in _LOWRANK_KEYS:
+                        lists[key].append(state[key])
+                    lists["steps"].append(int(state["step"]))
+                    lists["streams"].append(streams[p])
+                else:
+                    if not state:
+                        state["step"] = torch.zeros((), dtype=torch.float32, device=p.device)
+                        state["exp_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+                        state["exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+                    elif state["step"].device != p.device:  # loaded from a checkpoint: fused wants it here
+                        state["step"] = state["step"].to(p.device)
+                    lists = adamw[(p.device, p.dtype)]
+                    lists["params"].append(p)
+                    lists["grads"].append(grad)
+                    lists["exp_avg"].append(state["exp_avg"])
+                    lists["exp_avg_sq"].append(state["exp_avg_sq"])
+                    lists["steps"].append(state["step"])
+            beta1, beta2 = group["betas"]
+            for lists in lowrank.values():
+                ops.apollo_step_(
+                    lists["params"], lists["grads"], lists["exp_avg"], lists["exp_avg_sq"], lists["norm_prev"],
+                    lists["steps"], lists["streams"], lr=float(group["lr"]), beta1=beta1, beta2=beta2,
+                    eps=group["eps"], weight_decay=group["weight_decay"], scale=group["scale"],
+                    tensor_scale=group["scale_type"] == "tensor", norm_growth_limit=group["norm_growth_limit"],
+                    rank=group["rank"], update_proj_gap=group["update_proj_gap"], seed=group["seed"],
+                    stochastic_rounding=group["stochastic_rounding"],
+                )
+            for lists in adamw.values():
+                torch._foreach_add_(lists["steps"], 1)
+                torch._fused_adamw_(
+                    lists["params"], lists["grads"], lists["exp_avg"], lists["exp_avg_sq"], [], lists["steps"],
+                    amsgrad=False, lr=float(group["lr"]), beta1=beta1, beta2=beta2,
+                    weight_decay=group["weight_decay"], eps=group["eps"], maximize=False,
+                    grad_scale=None, found_inf=None,
+                )
+        return loss
+
+    # ---- checkpoints ---------------------------------------------------------------------------------
+    def load_state_dict(self, state_dict: dict) -> None:
+        # torch casts every floating state tensor to its parameter's dtype; the low-rank moments
+        # stay float32 whatever the weights are.
+        saved = {k: {name: st[name] for name in _LOWRANK_KEYS} for k, st in state_dict["state"].items()
+                 if all(name in st for name in _LOWRANK_KEYS)}
+        super().load_state_dict(state_dict)
+        params = [p for g in self.param_groups for p in g["params"]]
+        for k, st in saved.items():
+            p = params[k]
+            for name, value in st.items():
+                self.state[p][name] = value.to(device=p.device, dtype=torch.float32, copy=True)
+            self.state[p]["step"] = self.state[p]["step"].cpu()
+
+
+class ApolloMini(Apollo):
+    """APOLLO-Mini: rank 1, one scaling factor per tensor, scale 128 (optimizer state ~0)."""
+
+    def __init__(self, params: Iterable, lr: float = 1e-2, rank: int | None = 1, scale: float = 128.0,
+                 scale_type: str = "tensor", **kwargs: Any):
+        super().__init__(params, lr=lr, rank=rank, scale=scale, scale_type=scale_type, **kwargs)
+
+
+def apollo_param_groups(model: nn.Module, **apollo_kwargs: Any) -> list[dict]:
+    """Two param groups for an Apollo optimizer: the 2-D weights of the model's Linear layers
+    (low-rank rule), and everything else — embeddings, the output head (a Linear that shares its
+    weight with an embedding, produces one of its vocabularies, or is named lm_head/output), norms,
+    biases — with ``rank=None`` (AdamW with the same betas/eps). ``apollo_kwargs`` go to both
+    groups (``rank`` only to the first). Frozen parameters are left out."""
+    embeddings = [m for m in model.modules() if isinstance(m, nn.Embedding)]
+    embedding_weights = {id(m.weight) for m in embeddings}
+    vocab_sizes = {m.num_embeddings for m in embeddings}
+    lowrank_ids = set()
+    for name, module in model.named_modules():
+        if not isinstance(module, nn.Linear) or module.weight.dim() != 2:
+            continue
+        is_head = (id(module.weight) in embedding_weights or module.out_features in vocab_sizes
+                   or name.rsplit(".", 1)[-1] in ("lm_head", "output"))
+        if not is_head:
+            lowrank_ids.add(id(module.weight))
+    lowrank, rest = [], []
+    for _, p in model.named_parameters():  # shared parameters once
+        if p.requires_grad:
+            (lowrank if id(p) in lowrank_ids else rest).append(p)
+    rest_kwargs = {k: v for k, v in apollo_kwargs.items() if k != "rank"}
+    groups = [dict(params=lowrank, **apollo_kwargs)]
+    if rest:
+        groups.append(dict(params=rest, **rest_kwargs, rank=None))
+    return groups
+
+
+def _check_hyperparameters(name: str, h: dict) -> None:
+    def bad(key, want):
+        raise ValueError(f"ember.optim.{name}: {key} must be {want}, got {h[key]!r}")
+
+    rank = h.get("rank")
+    if rank is not None and (isinstance(rank, bool) or not isinstance(rank, int) or rank < 1):
+        bad("rank", "a positive int (or None for the AdamW rule)")
+    lr = h.get("lr")
+    if isinstance(lr, torch.Tensor):
+        if lr.numel() != 1:
+            bad("lr", "a float")
+    elif not isinstance(lr, (int, float)) or not lr >= 0:
+        bad("lr", "a float >= 0")
+    betas = h.get("betas")
+    if not (isinstance(betas, (tuple, list)) and len(betas) == 2 and all(isinstance(b, (int, float)) and 0 <= b < 1 for b in betas)):
+        bad("betas", "two floats in [0, 1)")
+    if not isinstance(h.get("eps"), (int, float)) or not h["eps"] > 0:
+        bad("eps", "a float > 0")
+    if not isinstance(h.get("weight_decay"), (int, float)) or not h["weight_decay"] >= 0:
+        bad("weight_decay", "a float >= 0")
+    if not isinstance(h.get("scale"), (int, float)) or not (h["scale"] > 0 and math.isfinite(h["scale"])):
+        bad("scale", "a finite float > 0")
+    if h.get("scale_type") not in ("channel", "tensor"):
+        bad("scale_type", '"channel" or "tensor"')
+    gap = h.get("update_proj_gap")
+    if isinstance(gap, bool) or not isinstance(gap, int) or gap < 1:
+        bad("update_proj_gap", "a positive int")
+    if not isinstance(h.get("norm_growth_limit"), (int, float)) or not h["norm_growth_limit"] >= 1:
+        bad("norm_growth_limit", "a float >= 1")
+    seed = h.get("seed")
+    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**63:
+        bad("seed", "an int in [0, 2^63)")
+    if not isinstance(h.get("stochastic_rounding"), bool):
+        bad("stochastic_rounding", "a bool")
