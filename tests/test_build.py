@@ -23,9 +23,10 @@ def test_build_info():
 
 def test_ops_registered():
     ops = ember.ops_available()
-    assert "CPU" in ops["ember::quantize_fp8"] and "Meta" in ops["ember::quantize_fp8"]
-    if INFO["with_cuda"]:
-        assert "CUDA" in ops["ember::quantize_fp8"]
+    for op in ("ember::quantize_fp8", "ember::apollo_step_", "ember::apollo_projection_"):
+        assert "CPU" in ops[op] and "Meta" in ops[op], (op, ops[op])
+        if INFO["with_cuda"]:
+            assert "CUDA" in ops[op], (op, ops[op])
 
 
 def _cuobjdump():
@@ -63,5 +64,8 @@ def test_sass_targets_sm90a_for_every_kernel():
     quantize = [f for f in functions if "quantize_region_kernel" in f]
     # 3 input types × (tensor, row: amax + cast phases; block, tile: fused) = 18 instantiations
     assert len(quantize) == 18, functions
+    apollo = {k for k in ("projection_kernel", "channel_sumsq_kernel", "moments_kernel", "finalize_kernel", "update_kernel")
+              if any(f"apollo" in f and k in f for f in functions)}
+    assert len(apollo) == 5, functions
     # Local memory (LDL/STL) in our kernels means a register array spilled or was indexed at run time.
     assert not re.search(r"\b(LDL|STL)\b", sass), "local memory traffic in SASS"

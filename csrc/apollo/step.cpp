@@ -74,28 +74,30 @@ void step(const Hyper& h, at::TensorList params, at::TensorList grads, at::Tenso
       p.seed = h.seed;
       p.stream = m.stream;
       p.refresh = m.refresh(h.update_proj_gap);
-      r[k] = at::empty({m.long_dim(), h.rank}, w.options().dtype(at::kFloat));
+      if (w.is_cuda()) r[k] = at::empty({m.long_dim(), h.rank}, w.options().dtype(at::kFloat));
       sums[k] = at::empty({3 * m.long_dim() + 1}, w.options().dtype(at::kFloat));
-      m.r = r[k].data_ptr<float>();
+      m.r = w.is_cuda() ? r[k].data_ptr<float>() : nullptr;
       m.gsq = sums[k].data_ptr<float>();
       m.rt_sq = m.gsq + m.long_dim();
       m.r_sq = m.rt_sq + m.long_dim();
       m.coef = m.r_sq + m.long_dim();
     }
     launch.projection(projs.data(), static_cast<int>(n), launch.stream);
-    for (size_t k = 0; k < n; ++k) {  // R = Gv·Pᵀ
-      const at::Tensor& g = grads[order[c0 + k]];
-      const at::Tensor gv = mats[k].transposed() ? g.t() : g;
-      if (proj[k].scalar_type() == at::kBFloat16) {
-        at::mm_out(r[k], gv, proj[k].t(), at::kFloat);
-      } else if (g.scalar_type() != at::kFloat) {  // bf16 on CPU: the BLAS multiplies fp32
-        at::mm_out(r[k], gv.to(at::kFloat), proj[k].t());
-      } else {
-        at::mm_out(r[k], gv, proj[k].t());
+    if (params[0].is_cpu()) {
+      for (size_t k = 0; k < n; ++k) project_moments_cpu(h, mats[k], grads[order[c0 + k]], proj[k]);
+    } else {
+      for (size_t k = 0; k < n; ++k) {  // R = Gv·Pᵀ by cuBLAS, fp32 out
+        const at::Tensor& g = grads[order[c0 + k]];
+        const at::Tensor gv = mats[k].transposed() ? g.t() : g;
+        if (proj[k].scalar_type() == at::kBFloat16) {
+          at::mm_out(r[k], gv, proj[k].t(), at::kFloat);
+        } else {
+          at::mm_out(r[k], gv, proj[k].t());
+        }
       }
+      launch.channel_sumsq(mats.data(), static_cast<int>(n), launch.stream);
+      launch.moments(h, mats.data(), static_cast<int>(n), launch.stream);
     }
-    launch.channel_sumsq(mats.data(), static_cast<int>(n), launch.stream);
-    launch.moments(h, mats.data(), static_cast<int>(n), launch.stream);
     launch.finalize(h, mats.data(), static_cast<int>(n), launch.stream);
     launch.update(h, mats.data(), static_cast<int>(n), launch.stream);
   }
@@ -103,14 +105,13 @@ void step(const Hyper& h, at::TensorList params, at::TensorList grads, at::Tenso
 
 namespace {
 void projection_cpu_l(const Projection* p, int n, void*) { projection_cpu(p, n); }
-void channel_sumsq_cpu_l(const Matrix* m, int n, void*) { channel_sumsq_cpu(m, n); }
-void moments_cpu_l(const Hyper& h, const Matrix* m, int n, void*) { moments_cpu(h, m, n); }
 void finalize_cpu_l(const Hyper& h, const Matrix* m, int n, void*) { finalize_cpu(h, m, n); }
 void update_cpu_l(const Hyper& h, const Matrix* m, int n, void*) { update_cpu(h, m, n); }
 }  // namespace
 
 Launchers cpu_launchers() {
-  return Launchers{projection_cpu_l, channel_sumsq_cpu_l, moments_cpu_l, finalize_cpu_l, update_cpu_l, nullptr};
+  // The CPU projects block by block (project_moments_cpu), so it has no separate sumsq/moments.
+  return Launchers{projection_cpu_l, nullptr, nullptr, finalize_cpu_l, update_cpu_l, nullptr};
 }
 
 }  // namespace ember::apollo

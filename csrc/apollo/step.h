@@ -21,6 +21,10 @@ struct Launchers {
 // The CPU launchers (stream unused).
 Launchers cpu_launchers();
 
+// CPU: R = Gv·Pᵀ, ‖Gv_i‖² and the moments, block of channels by block of channels (R's block is
+// consumed while it is in cache; no L×r buffer). In csrc/apollo/apollo_cpu.cpp.
+void project_moments_cpu(const Hyper& h, const Matrix& m, const at::Tensor& g, const at::Tensor& proj);
+
 // One optimizer step for matrices i: params[i] −= ..., states updated in place. The tensors are
 // already checked (bindings/apollo.cpp).
 void step(const Hyper& h, at::TensorList params, at::TensorList grads, at::TensorList exp_avg,

@@ -143,8 +143,6 @@ EMBER_HOST_DEVICE uint16_t to_bf16_bits(float x, bool stochastic, uint32_t rando
 // ---- launchers (stream: a cudaStream_t, opaque here) ---------------------------------------------
 // Each takes `count` matrices of one step; the CUDA launchers handle many in one launch.
 void projection_cpu(const Projection* projs, int count);
-void channel_sumsq_cpu(const Matrix* mats, int count);
-void moments_cpu(const Hyper& h, const Matrix* mats, int count);
 void finalize_cpu(const Hyper& h, const Matrix* mats, int count);
 void update_cpu(const Hyper& h, const Matrix* mats, int count);
 
