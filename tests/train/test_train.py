@@ -51,6 +51,17 @@ def test_resume_reproduces_the_uninterrupted_losses_exactly(tmp_path):
     assert again["step"] == 8 and again["losses"] == full
 
 
+@pytest.mark.parametrize("name", ["apollo", "apollo_mini"])
+def test_apollo_resume_reproduces_the_losses_exactly(tmp_path, name):
+    # The projection refreshes every 3 steps: the resumed half redraws P from the seed alone.
+    opts = [f"--optimizer.name={name}", "--optimizer.lr=0.01", "--optimizer.rank=4", "--optimizer.update_proj_gap=3",
+            "--training.steps=8"]
+    full = run(tmp_path, "full", *opts, "--checkpoint.every=4", "--checkpoint.keep=0")["losses"]
+    resumed = run(tmp_path, "resumed", *opts, f"--checkpoint.resume={tmp_path}/full/checkpoints/step-00000004")
+    assert resumed["losses"] == {k: v for k, v in full.items() if k > 4}  # bit for bit
+    assert full[8] < full[1]
+
+
 def test_gradient_accumulation_matches_one_big_batch(tmp_path):
     a = run(tmp_path, "a")["losses"]
     b = run(tmp_path, "b", "--training.micro_batch_size=2")["losses"]
@@ -65,6 +76,8 @@ def test_gradient_accumulation_matches_one_big_batch(tmp_path):
         not hasattr(torch.nn.functional, "linear_cross_entropy"), reason="torch < 2.14 has no F.linear_cross_entropy")),
     ["--training.dtype=bf16"],
     ["--optimizer.name=sgd", "--optimizer.lr=0.3"],
+    ["--optimizer.name=apollo", "--optimizer.lr=0.01", "--optimizer.rank=8", "--optimizer.update_proj_gap=2"],
+    ["--optimizer.name=apollo_mini", "--optimizer.lr=0.01"],
     ["--lr_scheduler.decay=wsd"],
     ["--lr_scheduler.decay=linear", "--job.deterministic=true"],
 ])

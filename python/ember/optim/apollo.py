@@ -167,8 +167,11 @@ class Apollo(torch.optim.Optimizer):
         # stay float32 whatever the weights are.
         saved = {k: {name: st[name] for name in _LOWRANK_KEYS} for k, st in state_dict["state"].items()
                  if all(name in st for name in _LOWRANK_KEYS)}
+        # Saved keys (indices, or names from torch.distributed.checkpoint) pair with the
+        # parameters in group order, as torch pairs them.
+        keys = [k for g in state_dict["param_groups"] for k in g["params"]]
+        params = dict(zip(keys, (p for g in self.param_groups for p in g["params"])))
         super().load_state_dict(state_dict)
-        params = [p for g in self.param_groups for p in g["params"]]
         for k, st in saved.items():
             p = params[k]
             for name, value in st.items():

@@ -72,6 +72,20 @@ def build_optimizer(cfg: Config, model: nn.Module) -> torch.optim.Optimizer:
         return torch.optim.AdamW(groups, lr=o.lr, betas=o.betas, eps=o.eps, fused=True)
     if o.name == "sgd":
         return torch.optim.SGD(groups, lr=o.lr, momentum=o.momentum)
+    if o.name in ("apollo", "apollo_mini"):
+        from ..optim import Apollo, apollo_param_groups
+
+        mini = o.name == "apollo_mini"
+        lowrank, rest = apollo_param_groups(
+            model, rank=o.rank or (1 if mini else 256), scale=o.scale or (128.0 if mini else 1.0),
+            scale_type="tensor" if mini else "channel", update_proj_gap=o.update_proj_gap,
+            weight_decay=o.weight_decay,
+        )
+        # As for AdamW: decay on 2-D weights only (embeddings and an untied head keep it).
+        rest_2d = [p for p in rest["params"] if p.ndim >= 2]
+        rest_1d = [p for p in rest["params"] if p.ndim < 2]
+        groups = [lowrank, {**rest, "params": rest_2d}, {**rest, "params": rest_1d, "weight_decay": 0.0}]
+        return Apollo([g for g in groups if g["params"]], lr=o.lr, betas=o.betas, eps=o.eps, seed=cfg.job.seed)
     raise ValueError(f"optimizer.name {o.name!r}")  # validate() rejects it first
 
 

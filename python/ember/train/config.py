@@ -70,12 +70,15 @@ class Training:
 
 @dataclass
 class Optimizer:
-    name: str = opt("adamw", "optimizer", ("adamw", "sgd"))
+    name: str = opt("adamw", "optimizer (apollo, apollo_mini: ember.optim; try lr 1e-2)", ("adamw", "sgd", "apollo", "apollo_mini"))
     lr: float = opt(3e-3, "peak learning rate")
     betas: tuple[float, float] = opt((0.9, 0.95), "Adam betas")
     eps: float = opt(1e-8, "Adam epsilon")
     weight_decay: float = opt(0.1, "decoupled weight decay (2-D weights only)")
     momentum: float = opt(0.9, "SGD momentum")
+    rank: int = opt(0, "APOLLO projection rank (0: 256 for apollo, 1 for apollo_mini)")
+    scale: float = opt(0.0, "APOLLO update scale (0: 1 for apollo, 128 for apollo_mini)")
+    update_proj_gap: int = opt(200, "APOLLO: steps between projection refreshes")
 
 
 @dataclass

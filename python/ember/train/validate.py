@@ -36,6 +36,13 @@ def validate(cfg: Config, world_size: int = 1) -> None:
                           f"got {s.min_lr_ratio} and {s.decay_ratio}")
     if not all(0 <= b < 1 for b in o.betas):
         raise ConfigError(f"config: optimizer.betas must be in [0, 1), got {o.betas}")
+    if o.name.startswith("apollo"):
+        if o.rank < 0 or o.scale < 0 or o.update_proj_gap < 1:
+            raise ConfigError(f"config: optimizer.rank and optimizer.scale must be >= 0 and update_proj_gap >= 1, got "
+                              f"{o.rank}, {o.scale} and {o.update_proj_gap}")
+        if t.parallel == "fsdp" and world_size > 1:
+            raise ConfigError("config: optimizer.name=apollo* projects whole matrices, and FSDP shards them: "
+                              "use --training.parallel=ddp")
     per_rank, rem = divmod(t.batch_size, world_size)
     if rem:
         raise ConfigError(f"config: training.batch_size {t.batch_size} must be divisible by the {world_size} ranks")
