@@ -108,13 +108,14 @@ EMBER_CPU_CLONES void accumulate_squares(const T* g, float* acc, int64_t n) {
   }
 }
 
-EMBER_CPU_CLONES void moments_row(const Hyper& h, const float* r, float* m, float* v, int64_t n, float& rt_sq,
+EMBER_CPU_WIDE_CLONES void moments_row(const Hyper& h, const float* r, float* m, float* v, int64_t n, float& rt_sq,
                                   float& r_sq) {
+  const Hyper hl = h;  // a local copy: stores to m and v cannot alias it, so the loop vectorizes
   float a[kLanes] = {}, b[kLanes] = {};
   int64_t j = 0;
   for (; j + kLanes <= n; j += kLanes)
-    for (int k = 0; k < kLanes; ++k) moment_update(h, r[j + k], m[j + k], v[j + k], a[k], b[k]);
-  for (; j < n; ++j) moment_update(h, r[j], m[j], v[j], a[0], b[0]);
+    for (int k = 0; k < kLanes; ++k) moment_update(hl, r[j + k], m[j + k], v[j + k], a[k], b[k]);
+  for (; j < n; ++j) moment_update(hl, r[j], m[j], v[j], a[0], b[0]);
   rt_sq = fold(a);
   r_sq = fold(b);
 }
@@ -123,7 +124,8 @@ EMBER_CPU_CLONES void moments_row(const Hyper& h, const float* r, float* m, floa
 // or one factor for the row.
 template <typename T>
 EMBER_CPU_CLONES void update_row(const Hyper& h, T* w, const T* g, int64_t n, const float* cs, float row_cs) {
-  for (int64_t j = 0; j < n; ++j) w[j] = static_cast<T>(updated_weight(h, static_cast<float>(w[j]), static_cast<float>(g[j]), cs ? cs[j] : row_cs));
+  const Hyper hl = h;
+  for (int64_t j = 0; j < n; ++j) w[j] = static_cast<T>(updated_weight(hl, static_cast<float>(w[j]), static_cast<float>(g[j]), cs ? cs[j] : row_cs));
 }
 
 // bf16 weights with stochastic rounding: random words from the (seed, stream, step) stream,
@@ -164,13 +166,17 @@ void update_typed(const Hyper& h, const Matrix& m) {
   });
 }
 
-// Channels [i0, i1) of one matrix: G's block as fp32 (a view when G is fp32 and not transposed),
-// its channel sums of squares, R's block by the BLAS, and the moments on it while it is in cache.
+// Channels [i0, i1) of one matrix: G's block as fp32 (a view when G is fp32), R's block by the
+// BLAS, then the block's channel sums of squares and the moments while G's and R's blocks are in
+// cache (summing after the GEMM, not before, lets the GEMM take the block's first read from
+// memory: 1.2 ms instead of 1.9 for both passes at the 130M MLP shapes on a 2-core EPYC).
 void project_block(const Hyper& h, const Matrix& m, const at::Tensor& g, const at::Tensor& proj, int64_t i0,
                    int64_t i1, at::Tensor& gbuf, at::Tensor& rbuf) {
   const int64_t n = i1 - i0;
   at::Tensor gv = m.transposed() ? g.slice(1, i0, i1).t() : g.slice(0, i0, i1);  // n × S
   if (gv.scalar_type() != at::kFloat) gv = gbuf.slice(0, 0, n).copy_(gv);
+  at::Tensor r = rbuf.slice(0, 0, n);
+  at::mm_out(r, gv, proj.t());
   const float* gp = gv.data_ptr<float>();
   if (!m.transposed() || gv.is_contiguous()) {
     const int64_t ld = gv.stride(0);
@@ -184,8 +190,6 @@ void project_block(const Hyper& h, const Matrix& m, const at::Tensor& g, const a
       for (int64_t k = 0; k < gv.size(1); ++k) accumulate_squares(gp + k * ld + a, m.gsq + i0 + a, b - a);
     });
   }
-  at::Tensor r = rbuf.slice(0, 0, n);
-  at::mm_out(r, gv, proj.t());
   const float* rp = r.data_ptr<float>();
   at::parallel_for(0, n, 16, [&](int64_t a, int64_t b) {
     for (int64_t i = a; i < b; ++i) {
