@@ -65,6 +65,9 @@ for b in bench/bench_*.py; do
   echo >> "$out/bench.txt"
 done
 
+stamp "train_apollo (AdamW vs Apollo vs ApolloMini on a small Llama, 300 steps)"
+timeout 150 python3 bench/train_apollo.py --steps 300 --json "$out/train_apollo.json" >> "$out/bench.txt" 2>&1 || echo "train_apollo failed (rc $?)" >> "$out/bench.txt"
+
 {
   echo "# ember device check"
   echo
