@@ -176,30 +176,71 @@ __global__ void __launch_bounds__(kThreads) finalize_kernel(Hyper h, MatrixTable
 }
 
 // ---- update: one thread per group of four weights -----------------------------------------------
+// Four consecutive elements in one load: 16 bytes for fp32, 8 for bf16, when the base pointers
+// allow it (they do for whole allocations; a view into a flat buffer may not).
+__device__ __forceinline__ void load4(const void* base, ScalarType t, int64_t e, bool vec, int64_t total, float (&v)[4]) {
+  if (vec) {
+    if (t == ScalarType::kBFloat16) {
+      const uint2 raw = *reinterpret_cast<const uint2*>(static_cast<const __nv_bfloat16*>(base) + e);
+      const __nv_bfloat16* b = reinterpret_cast<const __nv_bfloat16*>(&raw);
+#pragma unroll
+      for (int k = 0; k < 4; ++k) v[k] = __bfloat162float(b[k]);
+    } else {
+      const float4 raw = *reinterpret_cast<const float4*>(static_cast<const float*>(base) + e);
+      v[0] = raw.x, v[1] = raw.y, v[2] = raw.z, v[3] = raw.w;
+    }
+    return;
+  }
+#pragma unroll
+  for (int k = 0; k < 4; ++k) v[k] = e + k < total ? load(base, t, e + k) : 0.f;
+}
+
 __global__ void __launch_bounds__(kThreads) update_kernel(Hyper h, MatrixTable table) {
   const Matrix& m = table.m[blockIdx.y];
   const int64_t total = m.rows * m.cols;
   const int64_t group = static_cast<int64_t>(blockIdx.x) * kThreads + threadIdx.x;
-  if (4 * group >= total) return;
-  const float coef = *m.coef;
+  const int64_t e0 = 4 * group;
+  if (e0 >= total) return;
   const bool bf16 = m.type == ScalarType::kBFloat16;
+  const uintptr_t align = bf16 ? 8 : 16;
+  const bool vec = e0 + 4 <= total && (reinterpret_cast<uintptr_t>(m.w) | reinterpret_cast<uintptr_t>(m.g)) % align == 0;
+  float w[4], g[4];
+  load4(m.w, m.type, e0, vec, total, w);
+  load4(m.g, m.type, e0, vec, total, g);
+  const float coef = *m.coef;
   random::U32x4 words{};
   if (bf16 && h.stochastic_rounding)
     words = random::random_words(h.seed, random::Domain::kRounding, m.stream, static_cast<uint32_t>(m.step),
                                  static_cast<uint32_t>(group));
   const uint32_t word[4] = {words.x, words.y, words.z, words.w};
+  float x[4];
+  uint16_t bits[4];
 #pragma unroll
   for (int k = 0; k < 4; ++k) {
-    const int64_t e = 4 * group + k;
-    if (e >= total) break;
+    const int64_t e = e0 + k;
     const int64_t channel = m.transposed() ? e % m.cols : e / m.cols;
-    const float cs = mul(coef, h.tensor_scale ? m.rt_sq[0] : m.rt_sq[channel]);
-    const float x = updated_weight(h, load(m.w, m.type, e), load(m.g, m.type, e), cs);
+    const float s = h.tensor_scale ? m.rt_sq[0] : m.rt_sq[e < total ? channel : 0];
+    x[k] = updated_weight(h, w[k], g[k], mul(coef, s));
+    bits[k] = bf16 ? to_bf16_bits(x[k], h.stochastic_rounding, word[k] >> 16) : 0;
+  }
+  if (vec) {
     if (bf16) {
-      const uint16_t bits = to_bf16_bits(x, h.stochastic_rounding, word[k] >> 16);
-      static_cast<__nv_bfloat16*>(m.w)[e] = __ushort_as_bfloat16(bits);
+      uint2 raw;
+      raw.x = static_cast<uint32_t>(bits[0]) | (static_cast<uint32_t>(bits[1]) << 16);
+      raw.y = static_cast<uint32_t>(bits[2]) | (static_cast<uint32_t>(bits[3]) << 16);
+      *reinterpret_cast<uint2*>(static_cast<__nv_bfloat16*>(m.w) + e0) = raw;
     } else {
-      static_cast<float*>(m.w)[e] = x;
+      *reinterpret_cast<float4*>(static_cast<float*>(m.w) + e0) = make_float4(x[0], x[1], x[2], x[3]);
+    }
+    return;
+  }
+#pragma unroll
+  for (int k = 0; k < 4; ++k) {
+    if (e0 + k >= total) break;
+    if (bf16) {
+      static_cast<__nv_bfloat16*>(m.w)[e0 + k] = __ushort_as_bfloat16(bits[k]);
+    } else {
+      static_cast<float*>(m.w)[e0 + k] = x[k];
     }
   }
 }
