@@ -1,7 +1,7 @@
 // CPU kernels of the APOLLO step: the math of include/ember/apollo.h over each matrix.
 //
 // Compiled with -ffp-contract=off (the projection must match the GPU's bit for bit) and
-// -fno-math-errno (so √ vectorizes); the hot loops get an AVX2 clone picked at load time.
+// -fno-math-errno (so √ vectorizes); the hot loops get AVX2 (and AVX-512) clones picked at load time.
 // Channel sums use 8 running partial sums so that they vectorize in a fixed order.
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
@@ -14,7 +14,7 @@
 
 #if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
 #define EMBER_CPU_CLONES __attribute__((target_clones("avx2", "default")))
-// The projection is compute-bound (Philox, log, sin/cos): 16 lanes pay there.
+// The projection (Philox, log, sin/cos) and the moments (√, ÷) are compute-bound: 16 lanes pay.
 #define EMBER_CPU_WIDE_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
 #else
 #define EMBER_CPU_WIDE_CLONES
