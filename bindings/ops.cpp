@@ -24,4 +24,29 @@ TORCH_LIBRARY(ember, m) {
   // apollo_projection_: out (rank, dim) = the projection P of (seed, stream, refresh), N(0,1)/√rank
   //   from Philox4x32-10; the same bits on CPU and CUDA. out: fp32 (CUDA also bf16), contiguous.
   m.def("apollo_projection_(Tensor(a!) out, int seed, int stream, int refresh) -> ()");
+
+  // ---- cross_entropy ---------------------------------------------------------------------------
+  // Per token i (include/ember/cross_entropy.h): loss_i = w_i·[(1−ls)(lse−z_y) + ls(lse−mean z)
+  //   + z_loss·lse²] after z ← c·tanh(z/c) when softcap c > 0 (0: off); 0 for ignored tokens.
+  //   logits (N, V) fp32/bf16/fp16 with contiguous rows; target (N) int64; weight (N) fp32.
+  // cross_entropy_forward -> per-token loss, lse, log p(target), entropy (fp32 (N); the last
+  //   two empty unless asked for).
+  m.def("cross_entropy_forward(Tensor logits, Tensor target, Tensor? weight, int ignore_index, float label_smoothing, "
+        "float z_loss, float softcap, bool return_logprobs, bool return_entropy) -> (Tensor, Tensor, Tensor, Tensor)");
+  // cross_entropy_backward: ∂(Σ_i grad_loss_i·loss_i)/∂logits, in logits' dtype; the _ variant
+  //   writes it into logits itself.
+  m.def("cross_entropy_backward(Tensor grad_loss, Tensor logits, Tensor target, Tensor? weight, Tensor lse, "
+        "int ignore_index, float label_smoothing, float z_loss, float softcap) -> Tensor");
+  m.def("cross_entropy_backward_(Tensor(a!) logits, Tensor grad_loss, Tensor target, Tensor? weight, Tensor lse, "
+        "int ignore_index, float label_smoothing, float z_loss, float softcap) -> ()");
+  // linear_cross_entropy_forward: logits = hidden (N, d) · lm_weight (V, d)ᵀ + bias, never all
+  //   at once (chunks of rows). -> loss, lse, logprobs, entropy as above, and when compute_grad
+  //   the gradients of Σ_i loss_i: dhidden (N, d), dlm_weight (V, d), dbias (V) (else empty).
+  m.def("linear_cross_entropy_forward(Tensor hidden, Tensor lm_weight, Tensor target, Tensor? weight, Tensor? bias, "
+        "int ignore_index, float label_smoothing, float z_loss, float softcap, bool compute_grad, bool return_logprobs, "
+        "bool return_entropy) -> (Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor)");
+  // linear_cross_entropy_backward: the gradients of Σ_i grad_loss_i·loss_i, logits recomputed.
+  m.def("linear_cross_entropy_backward(Tensor grad_loss, Tensor hidden, Tensor lm_weight, Tensor target, Tensor? weight, "
+        "Tensor? bias, Tensor lse, int ignore_index, float label_smoothing, float z_loss, float softcap) "
+        "-> (Tensor, Tensor, Tensor)");
 }

@@ -1,6 +1,9 @@
 """Thin Python wrappers over torch.ops.ember.* (defaults, fake kernels, autograd)."""
 
 from .apollo import apollo_projection, apollo_step_
+from .cross_entropy import cross_entropy, cross_entropy_stats, linear_cross_entropy
 from .float8 import quantize_fp8
 
-__all__ = ["apollo_projection", "apollo_step_", "quantize_fp8"]
+__all__ = [
+    "apollo_projection", "apollo_step_", "cross_entropy", "cross_entropy_stats", "linear_cross_entropy", "quantize_fp8",
+]

@@ -1,0 +1,191 @@
+// The cross-entropy driver (see driver.h).
+//
+// linear_cross_entropy is chunked recompute over rows: a chunk of C rows of h makes a C×V fp32
+// logits chunk (the BLAS / cuBLAS GEMM, fp32 output), the row kernels turn it into losses and, in
+// place, into ∂loss/∂logits, and two more GEMMs give the chunk's dh rows and its share of dW.
+// Memory: one chunk (and, on CUDA, its 16-bit gradient copy for the tensor-core GEMMs), never
+// N×V. FLOPs: 6·N·d·V when the forward computes the gradients (the training path), 8·N·d·V when
+// a backward with per-row upstream gradients has to recompute the logits.
+#include "driver.h"
+
+#include <algorithm>
+
+namespace ember::ce {
+namespace {
+
+ScalarType scalar_type(const at::Tensor& t) {
+  switch (t.scalar_type()) {
+    case at::kBFloat16: return ScalarType::kBFloat16;
+    case at::kHalf: return ScalarType::kFloat16;
+    default: return ScalarType::kFloat32;
+  }
+}
+
+RowsParams rows_params(const at::Tensor& logits, const at::Tensor& target, const at::Tensor& weight, const Options& o) {
+  RowsParams p;
+  p.logits = logits.data_ptr();
+  p.type = scalar_type(logits);
+  p.rows = logits.size(0);
+  p.vocab = logits.size(1);
+  p.ld = logits.stride(0);
+  p.target = target.data_ptr<int64_t>();
+  p.weight = weight.defined() ? weight.data_ptr<float>() : nullptr;
+  p.opt = o;
+  return p;
+}
+
+at::Tensor or_undefined(const std::optional<at::Tensor>& t) { return t.has_value() ? *t : at::Tensor(); }
+
+// Rows per chunk: the fp32 logits chunk stays under 32 MB on a CPU (cache-sized GEMM output,
+// and the memory target counts it) and 256 MB on a GPU (big enough for full-rate GEMMs).
+int64_t chunk_rows(int64_t vocab, bool cuda) {
+  const int64_t budget = cuda ? (int64_t{256} << 20) : (int64_t{32} << 20);
+  const int64_t rows = std::max<int64_t>(budget / (4 * std::max<int64_t>(vocab, 1)), 8);
+  return cuda ? std::max<int64_t>(rows / 64 * 64, 64) : rows;
+}
+
+// The GEMM operands in the type the device multiplies: fp32 on the CPU, as given on CUDA.
+at::Tensor compute_operand(const at::Tensor& t) { return t.is_cuda() || !t.defined() ? t : t.to(at::kFloat); }
+
+// logits_chunk = h_c·Wᵀ (+ bias), fp32.
+void chunk_logits(at::Tensor& out, const at::Tensor& h, const at::Tensor& w, const at::Tensor& bias) {
+  if (h.scalar_type() != at::kFloat) {
+    at::mm_out(out, h, w.t(), at::kFloat);
+  } else {
+    at::mm_out(out, h, w.t());
+  }
+  if (bias.defined()) out.add_(bias);
+}
+
+struct GradSink {
+  at::Tensor dh, dw, db;  // dh: hidden's dtype; dw: fp32 on CPU, W's dtype on CUDA; db fp32
+};
+
+// Adds chunk c's gradient (grad: n×V, the operands' dtype) into the sink.
+void accumulate(GradSink& s, const at::Tensor& grad, const at::Tensor& rows, const at::Tensor& h, const at::Tensor& w) {
+  s.dh.index_copy_(0, rows, at::mm(grad, w).to(s.dh.scalar_type()));
+  s.dw.addmm_(grad.t(), h);
+  if (s.db.defined()) s.db.add_(grad.sum(0, false, at::kFloat));
+}
+
+}  // namespace
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> forward(const at::Tensor& logits, const at::Tensor& target,
+                                                                 const std::optional<at::Tensor>& weight, const Options& o,
+                                                                 bool logprobs, bool entropy, const RowKernels& k) {
+  const auto f32 = logits.options().dtype(at::kFloat);
+  const int64_t n = logits.size(0);
+  at::Tensor loss = at::empty({n}, f32), lse = at::empty({n}, f32);
+  at::Tensor lp = at::empty({logprobs ? n : 0}, f32), ent = at::empty({entropy ? n : 0}, f32);
+  RowsParams p = rows_params(logits, target, or_undefined(weight), o);
+  p.loss = loss.data_ptr<float>();
+  p.lse = lse.data_ptr<float>();
+  p.logprob = logprobs ? lp.data_ptr<float>() : nullptr;
+  p.entropy = entropy ? ent.data_ptr<float>() : nullptr;
+  k.forward(p, k.stream);
+  return {loss, lse, lp, ent};
+}
+
+void backward(const at::Tensor& out, const at::Tensor& grad_loss, const at::Tensor& logits, const at::Tensor& target,
+              const std::optional<at::Tensor>& weight, const at::Tensor& lse, const Options& o, const RowKernels& k) {
+  RowsParams p = rows_params(logits, target, or_undefined(weight), o);
+  p.lse = const_cast<float*>(lse.data_ptr<float>());
+  p.grad = out.data_ptr();
+  p.grad_type = scalar_type(out);
+  p.grad_rows = grad_loss.data_ptr<float>();
+  p.grad_rows_stride = grad_loss.dim() == 0 ? 0 : grad_loss.stride(0);
+  k.backward(p, k.stream);
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> linear_forward(
+    const at::Tensor& hidden, const at::Tensor& lm_weight, const at::Tensor& target, const std::optional<at::Tensor>& weight,
+    const std::optional<at::Tensor>& bias, const Options& o, bool compute_grad, bool logprobs, bool entropy,
+    const RowKernels& k) {
+  const int64_t n = hidden.size(0), vocab = lm_weight.size(0);
+  const bool cuda = hidden.is_cuda();
+  const auto f32 = hidden.options().dtype(at::kFloat);
+  at::Tensor loss = at::zeros({n}, f32), lse = at::zeros({n}, f32);
+  at::Tensor lp = at::zeros({logprobs ? n : 0}, f32), ent = at::zeros({entropy ? n : 0}, f32);
+  const at::Tensor tw = or_undefined(weight);
+  at::Tensor keep = target != o.ignore_index;
+  if (tw.defined() && !logprobs && !entropy) keep = keep & (tw != 0);
+  const at::Tensor rows = keep.nonzero().squeeze(1);  // (a host sync on CUDA: the chunk count)
+  const at::Tensor h = compute_operand(hidden), w = compute_operand(lm_weight), b = compute_operand(or_undefined(bias));
+  GradSink sink;
+  if (compute_grad) {
+    sink.dh = at::zeros_like(hidden);
+    sink.dw = at::zeros({vocab, lm_weight.size(1)}, w.options());
+    if (b.defined()) sink.db = at::zeros({vocab}, f32);
+  }
+  const int64_t m = rows.numel(), chunk = std::min(chunk_rows(vocab, cuda), std::max<int64_t>(m, 1));
+  at::Tensor logits_buf = at::empty({chunk, vocab}, f32);
+  const bool separate_grad = w.scalar_type() != at::kFloat;  // CUDA bf16/fp16: the GEMMs take 16-bit
+  at::Tensor grad_buf = compute_grad && separate_grad ? at::empty({chunk, vocab}, w.options()) : logits_buf;
+  const at::Tensor unit = at::ones({1}, f32);
+  for (int64_t c0 = 0; c0 < m; c0 += chunk) {
+    const int64_t c = std::min(chunk, m - c0);
+    const at::Tensor r = rows.slice(0, c0, c0 + c);
+    const at::Tensor hc = h.index_select(0, r), tc = target.index_select(0, r);
+    const at::Tensor wc = tw.defined() ? tw.index_select(0, r) : at::Tensor();
+    at::Tensor logits = logits_buf.slice(0, 0, c);
+    chunk_logits(logits, hc, w, b);
+    auto [lc, sc, lpc, entc] = forward(logits, tc, wc, o, logprobs, entropy, k);
+    loss.index_copy_(0, r, lc);
+    lse.index_copy_(0, r, sc);
+    if (logprobs) lp.index_copy_(0, r, lpc);
+    if (entropy) ent.index_copy_(0, r, entc);
+    if (compute_grad) {
+      at::Tensor grad = grad_buf.slice(0, 0, c);
+      backward(grad, unit.expand({c}), logits, tc, wc, sc, o, k);
+      accumulate(sink, grad, r, hc, w);
+    }
+  }
+  if (compute_grad) {
+    sink.dw = sink.dw.to(lm_weight.scalar_type());
+    if (sink.db.defined()) sink.db = sink.db.to(bias->scalar_type());
+  }
+  auto empty = [&] { return at::empty({0}, f32); };
+  return {loss, lse, lp, ent, compute_grad ? sink.dh : empty(), compute_grad ? sink.dw : empty(),
+          sink.db.defined() ? sink.db : empty()};
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor> linear_backward(const at::Tensor& grad_loss, const at::Tensor& hidden,
+                                                               const at::Tensor& lm_weight, const at::Tensor& target,
+                                                               const std::optional<at::Tensor>& weight,
+                                                               const std::optional<at::Tensor>& bias, const at::Tensor& lse,
+                                                               const Options& o, const RowKernels& k) {
+  const int64_t vocab = lm_weight.size(0);
+  const auto f32 = hidden.options().dtype(at::kFloat);
+  const at::Tensor tw = or_undefined(weight);
+  at::Tensor keep = (target != o.ignore_index) & (grad_loss != 0);
+  if (tw.defined()) keep = keep & (tw != 0);
+  const at::Tensor rows = keep.nonzero().squeeze(1);
+  const at::Tensor h = compute_operand(hidden), w = compute_operand(lm_weight), b = compute_operand(or_undefined(bias));
+  GradSink sink{at::zeros_like(hidden), at::zeros({vocab, lm_weight.size(1)}, w.options()),
+                b.defined() ? at::zeros({vocab}, f32) : at::Tensor()};
+  const int64_t m = rows.numel(), chunk = std::min(chunk_rows(vocab, hidden.is_cuda()), std::max<int64_t>(m, 1));
+  at::Tensor logits_buf = at::empty({chunk, vocab}, f32);
+  at::Tensor grad_buf = w.scalar_type() != at::kFloat ? at::empty({chunk, vocab}, w.options()) : logits_buf;
+  for (int64_t c0 = 0; c0 < m; c0 += chunk) {
+    const int64_t c = std::min(chunk, m - c0);
+    const at::Tensor r = rows.slice(0, c0, c0 + c);
+    const at::Tensor hc = h.index_select(0, r), tc = target.index_select(0, r);
+    const at::Tensor wc = tw.defined() ? tw.index_select(0, r) : at::Tensor();
+    at::Tensor logits = logits_buf.slice(0, 0, c);
+    chunk_logits(logits, hc, w, b);
+    at::Tensor grad = grad_buf.slice(0, 0, c);
+    backward(grad, grad_loss.index_select(0, r).to(at::kFloat), logits, tc, wc, lse.index_select(0, r), o, k);
+    accumulate(sink, grad, r, hc, w);
+  }
+  return {sink.dh, sink.dw.to(lm_weight.scalar_type()),
+          sink.db.defined() ? sink.db.to(bias->scalar_type()) : at::empty({0}, f32)};
+}
+
+namespace {
+void forward_cpu_k(const RowsParams& p, void*) { rows_forward_cpu(p); }
+void backward_cpu_k(const RowsParams& p, void*) { rows_backward_cpu(p); }
+}  // namespace
+
+RowKernels cpu_row_kernels() { return RowKernels{forward_cpu_k, backward_cpu_k, nullptr}; }
+
+}  // namespace ember::ce

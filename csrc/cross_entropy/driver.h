@@ -1,0 +1,49 @@
+// The cross-entropy ops over whole tensors: row kernels for logits, and the chunked linear +
+// cross-entropy (GEMMs through ATen: cuBLAS on CUDA, the CPU BLAS on CPU). Device-generic: the
+// caller passes the device's row kernels. Uses ATen, so it is not part of include/ember/.
+#pragma once
+
+#include <ATen/ATen.h>
+
+#include <optional>
+#include <tuple>
+
+#include "ember/cross_entropy.h"
+
+namespace ember::ce {
+
+struct RowKernels {
+  void (*forward)(const RowsParams&, void*);
+  void (*backward)(const RowsParams&, void*);
+  void* stream;
+};
+
+RowKernels cpu_row_kernels();
+
+// logits (N, V) row-major rows (any row stride), target (N) int64, weight (N) fp32 or none.
+// Returns (loss, lse, logprobs, entropy): fp32 (N); logprobs / entropy empty unless asked for.
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> forward(const at::Tensor& logits, const at::Tensor& target,
+                                                                 const std::optional<at::Tensor>& weight, const Options& o,
+                                                                 bool logprobs, bool entropy, const RowKernels& k);
+
+// grad (N, V) of Σ_i grad_loss[i]·loss_i into `out` (may be logits itself).
+void backward(const at::Tensor& out, const at::Tensor& grad_loss, const at::Tensor& logits, const at::Tensor& target,
+              const std::optional<at::Tensor>& weight, const at::Tensor& lse, const Options& o, const RowKernels& k);
+
+// hidden (N, d), lm_weight (V, d), bias (V) or none. Rows that are ignored (and, unless logprobs
+// or entropy are asked for, rows of weight 0) never reach a GEMM. Chunks of rows: logits chunk =
+// h·Wᵀ, the row kernels, then (compute_grad) dh = g·W and dW += gᵀ·h for ∂Σ_i loss_i.
+// Returns (loss, lse, logprobs, entropy, dhidden, dweight, dbias).
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> linear_forward(
+    const at::Tensor& hidden, const at::Tensor& lm_weight, const at::Tensor& target, const std::optional<at::Tensor>& weight,
+    const std::optional<at::Tensor>& bias, const Options& o, bool compute_grad, bool logprobs, bool entropy,
+    const RowKernels& k);
+
+// The gradients of Σ_i grad_loss[i]·loss_i, recomputing the logits chunk by chunk.
+std::tuple<at::Tensor, at::Tensor, at::Tensor> linear_backward(const at::Tensor& grad_loss, const at::Tensor& hidden,
+                                                               const at::Tensor& lm_weight, const at::Tensor& target,
+                                                               const std::optional<at::Tensor>& weight,
+                                                               const std::optional<at::Tensor>& bias, const at::Tensor& lse,
+                                                               const Options& o, const RowKernels& k);
+
+}  // namespace ember::ce

@@ -1,0 +1,94 @@
+// CUDA row kernels of the cross-entropy: the math of include/ember/cross_entropy.h, one CTA per
+// row. The forward keeps an online log-sum-exp per thread over a strided slice of the row and
+// merges the threads' statistics in shared memory; the backward recomputes p from the saved lse
+// and writes the gradient (in place when grad is the logits buffer).
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+#include <cuda_runtime.h>
+
+#include <stdexcept>
+#include <string>
+
+#include "ember/cross_entropy.h"
+
+namespace ember::ce {
+namespace {
+
+constexpr int kThreads = 512;
+
+__device__ __forceinline__ float load(const void* p, ScalarType t, int64_t i) {
+  switch (t) {
+    case ScalarType::kBFloat16: return __bfloat162float(static_cast<const __nv_bfloat16*>(p)[i]);
+    case ScalarType::kFloat16: return __half2float(static_cast<const __half*>(p)[i]);
+    default: return static_cast<const float*>(p)[i];
+  }
+}
+
+__device__ __forceinline__ void store(void* p, ScalarType t, int64_t i, float v) {
+  switch (t) {
+    case ScalarType::kBFloat16: static_cast<__nv_bfloat16*>(p)[i] = __float2bfloat16_rn(v); break;
+    case ScalarType::kFloat16: static_cast<__half*>(p)[i] = __float2half_rn(v); break;
+    default: static_cast<float*>(p)[i] = v;
+  }
+}
+
+__global__ void __launch_bounds__(kThreads) forward_kernel(RowsParams p) {
+  __shared__ RowStats part[kThreads / 32];
+  const int64_t i = blockIdx.x;
+  const int64_t base = i * p.ld;
+  RowStats s;
+  for (int64_t j = threadIdx.x; j < p.vocab; j += kThreads) s.add(softcapped(load(p.logits, p.type, base + j), p.opt.softcap));
+  // warp, then block merge (fixed order)
+  for (int off = 16; off > 0; off >>= 1) {
+    RowStats o;
+    o.max = __shfl_xor_sync(0xffffffffu, s.max, off);
+    o.sum = __shfl_xor_sync(0xffffffffu, s.sum, off);
+    o.sum_pz = __shfl_xor_sync(0xffffffffu, s.sum_pz, off);
+    o.sum_z = __shfl_xor_sync(0xffffffffu, s.sum_z, off);
+    s.merge(o);
+  }
+  if (threadIdx.x % 32 == 0) part[threadIdx.x / 32] = s;
+  __syncthreads();
+  if (threadIdx.x != 0) return;
+  RowStats t = part[0];
+  for (int w = 1; w < kThreads / 32; ++w) t.merge(part[w]);
+  const float lse = t.lse();
+  p.lse[i] = lse;
+  const bool ign = ignored(p, i);
+  const float zy = ign ? 0.f : softcapped(load(p.logits, p.type, base + p.target[i]), p.opt.softcap);
+  p.loss[i] = ign ? 0.f : row_loss(p.opt, t, zy, p.vocab, p.weight ? p.weight[i] : 1.f);
+  if (p.logprob) p.logprob[i] = ign ? 0.f : zy - lse;
+  if (p.entropy) p.entropy[i] = ign ? 0.f : t.entropy();
+}
+
+__global__ void __launch_bounds__(kThreads) backward_kernel(RowsParams p) {
+  const int64_t i = blockIdx.x;
+  const int64_t base = i * p.ld;
+  const float scale = ignored(p, i) ? 0.f : p.grad_rows[i * p.grad_rows_stride] * (p.weight ? p.weight[i] : 1.f);
+  const float lse = p.lse[i];
+  const int64_t y = p.target[i];
+  for (int64_t j = threadIdx.x; j < p.vocab; j += kThreads) {
+    const float g = scale == 0.f ? 0.f : grad_logit(p.opt, load(p.logits, p.type, base + j), j == y, lse, p.vocab, scale);
+    store(p.grad, p.grad_type, base + j, g);
+  }
+}
+
+void check(cudaError_t err, const char* what) {
+  if (err != cudaSuccess) throw std::runtime_error(std::string("ember cross_entropy: ") + what + ": " + cudaGetErrorString(err));
+}
+
+}  // namespace
+
+void rows_forward_cuda(const RowsParams& p, void* stream) {
+  if (p.rows == 0) return;
+  forward_kernel<<<static_cast<unsigned>(p.rows), kThreads, 0, static_cast<cudaStream_t>(stream)>>>(p);
+  check(cudaGetLastError(), "forward_kernel launch");
+}
+
+void rows_backward_cuda(const RowsParams& p, void* stream) {
+  if (p.rows == 0) return;
+  backward_kernel<<<static_cast<unsigned>(p.rows), kThreads, 0, static_cast<cudaStream_t>(stream)>>>(p);
+  check(cudaGetLastError(), "backward_kernel launch");
+}
+
+}  // namespace ember::ce

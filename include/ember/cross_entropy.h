@@ -1,0 +1,149 @@
+// cross_entropy family: the kernels' torch-free API (parameter structs, launchers) and the
+// per-token weighted cross-entropy's arithmetic, shared by the CPU and CUDA kernels.
+//
+// Per row i of logits z (V classes; softcap c > 0 first maps z ← c·tanh(z/c)), target y,
+// weight w (1 when absent), label smoothing ls, z-loss coefficient zl:
+//   lse = log Σ_v exp(z_v)
+//   loss_i = w·[(1−ls)·(lse − z_y) + ls·(lse − mean_v z_v) + zl·lse²]      (0 when y is ignored)
+//   ∂loss_i/∂z_v = w·[p_v·(1 + 2·zl·lse) − (1−ls)·[v = y] − ls/V],  p = softmax(z)
+//   and through the softcap ∂z/∂z_raw = 1 − (z/c)².
+// Per-row outputs besides the loss: lse, log p(y) = z_y − lse, entropy = lse − Σ p_v·z_v.
+#pragma once
+
+#include <cstdint>
+
+#include "ember/common.h"
+
+#if !defined(__CUDACC__)
+#include <cmath>
+#endif
+
+namespace ember::ce {
+
+EMBER_HOST_DEVICE float exp_f(float x) {
+#if defined(__CUDA_ARCH__)
+  return __expf(x);  // ex2.approx: 2 ulp, fine for probabilities
+#else
+  return std::exp(x);
+#endif
+}
+
+EMBER_HOST_DEVICE float log_f(float x) {
+#if defined(__CUDA_ARCH__)
+  return __logf(x);
+#else
+  return std::log(x);
+#endif
+}
+
+EMBER_HOST_DEVICE float tanh_f(float x) {
+#if defined(__CUDA_ARCH__)
+  return tanhf(x);
+#else
+  return std::tanh(x);
+#endif
+}
+
+struct Options {
+  int64_t ignore_index = -100;
+  float label_smoothing = 0.0f;
+  float z_loss = 0.0f;
+  float softcap = 0.0f;  // 0: off
+};
+
+EMBER_HOST_DEVICE float softcapped(float z, float cap) { return cap > 0.0f ? cap * tanh_f(z / cap) : z; }
+
+// Running statistics of one row, mergeable in any order (online log-sum-exp).
+struct RowStats {
+  float max = -INFINITY;  // running maximum
+  float sum = 0.0f;       // Σ exp(z − max)
+  float sum_pz = 0.0f;    // Σ exp(z − max)·z   (entropy)
+  float sum_z = 0.0f;     // Σ z                (label smoothing)
+
+  EMBER_HOST_DEVICE void add(float z) {
+    if (z > max) {  // rescale what is there to the new maximum
+      const float r = exp_f(max - z);
+      sum *= r;
+      sum_pz *= r;
+      max = z;
+    }
+    const float e = exp_f(z - max);
+    sum += e;
+    sum_pz += e * z;
+    sum_z += z;
+  }
+
+  EMBER_HOST_DEVICE void merge(const RowStats& o) {
+    if (o.max == -INFINITY) {
+      sum_z += o.sum_z;
+      return;
+    }
+    if (max == -INFINITY) {
+      const float z = sum_z;
+      *this = o;
+      sum_z += z;
+      return;
+    }
+    const float m = max > o.max ? max : o.max;
+    const float a = exp_f(max - m), b = exp_f(o.max - m);
+    sum = sum * a + o.sum * b;
+    sum_pz = sum_pz * a + o.sum_pz * b;
+    sum_z += o.sum_z;
+    max = m;
+  }
+
+  EMBER_HOST_DEVICE float lse() const { return max + log_f(sum); }
+  EMBER_HOST_DEVICE float entropy() const { return lse() - sum_pz / sum; }
+};
+
+// The row's loss from its statistics and its (softcapped) target logit.
+EMBER_HOST_DEVICE float row_loss(const Options& o, const RowStats& s, float z_target, int64_t vocab, float weight) {
+  const float lse = s.lse();
+  const float smooth = o.label_smoothing > 0.0f ? o.label_smoothing * (lse - s.sum_z / static_cast<float>(vocab)) : 0.0f;
+  return weight * ((1.0f - o.label_smoothing) * (lse - z_target) + smooth + o.z_loss * lse * lse);
+}
+
+// ∂(scale·loss_i)/∂z_raw for one element: z_raw the logit as stored, lse the row's, row_scale
+// = upstream gradient × weight.
+EMBER_HOST_DEVICE float grad_logit(const Options& o, float z_raw, bool is_target, float lse, int64_t vocab, float row_scale) {
+  const float z = softcapped(z_raw, o.softcap);
+  const float p = exp_f(z - lse);
+  float g = p * (1.0f + 2.0f * o.z_loss * lse) - o.label_smoothing / static_cast<float>(vocab);
+  if (is_target) g -= 1.0f - o.label_smoothing;
+  if (o.softcap > 0.0f) {
+    const float t = z / o.softcap;
+    g *= 1.0f - t * t;
+  }
+  return g * row_scale;
+}
+
+// ---- row kernels ------------------------------------------------------------------------------------
+// logits: rows × vocab (row stride ld), fp32 / fp16 / bf16. target: int64 per row.
+struct RowsParams {
+  void* logits = nullptr;
+  ScalarType type = ScalarType::kFloat32;
+  int64_t rows = 0, vocab = 0, ld = 0;
+  const int64_t* target = nullptr;
+  const float* weight = nullptr;    // per row, or null (1)
+  Options opt;
+  // forward outputs (fp32, per row; logprob and entropy may be null)
+  float* loss = nullptr;
+  float* lse = nullptr;
+  float* logprob = nullptr;
+  float* entropy = nullptr;
+  // backward: grad (rows × vocab, row stride ld, `type`; may be `logits` itself) from the saved
+  // lse and the upstream gradient per row (grad_rows[i·grad_rows_stride]; stride 0: one value)
+  void* grad = nullptr;
+  ScalarType grad_type = ScalarType::kFloat32;  // CUDA may write another type than the logits'
+  const float* grad_rows = nullptr;
+  int64_t grad_rows_stride = 1;
+};
+
+EMBER_HOST_DEVICE bool ignored(const RowsParams& p, int64_t row) { return p.target[row] == p.opt.ignore_index; }
+
+void rows_forward_cpu(const RowsParams& p);
+void rows_backward_cpu(const RowsParams& p);
+void rows_forward_cuda(const RowsParams& p, void* stream);
+void rows_backward_cuda(const RowsParams& p, void* stream);
+
+}  // namespace ember::ce

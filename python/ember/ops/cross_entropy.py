@@ -1,0 +1,204 @@
+"""cross_entropy ops: per-token weighted cross-entropy on logits, and linear + cross-entropy that
+never holds the N×V logits. The per-token formula is in include/ember/cross_entropy.h:
+
+    loss_i = w_i·[(1−ls)·(lse_i − z_{i,y}) + ls·(lse_i − mean_v z_{i,v}) + z_loss·lse_i²]
+
+after z ← c·tanh(z/c) when softcap=c; 0 for ignored tokens. "mean" divides the sum by the number
+of non-ignored tokens (not by Σw), as PRIOR and torch do. The token weights are constants (no
+gradient flows to them), as are the log-probs and entropies these ops also return.
+"""
+
+from __future__ import annotations
+
+import torch
+
+_REDUCTIONS = ("mean", "sum", "none")
+
+
+def _check_reduction(op: str, reduction: str) -> None:
+    if reduction not in _REDUCTIONS:
+        raise ValueError(f"ember.ops.{op}: reduction must be 'mean', 'sum' or 'none', got {reduction!r}")
+
+
+def _reduce(loss: torch.Tensor, target: torch.Tensor, ignore_index: int, reduction: str, shape) -> torch.Tensor:
+    if reduction == "none":
+        return loss.view(shape)
+    if reduction == "sum":
+        return loss.sum()
+    return loss.sum() / (target != ignore_index).sum()  # no host sync; 0/0 is NaN, as torch's
+
+
+def _rows(target: torch.Tensor, weight: torch.Tensor | None):
+    y = target.reshape(-1)
+    if y.dtype != torch.long:
+        y = y.long()
+    w = None if weight is None else weight.detach().reshape(-1).float().contiguous()
+    return y.contiguous(), w
+
+
+def cross_entropy(
+    logits: torch.Tensor,
+    target: torch.Tensor,
+    weight: torch.Tensor | None = None,
+    ignore_index: int = -100,
+    label_smoothing: float = 0.0,
+    z_loss: float = 0.0,
+    softcap: float | None = None,
+    reduction: str = "mean",
+    inplace_backward: bool = False,
+) -> torch.Tensor:
+    """Cross-entropy of logits (..., V) against target (...) with per-token weights (shape of
+    target). fp32 math for any input dtype. ``inplace_backward=True`` writes the gradient into the
+    logits buffer (the caller must not use the logits after backward; eager mode only)."""
+    _check_reduction("cross_entropy", reduction)
+    vocab = logits.shape[-1]
+    z = logits.reshape(-1, vocab)
+    y, w = _rows(target, weight)
+    args = (ignore_index, float(label_smoothing), float(z_loss), float(softcap or 0.0))
+    if inplace_backward and torch.is_grad_enabled() and logits.requires_grad:
+        loss = _InplaceCrossEntropy.apply(z, y, w, args)
+    else:
+        loss = torch.ops.ember.cross_entropy_forward(z, y, w, *args, False, False)[0]
+    return _reduce(loss, y, ignore_index, reduction, target.shape)
+
+
+def cross_entropy_stats(logits, target, ignore_index: int = -100, softcap: float | None = None):
+    """(log p(target), entropy) per token, fp32, 0 for ignored tokens. No gradient."""
+    vocab = logits.shape[-1]
+    y, _ = _rows(target, None)
+    _, _, lp, ent = torch.ops.ember.cross_entropy_forward(logits.detach().reshape(-1, vocab), y, None, ignore_index, 0.0,
+                                                          0.0, float(softcap or 0.0), True, True)
+    return lp.view(target.shape), ent.view(target.shape)
+
+
+class _InplaceCrossEntropy(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, z, y, w, args):
+        loss, lse, _, _ = torch.ops.ember.cross_entropy_forward(z, y, w, *args, False, False)
+        ctx.save_for_backward(z, y, lse, *(() if w is None else (w,)))
+        ctx.args, ctx.weighted = args, w is not None
+        return loss
+
+    @staticmethod
+    def backward(ctx, grad_loss):
+        z, y, lse, *w = ctx.saved_tensors
+        torch.ops.ember.cross_entropy_backward_(z, grad_loss.float(), y, w[0] if ctx.weighted else None, lse, *ctx.args)
+        return z, None, None, None
+
+
+def linear_cross_entropy(
+    hidden: torch.Tensor,
+    lm_weight: torch.Tensor,
+    target: torch.Tensor,
+    weight: torch.Tensor | None = None,
+    bias: torch.Tensor | None = None,
+    ignore_index: int = -100,
+    label_smoothing: float = 0.0,
+    z_loss: float = 0.0,
+    softcap: float | None = None,
+    reduction: str = "mean",
+    return_logprobs: bool = False,
+    return_entropy: bool = False,
+):
+    """Cross-entropy of logits = hidden (..., d) · lm_weight (V, d)ᵀ (+ bias) without ever holding
+    them: chunks of rows are multiplied, reduced and, when gradients are needed, differentiated
+    in the same pass (6·N·d·V FLOPs; a backward with per-token upstream gradients, as for
+    reduction="none", recomputes the logits: 8·N·d·V). Ignored rows and rows of weight 0 never
+    reach a GEMM. Returns the loss, or (loss, logprobs[, entropy]) — per-token log p(target) and
+    entropy from the same pass (0 for ignored tokens), as the PRIOR scoring pass needs."""
+    _check_reduction("linear_cross_entropy", reduction)
+    if return_entropy and not return_logprobs:
+        raise ValueError("ember.ops.linear_cross_entropy: return_entropy=True needs return_logprobs=True")
+    h = hidden.reshape(-1, hidden.shape[-1])
+    y, w = _rows(target, weight)
+    needs_grad = torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in (hidden, lm_weight, bias))
+    compute_grad = needs_grad and reduction != "none"
+    loss, _, lp, ent, *_ = torch.ops.ember.linear_cross_entropy_forward(
+        h, lm_weight, y, w, bias, ignore_index, float(label_smoothing), float(z_loss), float(softcap or 0.0),
+        compute_grad, return_logprobs, return_entropy)
+    out = _reduce(loss, y, ignore_index, reduction, target.shape)
+    if not return_logprobs:
+        return out
+    extra = (lp.view(target.shape),) + ((ent.view(target.shape),) if return_entropy else ())
+    return (out, *extra)
+
+
+# ---- fake kernels ------------------------------------------------------------------------------------
+@torch.library.register_fake("ember::cross_entropy_forward")
+def _ce_forward_fake(logits, target, weight, ignore_index, ls, zl, cap, logprobs, entropy):
+    torch._check(logits.dim() == 2, lambda: f"ember.cross_entropy_forward: logits must be 2-D, got {tuple(logits.shape)}")
+    n = logits.shape[0]
+    f = lambda k: logits.new_empty((k,), dtype=torch.float32)  # noqa: E731
+    return f(n), f(n), f(n if logprobs else 0), f(n if entropy else 0)
+
+
+@torch.library.register_fake("ember::cross_entropy_backward")
+def _ce_backward_fake(grad_loss, logits, target, weight, lse, *args):
+    return torch.empty_like(logits)
+
+
+@torch.library.register_fake("ember::cross_entropy_backward_")
+def _ce_backward_inplace_fake(logits, grad_loss, target, weight, lse, *args):
+    return None
+
+
+@torch.library.register_fake("ember::linear_cross_entropy_forward")
+def _linear_forward_fake(hidden, lm_weight, target, weight, bias, ignore_index, ls, zl, cap, compute_grad, logprobs, entropy):
+    n, d, v = hidden.shape[0], hidden.shape[1], lm_weight.shape[0]
+    f = lambda *shape, dtype=torch.float32: hidden.new_empty(shape, dtype=dtype)  # noqa: E731
+    return (f(n), f(n), f(n if logprobs else 0), f(n if entropy else 0),
+            f(n, d, dtype=hidden.dtype) if compute_grad else f(0),
+            f(v, d, dtype=lm_weight.dtype) if compute_grad else f(0),
+            f(v, dtype=bias.dtype) if compute_grad and bias is not None else f(0))
+
+
+@torch.library.register_fake("ember::linear_cross_entropy_backward")
+def _linear_backward_fake(grad_loss, hidden, lm_weight, target, weight, bias, lse, *args):
+    return (torch.empty_like(hidden), torch.empty_like(lm_weight),
+            torch.empty_like(bias) if bias is not None else hidden.new_empty((0,), dtype=torch.float32))
+
+
+# ---- autograd ----------------------------------------------------------------------------------------
+def _ce_setup(ctx, inputs, output):
+    logits, target, weight, ignore_index, ls, zl, cap, _, _ = inputs
+    ctx.save_for_backward(logits, target, weight, output[1])
+    ctx.args = (ignore_index, ls, zl, cap)
+
+
+def _ce_backward(ctx, grad_loss, *_):
+    logits, target, weight, lse = ctx.saved_tensors
+    if grad_loss is None or not ctx.needs_input_grad[0]:
+        return (None,) * 9
+    grad = torch.ops.ember.cross_entropy_backward(grad_loss.float(), logits, target, weight, lse, *ctx.args)
+    return (grad,) + (None,) * 8
+
+
+torch.library.register_autograd("ember::cross_entropy_forward", _ce_backward, setup_context=_ce_setup)
+
+
+def _linear_setup(ctx, inputs, output):
+    hidden, lm_weight, target, weight, bias, ignore_index, ls, zl, cap, compute_grad, _, _ = inputs
+    _, lse, _, _, dh, dw, db = output
+    ctx.save_for_backward(hidden, lm_weight, target, weight, bias, lse, dh, dw, db)
+    ctx.args = (ignore_index, ls, zl, cap)
+    ctx.precomputed = compute_grad
+
+
+def _linear_backward(ctx, grad_loss, *_):
+    hidden, lm_weight, target, weight, bias, lse, dh, dw, db = ctx.saved_tensors
+    if grad_loss is None:
+        return (None,) * 12
+    has_bias = bias is not None
+    if ctx.precomputed and grad_loss.dim() == 1 and grad_loss.stride(0) == 0:
+        # One upstream gradient for every token (a sum or a mean): scale the forward's gradients.
+        s = grad_loss[:1].float()
+        dh, dw = (dh * s).to(hidden.dtype), (dw * s).to(lm_weight.dtype)
+        db = (db * s).to(bias.dtype) if has_bias else None
+    else:
+        dh, dw, db = torch.ops.ember.linear_cross_entropy_backward(grad_loss.float(), hidden, lm_weight, target, weight,
+                                                                   bias, lse, *ctx.args)
+        db = db if has_bias else None
+    return (dh, dw, None, None, db) + (None,) * 7
+
+
+torch.library.register_autograd("ember::linear_cross_entropy_forward", _linear_backward, setup_context=_linear_setup)

@@ -1,0 +1,246 @@
+"""cross_entropy and linear_cross_entropy against a float64 PyTorch reference of the formula
+(python/ember/ops/cross_entropy.py), every option, odd sizes; gradients included.
+
+Tolerances: fp32 inputs agree to 1e-5 relative (fp32 math against float64). 16-bit inputs are
+compared with the reference on the same 16-bit values: losses to 1e-5 (the math is fp32), 16-bit
+gradients to 2 units of their dtype's epsilon relative to the largest gradient."""
+
+import math
+
+import pytest
+import torch
+from hypothesis import given, strategies as st
+
+import ember
+
+OPTIONS = [
+    dict(),
+    dict(weight=True),
+    dict(weight=True, label_smoothing=0.1),
+    dict(z_loss=1e-3),
+    dict(softcap=5.0),
+    dict(weight=True, label_smoothing=0.2, z_loss=1e-2, softcap=3.0),
+]
+
+
+def make(n, v, dtype, device, seed=0, d=None):
+    g = torch.Generator().manual_seed(seed)
+    logits = (3 * torch.randn(n, v, generator=g)).to(dtype).to(device)
+    target = torch.randint(0, v, (n,), generator=g)
+    target[torch.rand(n, generator=g) < 0.2] = -100
+    weight = torch.rand(n, generator=g) * 2
+    weight[torch.rand(n, generator=g) < 0.2] = 0.0
+    return logits, target.to(device), weight.to(device)
+
+
+def reference(z, target, weight=None, ignore_index=-100, label_smoothing=0.0, z_loss=0.0, softcap=None, reduction="mean"):
+    """float64: (reduced loss, per-token loss, logprobs, entropy)."""
+    z = z.double()
+    if softcap:
+        z = softcap * torch.tanh(z / softcap)
+    valid = target != ignore_index
+    y = torch.where(valid, target, 0)
+    lse = torch.logsumexp(z, -1)
+    zy = z.gather(1, y[:, None])[:, 0]
+    per = (1 - label_smoothing) * (lse - zy) + label_smoothing * (lse - z.mean(-1)) + z_loss * lse**2
+    if weight is not None:
+        per = per * weight.double()
+    per = torch.where(valid, per, torch.zeros_like(per))
+    logp = torch.log_softmax(z, -1)
+    lp = torch.where(valid, zy - lse, torch.zeros_like(lse))
+    ent = torch.where(valid, -(logp.exp() * logp).sum(-1), torch.zeros_like(lse))
+    out = per if reduction == "none" else per.sum() if reduction == "sum" else per.sum() / valid.sum()
+    return out, per, lp, ent
+
+
+def close(a, b, rtol=1e-5, what=""):
+    a, b = a.detach().double().cpu(), b.detach().double().cpu()
+    scale = b.abs().max().clamp_min(1e-30)
+    err = ((a - b).abs() / scale).max().item() if a.numel() else 0.0
+    assert err <= rtol, f"{what}: max error {err:.3g} relative to the largest value (allowed {rtol:.3g})"
+
+
+def grad_tol(dtype):
+    return 1e-5 if dtype == torch.float32 else 2 * torch.finfo(dtype).eps
+
+
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+@pytest.mark.parametrize("opts", OPTIONS, ids=lambda o: ",".join(o) or "plain")
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16])
+def test_cross_entropy_matches_reference(device, dtype, opts, reduction):
+    logits, target, weight = make(45, 257, dtype, device)
+    kw = {k: v for k, v in opts.items() if k != "weight"}
+    w = weight if opts.get("weight") else None
+    x = logits.clone().requires_grad_()
+    loss = ember.ops.cross_entropy(x, target, w, reduction=reduction, **kw)
+    ref_x = logits.detach().cpu().double().requires_grad_()
+    ref = reference(ref_x, target.cpu(), None if w is None else w.cpu(), reduction=reduction, **kw)[0]
+    close(loss, ref, 1e-5, "loss")
+    upstream = torch.rand(loss.shape, generator=torch.Generator().manual_seed(1), dtype=torch.float64) + 0.5
+    (loss * upstream.to(loss.device, loss.dtype)).sum().backward()
+    (ref * upstream).sum().backward()
+    assert x.grad.dtype == dtype
+    close(x.grad, ref_x.grad, grad_tol(dtype), "grad")
+    dead = (target == -100) | ((weight == 0) if w is not None else torch.zeros_like(target, dtype=torch.bool))
+    assert (x.grad[dead] == 0).all(), "ignored / weight-0 rows must get exactly zero gradient"
+
+
+def test_inplace_backward_writes_into_the_logits(device):
+    logits, target, weight = make(33, 129, torch.float32, device)
+    a = logits.clone().requires_grad_()
+    ember.ops.cross_entropy(a, target, weight, label_smoothing=0.1).backward()
+    base = logits.clone()
+    b = base.clone().requires_grad_()
+    loss = ember.ops.cross_entropy(b, target, weight, label_smoothing=0.1, inplace_backward=True)
+    loss.backward()
+    close(b.grad, a.grad, 1e-6, "in-place grad")
+    assert b.grad.data_ptr() == b.data_ptr(), "the gradient lives in the logits buffer"
+
+
+def test_logprobs_and_entropy(device):
+    logits, target, _ = make(29, 77, torch.float32, device)
+    lp, ent = ember.ops.cross_entropy_stats(logits, target, softcap=4.0)
+    _, _, rlp, rent = reference(logits.cpu(), target.cpu(), softcap=4.0)
+    close(lp, rlp, 1e-5, "logprobs")
+    close(ent, rent, 1e-5, "entropy")
+
+
+def test_all_ignored_rows():
+    logits = torch.randn(4, 10, requires_grad=True)
+    target = torch.full((4,), -100)
+    assert torch.isnan(ember.ops.cross_entropy(logits, target))  # 0/0, as torch
+    loss = ember.ops.cross_entropy(logits, target, reduction="sum")
+    loss.backward()
+    assert loss.item() == 0 and (logits.grad == 0).all()
+
+
+@given(st.integers(1, 40), st.integers(1, 300), st.integers(0, 10**6))
+def test_cross_entropy_any_shape(n, v, seed):
+    logits, target, weight = make(n, v, torch.float32, "cpu", seed)
+    x = logits.clone().requires_grad_()
+    loss = ember.ops.cross_entropy(x, target, weight, reduction="sum", label_smoothing=0.05)
+    rx = logits.double().requires_grad_()
+    ref = reference(rx, target, weight, reduction="sum", label_smoothing=0.05)[0]
+    close(loss, ref, 1e-5, "loss")
+    loss.backward()
+    ref.backward()
+    close(x.grad, rx.grad, 1e-5, "grad")
+
+
+# ---- linear + cross-entropy ----------------------------------------------------------------------
+def linear_inputs(n, d, v, dtype, device, seed=0, bias=False):
+    g = torch.Generator().manual_seed(seed)
+    h = torch.randn(n, d, generator=g).to(dtype).to(device)
+    w = (torch.randn(v, d, generator=g) / math.sqrt(d) * 2).to(dtype).to(device)
+    b = (torch.randn(v, generator=g)).to(dtype).to(device) if bias else None
+    _, target, weight = make(n, v, torch.float32, device, seed)
+    return h, w, b, target, weight
+
+
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+@pytest.mark.parametrize("opts", OPTIONS, ids=lambda o: ",".join(o) or "plain")
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_linear_cross_entropy_matches_reference(device, dtype, opts, reduction):
+    h, w, b, target, weight = linear_inputs(53, 24, 131, dtype, device, bias=opts.get("weight", False))
+    kw = {k: v for k, v in opts.items() if k != "weight"}
+    tw = weight if opts.get("weight") else None
+    hx, wx = h.clone().requires_grad_(), w.clone().requires_grad_()
+    bx = b.clone().requires_grad_() if b is not None else None
+    loss, lp = ember.ops.linear_cross_entropy(hx, wx, target, tw, bx, reduction=reduction, return_logprobs=True, **kw)
+    rh, rw = h.cpu().double().requires_grad_(), w.cpu().double().requires_grad_()
+    rb = b.cpu().double().requires_grad_() if b is not None else None
+    logits = rh @ rw.t() + (rb if rb is not None else 0)
+    ref, _, rlp, _ = reference(logits, target.cpu(), None if tw is None else tw.cpu(), reduction=reduction, **kw)
+    # 16-bit operands: the product is exact in fp32 accumulation up to d·eps_fp32
+    close(loss, ref, 1e-5, "loss")
+    lp_ref = reference(logits, target.cpu(), softcap=kw.get("softcap"))[2]
+    close(lp, lp_ref, 1e-5, "logprobs")
+    upstream = torch.rand(ref.shape, generator=torch.Generator().manual_seed(2), dtype=torch.float64) + 0.5
+    (loss * upstream.to(loss.device, loss.dtype)).sum().backward()
+    (ref * upstream).sum().backward()
+    tol = grad_tol(dtype)
+    close(hx.grad, rh.grad, tol, "dhidden")
+    close(wx.grad, rw.grad, tol, "dlm_weight")
+    if b is not None:
+        close(bx.grad, rb.grad, tol, "dbias")
+    dead = (target == -100) | ((weight == 0) if tw is not None else torch.zeros_like(target, dtype=torch.bool))
+    assert (hx.grad[dead] == 0).all(), "ignored / weight-0 rows must get exactly zero dhidden"
+
+
+def test_linear_entropy_and_no_grad_scoring(device):
+    h, w, _, target, _ = linear_inputs(40, 16, 97, torch.float32, device, seed=3)
+    with torch.no_grad():
+        loss, lp, ent = ember.ops.linear_cross_entropy(h, w, target, return_logprobs=True, return_entropy=True)
+    _, _, rlp, rent = reference((h @ w.t()).cpu(), target.cpu())
+    close(lp, rlp, 1e-5, "logprobs")
+    close(ent, rent, 1e-5, "entropy")
+
+
+def test_linear_gradients_scale_with_the_upstream_gradient():
+    # mean → one upstream value for every token: the forward's gradients are reused, scaled
+    h, w, _, target, weight = linear_inputs(30, 12, 50, torch.float32, "cpu", seed=4)
+    hx = h.clone().requires_grad_()
+    (3.5 * ember.ops.linear_cross_entropy(hx, w, target, weight)).backward()
+    rh = h.double().requires_grad_()
+    (3.5 * reference(rh @ w.double().t(), target, weight)[0]).backward()
+    close(hx.grad, rh.grad, 1e-5, "dhidden")
+
+
+@given(st.integers(1, 70), st.integers(1, 20), st.integers(1, 200), st.integers(0, 10**6))
+def test_linear_any_shape(n, d, v, seed):
+    h, w, _, target, weight = linear_inputs(n, d, v, torch.float32, "cpu", seed)
+    hx, wx = h.clone().requires_grad_(), w.clone().requires_grad_()
+    ember.ops.linear_cross_entropy(hx, wx, target, weight, reduction="sum").backward()
+    rh, rw = h.double().requires_grad_(), w.double().requires_grad_()
+    reference(rh @ rw.t(), target, weight, reduction="sum")[0].backward()
+    close(hx.grad, rh.grad, 1e-5, "dhidden")
+    close(wx.grad, rw.grad, 1e-5, "dlm_weight")
+
+
+def test_linear_many_chunks():
+    # V·4 bytes·rows above the CPU chunk budget (32 MB): several chunks
+    h, w, _, target, weight = linear_inputs(700, 8, 20011, torch.float32, "cpu", seed=5)
+    wx = w.clone().requires_grad_()
+    loss = ember.ops.linear_cross_entropy(h, wx, target, weight)
+    loss.backward()
+    rw = w.double().requires_grad_()
+    ref = reference(h.double() @ rw.t(), target, weight)[0]
+    ref.backward()
+    close(loss, ref, 1e-5, "loss")
+    close(wx.grad, rw.grad, 1e-5, "dlm_weight")
+
+
+# ---- ops: opcheck and errors -----------------------------------------------------------------------
+def test_opcheck(device):
+    logits, target, weight = make(9, 17, torch.float32, device)
+    args = (target, weight, -100, 0.1, 1e-3, 0.0)
+    torch.library.opcheck(torch.ops.ember.cross_entropy_forward.default, (logits, *args, True, True))
+    _, lse, _, _ = torch.ops.ember.cross_entropy_forward(logits, *args, False, False)
+    g = torch.rand(9, device=device)
+    torch.library.opcheck(torch.ops.ember.cross_entropy_backward.default, (g, logits, *args[:2], lse, *args[2:]))
+    torch.library.opcheck(torch.ops.ember.cross_entropy_backward_.default, (logits.clone(), g, *args[:2], lse, *args[2:]))
+    h, w, b, target, weight = linear_inputs(11, 5, 13, torch.float32, device, bias=True)
+    largs = (h, w, target, weight, b, -100, 0.0, 0.0, 2.0)
+    torch.library.opcheck(torch.ops.ember.linear_cross_entropy_forward.default, (*largs, True, True, True))
+    _, lse, *_ = torch.ops.ember.linear_cross_entropy_forward(*largs, False, False, False)
+    torch.library.opcheck(torch.ops.ember.linear_cross_entropy_backward.default,
+                          (torch.rand(11, device=device), *largs[:5], lse, *largs[5:]))
+
+
+@pytest.mark.parametrize("call, match", [
+    (lambda: ember.ops.cross_entropy(torch.randn(4, 5), torch.tensor([0, 1, 5, 2])), "target values must be in \\[0, 5\\)"),
+    (lambda: ember.ops.cross_entropy(torch.randn(4, 5), torch.tensor([0, 1, 2])), "target must have shape \\(4\\)"),
+    (lambda: ember.ops.cross_entropy(torch.randn(4, 5, dtype=torch.float64), torch.zeros(4, dtype=torch.long)), "logits must be float32"),
+    (lambda: ember.ops.cross_entropy(torch.randn(4, 5), torch.zeros(4, dtype=torch.long), label_smoothing=1.5), "label_smoothing"),
+    (lambda: ember.ops.cross_entropy(torch.randn(4, 5), torch.zeros(4, dtype=torch.long), z_loss=-1.0), "z_loss"),
+    (lambda: ember.ops.linear_cross_entropy(torch.randn(4, 3), torch.randn(5, 2), torch.zeros(4, dtype=torch.long)), "lm_weight must be \\(V, 3\\)"),
+    (lambda: ember.ops.linear_cross_entropy(torch.randn(4, 3), torch.randn(5, 3).bfloat16(), torch.zeros(4, dtype=torch.long)), "one dtype"),
+])
+def test_bad_input(call, match):
+    with pytest.raises(RuntimeError, match=match):
+        call()
+
+
+def test_bad_reduction():
+    with pytest.raises(ValueError, match="reduction"):
+        ember.ops.cross_entropy(torch.randn(2, 3), torch.zeros(2, dtype=torch.long), reduction="avg")
