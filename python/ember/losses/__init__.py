@@ -1,6 +1,6 @@
-"""Losses: PRIOR token weights (the fused weighted cross-entropy kernels come with the
-cross_entropy family)."""
+"""Losses: PRIOR token weights, and the fused linear + cross-entropy as a module."""
 
+from .linear_ce import LinearCrossEntropyLoss
 from .prior import prior_token_weights
 
-__all__ = ["prior_token_weights"]
+__all__ = ["LinearCrossEntropyLoss", "prior_token_weights"]

@@ -11,21 +11,25 @@ IGNORE_INDEX = -100
 
 
 def causal_lm_loss_sum(hidden: torch.Tensor, head_weight: torch.Tensor, targets: torch.Tensor,
-                       token_weights: torch.Tensor | None = None, fused_linear_ce: bool = False) -> torch.Tensor:
+                       token_weights: torch.Tensor | None = None, fused_linear_ce: bool = True) -> torch.Tensor:
     """hidden (..., d), head_weight (V, d), targets (...) with IGNORE_INDEX for ignored tokens,
     token_weights (...) or None. Cross-entropy in fp32 whatever the compute dtype.
 
-    fused_linear_ce: the head and the loss without the full logits (torch's chunked
-    F.linear_cross_entropy, until ember's fused kernel lands)."""
+    fused_linear_ce: the head and the weighted loss through ember.ops.linear_cross_entropy (no
+    N×V logits; tokens of weight 0 skip the GEMMs); otherwise F.linear + F.cross_entropy."""
     h = hidden.flatten(0, -2)
     y = targets.flatten()
+    w = None if token_weights is None else token_weights.flatten()
     if fused_linear_ce:
-        per_token = F.linear_cross_entropy(h, head_weight, y, reduction="none", ignore_index=IGNORE_INDEX,
-                                           options=torch.nn.LinearCrossEntropyOptions())
-    else:
-        logits = F.linear(h, head_weight).float()
-        per_token = F.cross_entropy(logits, y, reduction="none", ignore_index=IGNORE_INDEX)
-    per_token = per_token.float()
-    if token_weights is not None:
-        per_token = per_token * token_weights.flatten().to(per_token.dtype)
+        from ..ops import linear_cross_entropy
+
+        # Under autocast the GEMMs run in its dtype, as F.linear's would; the op takes one dtype.
+        device = h.device.type
+        dtype = torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else h.dtype
+        return linear_cross_entropy(h.to(dtype), head_weight.to(dtype), y, weight=w, ignore_index=IGNORE_INDEX,
+                                    reduction="sum")
+    logits = F.linear(h, head_weight).float()
+    per_token = F.cross_entropy(logits, y, reduction="none", ignore_index=IGNORE_INDEX)
+    if w is not None:
+        per_token = per_token * w.to(per_token.dtype)
     return per_token.sum()

@@ -157,7 +157,7 @@ class Llama(nn.Module):
         super().__init__()
         self.config = cfg
         self.activation_checkpointing = False  # recompute each block in the backward
-        self.fused_linear_ce = False  # loss without the full logits (see ember.losses.lm)
+        self.fused_linear_ce = True  # loss without the full logits (see ember.losses.lm)
         self.tok_embeddings = nn.Embedding(cfg.vocab_size, cfg.dim)
         self.layers = nn.ModuleList(Block(cfg) for _ in range(cfg.n_layers))
         self.norm = RMSNorm(cfg.dim, cfg.norm_eps)

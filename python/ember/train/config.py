@@ -91,7 +91,7 @@ class LRScheduler:
 
 @dataclass
 class Loss:
-    fused_linear_ce: bool = opt(False, "output head + cross-entropy without the full logits (chunked)")
+    fused_linear_ce: bool = opt(True, "output head + cross-entropy through ember's kernel, without the full logits (false: F.linear + F.cross_entropy)")
     token_weights: str = opt("", "token folder with per-token weights from `ember score` (PRIOR); must be a data source")
 
 

@@ -13,6 +13,7 @@ from tqdm import tqdm
 
 from ..data.shards import WEIGHTS_INDEX, read_index, weights_file, write_json_atomic
 from ..losses import prior_token_weights
+from ..ops import linear_cross_entropy
 from .evaluate import load_model
 
 
@@ -28,8 +29,10 @@ def token_logprobs(model, tokens: np.ndarray, seq_len: int, batch_size: int, dev
 
     def run(batch_starts, length):
         x = torch.from_numpy(np.stack([np.asarray(tokens[s : s + length], dtype=np.int64) for s in batch_starts])).to(device)
-        logits = model(x[:, :-1]).float()
-        lp = torch.log_softmax(logits, dim=-1).gather(-1, x[:, 1:, None]).squeeze(-1).cpu().numpy()
+        # The PRIOR scoring pass: log p(target) from the fused head + cross-entropy (no logits).
+        h = model.hidden(x[:, :-1])
+        _, lp = linear_cross_entropy(h, model.output_weight.to(h.dtype), x[:, 1:], reduction="sum", return_logprobs=True)
+        lp = lp.cpu().numpy()
         for row, s in zip(lp, batch_starts):
             out[s + 1 : s + length] = row
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 
 from ..data import corpus
 from ..data.loader import parse_sources, same_path, source_vocab
@@ -53,8 +52,6 @@ def validate(cfg: Config, world_size: int = 1) -> None:
         raise ConfigError("config: job.device=cuda but no GPU is visible")
     if cfg.job.device not in ("auto", "cpu", "cuda"):
         raise ConfigError(f"config: job.device must be auto, cpu or cuda; got {cfg.job.device!r}")
-    if cfg.loss.fused_linear_ce and not hasattr(F, "linear_cross_entropy"):
-        raise ConfigError(f"config: loss.fused_linear_ce needs torch >= 2.14 (F.linear_cross_entropy); this is {torch.__version__}")
     _validate_data(cfg)
     if c.resume and c.resume != "latest" and not Path(c.resume).exists():
         raise ConfigError(f"config: checkpoint.resume: no such run or checkpoint folder {c.resume}")
