@@ -22,9 +22,13 @@ RowKernels cpu_row_kernels();
 
 // logits (N, V) row-major rows (any row stride), target (N) int64, weight (N) fp32 or none.
 // Returns (loss, lse, logprobs, entropy): fp32 (N); logprobs / entropy empty unless asked for.
+// With grad defined, also writes ∂(Σ_i grad_loss[i]·loss_i)/∂logits into it (may be logits) in
+// the same visit of each row; grad_loss: (N) or one value for every row.
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> forward(const at::Tensor& logits, const at::Tensor& target,
                                                                  const std::optional<at::Tensor>& weight, const Options& o,
-                                                                 bool logprobs, bool entropy, const RowKernels& k);
+                                                                 bool logprobs, bool entropy, const RowKernels& k,
+                                                                 const at::Tensor& grad = at::Tensor(),
+                                                                 const at::Tensor& grad_loss = at::Tensor());
 
 // grad (N, V) of Σ_i grad_loss[i]·loss_i into `out` (may be logits itself).
 void backward(const at::Tensor& out, const at::Tensor& grad_loss, const at::Tensor& logits, const at::Tensor& target,

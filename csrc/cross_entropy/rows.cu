@@ -1,7 +1,8 @@
 // CUDA row kernels of the cross-entropy: the math of include/ember/cross_entropy.h, one CTA per
 // row. The forward keeps an online log-sum-exp per thread over a strided slice of the row and
 // merges the threads' statistics in shared memory; the backward recomputes p from the saved lse
-// and writes the gradient (in place when grad is the logits buffer).
+// and writes the gradient (in place when grad is the logits buffer). A forward given a gradient
+// buffer writes the gradient too, right after the row's lse (the row is then in L2).
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
@@ -32,6 +33,17 @@ __device__ __forceinline__ void store(void* p, ScalarType t, int64_t i, float v)
   }
 }
 
+// Row i's gradient, each element read and written by the same thread (in place is safe).
+__device__ void write_grad(const RowsParams& p, int64_t i, float lse) {
+  const int64_t base = i * p.ld;
+  const float scale = ignored(p, i) ? 0.f : p.grad_rows[i * p.grad_rows_stride] * (p.weight ? p.weight[i] : 1.f);
+  const int64_t y = p.target[i];
+  for (int64_t j = threadIdx.x; j < p.vocab; j += kThreads) {
+    const float g = scale == 0.f ? 0.f : grad_logit(p.opt, load(p.logits, p.type, base + j), j == y, lse, p.vocab, scale);
+    store(p.grad, p.grad_type, base + j, g);
+  }
+}
+
 __global__ void __launch_bounds__(kThreads) forward_kernel(RowsParams p) {
   __shared__ RowStats part[kThreads / 32];
   const int64_t i = blockIdx.x;
@@ -49,28 +61,26 @@ __global__ void __launch_bounds__(kThreads) forward_kernel(RowsParams p) {
   }
   if (threadIdx.x % 32 == 0) part[threadIdx.x / 32] = s;
   __syncthreads();
-  if (threadIdx.x != 0) return;
-  RowStats t = part[0];
-  for (int w = 1; w < kThreads / 32; ++w) t.merge(part[w]);
-  const float lse = t.lse();
-  p.lse[i] = lse;
-  const bool ign = ignored(p, i);
-  const float zy = ign ? 0.f : softcapped(load(p.logits, p.type, base + p.target[i]), p.opt.softcap);
-  p.loss[i] = ign ? 0.f : row_loss(p.opt, t, zy, p.vocab, p.weight ? p.weight[i] : 1.f);
-  if (p.logprob) p.logprob[i] = ign ? 0.f : zy - lse;
-  if (p.entropy) p.entropy[i] = ign ? 0.f : t.entropy();
+  __shared__ float row_lse;
+  if (threadIdx.x == 0) {
+    RowStats t = part[0];
+    for (int w = 1; w < kThreads / 32; ++w) t.merge(part[w]);
+    const float lse = t.lse();
+    row_lse = lse;
+    p.lse[i] = lse;
+    const bool ign = ignored(p, i);
+    const float zy = ign ? 0.f : softcapped(load(p.logits, p.type, base + p.target[i]), p.opt.softcap);
+    p.loss[i] = ign ? 0.f : row_loss(p.opt, t, zy, p.vocab, p.weight ? p.weight[i] : 1.f);
+    if (p.logprob) p.logprob[i] = ign ? 0.f : zy - lse;
+    if (p.entropy) p.entropy[i] = ign ? 0.f : t.entropy();
+  }
+  if (p.grad == nullptr) return;
+  __syncthreads();  // row_lse, and every read of the row done before an in-place write
+  write_grad(p, i, row_lse);
 }
 
 __global__ void __launch_bounds__(kThreads) backward_kernel(RowsParams p) {
-  const int64_t i = blockIdx.x;
-  const int64_t base = i * p.ld;
-  const float scale = ignored(p, i) ? 0.f : p.grad_rows[i * p.grad_rows_stride] * (p.weight ? p.weight[i] : 1.f);
-  const float lse = p.lse[i];
-  const int64_t y = p.target[i];
-  for (int64_t j = threadIdx.x; j < p.vocab; j += kThreads) {
-    const float g = scale == 0.f ? 0.f : grad_logit(p.opt, load(p.logits, p.type, base + j), j == y, lse, p.vocab, scale);
-    store(p.grad, p.grad_type, base + j, g);
-  }
+  write_grad(p, blockIdx.x, p.lse[blockIdx.x]);
 }
 
 void check(cudaError_t err, const char* what) {

@@ -90,14 +90,43 @@ void load_row(const T* src, float* dst, int64_t n, float cap) {
   }
 }
 
+// The upstream gradient × weight of row i (0: ignored, weight 0 or no upstream gradient).
+float row_scale(const RowsParams& p, int64_t i) {
+  return ignored(p, i) ? 0.0f : p.grad_rows[i * p.grad_rows_stride] * (p.weight ? p.weight[i] : 1.0f);
+}
+
+// Row i's gradient into out, from its (softcapped) values z (fp32, may alias out when T is
+// float) or, with a softcap, from the raw row.
+template <typename T>
+void row_grad(const RowsParams& p, int64_t i, const T* raw, const float* z, T* out, float lse, float* scratch) {
+  const float scale = row_scale(p, i);
+  if (scale == 0.0f) {  // exactly zero
+    std::fill(out, out + p.vocab, T(0.0f));
+    return;
+  }
+  float* g = std::is_same_v<T, float> ? reinterpret_cast<float*>(out) : scratch;
+  if (p.opt.softcap > 0.0f) {
+    for (int64_t j = 0; j < p.vocab; ++j)
+      g[j] = grad_logit(p.opt, static_cast<float>(raw[j]), j == p.target[i], lse, p.vocab, scale);
+  } else {
+    span_grad(z, g, p.vocab, lse, 1.0f + 2.0f * p.opt.z_loss * lse, p.opt.label_smoothing / static_cast<float>(p.vocab),
+              scale);
+    g[p.target[i]] -= (1.0f - p.opt.label_smoothing) * scale;
+  }
+  if (!std::is_same_v<T, float>)
+    for (int64_t j = 0; j < p.vocab; ++j) out[j] = static_cast<T>(g[j]);
+}
+
 template <typename T>
 void forward_typed(const RowsParams& p) {
   at::parallel_for(0, p.rows, 1, [&](int64_t r0, int64_t r1) {
-    std::vector<float> buf(std::is_same_v<T, float> && p.opt.softcap == 0.0f ? 0 : p.vocab);
+    // fp32 without a softcap is read in place; anything else goes through an fp32 row buffer
+    const bool direct = std::is_same_v<T, float> && p.opt.softcap == 0.0f;
+    std::vector<float> buf(direct ? 0 : p.vocab), scratch(p.grad && !std::is_same_v<T, float> ? p.vocab : 0);
     for (int64_t i = r0; i < r1; ++i) {
       const T* row = static_cast<const T*>(p.logits) + i * p.ld;
       const float* z = reinterpret_cast<const float*>(row);
-      if (!buf.empty()) {
+      if (!direct) {
         load_row(row, buf.data(), p.vocab, p.opt.softcap);
         z = buf.data();
       }
@@ -112,6 +141,7 @@ void forward_typed(const RowsParams& p) {
       p.loss[i] = ign ? 0.0f : row_loss(p.opt, s, zy, p.vocab, p.weight ? p.weight[i] : 1.0f);
       if (p.logprob) p.logprob[i] = ign ? 0.0f : zy - lse;
       if (p.entropy) p.entropy[i] = ign ? 0.0f : s.entropy();
+      if (p.grad) row_grad(p, i, row, z, static_cast<T*>(p.grad) + i * p.ld, lse, scratch.data());
     }
   });
 }
@@ -119,26 +149,16 @@ void forward_typed(const RowsParams& p) {
 template <typename T>
 void backward_typed(const RowsParams& p) {
   at::parallel_for(0, p.rows, 1, [&](int64_t r0, int64_t r1) {
-    std::vector<float> z(p.vocab), g(p.vocab);
+    const bool direct = std::is_same_v<T, float>;
+    std::vector<float> z(direct ? 0 : p.vocab), scratch(direct ? 0 : p.vocab);
     for (int64_t i = r0; i < r1; ++i) {
       const T* row = static_cast<const T*>(p.logits) + i * p.ld;
-      T* out = static_cast<T*>(p.grad) + i * p.ld;
-      const float scale = ignored(p, i) ? 0.0f : p.grad_rows[i * p.grad_rows_stride] * (p.weight ? p.weight[i] : 1.0f);
-      if (scale == 0.0f) {  // ignored, weight 0 or no upstream gradient: exactly zero
-        std::fill(out, out + p.vocab, T(0.0f));
-        continue;
-      }
-      const float lse = p.lse[i];
-      if (p.opt.softcap > 0.0f) {
-        for (int64_t j = 0; j < p.vocab; ++j)
-          g[j] = grad_logit(p.opt, static_cast<float>(row[j]), j == p.target[i], lse, p.vocab, scale);
-      } else {
+      const float* zr = reinterpret_cast<const float*>(row);
+      if (!direct && p.opt.softcap == 0.0f) {
         load_row(row, z.data(), p.vocab, 0.0f);
-        span_grad(z.data(), g.data(), p.vocab, lse, 1.0f + 2.0f * p.opt.z_loss * lse,
-                  p.opt.label_smoothing / static_cast<float>(p.vocab), scale);
-        g[p.target[i]] -= (1.0f - p.opt.label_smoothing) * scale;
+        zr = z.data();
       }
-      for (int64_t j = 0; j < p.vocab; ++j) out[j] = static_cast<T>(g[j]);
+      row_grad(p, i, row, zr, static_cast<T*>(p.grad) + i * p.ld, p.lse[i], scratch.data());
     }
   });
 }

@@ -132,7 +132,8 @@ struct RowsParams {
   float* logprob = nullptr;
   float* entropy = nullptr;
   // backward: grad (rows × vocab, row stride ld, `type`; may be `logits` itself) from the saved
-  // lse and the upstream gradient per row (grad_rows[i·grad_rows_stride]; stride 0: one value)
+  // lse and the upstream gradient per row (grad_rows[i·grad_rows_stride]; stride 0: one value).
+  // A forward given grad and grad_rows writes the gradient too, in the same visit of each row.
   void* grad = nullptr;
   ScalarType grad_type = ScalarType::kFloat32;  // CUDA may write another type than the logits'
   const float* grad_rows = nullptr;

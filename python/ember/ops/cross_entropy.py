@@ -163,6 +163,8 @@ def _ce_setup(ctx, inputs, output):
     logits, target, weight, ignore_index, ls, zl, cap, _, _ = inputs
     ctx.save_for_backward(logits, target, weight, output[1])
     ctx.args = (ignore_index, ls, zl, cap)
+    ctx.mark_non_differentiable(*output[1:])
+    ctx.set_materialize_grads(False)
 
 
 def _ce_backward(ctx, grad_loss, *_):
@@ -179,21 +181,28 @@ torch.library.register_autograd("ember::cross_entropy_forward", _ce_backward, se
 def _linear_setup(ctx, inputs, output):
     hidden, lm_weight, target, weight, bias, ignore_index, ls, zl, cap, compute_grad, _, _ = inputs
     _, lse, _, _, dh, dw, db = output
-    ctx.save_for_backward(hidden, lm_weight, target, weight, bias, lse, dh, dw, db)
+    ctx.save_for_backward(hidden, lm_weight, target, weight, bias, lse)
     ctx.args = (ignore_index, ls, zl, cap)
-    ctx.precomputed = compute_grad
+    # The forward's gradients are held by the node alone (not as saved tensors), so the backward
+    # can hand them over without autograd copying them into .grad.
+    ctx.grads = [dh, dw, db] if compute_grad else None
+    ctx.mark_non_differentiable(*output[1:])  # only the loss carries a gradient
+    ctx.set_materialize_grads(False)  # else autograd allocates zero gradients for dlm_weight & co.
 
 
 def _linear_backward(ctx, grad_loss, *_):
-    hidden, lm_weight, target, weight, bias, lse, dh, dw, db = ctx.saved_tensors
+    hidden, lm_weight, target, weight, bias, lse = ctx.saved_tensors
     if grad_loss is None:
         return (None,) * 12
     has_bias = bias is not None
-    if ctx.precomputed and grad_loss.dim() == 1 and grad_loss.stride(0) == 0:
-        # One upstream gradient for every token (a sum or a mean): scale the forward's gradients.
-        s = grad_loss[:1].float()
-        dh, dw = (dh * s).to(hidden.dtype), (dw * s).to(lm_weight.dtype)
-        db = (db * s).to(bias.dtype) if has_bias else None
+    if ctx.grads is not None and grad_loss.dim() == 1 and grad_loss.stride(0) == 0:
+        # One upstream gradient for every token (a sum or a mean): scale the forward's gradients
+        # in place and give them away (a second backward through a retained graph recomputes).
+        dh, dw, db = ctx.grads
+        ctx.grads = ctx.non_differentiable = None  # the last references but ours: .grad takes them as they are
+        s = grad_loss[:1].to(dh.dtype)
+        dh, dw = dh.mul_(s), dw.mul_(s.to(dw.dtype))
+        db = db.mul_(s.to(db.dtype)) if has_bias else None
     else:
         dh, dw, db = torch.ops.ember.linear_cross_entropy_backward(grad_loss.float(), hidden, lm_weight, target, weight,
                                                                    bias, lse, *ctx.args)
