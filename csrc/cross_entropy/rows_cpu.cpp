@@ -76,6 +76,38 @@ EMBER_CPU_CLONES void span_sums(const float* z, int64_t n, float m, float& s, fl
   }
 }
 
+// span_sums that also overwrites z with e^(z−m) (the in-place gradient path reuses them).
+EMBER_CPU_CLONES void span_sums_store(float* z, int64_t n, float m, float& s, float& spz, float& sz) {
+  float a[kLanes] = {}, b[kLanes] = {}, c[kLanes] = {};
+  int64_t j = 0;
+  for (; j + kLanes <= n; j += kLanes)
+    for (int k = 0; k < kLanes; ++k) {
+      const float v = z[j + k], e = exp_poly(v - m);
+      a[k] += e;
+      b[k] += e * v;
+      c[k] += v;
+      z[j + k] = e;
+    }
+  for (; j < n; ++j) {
+    const float v = z[j], e = exp_poly(v - m);
+    a[0] += e;
+    b[0] += e * v;
+    c[0] += v;
+    z[j] = e;
+  }
+  s = spz = sz = 0.0f;
+  for (int k = 0; k < kLanes; ++k) {
+    s += a[k];
+    spz += b[k];
+    sz += c[k];
+  }
+}
+
+// g_j = (e_j·mul_e − minus)·scale in place, e_j = e^(z_j − max): p_j = e_j / Σe.
+EMBER_CPU_CLONES void span_grad_from_e(float* e, int64_t n, float mul_e, float minus, float scale) {
+  for (int64_t j = 0; j < n; ++j) e[j] = (e[j] * mul_e - minus) * scale;
+}
+
 // g_j = ∂/∂z_j without the target term (added by the caller), for softcap off.
 EMBER_CPU_CLONES void span_grad(const float* z, float* g, int64_t n, float lse, float mul_p, float minus, float scale) {
   for (int64_t j = 0; j < n; ++j) g[j] = (exp_poly(z[j] - lse) * mul_p - minus) * scale;
@@ -132,16 +164,33 @@ void forward_typed(const RowsParams& p) {
       }
       RowStats s;
       s.max = span_max(z, p.vocab);
-      span_sums(z, p.vocab, s.max, s.sum, s.sum_pz, s.sum_z);
+      // fp32 gradient written over the logits themselves: keep the exponentials for it
+      float* in_place = direct && p.grad == p.logits ? static_cast<float*>(p.grad) + i * p.ld : nullptr;
+      const int64_t y = p.target[i];
+      const bool ign = ignored(p, i);
+      const float zy = ign ? 0.0f : z[y];  // (read before the row is overwritten)
+      if (in_place) {
+        span_sums_store(in_place, p.vocab, s.max, s.sum, s.sum_pz, s.sum_z);
+      } else {
+        span_sums(z, p.vocab, s.max, s.sum, s.sum_pz, s.sum_z);
+      }
       const float lse = s.lse();
       p.lse[i] = lse;
-      const bool ign = ignored(p, i);
-      const int64_t y = p.target[i];
-      const float zy = ign ? 0.0f : z[y];
       p.loss[i] = ign ? 0.0f : row_loss(p.opt, s, zy, p.vocab, p.weight ? p.weight[i] : 1.0f);
       if (p.logprob) p.logprob[i] = ign ? 0.0f : zy - lse;
       if (p.entropy) p.entropy[i] = ign ? 0.0f : s.entropy();
-      if (p.grad) row_grad(p, i, row, z, static_cast<T*>(p.grad) + i * p.ld, lse, scratch.data());
+      if (in_place) {
+        const float scale = row_scale(p, i);
+        if (scale == 0.0f) {
+          std::fill(in_place, in_place + p.vocab, 0.0f);
+        } else {  // p_j·(1 + 2·zl·lse) − ls/V with p_j = e_j/Σe
+          span_grad_from_e(in_place, p.vocab, (1.0f + 2.0f * p.opt.z_loss * lse) / s.sum,
+                           p.opt.label_smoothing / static_cast<float>(p.vocab), scale);
+          in_place[y] -= (1.0f - p.opt.label_smoothing) * scale;
+        }
+      } else if (p.grad) {
+        row_grad(p, i, row, z, static_cast<T*>(p.grad) + i * p.ld, lse, scratch.data());
+      }
     }
   });
 }
