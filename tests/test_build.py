@@ -23,7 +23,9 @@ def test_build_info():
 
 def test_ops_registered():
     ops = ember.ops_available()
-    for op in ("ember::quantize_fp8", "ember::apollo_step_", "ember::apollo_projection_"):
+    for op in ("ember::quantize_fp8", "ember::apollo_step_", "ember::apollo_projection_", "ember::cross_entropy_forward",
+               "ember::cross_entropy_backward", "ember::cross_entropy_backward_", "ember::linear_cross_entropy_forward",
+               "ember::linear_cross_entropy_backward"):
         assert "CPU" in ops[op] and "Meta" in ops[op], (op, ops[op])
         if INFO["with_cuda"]:
             assert "CUDA" in ops[op], (op, ops[op])
@@ -67,5 +69,7 @@ def test_sass_targets_sm90a_for_every_kernel():
     apollo = {k for k in ("projection_kernel", "channel_sumsq_kernel", "moments_kernel", "finalize_kernel", "update_kernel")
               if any(f"apollo" in f and k in f for f in functions)}
     assert len(apollo) == 5, functions
+    ce = [f for f in functions if "ce" in f and ("forward_kernel" in f or "backward_kernel" in f)]
+    assert len(ce) == 2, functions
     # Local memory (LDL/STL) in our kernels means a register array spilled or was indexed at run time.
     assert not re.search(r"\b(LDL|STL)\b", sass), "local memory traffic in SASS"

@@ -244,3 +244,32 @@ def test_bad_input(call, match):
 def test_bad_reduction():
     with pytest.raises(ValueError, match="reduction"):
         ember.ops.cross_entropy(torch.randn(2, 3), torch.zeros(2, dtype=torch.long), reduction="avg")
+
+
+def test_under_torch_compile_fullgraph():
+    h, w, _, target, weight = linear_inputs(37, 16, 50, torch.float32, "cpu", seed=6)
+    logits = torch.randn(37, 50)
+
+    def losses(h, w, z):
+        return (ember.ops.linear_cross_entropy(h, w, target, weight, z_loss=1e-3)
+                + ember.ops.cross_entropy(z, target, weight, label_smoothing=0.1))
+
+    grads = []
+    for fn in (losses, torch.compile(losses, fullgraph=True)):
+        args = [t.clone().requires_grad_() for t in (h, w, logits)]
+        fn(*args).backward()
+        grads.append([a.grad for a in args])
+    for a, b in zip(*grads):
+        close(b, a, 1e-6, "compiled gradient")
+
+
+def test_linear_cross_entropy_loss_module():
+    h, w, _, target, weight = linear_inputs(21, 8, 30, torch.float32, "cpu", seed=7)
+    head = torch.nn.Linear(8, 30, bias=False)
+    head.weight.data.copy_(w)
+    loss_fn = ember.losses.LinearCrossEntropyLoss(label_smoothing=0.1, reduction="sum")
+    got = loss_fn(h, head.weight, target, weight=weight)
+    ref = reference(head(h).detach(), target, weight, label_smoothing=0.1, reduction="sum")[0]
+    close(got, ref, 1e-5, "module loss")
+    got.backward()
+    assert head.weight.grad is not None and "label_smoothing=0.1" in repr(loss_fn)
