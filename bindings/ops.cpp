@@ -49,4 +49,16 @@ TORCH_LIBRARY(ember, m) {
   m.def("linear_cross_entropy_backward(Tensor grad_loss, Tensor hidden, Tensor lm_weight, Tensor target, Tensor? weight, "
         "Tensor? bias, Tensor lse, int ignore_index, float label_smoothing, float z_loss, float softcap) "
         "-> (Tensor, Tensor, Tensor)");
+
+  // ---- sparse ----------------------------------------------------------------------------------
+  // Mask formats (include/ember/sparse.h): block 0 = bitmask, int32 words (rows, ceil(cols/32));
+  //   block 16/32/64/128 = one uint8 per tile (ceil(rows/b), ceil(cols/b)), 1 = kept.
+  // pack_mask: mask (rows, cols) bool -> packed (a block mask must be constant on its tiles).
+  m.def("pack_mask(Tensor mask, int block) -> Tensor");
+  m.def("unpack_mask(Tensor packed, int rows, int cols, int block) -> Tensor");
+  // masked_linear: y = x (N, in) · (W⊙M)ᵀ + bias, W (out, in); block masks skip empty tiles.
+  m.def("masked_linear(Tensor x, Tensor weight, Tensor mask, int block, Tensor? bias) -> Tensor");
+  // masked_linear_backward -> (dx = g·(W⊙M), dw = (gᵀ·x)⊙M), each empty unless asked for.
+  m.def("masked_linear_backward(Tensor grad, Tensor x, Tensor weight, Tensor mask, int block, bool need_x, bool need_w) "
+        "-> (Tensor, Tensor)");
 }

@@ -7,7 +7,7 @@ lives in ``ember.ops`` and the per-family packages.
 import torch  # noqa: F401  (loads libtorch before the extension that links it)
 
 from . import _C
-from . import float8, losses, models, ops, optim  # noqa: E402
+from . import float8, losses, models, ops, optim, sparse  # noqa: E402
 
 __version__ = _C.build_info()["version"]
 
@@ -42,4 +42,4 @@ def ops_available() -> dict:
     return {n: [k for k in keys if torch._C._dispatch_has_kernel_for_dispatch_key(n, k)] for n in names}
 
 
-__all__ = ["build_info", "cuda_available", "ops_available", "data", "float8", "losses", "models", "ops", "optim", "train", "__version__"]
+__all__ = ["build_info", "cuda_available", "ops_available", "data", "float8", "losses", "models", "ops", "optim", "sparse", "train", "__version__"]

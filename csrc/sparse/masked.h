@@ -1,0 +1,26 @@
+// sparse family: mask packing and masked_linear over ATen tensors (device-generic). The binding
+// checks the arguments first (bindings/sparse.cpp).
+#pragma once
+
+#include <ATen/ATen.h>
+
+#include <optional>
+#include <tuple>
+
+#include "ember/sparse.h"
+
+namespace ember::sparse {
+
+// mask (rows, cols) bool -> bitmask words (block 0) or per-tile bytes (block 16/32/64/128).
+at::Tensor pack_mask(const at::Tensor& mask, int64_t block);
+at::Tensor unpack_mask(const at::Tensor& packed, int64_t rows, int64_t cols, int64_t block);
+
+// y = x·(W⊙M)ᵀ + bias; x (N, in), weight (out, in), mask packed for weight's shape.
+at::Tensor masked_linear(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& mask, int64_t block,
+                         const std::optional<at::Tensor>& bias);
+// (dx, dw) = (g·(W⊙M), (gᵀ·x)⊙M), each only when asked (else undefined).
+std::tuple<at::Tensor, at::Tensor> masked_linear_backward(const at::Tensor& grad, const at::Tensor& x,
+                                                          const at::Tensor& weight, const at::Tensor& mask, int64_t block,
+                                                          bool need_x, bool need_w);
+
+}  // namespace ember::sparse

@@ -1,0 +1,28 @@
+// sparse family: the mask formats, shared by every kernel that reads them. Torch-free.
+//
+// Bitmask (unstructured): int32 words, row-major (rows, ceil(cols/32)); bit (j % 32) of word
+//   (i, j / 32) is mask[i][j] (bit 31 is the word's sign bit: words are bit patterns).
+// Block mask: one byte per block×block tile, row-major (ceil(rows/b), ceil(cols/b)); 1 = kept. A
+//   tile at the right or bottom edge covers what is left of the matrix.
+#pragma once
+
+#include <cstdint>
+
+#include "ember/common.h"
+
+namespace ember::sparse {
+
+constexpr int kWordBits = 32;
+
+EMBER_HOST_DEVICE constexpr bool supported_block(int64_t block) {
+  return block == 16 || block == 32 || block == 64 || block == 128;
+}
+
+EMBER_HOST_DEVICE constexpr int64_t words_per_row(int64_t cols) { return ceil_div(cols, kWordBits); }
+
+EMBER_HOST_DEVICE bool bit_at(const int32_t* words, int64_t cols, int64_t i, int64_t j) {
+  const uint32_t w = static_cast<uint32_t>(words[i * words_per_row(cols) + j / kWordBits]);
+  return (w >> (j % kWordBits)) & 1u;
+}
+
+}  // namespace ember::sparse

@@ -1,0 +1,84 @@
+"""Random pruning at initialization: exact-count random masks at layer-wise densities."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from .densities import layerwise_densities, prunable_layers
+from .linear import SparseLinear
+
+
+def _random_mask(shape, density: float, block: int | None, generator: torch.Generator) -> torch.Tensor:
+    """A bool mask keeping round(density·numel) weights, or whole tiles to within one tile of it."""
+    rows, cols = shape[0], math.prod(shape[1:])
+    if block is None:
+        keep = round(density * rows * cols)
+        flat = torch.zeros(rows * cols, dtype=torch.bool)
+        flat[torch.randperm(rows * cols, generator=generator)[:keep]] = True
+        return flat.view(shape)
+    rb, cb = -(-rows // block), -(-cols // block)
+    # Tiles in random order; a tile is kept while it brings the kept count closer to the target
+    # (edge tiles are smaller), so the count ends within one tile of round(density·numel).
+    target = round(density * rows * cols)
+    sizes = [min(block, rows - i * block) * min(block, cols - j * block) for i in range(rb) for j in range(cb)]
+    tiles = torch.zeros(rb * cb, dtype=torch.bool)
+    total = 0
+    for t in torch.randperm(rb * cb, generator=generator).tolist():
+        if abs(total + sizes[t] - target) < abs(total - target):
+            tiles[t] = True
+            total += sizes[t]
+    full = tiles.view(rb, cb).repeat_interleave(block, 0).repeat_interleave(block, 1)
+    return full[:rows, :cols].reshape(shape)
+
+
+def random_prune(model: nn.Module, sparsity: float, method: str = "erk", block: int | None = None, seed: int = 0,
+                 include_embeddings: bool = False) -> dict:
+    """Prune `model` in place at random: every Linear becomes a SparseLinear holding its mask
+    (block masks when `block` is given), other prunable layers (Conv) get a plain weight mask
+    (a `weight_mask` buffer, the weight zeroed and its gradient masked). Densities per layer from
+    layerwise_densities(model, sparsity, method). Reproducible from `seed`. Returns the report
+    (sparsity_report of the pruned model, plus the method and target)."""
+    densities = layerwise_densities(model, sparsity, method, include_embeddings)
+    layers = prunable_layers(model, include_embeddings)
+    g = torch.Generator().manual_seed(seed)
+    for name, module in layers.items():
+        is_linear = isinstance(module, nn.Linear)
+        mask = _random_mask(tuple(module.weight.shape), densities[name], block if is_linear else None, g)
+        if is_linear:
+            _replace(model, name, SparseLinear.from_linear(module, mask, block))
+        else:
+            mask = mask.to(module.weight.device)
+            module.register_buffer("weight_mask", mask)
+            with torch.no_grad():
+                module.weight.mul_(mask)
+            module.weight.register_hook(lambda grad, m=mask: grad * m)
+    report = sparsity_report(model)
+    report.update(method=method, target_sparsity=sparsity, block=block, seed=seed)
+    return report
+
+
+def _replace(model: nn.Module, name: str, new: nn.Module) -> None:
+    parent, _, child = name.rpartition(".")
+    setattr(model.get_submodule(parent) if parent else model, child, new)
+
+
+def sparsity_report(model: nn.Module) -> dict:
+    """Per prunable layer: shape, density (kept / weights), kept parameters and FLOPs kept per
+    input row (2·kept for a Linear; per output position for a Conv); and the totals. Works for
+    any model: layers without a mask count their nonzero weights."""
+    layers, total, kept = [], 0, 0
+    for name, m in prunable_layers(model).items():
+        if isinstance(m, SparseLinear):
+            mask = m.dense_mask()
+        elif hasattr(m, "weight_mask"):
+            mask = m.weight_mask
+        else:
+            mask = m.weight.detach() != 0
+        n, k = mask.numel(), int(mask.sum())
+        layers.append({"name": name, "shape": tuple(m.weight.shape), "density": k / n, "params": k, "flops": 2 * k})
+        total, kept = total + n, kept + k
+    return {"layers": layers, "params_total": total, "params_kept": kept,
+            "density": kept / total if total else 1.0, "flops_kept": 2 * kept, "flops_total": 2 * total}
