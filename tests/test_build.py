@@ -25,7 +25,8 @@ def test_ops_registered():
     ops = ember.ops_available()
     for op in ("ember::quantize_fp8", "ember::apollo_step_", "ember::apollo_projection_", "ember::cross_entropy_forward",
                "ember::cross_entropy_backward", "ember::cross_entropy_backward_", "ember::linear_cross_entropy_forward",
-               "ember::linear_cross_entropy_backward"):
+               "ember::linear_cross_entropy_backward", "ember::pack_mask", "ember::unpack_mask", "ember::masked_linear",
+               "ember::masked_linear_backward"):
         assert "CPU" in ops[op] and "Meta" in ops[op], (op, ops[op])
         if INFO["with_cuda"]:
             assert "CUDA" in ops[op], (op, ops[op])

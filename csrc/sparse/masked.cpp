@@ -16,13 +16,18 @@ struct Tile {
   int64_t r0, r1, c0, c1;
 };
 
+// Calls f for each run of consecutive kept tiles in a tile row (one GEMM per run: at density 1
+// a whole tile row is one GEMM, so the dense case runs at the BLAS's full-size rate).
 template <typename F>
 void for_each_tile(const at::Tensor& blocks, int64_t rows, int64_t cols, int64_t block, F&& f) {
   const at::Tensor kept = kept_tiles(blocks);
-  const auto acc = kept.accessor<int64_t, 2>();
-  for (int64_t k = 0; k < kept.size(0); ++k) {
-    const int64_t r0 = acc[k][0] * block, c0 = acc[k][1] * block;
-    f(Tile{r0, std::min(rows, r0 + block), c0, std::min(cols, c0 + block)});
+  const auto acc = kept.accessor<int64_t, 2>();  // row-major order: runs are adjacent
+  for (int64_t k = 0; k < kept.size(0);) {
+    const int64_t tr = acc[k][0], tc0 = acc[k][1];
+    int64_t tc1 = tc0 + 1;
+    for (++k; k < kept.size(0) && acc[k][0] == tr && acc[k][1] == tc1; ++k) ++tc1;
+    const int64_t r0 = tr * block;
+    f(Tile{r0, std::min(rows, r0 + block), tc0 * block, std::min(cols, tc1 * block)});
   }
 }
 

@@ -62,6 +62,23 @@ def test_apollo_resume_reproduces_the_losses_exactly(tmp_path, name):
     assert full[8] < full[1]
 
 
+def test_sparse_run_keeps_its_masks_and_reports_densities(tmp_path):
+    from ember.sparse import SparseLinear
+    from ember.train.evaluate import load_model
+
+    run(tmp_path, "sp", "--training.steps=6", "--sparsity.target=0.75", "--sparsity.block=16", "--checkpoint.every=3")
+    report = json.loads((tmp_path / "sp" / "sparsity.json").read_text())
+    assert report["density"] == pytest.approx(0.25, abs=0.02) and report["layers"][0]["name"] == "layers.0.attention.wq"
+    model, _, _ = load_model(tmp_path / "sp")
+    sparse = [m for m in model.modules() if isinstance(m, SparseLinear)]
+    assert len(sparse) == 7 * model.config.n_layers
+    for m in sparse:  # after 6 AdamW steps the pruned weights are still exactly zero
+        assert (m.weight[~m.dense_mask()] == 0).all()
+    resumed = run(tmp_path, "sp2", "--training.steps=6", "--sparsity.target=0.75", "--sparsity.block=16",
+                  f"--checkpoint.resume={tmp_path}/sp/checkpoints/step-00000003")
+    assert resumed["losses"] == {k: v for k, v in losses(tmp_path / "sp").items() if k > 3}
+
+
 def test_gradient_accumulation_matches_one_big_batch(tmp_path):
     a = run(tmp_path, "a")["losses"]
     b = run(tmp_path, "b", "--training.micro_batch_size=2")["losses"]
@@ -77,6 +94,7 @@ def test_gradient_accumulation_matches_one_big_batch(tmp_path):
     ["--optimizer.name=sgd", "--optimizer.lr=0.3"],
     ["--optimizer.name=apollo", "--optimizer.lr=0.01", "--optimizer.rank=8", "--optimizer.update_proj_gap=2"],
     ["--optimizer.name=apollo_mini", "--optimizer.lr=0.01"],
+    ["--sparsity.target=0.5", "--sparsity.method=er"],
     ["--lr_scheduler.decay=wsd"],
     ["--lr_scheduler.decay=linear", "--job.deterministic=true"],
 ])

@@ -35,6 +35,7 @@ def build_model(cfg: Config, mcfg: LlamaConfig, d: Dist) -> tuple[nn.Module, Lla
         fully_shard(model)
     model.to_empty(device=d.device)
     _init_weights(model, cfg.job.seed)
+    apply_sparsity(cfg, model)
     if cfg.training.compile:
         for layer in model.layers:
             layer.compile()  # in place: parameter names stay those of the plain model
@@ -44,6 +45,17 @@ def build_model(cfg: Config, mcfg: LlamaConfig, d: Dist) -> tuple[nn.Module, Lla
 
         wrapped = DistributedDataParallel(model, device_ids=[d.device] if d.device.type == "cuda" else None)
     return wrapped, model
+
+
+def apply_sparsity(cfg: Config, model: Llama) -> None:
+    """--sparsity.*: random pruning at initialization (Linear layers become SparseLinear with
+    fixed masks, reproducible from the run's seed); the report stays on model.sparsity_report."""
+    sp = cfg.sparsity
+    model.sparsity_report = None
+    if sp.target > 0:
+        from ..sparse import random_prune
+
+        model.sparsity_report = random_prune(model, sp.target, sp.method, block=sp.block or None, seed=cfg.job.seed)
 
 
 @torch.no_grad()

@@ -90,6 +90,13 @@ class LRScheduler:
 
 
 @dataclass
+class Sparsity:
+    target: float = opt(0.0, "fraction of the prunable weights removed at initialization, at random (0: dense)")
+    method: str = opt("erk", "layer-wise densities", ("erk", "er", "uniform", "uniform_plus"))
+    block: int = opt(0, "prune whole block×block tiles (16, 32, 64, 128: matmuls skip them; 0: single weights)")
+
+
+@dataclass
 class Loss:
     fused_linear_ce: bool = opt(True, "output head + cross-entropy through ember's kernel, without the full logits (false: F.linear + F.cross_entropy)")
     token_weights: str = opt("", "token folder with per-token weights from `ember score` (PRIOR); must be a data source")
@@ -127,6 +134,7 @@ class Config:
     optimizer: Optimizer = field(default_factory=Optimizer)
     lr_scheduler: LRScheduler = field(default_factory=LRScheduler)
     loss: Loss = field(default_factory=Loss)
+    sparsity: Sparsity = field(default_factory=Sparsity)
     eval: Eval = field(default_factory=Eval)
     checkpoint: Checkpoint = field(default_factory=Checkpoint)
     metrics: Metrics = field(default_factory=Metrics)

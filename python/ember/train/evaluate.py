@@ -11,7 +11,7 @@ from ..data.loader import parse_sources, source_vocab
 from ..models import Llama
 from . import checkpoint as ckpt
 from . import distributed
-from .build import model_config
+from .build import apply_sparsity, model_config
 from .config import Config, config_from_dict
 from .trainer import Evaluator, compute_dtype
 
@@ -27,6 +27,7 @@ def load_model(checkpoint: str | Path, device: torch.device | str = "cpu", cfg: 
     with torch.device("meta"):
         model = Llama(mcfg)
     model.to_empty(device=device)
+    apply_sparsity(saved, model)  # the run's SparseLinear layers (their masks come with the state)
     state = torch.load(path / "state.pt", map_location=device, weights_only=False)
     model.load_state_dict(state["model"])
     model.init_buffers()

@@ -136,6 +136,8 @@ def _train(cfg: Config, d: distributed.Dist) -> dict:
               f"({cfg.training.parallel if d.enabled else 'single process'}) | {dtype} | "
               f"{cfg.training.batch_size * cfg.data.seq_len} tokens/step"
               + (f" | resuming {resume_from} at step {start}" if resume_from else ""), flush=True)
+        if model.sparsity_report:
+            _print_sparsity(model.sparsity_report, run_dir)
 
     tokens_per_step = cfg.training.batch_size * cfg.data.seq_len
     flops_token = model.flops_per_token(cfg.data.seq_len)
@@ -243,3 +245,14 @@ def _check_same_run(cfg: Config, saved: dict) -> None:
                               f"{getattr(old, section)} vs {getattr(cfg, section)}")
     if (old.job.seed, old.training.batch_size) != (cfg.job.seed, cfg.training.batch_size):
         raise ConfigError("checkpoint.resume: job.seed and training.batch_size must match the checkpoint's")
+
+
+def _print_sparsity(report: dict, run_dir) -> None:
+    """The per-layer densities of a pruned run, printed and saved as sparsity.json."""
+    import json
+
+    (run_dir / "sparsity.json").write_text(json.dumps(report, indent=1) + "\n")
+    print(f"# sparsity {report['method']} target {report['target_sparsity']}: {report['params_kept']:,} of "
+          f"{report['params_total']:,} prunable weights kept (density {report['density']:.3f})")
+    for layer in report["layers"]:
+        print(f"#   {layer['name']:<32} {str(layer['shape']):<14} density {layer['density']:.3f}")

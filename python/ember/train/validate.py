@@ -35,6 +35,13 @@ def validate(cfg: Config, world_size: int = 1) -> None:
                           f"got {s.min_lr_ratio} and {s.decay_ratio}")
     if not all(0 <= b < 1 for b in o.betas):
         raise ConfigError(f"config: optimizer.betas must be in [0, 1), got {o.betas}")
+    sp = cfg.sparsity
+    if not 0 <= sp.target < 1:
+        raise ConfigError(f"config: sparsity.target must be in [0, 1), got {sp.target}")
+    if sp.block not in (0, 16, 32, 64, 128):
+        raise ConfigError(f"config: sparsity.block must be 0, 16, 32, 64 or 128, got {sp.block}")
+    if sp.target and t.parallel == "fsdp" and world_size > 1:
+        raise ConfigError("config: sparsity.target > 0 needs whole weights: use --training.parallel=ddp")
     if o.name.startswith("apollo"):
         if o.rank < 0 or o.scale < 0 or o.update_proj_gap < 1:
             raise ConfigError(f"config: optimizer.rank and optimizer.scale must be >= 0 and update_proj_gap >= 1, got "
