@@ -13,9 +13,9 @@ __version__ = _C.build_info()["version"]
 
 
 def __getattr__(name: str):
-    """ember.data and ember.train load on first use: the trainer's dependencies (tqdm, tomli-w,
-    matplotlib) are not needed to use the ops."""
-    if name in ("data", "train"):
+    """ember.data, ember.train and ember.patch load on first use: the trainer's dependencies
+    (tqdm, tomli-w, matplotlib) are not needed to use the ops, nor transformers."""
+    if name in ("data", "patch", "train"):
         import importlib
 
         return importlib.import_module(f".{name}", __name__)
@@ -42,4 +42,4 @@ def ops_available() -> dict:
     return {n: [k for k in keys if torch._C._dispatch_has_kernel_for_dispatch_key(n, k)] for n in names}
 
 
-__all__ = ["build_info", "cuda_available", "ops_available", "data", "float8", "losses", "models", "ops", "optim", "sparse", "train", "__version__"]
+__all__ = ["build_info", "cuda_available", "ops_available", "data", "float8", "losses", "models", "ops", "optim", "patch", "sparse", "train", "__version__"]
