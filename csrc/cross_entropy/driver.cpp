@@ -71,6 +71,28 @@ void accumulate(GradSink& s, const at::Tensor& grad, const at::Tensor& rows, con
   if (s.db.defined()) s.db.add_(grad.sum(0, false, at::kFloat));
 }
 
+// One chunk of kept rows: their indices, h rows, targets, token weights and the logits chunk.
+struct Chunk {
+  at::Tensor rows, h, target, weight, logits;
+};
+
+// Calls f(chunk) for consecutive chunks of `rows`, with the logits computed into logits_buf.
+template <typename F>
+void for_each_chunk(const at::Tensor& rows, int64_t chunk, const at::Tensor& h, const at::Tensor& w, const at::Tensor& b,
+                    const at::Tensor& target, const at::Tensor& tw, at::Tensor& logits_buf, F&& f) {
+  for (int64_t c0 = 0; c0 < rows.numel(); c0 += chunk) {
+    const int64_t c = std::min(chunk, rows.numel() - c0);
+    Chunk k;
+    k.rows = rows.slice(0, c0, c0 + c);
+    k.h = h.index_select(0, k.rows);
+    k.target = target.index_select(0, k.rows);
+    k.weight = tw.defined() ? tw.index_select(0, k.rows) : at::Tensor();
+    k.logits = logits_buf.slice(0, 0, c);
+    chunk_logits(k.logits, k.h, w, b);
+    f(k);
+  }
+}
+
 }  // namespace
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> forward(const at::Tensor& logits, const at::Tensor& target,
@@ -110,7 +132,7 @@ void backward(const at::Tensor& out, const at::Tensor& grad_loss, const at::Tens
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> linear_forward(
     const at::Tensor& hidden, const at::Tensor& lm_weight, const at::Tensor& target, const std::optional<at::Tensor>& weight,
     const std::optional<at::Tensor>& bias, const Options& o, bool compute_grad, bool logprobs, bool entropy,
-    const RowKernels& k) {
+    const RowKernels& rk) {
   const int64_t n = hidden.size(0), vocab = lm_weight.size(0);
   const bool cuda = hidden.is_cuda();
   const auto f32 = hidden.options().dtype(at::kFloat);
@@ -132,23 +154,17 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tenso
   const bool separate_grad = w.scalar_type() != at::kFloat;  // CUDA bf16/fp16: the GEMMs take 16-bit
   at::Tensor grad_buf = compute_grad && separate_grad ? at::empty({chunk, vocab}, w.options()) : logits_buf;
   const at::Tensor unit = at::ones({1}, f32);  // ∂Σ loss_i: one upstream gradient of 1 for every row
-  for (int64_t c0 = 0; c0 < m; c0 += chunk) {
-    const int64_t c = std::min(chunk, m - c0);
-    const at::Tensor r = rows.slice(0, c0, c0 + c);
-    const at::Tensor hc = h.index_select(0, r), tc = target.index_select(0, r);
-    const at::Tensor wc = tw.defined() ? tw.index_select(0, r) : at::Tensor();
-    at::Tensor logits = logits_buf.slice(0, 0, c);
-    chunk_logits(logits, hc, w, b);
+  for_each_chunk(rows, chunk, h, w, b, target, tw, logits_buf, [&](const Chunk& k) {
     // losses and, when asked, the gradient (into grad_buf: in place in the fp32 logits on the
     // CPU) in one visit of each row
-    at::Tensor grad = compute_grad ? grad_buf.slice(0, 0, c) : at::Tensor();
-    auto [lc, sc, lpc, entc] = forward(logits, tc, wc, o, logprobs, entropy, k, grad, unit);
-    loss.index_copy_(0, r, lc);
-    lse.index_copy_(0, r, sc);
-    if (logprobs) lp.index_copy_(0, r, lpc);
-    if (entropy) ent.index_copy_(0, r, entc);
-    if (compute_grad) accumulate(sink, grad, r, hc, w);
-  }
+    at::Tensor grad = compute_grad ? grad_buf.slice(0, 0, k.rows.numel()) : at::Tensor();
+    auto [lc, sc, lpc, entc] = forward(k.logits, k.target, k.weight, o, logprobs, entropy, rk, grad, unit);
+    loss.index_copy_(0, k.rows, lc);
+    lse.index_copy_(0, k.rows, sc);
+    if (logprobs) lp.index_copy_(0, k.rows, lpc);
+    if (entropy) ent.index_copy_(0, k.rows, entc);
+    if (compute_grad) accumulate(sink, grad, k.rows, k.h, w);
+  });
   if (compute_grad) {
     sink.dw = sink.dw.to(lm_weight.scalar_type());
     if (sink.db.defined()) sink.db = sink.db.to(bias->scalar_type());
@@ -162,7 +178,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> linear_backward(const at::Tensor&
                                                                const at::Tensor& lm_weight, const at::Tensor& target,
                                                                const std::optional<at::Tensor>& weight,
                                                                const std::optional<at::Tensor>& bias, const at::Tensor& lse,
-                                                               const Options& o, const RowKernels& k) {
+                                                               const Options& o, const RowKernels& rk) {
   const int64_t vocab = lm_weight.size(0);
   const auto f32 = hidden.options().dtype(at::kFloat);
   const at::Tensor tw = or_undefined(weight);
@@ -175,17 +191,12 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> linear_backward(const at::Tensor&
   const int64_t m = rows.numel(), chunk = std::min(chunk_rows(vocab, hidden.is_cuda()), std::max<int64_t>(m, 1));
   at::Tensor logits_buf = at::empty({chunk, vocab}, f32);
   at::Tensor grad_buf = w.scalar_type() != at::kFloat ? at::empty({chunk, vocab}, w.options()) : logits_buf;
-  for (int64_t c0 = 0; c0 < m; c0 += chunk) {
-    const int64_t c = std::min(chunk, m - c0);
-    const at::Tensor r = rows.slice(0, c0, c0 + c);
-    const at::Tensor hc = h.index_select(0, r), tc = target.index_select(0, r);
-    const at::Tensor wc = tw.defined() ? tw.index_select(0, r) : at::Tensor();
-    at::Tensor logits = logits_buf.slice(0, 0, c);
-    chunk_logits(logits, hc, w, b);
-    at::Tensor grad = grad_buf.slice(0, 0, c);
-    backward(grad, grad_loss.index_select(0, r).to(at::kFloat), logits, tc, wc, lse.index_select(0, r), o, k);
-    accumulate(sink, grad, r, hc, w);
-  }
+  for_each_chunk(rows, chunk, h, w, b, target, tw, logits_buf, [&](const Chunk& k) {
+    at::Tensor grad = grad_buf.slice(0, 0, k.rows.numel());
+    backward(grad, grad_loss.index_select(0, k.rows).to(at::kFloat), k.logits, k.target, k.weight,
+             lse.index_select(0, k.rows), o, rk);
+    accumulate(sink, grad, k.rows, k.h, w);
+  });
   return {sink.dh, sink.dw.to(lm_weight.scalar_type()),
           sink.db.defined() ? sink.db.to(bias->scalar_type()) : at::empty({0}, f32)};
 }

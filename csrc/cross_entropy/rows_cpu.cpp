@@ -51,50 +51,22 @@ EMBER_CPU_CLONES float span_max(const float* z, int64_t n) {
   return r;
 }
 
-// Σ e^(z−m), Σ e^(z−m)·z, Σ z
-EMBER_CPU_CLONES void span_sums(const float* z, int64_t n, float m, float& s, float& spz, float& sz) {
+// Σ e^(z−m), Σ e^(z−m)·z, Σ z; with Store, z is overwritten with e^(z−m) (the in-place gradient
+// path reuses them).
+template <bool Store>
+EMBER_CPU_CLONES void span_sums(float* z, int64_t n, float m, float& s, float& spz, float& sz) {
   float a[kLanes] = {}, b[kLanes] = {}, c[kLanes] = {};
+  auto visit = [&](int64_t j, int k) {
+    const float v = z[j], e = exp_poly(v - m);
+    a[k] += e;
+    b[k] += e * v;
+    c[k] += v;
+    if (Store) z[j] = e;
+  };
   int64_t j = 0;
   for (; j + kLanes <= n; j += kLanes)
-    for (int k = 0; k < kLanes; ++k) {
-      const float v = z[j + k], e = exp_poly(v - m);
-      a[k] += e;
-      b[k] += e * v;
-      c[k] += v;
-    }
-  for (; j < n; ++j) {
-    const float v = z[j], e = exp_poly(v - m);
-    a[0] += e;
-    b[0] += e * v;
-    c[0] += v;
-  }
-  s = spz = sz = 0.0f;
-  for (int k = 0; k < kLanes; ++k) {
-    s += a[k];
-    spz += b[k];
-    sz += c[k];
-  }
-}
-
-// span_sums that also overwrites z with e^(z−m) (the in-place gradient path reuses them).
-EMBER_CPU_CLONES void span_sums_store(float* z, int64_t n, float m, float& s, float& spz, float& sz) {
-  float a[kLanes] = {}, b[kLanes] = {}, c[kLanes] = {};
-  int64_t j = 0;
-  for (; j + kLanes <= n; j += kLanes)
-    for (int k = 0; k < kLanes; ++k) {
-      const float v = z[j + k], e = exp_poly(v - m);
-      a[k] += e;
-      b[k] += e * v;
-      c[k] += v;
-      z[j + k] = e;
-    }
-  for (; j < n; ++j) {
-    const float v = z[j], e = exp_poly(v - m);
-    a[0] += e;
-    b[0] += e * v;
-    c[0] += v;
-    z[j] = e;
-  }
+    for (int k = 0; k < kLanes; ++k) visit(j + k, k);
+  for (; j < n; ++j) visit(j, 0);
   s = spz = sz = 0.0f;
   for (int k = 0; k < kLanes; ++k) {
     s += a[k];
@@ -170,9 +142,9 @@ void forward_typed(const RowsParams& p) {
       const bool ign = ignored(p, i);
       const float zy = ign ? 0.0f : z[y];  // (read before the row is overwritten)
       if (in_place) {
-        span_sums_store(in_place, p.vocab, s.max, s.sum, s.sum_pz, s.sum_z);
+        span_sums<true>(in_place, p.vocab, s.max, s.sum, s.sum_pz, s.sum_z);
       } else {
-        span_sums(z, p.vocab, s.max, s.sum, s.sum_pz, s.sum_z);
+        span_sums<false>(const_cast<float*>(z), p.vocab, s.max, s.sum, s.sum_pz, s.sum_z);  // reads only
       }
       const float lse = s.lse();
       p.lse[i] = lse;
