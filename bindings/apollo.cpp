@@ -5,7 +5,7 @@
 
 #include <limits>
 
-#include "../csrc/apollo/step.h"
+#include "apollo_ops.h"
 
 namespace ember::bindings {
 namespace {
@@ -109,28 +109,20 @@ void check_apollo_projection(const at::Tensor& out, int64_t seed, int64_t stream
 
 namespace {
 
-void apollo_step_cpu(at::TensorList params, at::TensorList grads, at::TensorList exp_avg, at::TensorList exp_avg_sq,
-                     at::TensorList norm_prev, at::IntArrayRef steps, at::IntArrayRef streams, double lr, double beta1,
-                     double beta2, double eps, double weight_decay, double scale, bool tensor_scale,
-                     double norm_growth_limit, int64_t rank, int64_t update_proj_gap, int64_t seed,
-                     bool stochastic_rounding) {
-  const auto h = check_apollo_step(params, grads, exp_avg, exp_avg_sq, norm_prev, steps, streams, lr, beta1, beta2, eps,
-                                   weight_decay, scale, tensor_scale, norm_growth_limit, rank, update_proj_gap, seed,
-                                   stochastic_rounding);
-  apollo::step(h, params, grads, exp_avg, exp_avg_sq, norm_prev, steps, streams, apollo::cpu_launchers());
-}
+struct CpuDevice {
+  struct Guard {
+    explicit Guard(at::Device) {}
+  };
+  static apollo::Launchers launchers() { return apollo::cpu_launchers(); }
+};
 
-void apollo_projection_cpu(const at::Tensor& out, int64_t seed, int64_t stream, int64_t refresh) {
-  check_apollo_projection(out, seed, stream, refresh);
-  apollo::fill_projection(out, static_cast<uint64_t>(seed), static_cast<uint32_t>(stream),
-                          static_cast<uint32_t>(refresh), apollo::cpu_launchers());
-}
+using Ops = ApolloOps<CpuDevice>;
 
 }  // namespace
 
 TORCH_LIBRARY_IMPL(ember, CPU, m) {
-  m.impl("apollo_step_", &apollo_step_cpu);
-  m.impl("apollo_projection_", &apollo_projection_cpu);
+  m.impl("apollo_step_", &Ops::step);
+  m.impl("apollo_projection_", &Ops::projection);
 }
 
 }  // namespace ember::bindings
