@@ -6,6 +6,7 @@
 #include <limits>
 
 #include "apollo_ops.h"
+#include "common.h"
 
 namespace ember::bindings {
 namespace {
@@ -110,9 +111,7 @@ void check_apollo_projection(const at::Tensor& out, int64_t seed, int64_t stream
 namespace {
 
 struct CpuDevice {
-  struct Guard {
-    explicit Guard(at::Device) {}
-  };
+  using Guard = NoDeviceGuard;
   static apollo::Launchers launchers() { return apollo::cpu_launchers(); }
 };
 

@@ -3,6 +3,7 @@
 
 #include <torch/library.h>
 
+#include "common.h"
 #include "cross_entropy_ops.h"
 
 namespace ember::bindings {
@@ -68,9 +69,7 @@ void check_linear(const char* op, const at::Tensor& hidden, const at::Tensor& lm
 namespace {
 
 struct CpuDevice {
-  struct Guard {
-    explicit Guard(at::Device) {}
-  };
+  using Guard = NoDeviceGuard;
   static ce::RowKernels kernels() { return ce::cpu_row_kernels(); }
 };
 

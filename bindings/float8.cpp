@@ -3,18 +3,10 @@
 
 #include <torch/library.h>
 
+#include "../csrc/scalar_type.h"
+
 namespace ember::bindings {
 namespace {
-
-ScalarType input_type(const at::Tensor& x) {
-  switch (x.scalar_type()) {
-    case at::kFloat: return ScalarType::kFloat32;
-    case at::kHalf: return ScalarType::kFloat16;
-    case at::kBFloat16: return ScalarType::kBFloat16;
-    default:
-      TORCH_CHECK(false, "ember.quantize_fp8: x must be float32, float16 or bfloat16, got ", x.scalar_type());
-  }
-}
 
 float8::Granularity parse_granularity(const std::string& g) {
   if (g == "tensor") return float8::Granularity::kTensor;
@@ -29,7 +21,7 @@ float8::Granularity parse_granularity(const std::string& g) {
 QuantizeCall prepare_quantize_fp8(const at::Tensor& x, at::ScalarType dtype, const std::string& granularity,
                                   int64_t block, bool transpose) {
   float8::QuantizeParams p;
-  p.x_type = input_type(x);
+  p.x_type = scalar_type_of(x, "ember.quantize_fp8", "x");
   TORCH_CHECK(dtype == at::kFloat8_e4m3fn || dtype == at::kFloat8_e5m2,
               "ember.quantize_fp8: dtype must be torch.float8_e4m3fn or torch.float8_e5m2, got ", dtype);
   p.format = dtype == at::kFloat8_e4m3fn ? fp8::Format::kE4M3 : fp8::Format::kE5M2;

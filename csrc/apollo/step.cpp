@@ -8,6 +8,8 @@
 // the buffer is r·S values (4 MB for a 7B MLP matrix), generated once and read from L2.
 #include "step.h"
 
+#include "../scalar_type.h"
+
 #include <algorithm>
 #include <numeric>
 #include <vector>
@@ -17,16 +19,12 @@ namespace {
 
 constexpr size_t kChunk = 16;
 
-ScalarType scalar_type(const at::Tensor& t) {
-  return t.scalar_type() == at::kBFloat16 ? ScalarType::kBFloat16 : ScalarType::kFloat32;
-}
-
 }  // namespace
 
 void fill_projection(const at::Tensor& out, uint64_t seed, uint32_t stream, uint32_t refresh, const Launchers& launch) {
   Projection p;
   p.out = out.data_ptr();
-  p.type = scalar_type(out);
+  p.type = scalar_type_of(out);
   p.rank = out.size(0);
   p.dim = out.size(1);
   p.seed = seed;
@@ -54,7 +52,7 @@ void step(const Hyper& h, at::TensorList params, at::TensorList grads, at::Tenso
       Matrix& m = mats[k];
       m.w = w.data_ptr();
       m.g = grads[i].data_ptr();
-      m.type = scalar_type(w);
+      m.type = scalar_type_of(w);
       m.rows = w.size(0);
       m.cols = w.size(1);
       m.exp_avg = exp_avg[i].data_ptr<float>();
@@ -68,7 +66,7 @@ void step(const Hyper& h, at::TensorList params, at::TensorList grads, at::Tenso
       proj[k] = at::empty({h.rank, m.short_dim()}, w.options().dtype(bf16_gemm ? at::kBFloat16 : at::kFloat));
       Projection& p = projs[k];
       p.out = proj[k].data_ptr();
-      p.type = scalar_type(proj[k]);
+      p.type = scalar_type_of(proj[k]);
       p.rank = h.rank;
       p.dim = m.short_dim();
       p.seed = h.seed;

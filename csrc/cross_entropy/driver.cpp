@@ -8,23 +8,17 @@
 // a backward with per-row upstream gradients has to recompute the logits.
 #include "driver.h"
 
+#include "../scalar_type.h"
+
 #include <algorithm>
 
 namespace ember::ce {
 namespace {
 
-ScalarType scalar_type(const at::Tensor& t) {
-  switch (t.scalar_type()) {
-    case at::kBFloat16: return ScalarType::kBFloat16;
-    case at::kHalf: return ScalarType::kFloat16;
-    default: return ScalarType::kFloat32;
-  }
-}
-
 RowsParams rows_params(const at::Tensor& logits, const at::Tensor& target, const at::Tensor& weight, const Options& o) {
   RowsParams p;
   p.logits = logits.data_ptr();
-  p.type = scalar_type(logits);
+  p.type = scalar_type_of(logits);
   p.rows = logits.size(0);
   p.vocab = logits.size(1);
   p.ld = logits.stride(0);
@@ -110,7 +104,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> forward(const at::Ten
   p.entropy = entropy ? ent.data_ptr<float>() : nullptr;
   if (grad.defined()) {
     p.grad = grad.data_ptr();
-    p.grad_type = scalar_type(grad);
+    p.grad_type = scalar_type_of(grad);
     p.grad_rows = grad_loss.data_ptr<float>();
     p.grad_rows_stride = grad_loss.numel() == 1 ? 0 : grad_loss.stride(0);
   }
@@ -123,7 +117,7 @@ void backward(const at::Tensor& out, const at::Tensor& grad_loss, const at::Tens
   RowsParams p = rows_params(logits, target, or_undefined(weight), o);
   p.lse = const_cast<float*>(lse.data_ptr<float>());
   p.grad = out.data_ptr();
-  p.grad_type = scalar_type(out);
+  p.grad_type = scalar_type_of(out);
   p.grad_rows = grad_loss.data_ptr<float>();
   p.grad_rows_stride = grad_loss.dim() == 0 ? 0 : grad_loss.stride(0);
   k.backward(p, k.stream);

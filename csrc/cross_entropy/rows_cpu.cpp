@@ -113,9 +113,8 @@ void row_grad(const RowsParams& p, int64_t i, const T* raw, const float* z, T* o
     for (int64_t j = 0; j < p.vocab; ++j)
       g[j] = grad_logit(p.opt, static_cast<float>(raw[j]), j == p.target[i], lse, p.vocab, scale);
   } else {
-    span_grad(z, g, p.vocab, lse, 1.0f + 2.0f * p.opt.z_loss * lse, p.opt.label_smoothing / static_cast<float>(p.vocab),
-              scale);
-    g[p.target[i]] -= (1.0f - p.opt.label_smoothing) * scale;
+    span_grad(z, g, p.vocab, lse, p_factor(p.opt, lse), smooth_term(p.opt, p.vocab), scale);
+    g[p.target[i]] -= target_term(p.opt) * scale;
   }
   if (!std::is_same_v<T, float>)
     for (int64_t j = 0; j < p.vocab; ++j) out[j] = static_cast<T>(g[j]);
@@ -156,9 +155,8 @@ void forward_typed(const RowsParams& p) {
         if (scale == 0.0f) {
           std::fill(in_place, in_place + p.vocab, 0.0f);
         } else {  // p_j·(1 + 2·zl·lse) − ls/V with p_j = e_j/Σe
-          span_grad_from_e(in_place, p.vocab, (1.0f + 2.0f * p.opt.z_loss * lse) / s.sum,
-                           p.opt.label_smoothing / static_cast<float>(p.vocab), scale);
-          in_place[y] -= (1.0f - p.opt.label_smoothing) * scale;
+          span_grad_from_e(in_place, p.vocab, p_factor(p.opt, lse) / s.sum, smooth_term(p.opt, p.vocab), scale);
+          in_place[y] -= target_term(p.opt) * scale;
         }
       } else if (p.grad) {
         row_grad(p, i, row, z, static_cast<T*>(p.grad) + i * p.ld, lse, scratch.data());

@@ -103,13 +103,19 @@ EMBER_HOST_DEVICE float row_loss(const Options& o, const RowStats& s, float z_ta
   return weight * ((1.0f - o.label_smoothing) * (lse - z_target) + smooth + o.z_loss * lse * lse);
 }
 
+// The gradient of loss_i/w in z_v is p_v·p_factor − smooth_term, minus target_term at v = y.
+// (The CPU row kernels apply these three terms in vectorized loops of their own.)
+EMBER_HOST_DEVICE float p_factor(const Options& o, float lse) { return 1.0f + 2.0f * o.z_loss * lse; }
+EMBER_HOST_DEVICE float smooth_term(const Options& o, int64_t vocab) { return o.label_smoothing / static_cast<float>(vocab); }
+EMBER_HOST_DEVICE float target_term(const Options& o) { return 1.0f - o.label_smoothing; }
+
 // ∂(scale·loss_i)/∂z_raw for one element: z_raw the logit as stored, lse the row's, row_scale
 // = upstream gradient × weight.
 EMBER_HOST_DEVICE float grad_logit(const Options& o, float z_raw, bool is_target, float lse, int64_t vocab, float row_scale) {
   const float z = softcapped(z_raw, o.softcap);
   const float p = exp_f(z - lse);
-  float g = p * (1.0f + 2.0f * o.z_loss * lse) - o.label_smoothing / static_cast<float>(vocab);
-  if (is_target) g -= 1.0f - o.label_smoothing;
+  float g = p * p_factor(o, lse) - smooth_term(o, vocab);
+  if (is_target) g -= target_term(o);
   if (o.softcap > 0.0f) {
     const float t = z / o.softcap;
     g *= 1.0f - t * t;
