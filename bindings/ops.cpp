@@ -11,6 +11,12 @@ TORCH_LIBRARY(ember, m) {
   //   contiguous ("tensor" without transpose takes any shape). q: y's shape; scale: fp32,
   //   () | (rows, 1) | (rows, ceil(cols/block)) | (ceil(rows/block), ceil(cols/block)).
   m.def("quantize_fp8(Tensor x, ScalarType dtype, str granularity, int block, bool transpose) -> (Tensor q, Tensor scale)");
+  // fp8_gemm: out = (a·a_scale)(b·b_scale)ᵀ + bias. a (M, K), b (N, K): fp8, row-major, K and N
+  //   multiples of 16, not both e5m2. The scale shapes pick the recipe: () × () tensorwise,
+  //   (M,1) × (N,1) rowwise, (M,⌈K/128⌉) × (⌈N/128⌉,⌈K/128⌉) blockwise, (M,⌈K/128⌉) × (N,⌈K/128⌉)
+  //   blockwise weight gradient. out_dtype: bf16 | fp16 | fp32; bias (N) or None; fast_accum:
+  //   tensorwise / rowwise on CUDA only (blockwise always promotes every 128 of K).
+  m.def("fp8_gemm(Tensor a, Tensor a_scale, Tensor b, Tensor b_scale, ScalarType out_dtype, Tensor? bias, bool fast_accum) -> Tensor");
 
   // ---- apollo ----------------------------------------------------------------------------------
   // apollo_step_: one APOLLO step (include/ember/apollo.h has the rule) for matrices i of one

@@ -80,6 +80,20 @@ EMBER_HOST_DEVICE uint8_t encode(float x, Format f) {
   return mag > 0x7f800000u ? nan_code(f) : uint8_t(sign | code);
 }
 
+// fp8 bits -> float, exact (every fp8 value is an fp32 value). e4m3fn has no inf (0x7f / 0xff
+// are NaN); e5m2 has ±inf and NaNs at exponent 31. Normals and subnormals alike are
+// significand · 2^(max(e, 1) - bias - man), the significand carrying the implicit 1 when e > 0.
+EMBER_HOST_DEVICE float decode(uint8_t code, Format f) {
+  const int man = mantissa_bits(f);
+  const uint32_t mag = code & 0x7fu;
+  const uint32_t e = mag >> man, m = mag & ((1u << man) - 1u);
+  const float significand = float(e ? (1u << man) + m : m);
+  float v = significand * pow2(int(e ? e : 1) - exponent_bias(f) - man);
+  if (f == Format::kE4M3 && mag == 0x7fu) v = canonical_nan();
+  if (f == Format::kE5M2 && e == 31u) v = m ? canonical_nan() : bits_as_float(0x7f800000u);
+  return bits_as_float(float_as_bits(v) | (uint32_t(code & 0x80u) << 24));
+}
+
 EMBER_HOST_DEVICE uint8_t quantize(float x, float inv_scale, Format f) { return encode(x * inv_scale, f); }
 
 }  // namespace ember::fp8

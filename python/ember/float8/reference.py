@@ -46,3 +46,24 @@ def quantize_fp8_reference(
     q = (groups * inv[:, None, :, None]).clamp(-fp8_max, fp8_max).to(dtype)
     q = q.reshape(n_r * gr, n_c * gc)[:rows, :cols].contiguous()
     return q, scale
+
+
+def _expand_scale(scale: torch.Tensor, rows: int, cols: int) -> torch.Tensor:
+    """A scale array blown up to one value per element of a rows × cols operand: each scale
+    covers ⌈rows / scale rows⌉ × ⌈cols / scale cols⌉ elements (the group shape of its recipe)."""
+    if scale.dim() == 0:
+        return scale.expand(rows, cols)
+    gr = 1 if scale.shape[0] == rows else 128  # per row, or 128-row tiles
+    gc = cols if scale.shape[1] == 1 else 128  # per row, or 1×128 runs
+    return scale.repeat_interleave(gr, 0)[:rows].repeat_interleave(gc, 1)[:, :cols]
+
+
+def fp8_gemm_reference(a, a_scale, b, b_scale, out_dtype=torch.bfloat16, bias=None) -> torch.Tensor:
+    """ember.ops.fp8_gemm in float64: each operand dequantized element by element (q · its group's
+    scale), one float64 matmul, bias added, rounded once to out_dtype."""
+    a64 = a.double() * _expand_scale(a_scale.double(), *a.shape)
+    b64 = b.double() * _expand_scale(b_scale.double(), *b.shape)
+    out = a64 @ b64.T
+    if bias is not None:
+        out = out + bias.double()
+    return out.to(out_dtype)

@@ -1,4 +1,4 @@
-"""float8 ops: quantize_fp8."""
+"""float8 ops: quantize_fp8 and fp8_gemm."""
 
 
 import torch
@@ -43,6 +43,37 @@ def _quantize_fp8_fake(x, dtype, granularity, block, transpose):
     else:
         scale_shape = (_ceil_div(shape[0], block), _ceil_div(shape[1], block))
     return q, x.new_empty(scale_shape, dtype=torch.float32)
+
+
+def fp8_gemm(
+    a: torch.Tensor,
+    a_scale: torch.Tensor,
+    b: torch.Tensor,
+    b_scale: torch.Tensor,
+    out_dtype: torch.dtype = torch.bfloat16,
+    bias: torch.Tensor | None = None,
+    fast_accum: bool = True,
+) -> torch.Tensor:
+    """(a · a_scale) @ (b · b_scale)ᵀ (+ bias): a (M, K) and b (N, K) row-major fp8, K and N
+    multiples of 16, e4m3 × e4m3, e4m3 × e5m2 or e5m2 × e4m3.
+
+    The scale shapes (fp32, as ``quantize_fp8`` makes them) pick the recipe: () and ()
+    tensorwise; (M, 1) and (N, 1) rowwise; (M, ⌈K/128⌉) and (⌈N/128⌉, ⌈K/128⌉) blockwise
+    (1×128 activations × 128×128 weights: forward and dgrad); (M, ⌈K/128⌉) and (N, ⌈K/128⌉)
+    (1×128 × 1×128: the weight gradient, K = tokens). ``fast_accum`` lets the tensor cores keep
+    partial sums in their own ~14-bit accumulator (tensorwise and rowwise on CUDA; blockwise
+    always promotes to fp32 every 128 of K). On CPU, and on CUDA for combinations without a
+    CUTLASS kernel (out_dtype other than bf16, e4m3 × e5m2), the operands are dequantized and
+    multiplied in fp32. Not differentiable.
+    """
+    return torch.ops.ember.fp8_gemm(a, a_scale, b, b_scale, out_dtype, bias, fast_accum)
+
+
+@torch.library.register_fake("ember::fp8_gemm")
+def _fp8_gemm_fake(a, a_scale, b, b_scale, out_dtype, bias, fast_accum):
+    torch._check(a.dim() == 2 and b.dim() == 2, lambda: "ember.fp8_gemm: a and b must be 2-D")
+    torch._check(a.shape[1] == b.shape[1], lambda: f"ember.fp8_gemm: a {tuple(a.shape)} and b {tuple(b.shape)} differ in K")
+    return a.new_empty((a.shape[0], b.shape[0]), dtype=out_dtype)
 
 
 def _ceil_div(a, b):
