@@ -1,5 +1,8 @@
-"""float8 training: quantization recipes, Float8Linear (to come), and plain-PyTorch references."""
+"""float8 training: Float8Linear, convert_to_float8_training, and plain-PyTorch references."""
 
+from .convert import convert_to_float8_training
+from .linear import RECIPES, Float8Linear, float8_linear
 from .reference import fp8_gemm_reference, quantize_fp8_reference
 
-__all__ = ["fp8_gemm_reference", "quantize_fp8_reference"]
+__all__ = ["RECIPES", "Float8Linear", "convert_to_float8_training", "float8_linear", "fp8_gemm_reference",
+           "quantize_fp8_reference"]

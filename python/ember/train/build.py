@@ -27,6 +27,7 @@ def build_model(cfg: Config, mcfg: LlamaConfig, d: Dist) -> tuple[nn.Module, Lla
         model = Llama(mcfg)
     model.activation_checkpointing = cfg.training.activation_checkpointing
     model.fused_linear_ce = cfg.loss.fused_linear_ce
+    apply_float8(cfg, model)
     if d.enabled and cfg.training.parallel == "fsdp":
         from torch.distributed.fsdp import fully_shard
 
@@ -56,6 +57,16 @@ def apply_sparsity(cfg: Config, model: Llama) -> None:
         from ..sparse import random_prune
 
         model.sparsity_report = random_prune(model, sp.target, sp.method, block=sp.block or None, seed=cfg.job.seed)
+
+
+def apply_float8(cfg: Config, model: Llama) -> None:
+    """--float8.recipe: the blocks' Linear layers become Float8Linear (the head stays: it runs in
+    the fused linear cross-entropy). Done on the meta model, before sharding; parameters and
+    checkpoints stay those of the plain model."""
+    if cfg.float8.recipe:
+        from ..float8 import convert_to_float8_training
+
+        convert_to_float8_training(model.layers, cfg.float8.recipe)
 
 
 @torch.no_grad()

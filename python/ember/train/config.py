@@ -97,6 +97,12 @@ class Sparsity:
 
 
 @dataclass
+class Float8:
+    recipe: str = opt("", "fp8 GEMMs for the transformer blocks' Linear layers (ember.float8; empty: off)",
+                      ("", "tensorwise", "rowwise", "blockwise"))
+
+
+@dataclass
 class Loss:
     fused_linear_ce: bool = opt(True, "output head + cross-entropy through ember's kernel, without the full logits (false: F.linear + F.cross_entropy)")
     token_weights: str = opt("", "token folder with per-token weights from `ember score` (PRIOR); must be a data source")
@@ -135,6 +141,7 @@ class Config:
     lr_scheduler: LRScheduler = field(default_factory=LRScheduler)
     loss: Loss = field(default_factory=Loss)
     sparsity: Sparsity = field(default_factory=Sparsity)
+    float8: Float8 = field(default_factory=Float8)
     eval: Eval = field(default_factory=Eval)
     checkpoint: Checkpoint = field(default_factory=Checkpoint)
     metrics: Metrics = field(default_factory=Metrics)

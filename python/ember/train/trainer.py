@@ -138,6 +138,13 @@ def _train(cfg: Config, d: distributed.Dist) -> dict:
               + (f" | resuming {resume_from} at step {start}" if resume_from else ""), flush=True)
         if model.sparsity_report:
             _print_sparsity(model.sparsity_report, run_dir)
+        if cfg.float8.recipe:
+            from ..float8 import Float8Linear
+
+            fp8 = [n for n, m in model.named_modules() if isinstance(m, Float8Linear)]
+            dense = [n for n, m in model.layers.named_modules() if type(m) is torch.nn.Linear]
+            print(f"# float8 {cfg.float8.recipe}: {len(fp8)} Linear layers run in fp8"
+                  + (f", {len(dense)} stay bf16/fp32 (dims not multiples of 16)" if dense else ""))
 
     tokens_per_step = cfg.training.batch_size * cfg.data.seq_len
     flops_token = model.flops_per_token(cfg.data.seq_len)

@@ -42,6 +42,9 @@ def validate(cfg: Config, world_size: int = 1) -> None:
         raise ConfigError(f"config: sparsity.block must be 0, 16, 32, 64 or 128, got {sp.block}")
     if sp.target and t.parallel == "fsdp" and world_size > 1:
         raise ConfigError("config: sparsity.target > 0 needs whole weights: use --training.parallel=ddp")
+    if cfg.float8.recipe and sp.target:
+        raise ConfigError("config: float8.recipe and sparsity.target cannot be combined (pruned layers are "
+                          "SparseLinear, which has no fp8 path)")
     if o.name.startswith("apollo"):
         if o.rank < 0 or o.scale < 0 or o.update_proj_gap < 1:
             raise ConfigError(f"config: optimizer.rank and optimizer.scale must be >= 0 and update_proj_gap >= 1, got "

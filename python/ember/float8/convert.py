@@ -1,0 +1,37 @@
+"""convert_to_float8_training: swap a model's nn.Linear layers for Float8Linear, in place."""
+
+import logging
+from collections.abc import Callable
+
+from torch import nn
+
+from .linear import RECIPES, Float8Linear, fits_float8
+
+log = logging.getLogger("ember.float8")
+
+
+def convert_to_float8_training(
+    model: nn.Module,
+    recipe: str = "tensorwise",
+    module_filter_fn: Callable[[nn.Module, str], bool] | None = None,
+) -> nn.Module:
+    """Replace every plain nn.Linear of ``model`` for which ``module_filter_fn(module, fqn)`` is
+    true (all of them when it is None) by a Float8Linear sharing its parameters; returns
+    ``model``. Layers whose in/out features are not multiples of 16 stay as they are, and the skip
+    is logged (logger "ember.float8") with its reason. Subclasses of nn.Linear (Float8Linear
+    itself, SparseLinear, ...) are left alone."""
+    if recipe not in RECIPES:
+        raise ValueError(f"ember.float8.convert_to_float8_training: recipe must be one of {RECIPES}, got {recipe!r}")
+    if type(model) is nn.Linear:
+        raise ValueError("ember.float8.convert_to_float8_training: pass the module holding the Linear, not the Linear")
+    targets = [(fqn, m) for fqn, m in model.named_modules() if type(m) is nn.Linear
+               and (module_filter_fn is None or module_filter_fn(m, fqn))]
+    for fqn, linear in targets:
+        reason = fits_float8(linear.in_features, linear.out_features)
+        if reason:
+            log.info("ember.float8: %s stays nn.Linear: %s", fqn, reason)
+            continue
+        parent_name, _, child = fqn.rpartition(".")
+        parent = model.get_submodule(parent_name)
+        setattr(parent, child, Float8Linear.from_linear(linear, recipe))
+    return model
