@@ -157,12 +157,20 @@ class Report:
         for row in cells:
             print("  ".join(v.ljust(w) for v, w in zip(row, widths)))
 
+    def as_dict(self) -> dict:
+        return {"title": self.title, "env": self.env, "baseline": self.baseline, "rows": self._with_ratios()}
+
     def write_json(self, path: str | None) -> None:
-        if not path:
-            return
-        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-        with open(path, "w") as f:
-            json.dump({"title": self.title, "env": self.env, "baseline": self.baseline, "rows": self._with_ratios()}, f, indent=1)
+        write_reports(path, [self])
+
+
+def write_reports(path: str | None, reports: Sequence[Report]) -> None:
+    """One report as its dict, several as {"reports": [...]}."""
+    if not path:
+        return
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    with open(path, "w") as f:
+        json.dump(reports[0].as_dict() if len(reports) == 1 else {"reports": [r.as_dict() for r in reports]}, f, indent=1)
 
 
 def _fmt(v) -> str:

@@ -23,7 +23,7 @@ def test_build_info():
 
 def test_ops_registered():
     ops = ember.ops_available()
-    for op in ("ember::quantize_fp8", "ember::apollo_step_", "ember::apollo_projection_", "ember::cross_entropy_forward",
+    for op in ("ember::quantize_fp8", "ember::fp8_gemm", "ember::apollo_step_", "ember::apollo_projection_", "ember::cross_entropy_forward",
                "ember::cross_entropy_backward", "ember::cross_entropy_backward_", "ember::linear_cross_entropy_forward",
                "ember::linear_cross_entropy_backward", "ember::pack_mask", "ember::unpack_mask", "ember::masked_linear",
                "ember::masked_linear_backward"):
@@ -45,6 +45,29 @@ def _cuobjdump():
     if not found:
         pytest.fail("cuobjdump not found: pip install nvidia-cuda-cuobjdump nvidia-cuda-nvdisasm")
     return found
+
+
+def _sass_functions(sass: str) -> dict:
+    parts = re.split(r"\n\s*Function : (\S+)", sass)
+    return dict(zip(parts[1::2], parts[2::2]))
+
+
+def fp8_gemm_kernels(sass: str) -> list:
+    """(kind, SASS) of the CUTLASS fp8 GEMMs (csrc/float8/gemm_*.cu), told apart by the traits
+    their names carry (the two blockwise ones differ only in a scale layout, so both are
+    "blockwise")."""
+    kernels = []
+    for name, body in _sass_functions(sass).items():
+        if "GemmUniversal" not in name or "float_e4m3" not in name:
+            continue
+        if "BlockwiseFP8" in name:
+            kind = "blockwise"
+        elif "FastAccum" in name:
+            kind = "fast small" if "ILi9" in name else "fast large"
+        else:
+            kind = "e5m2 promoted" if "float_e5m2" in name else "e4m3 promoted"
+        kernels.append((kind, body))
+    return kernels
 
 
 def _library():
@@ -72,5 +95,25 @@ def test_sass_targets_sm90a_for_every_kernel():
     assert len(apollo) == 5, functions
     ce = [f for f in functions if "ce" in f and ("forward_kernel" in f or "backward_kernel" in f)]
     assert len(ce) == 2, functions
+    assert len(fp8_gemm_kernels(sass)) == 6, functions
     # Local memory (LDL/STL) in our kernels means a register array spilled or was indexed at run time.
     assert not re.search(r"\b(LDL|STL)\b", sass), "local memory traffic in SASS"
+
+
+@needs_cuda_build
+def test_fp8_gemms_issue_pipelined_qgmma():
+    """Every fp8 GEMM runs on the fp8 wgmma (QGMMA), and ptxas did not serialize it (its C7510
+    warning): a serialized wgmma waits for itself, one WARPGROUP.DEPBAR per QGMMA, where the
+    pipelined mainloop issues a k-block's QGMMAs back to back and waits once."""
+    tool = _cuobjdump()
+    env = dict(os.environ, PATH=f"{os.path.dirname(tool)}{os.pathsep}{os.environ.get('PATH', '')}")
+    sass = subprocess.run([tool, "--dump-sass", _library()], capture_output=True, text=True, check=True, env=env).stdout
+    kernels = fp8_gemm_kernels(sass)
+    assert sorted(k for k, _ in kernels) == ["blockwise", "blockwise", "e4m3 promoted", "e5m2 promoted", "fast large",
+                                             "fast small"]
+    for kind, body in kernels:
+        qgmma = len(re.findall(r"\bQGMMA\.", body))
+        depbar = len(re.findall(r"WARPGROUP\.DEPBAR", body))
+        assert qgmma >= 8 and depbar < qgmma, (kind, qgmma, depbar)
+        assert "HGMMA" not in body, kind
+    assert all(("E5M2.E4M3" in body) == (kind == "e5m2 promoted") for kind, body in kernels)

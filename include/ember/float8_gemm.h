@@ -84,15 +84,17 @@ void dequantize_cpu(const DequantizeParams& p, void* stream = nullptr);  // stre
 void dequantize_cuda(const DequantizeParams& p, void* stream);
 
 // CUTLASS sm90a kernels exist for these (a, b, out) combinations; the rest take the dequantize +
-// fp32 GEMM path on the GPU too.
-EMBER_HOST_DEVICE bool gemm_cuda_has_kernel(const GemmParams& p) {
+// fp32 GEMM path on the GPU too. e5m2 × e4m3 (the tensorwise backward) always promotes, whatever
+// fast_accum says.
+inline bool gemm_cuda_has_kernel(const GemmParams& p) {
   if (p.out_type != OutType::kBFloat16 || p.b_format != fp8::Format::kE4M3) return false;
   if (p.a_format == fp8::Format::kE4M3) return true;
   return !p.blockwise();  // e5m2 × e4m3: the tensorwise recipe's backward (dY in e5m2)
 }
-// Runs the CUTLASS kernel for p (gemm_cuda_has_kernel(p) must hold). workspace: at least
-// gemm_cuda_workspace_bytes(p) bytes of device memory. Returns false if the kernel cannot run
-// this problem (the caller then falls back).
+// Runs the CUTLASS kernel for p (gemm_cuda_has_kernel(p) must hold) on the current device.
+// workspace: at least gemm_cuda_workspace_bytes(p) bytes of that device's memory. a, b and out
+// must be 16-byte aligned (TMA). Returns false, launching nothing, if the kernel cannot run this
+// problem (not sm_90, K == 0, a failed can_implement); the caller then falls back.
 int64_t gemm_cuda_workspace_bytes(const GemmParams& p);
 bool gemm_cuda(const GemmParams& p, void* workspace, void* stream);
 

@@ -167,3 +167,18 @@ def test_device_mismatch_and_alignment():
     unaligned = torch.empty(8 * 48 + 8, dtype=E4M3, device="cuda")[8:].view(8, 48)
     with pytest.raises(RuntimeError, match="ember.fp8_gemm: a must start at a 16-byte aligned address"):
         ember.ops.fp8_gemm(unaligned, sa, qb, sb)
+
+
+@pytest.mark.parametrize("fp8", [E4M3, E5M2])
+def test_every_fp8_code_decodes_exactly(device, fp8):
+    # a holds all 256 codes, b is the identity: out = a's values (rows holding NaN or inf turn NaN,
+    # since inf · 0 is NaN inside the dot products).
+    codes = torch.arange(256, dtype=torch.uint8).view(16, 16).view(fp8).to(device)
+    eye = torch.eye(16).to(E4M3).to(device)
+    one = torch.ones((), device=device)
+    out = ember.ops.fp8_gemm(codes, one, eye, one, out_dtype=torch.float32).cpu()
+    values = codes.cpu().float()
+    finite = values.isfinite().all(dim=1)
+    assert finite.sum() >= 12
+    assert torch.equal(out[finite], values[finite])
+    assert out[~finite].isnan().all()

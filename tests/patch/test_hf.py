@@ -113,10 +113,36 @@ def test_sparsity_changes_exactly_the_decoder_linears_and_trains_with_apollo():
     assert not any(isinstance(m, SparseLinear) for m in model.modules())
 
 
+@pytest.mark.parametrize("recipe", ["tensorwise", "rowwise", "blockwise"])
+def test_float8_converts_the_decoder_linears(recipe):
+    from ember.float8 import Float8Linear
+
+    model = tiny().train()
+    ids, labels = batch()
+    ref, ref_grads = loss_and_grads(model, ids, labels)
+    changes = apply_ember_to_llama(model, float8=recipe)
+    converted = {n for n, m in model.named_modules() if isinstance(m, Float8Linear)}
+    linears = {f"model.layers.{i}.{p}" for i in range(2) for p in ("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj",
+                                                                   "self_attn.o_proj", "mlp.gate_proj", "mlp.up_proj",
+                                                                   "mlp.down_proj")}
+    assert converted == linears and type(model.lm_head) is torch.nn.Linear
+    assert sum("Float8Linear" in c for c in changes) == len(linears)
+    got, grads = loss_and_grads(model, ids, labels)
+    assert abs(got.loss.item() - ref.loss.item()) < 0.01 * ref.loss.item()
+    assert grads.keys() == ref_grads.keys()
+    unpatch(model)
+    assert not any(isinstance(m, Float8Linear) for m in model.modules())
+    assert loss_and_grads(model, ids, labels)[0].loss.item() == pytest.approx(ref.loss.item(), rel=1e-5)
+
+
 def test_errors():
     with pytest.raises(TypeError, match="supported: LlamaForCausalLM"):
         apply_ember_to_llama(torch.nn.Linear(3, 3))
-    with pytest.raises(NotImplementedError, match="float8"):
-        apply_ember_to_llama(tiny(), float8="rowwise")
+    with pytest.raises(ValueError, match="float8 converts a model's Linear layers: pass the model instance"):
+        apply_ember_to_llama(float8="rowwise")
+    with pytest.raises(ValueError, match="float8 and sparsity cannot be combined"):
+        apply_ember_to_llama(tiny(), float8="rowwise", sparsity=dict(target=0.5))
+    with pytest.raises(ValueError, match="recipe must be one of"):
+        apply_ember_to_llama(tiny(), float8="delayed")
     with pytest.raises(ValueError, match="pass the model instance"):
         apply_ember_to_llama(sparsity=dict(target=0.5))

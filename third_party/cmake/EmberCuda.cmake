@@ -61,7 +61,9 @@ if(EMBER_WITH_CUDA)
     include_directories(AFTER SYSTEM "${EMBER_CUDA_WHEEL_INCLUDE}")
   endif()
 
-  # ptxas warnings (spills, local memory, C7510 serialized wgmma) fail the build: they are bugs.
+  # ptxas warnings (spills, local memory) fail the build: they are bugs. A serialized wgmma
+  # (C7510..C7515) is only "ptxas info", so ptxas_guard.sh, the CUDA compiler launcher, fails it.
+  set(CMAKE_CUDA_COMPILER_LAUNCHER "${CMAKE_CURRENT_LIST_DIR}/ptxas_guard.sh")
   set(EMBER_NVCC_FLAGS
     --expt-relaxed-constexpr
     -lineinfo

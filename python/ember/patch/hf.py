@@ -82,7 +82,9 @@ def apply_ember_to_llama(model: nn.Module | None = None, *, float8: str | None =
       `token_weights=` (the shape of labels; the loss is Σ w·CE / #tokens).
     - sparsity=dict(target=0.8, method="erk", block=None, seed=0): the decoder's Linear layers
       randomly pruned (ember.sparse.random_prune; needs an instance).
-    - float8: not available yet (Float8Linear lands with the float8 GEMMs).
+    - float8="tensorwise" | "rowwise" | "blockwise": the decoder's Linear layers become
+      ember.float8.Float8Linear (fp8 forward and backward GEMMs; needs an instance; the lm_head
+      stays, and layers whose dims are not multiples of 16 stay nn.Linear).
 
     Returns what changed, one readable line each; `unpatch(model)` restores the originals.
     """
@@ -90,9 +92,10 @@ def apply_ember_to_llama(model: nn.Module | None = None, *, float8: str | None =
     if model is not None and type(model).__name__ not in SUPPORTED:
         raise TypeError(f"ember.patch.apply_ember_to_llama: {type(model).__name__} is not supported; supported: "
                         f"{', '.join(SUPPORTED)}")
-    if float8 is not None:
-        raise NotImplementedError("ember.patch: float8 needs ember.float8.convert_to_float8_training, which is not "
-                                  "implemented yet")
+    if float8 is not None and model is None:
+        raise ValueError("ember.patch: float8 converts a model's Linear layers: pass the model instance")
+    if float8 is not None and sparsity is not None:
+        raise ValueError("ember.patch: float8 and sparsity cannot be combined (SparseLinear has no fp8 path)")
     if sparsity is not None and model is None:
         raise ValueError("ember.patch: sparsity prunes a model's weights: pass the model instance")
     if token_weights and not linear_cross_entropy:
@@ -121,12 +124,18 @@ def apply_ember_to_llama(model: nn.Module | None = None, *, float8: str | None =
         model._ember_sparsity_report = report
         for layer in report["layers"]:
             changes.append(f"model.layers.{layer['name']}: SparseLinear, density {layer['density']:.3f}")
+    if float8 is not None:
+        from ..float8 import Float8Linear, convert_to_float8_training
+
+        convert_to_float8_training(model.model.layers, recipe=float8)
+        changes += [f"model.layers.{name}: Float8Linear ({float8})" for name, m in model.model.layers.named_modules()
+                    if isinstance(m, Float8Linear)]
     return changes
 
 
 def unpatch(model: nn.Module | None = None) -> list[str]:
     """Undo apply_ember_to_llama: the classes' (or the instance's) forward back to the original,
-    and SparseLinear layers back to nn.Linear (their pruned weights stay zero)."""
+    and SparseLinear / Float8Linear layers back to nn.Linear (pruned weights stay zero)."""
     changes = []
     if model is None:
         for cls in _classes().values():
@@ -138,10 +147,11 @@ def unpatch(model: nn.Module | None = None) -> list[str]:
     if "forward" in model.__dict__:
         del model.forward
         changes.append(f"{type(model).__name__} instance forward restored")
+    from ..float8 import Float8Linear
     from ..sparse import SparseLinear
 
     for name, module in list(model.named_modules()):
-        if isinstance(module, SparseLinear):
+        if isinstance(module, (SparseLinear, Float8Linear)):
             plain = nn.Linear.__new__(nn.Linear)
             nn.Module.__init__(plain)
             plain.in_features, plain.out_features = module.in_features, module.out_features
