@@ -65,6 +65,17 @@ for b in bench/bench_*.py; do
   echo >> "$out/bench.txt"
 done
 
+stamp "fp8_gemm under compute-sanitizer memcheck (ragged shapes, every CUTLASS kernel)"
+sanitizer=$(command -v compute-sanitizer || ls /usr/local/cuda*/bin/compute-sanitizer 2>/dev/null | head -1)
+if [ -n "$sanitizer" ]; then
+  timeout 150 "$sanitizer" --tool memcheck --error-exitcode 1 python3 bench/fp8_gemm_memcheck.py > "$out/fp8_memcheck.log" 2>&1
+  echo "fp8_gemm memcheck rc $? (fp8_memcheck.log)" | tee -a "$out/bench.txt"
+else
+  timeout 60 python3 bench/fp8_gemm_memcheck.py > "$out/fp8_memcheck.log" 2>&1
+  echo "fp8_gemm check without compute-sanitizer rc $? (fp8_memcheck.log)" | tee -a "$out/bench.txt"
+fi
+tail -1 "$out/fp8_memcheck.log" >> "$out/bench.txt"
+
 stamp "train_apollo (AdamW vs Apollo vs ApolloMini on a small Llama, 300 steps)"
 timeout 150 python3 bench/train_apollo.py --steps 300 --json "$out/train_apollo.json" >> "$out/bench.txt" 2>&1 || echo "train_apollo failed (rc $?)" >> "$out/bench.txt"
 

@@ -74,6 +74,28 @@ bool run_gemm(typename Gemm::Arguments const& args, const GemmLaunch& launch) {
   return true;
 }
 
+// The arguments every configuration shares: problem shape, A, B, D (no C), the device; the
+// caller adds its epilogue (and blockwise scale) arguments.
+template <class Gemm, class ElementA>
+typename Gemm::Arguments operand_arguments(const GemmParams& p, int device, int sm_count) {
+  using Kernel = typename Gemm::GemmKernel;
+  const int m = int(p.m), n = int(p.n), k = int(p.k);
+  typename Gemm::Arguments args{};
+  args.mode = cutlass::gemm::GemmUniversalMode::kGemm;
+  args.problem_shape = {m, n, k, 1};
+  args.mainloop.ptr_A = reinterpret_cast<const ElementA*>(p.a);
+  args.mainloop.dA = packed_stride<typename Kernel::StrideA>(m, k);
+  args.mainloop.ptr_B = reinterpret_cast<const ElementB*>(p.b);
+  args.mainloop.dB = packed_stride<typename Kernel::StrideB>(n, k);
+  args.epilogue.ptr_C = nullptr;
+  args.epilogue.dC = packed_stride<typename Kernel::StrideC>(m, n);
+  args.epilogue.ptr_D = reinterpret_cast<ElementD*>(p.out);
+  args.epilogue.dD = packed_stride<typename Kernel::StrideD>(m, n);
+  args.hw_info.device_id = device;
+  args.hw_info.sm_count = sm_count;
+  return args;
+}
+
 // ---- scaled (tensorwise / rowwise) -------------------------------------------------------------
 //
 // Epilogue visitor tree: out = bf16(fma(a_scale[m], b_scale[n] * acc, bias[n])).
@@ -122,21 +144,8 @@ struct ScaledGemm {
   using Gemm = cutlass::gemm::device::GemmUniversalAdapter<Kernel>;
 
   static typename Gemm::Arguments arguments(const GemmParams& p, int device, int sm_count) {
-    const int m = int(p.m), n = int(p.n), k = int(p.k);
-    typename Gemm::Arguments args{};
-    args.mode = cutlass::gemm::GemmUniversalMode::kGemm;
-    args.problem_shape = {m, n, k, 1};
-    args.mainloop.ptr_A = reinterpret_cast<const ElementA*>(p.a);
-    args.mainloop.dA = packed_stride<typename Kernel::StrideA>(m, k);
-    args.mainloop.ptr_B = reinterpret_cast<const ElementB*>(p.b);
-    args.mainloop.dB = packed_stride<typename Kernel::StrideB>(n, k);
+    auto args = operand_arguments<Gemm, ElementA>(p, device, sm_count);
     args.epilogue.thread = Fusion::arguments(p);
-    args.epilogue.ptr_C = nullptr;
-    args.epilogue.dC = packed_stride<typename Kernel::StrideC>(m, n);
-    args.epilogue.ptr_D = reinterpret_cast<ElementD*>(p.out);
-    args.epilogue.dD = packed_stride<typename Kernel::StrideD>(m, n);
-    args.hw_info.device_id = device;
-    args.hw_info.sm_count = sm_count;
     return args;
   }
 };
@@ -186,27 +195,14 @@ struct BlockwiseGemm {
   static_assert(!Mainloop::MMajorSFA && !Mainloop::NMajorSFB, "scales must be K-major (row-major per operand row)");
 
   static typename Gemm::Arguments arguments(const GemmParams& p, int device, int sm_count) {
-    const int m = int(p.m), n = int(p.n), k = int(p.k);
-    const auto shape = cute::make_shape(m, n, k, 1);
-    typename Gemm::Arguments args{};
-    args.mode = cutlass::gemm::GemmUniversalMode::kGemm;
-    args.problem_shape = {m, n, k, 1};
-    args.mainloop.ptr_A = reinterpret_cast<const ElementA*>(p.a);
-    args.mainloop.dA = packed_stride<typename Kernel::StrideA>(m, k);
-    args.mainloop.ptr_B = reinterpret_cast<const ElementB*>(p.b);
-    args.mainloop.dB = packed_stride<typename Kernel::StrideB>(n, k);
+    const auto shape = cute::make_shape(int(p.m), int(p.n), int(p.k), 1);
+    auto args = operand_arguments<Gemm, ElementA>(p, device, sm_count);
     args.mainloop.ptr_SFA = p.a_scale;
     args.mainloop.layout_SFA = ScaleConfig::tile_atom_to_shape_SFA(shape);
     args.mainloop.ptr_SFB = p.b_scale;
     args.mainloop.layout_SFB = ScaleConfig::tile_atom_to_shape_SFB(shape);
     args.epilogue.thread = typename Tree::Arguments{typename Bias::Arguments{p.bias, 0.0f, {_0{}, _1{}, int64_t(0)}},
                                                     {}, {}};
-    args.epilogue.ptr_C = nullptr;
-    args.epilogue.dC = packed_stride<typename Kernel::StrideC>(m, n);
-    args.epilogue.ptr_D = reinterpret_cast<ElementD*>(p.out);
-    args.epilogue.dD = packed_stride<typename Kernel::StrideD>(m, n);
-    args.hw_info.device_id = device;
-    args.hw_info.sm_count = sm_count;
     return args;
   }
 };
