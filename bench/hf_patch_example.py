@@ -1,9 +1,10 @@
 """ember in a Hugging Face transformers training loop, in one call: a tiny randomly initialized
 LlamaForCausalLM (a config, no download) trained for a few steps on the built-in corpus with
 AdamW, then with ember.optim.Apollo plus ember.patch.apply_ember_to_llama (fused linear +
-cross-entropy loss, 50 % ERK random pruning of the decoder), printing the losses side by side.
+cross-entropy loss, 50 % ERK random pruning of the decoder), and with --float8 also AdamW with
+the decoder's Linear layers in fp8; printing the losses side by side.
 
-    python bench/hf_patch_example.py [--steps 30]
+    python bench/hf_patch_example.py [--steps 30] [--float8 tensorwise|rowwise|blockwise]
 """
 
 from __future__ import annotations
@@ -41,6 +42,7 @@ def train(model, opt, tokens, steps, seq=128, batch=8):
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--steps", type=int, default=30)
+    p.add_argument("--float8", choices=["tensorwise", "rowwise", "blockwise"], help="add a run with fp8 Linear layers")
     a = p.parse_args()
     tokens = torch.from_numpy(open_source(parse_sources("stdlib")[0], "train").shards[0][:2_000_000].astype("int64"))
 
@@ -53,10 +55,15 @@ def main() -> None:
     opt = ember.optim.Apollo(ember.optim.apollo_param_groups(patched, rank=32, lr=1e-2))
     ours = train(patched, opt, tokens, a.steps)
 
-    print(f"{'step':>5}  {'AdamW':>8}  {'ember (Apollo + fused CE + 50% ERK)':>36}")
-    for i in range(0, a.steps, max(1, a.steps // 10)):
-        print(f"{i + 1:>5}  {base[i]:>8.4f}  {ours[i]:>36.4f}")
-    print(f"{a.steps:>5}  {base[-1]:>8.4f}  {ours[-1]:>36.4f}")
+    runs = {"AdamW": base, "ember (Apollo + fused CE + 50% ERK)": ours}
+    if a.float8:
+        fp8 = make_model()
+        print("#", f"{len(ember.patch.apply_ember_to_llama(fp8, float8=a.float8)) - 1} Linear layers in fp8 ({a.float8})")
+        runs[f"ember (AdamW + fused CE + fp8 {a.float8})"] = train(fp8, torch.optim.AdamW(fp8.parameters(), lr=3e-3),
+                                                                   tokens, a.steps)
+    print(f"{'step':>5}  " + "  ".join(f"{name:>{max(8, len(name))}}" for name in runs))
+    for i in sorted({*range(0, a.steps, max(1, a.steps // 10)), a.steps - 1}):
+        print(f"{i + 1:>5}  " + "  ".join(f"{losses[i]:>{max(8, len(name))}.4f}" for name, losses in runs.items()))
 
 
 if __name__ == "__main__":

@@ -130,6 +130,9 @@ def test_float8_converts_the_decoder_linears(recipe):
     got, grads = loss_and_grads(model, ids, labels)
     assert abs(got.loss.item() - ref.loss.item()) < 0.01 * ref.loss.item()
     assert grads.keys() == ref_grads.keys()
+    model.eval()
+    with torch.no_grad():
+        assert model.generate(ids[:1, :5], max_new_tokens=4, do_sample=False).shape == (1, 9)
     unpatch(model)
     assert not any(isinstance(m, Float8Linear) for m in model.modules())
     assert loss_and_grads(model, ids, labels)[0].loss.item() == pytest.approx(ref.loss.item(), rel=1e-5)
