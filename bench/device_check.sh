@@ -68,7 +68,7 @@ done
 stamp "fp8_gemm under compute-sanitizer memcheck (ragged shapes, every CUTLASS kernel)"
 sanitizer=$(command -v compute-sanitizer || ls /usr/local/cuda*/bin/compute-sanitizer 2>/dev/null | head -1)
 if [ -n "$sanitizer" ]; then
-  timeout 150 "$sanitizer" --tool memcheck --error-exitcode 1 python3 bench/fp8_gemm_memcheck.py > "$out/fp8_memcheck.log" 2>&1
+  timeout 90 "$sanitizer" --tool memcheck --error-exitcode 1 python3 bench/fp8_gemm_memcheck.py > "$out/fp8_memcheck.log" 2>&1
   echo "fp8_gemm memcheck rc $? (fp8_memcheck.log)" | tee -a "$out/bench.txt"
 else
   timeout 60 python3 bench/fp8_gemm_memcheck.py > "$out/fp8_memcheck.log" 2>&1

@@ -21,7 +21,7 @@ CASES = [  # (recipe granularities, a dtype, fast_accum): every kernel of csrc/f
 def main() -> None:
     assert ember.cuda_available(), "needs ember's CUDA kernels and a GPU"
     worst = 0.0
-    for m, n, k in [(1, 16, 16), (100, 144, 400), (300, 272, 784), (2000, 512, 1040)]:
+    for m, n, k in [(1, 16, 16), (100, 144, 400), (300, 272, 784)]:
         for (ga, gb), a_dtype, fast in CASES:
             a = torch.randn(m, k, device="cuda")
             b = torch.randn(n, k, device="cuda")

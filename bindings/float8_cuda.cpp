@@ -3,6 +3,9 @@
 #include <c10/cuda/CUDAGuard.h>
 #include <torch/library.h>
 
+#include <cstdlib>
+#include <string>
+
 #include "../csrc/float8/gemm_emulated.h"
 #include "float8.h"
 
@@ -18,19 +21,25 @@ std::tuple<at::Tensor, at::Tensor> quantize_fp8_cuda(const at::Tensor& x, at::Sc
 }
 
 // The CUTLASS kernel where one covers the problem (float8_gemm.h: gemm_cuda_has_kernel), else
-// the exact emulation (dequantize, then cuBLAS in fp32).
+// the exact emulation (dequantize, then cuBLAS in fp32, which follows torch's TF32 setting).
+// EMBER_FP8_GEMM_STRICT=1 makes a kernel that refuses its problem an error instead of a
+// fallback (the CUDA tests set it, so a dead kernel cannot hide behind the slow path).
 at::Tensor fp8_gemm_cuda(const at::Tensor& a, const at::Tensor& a_scale, const at::Tensor& b, const at::Tensor& b_scale,
                          at::ScalarType out_dtype, const std::optional<at::Tensor>& bias, bool fast_accum) {
+  TORCH_CHECK(a.is_cuda(), "ember.fp8_gemm: a must be on the CUDA device the other arguments are on, got ", a.device());
   const c10::cuda::CUDAGuard guard(a.device());
   auto call = prepare_fp8_gemm(a, a_scale, b, b_scale, out_dtype, bias, fast_accum);
-  for (const auto& [t, arg] : {std::pair{&a, "a"}, std::pair{&b, "b"}})
-    TORCH_CHECK(reinterpret_cast<uintptr_t>(t->data_ptr()) % 16 == 0, "ember.fp8_gemm: ", arg,
-                " must start at a 16-byte aligned address (TMA), got a view at storage offset ", t->storage_offset());
   const auto& p = call.params;
   void* stream = at::cuda::getCurrentCUDAStream().stream();
   if (p.m > 0 && p.k > 0 && float8::gemm_cuda_has_kernel(p)) {
+    for (const auto& [t, arg] : {std::pair{&a, "a"}, std::pair{&b, "b"}})
+      TORCH_CHECK(reinterpret_cast<uintptr_t>(t->data_ptr()) % 16 == 0, "ember.fp8_gemm: ", arg,
+                  " must start at a 16-byte aligned address (TMA), got a view at storage offset ", t->storage_offset());
     const auto workspace = at::empty({float8::gemm_cuda_workspace_bytes(p)}, a.options().dtype(at::kByte));
     if (float8::gemm_cuda(p, workspace.data_ptr(), stream)) return call.out;
+    const char* strict = std::getenv("EMBER_FP8_GEMM_STRICT");
+    TORCH_CHECK(strict == nullptr || std::string(strict) == "0", "ember.fp8_gemm: the CUTLASS kernel refused M=", p.m,
+                ", N=", p.n, ", K=", p.k, " (EMBER_FP8_GEMM_STRICT is set, so no fallback)");
   }
   float8::gemm_emulated(p, call.out, call.bias, &float8::dequantize_cuda, stream);
   return call.out;

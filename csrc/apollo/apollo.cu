@@ -11,6 +11,7 @@
 #include <stdexcept>
 #include <string>
 
+#include "../cuda_check.h"
 #include "ember/apollo.h"
 
 namespace ember::apollo {
@@ -29,9 +30,7 @@ struct ProjectionTable {
   int count;
 };
 
-void check(cudaError_t err, const char* what) {
-  if (err != cudaSuccess) throw std::runtime_error(std::string("ember apollo: ") + what + ": " + cudaGetErrorString(err));
-}
+void check(cudaError_t err, const char* what) { cuda_check(err, "ember apollo", what); }
 
 __device__ __forceinline__ float load(const void* p, ScalarType t, int64_t i) {
   return t == ScalarType::kBFloat16 ? __bfloat162float(static_cast<const __nv_bfloat16*>(p)[i])

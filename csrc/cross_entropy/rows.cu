@@ -10,6 +10,7 @@
 #include <stdexcept>
 #include <string>
 
+#include "../cuda_check.h"
 #include "ember/cross_entropy.h"
 
 namespace ember::ce {
@@ -83,9 +84,7 @@ __global__ void __launch_bounds__(kThreads) backward_kernel(RowsParams p) {
   write_grad(p, blockIdx.x, p.lse[blockIdx.x]);
 }
 
-void check(cudaError_t err, const char* what) {
-  if (err != cudaSuccess) throw std::runtime_error(std::string("ember cross_entropy: ") + what + ": " + cudaGetErrorString(err));
-}
+void check(cudaError_t err, const char* what) { cuda_check(err, "ember cross_entropy", what); }
 
 }  // namespace
 

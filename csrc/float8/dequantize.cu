@@ -1,7 +1,6 @@
 // CUDA dequantize of an fp8 operand into fp32 (the GPU's fallback for GEMMs no CUTLASS kernel
 // covers): one thread per 4 elements, the same dequantized() as the CPU path.
-#include <cuda_runtime.h>
-
+#include "../cuda_check.h"
 #include "ember/float8_gemm.h"
 
 namespace ember::float8 {
@@ -25,6 +24,7 @@ void dequantize_cuda(const DequantizeParams& p, void* stream) {
   const int threads = 256;
   const int64_t blocks = std::min<int64_t>(ceil_div(n, 4 * threads), 65535 * 8);
   dequantize_kernel<<<int(blocks), threads, 0, static_cast<cudaStream_t>(stream)>>>(p);
+  cuda_check(cudaGetLastError(), "ember.fp8_gemm", "dequantize_kernel launch");
 }
 
 }  // namespace ember::float8

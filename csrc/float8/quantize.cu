@@ -16,6 +16,7 @@
 #include <string>
 #include <type_traits>
 
+#include "../cuda_check.h"
 #include "ember/float8.h"
 
 namespace ember::float8 {
@@ -272,10 +273,7 @@ __global__ void fill_kernel(float* p, int64_t n, float v) {
   for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x) p[i] = v;
 }
 
-void check(cudaError_t err, const char* what) {
-  if (err != cudaSuccess)
-    throw std::runtime_error(std::string("ember.quantize_fp8: ") + what + ": " + cudaGetErrorString(err));
-}
+void check(cudaError_t err, const char* what) { cuda_check(err, "ember.quantize_fp8", what); }
 
 template <typename T, Granularity G, Phase P>
 void launch(const Args& a, int64_t regions, cudaStream_t stream) {

@@ -1,12 +1,17 @@
 """fp8_gemm against a float64 reference of the dequantized operands, for every recipe, fp8 pair,
 output dtype, odd M and bias; plus its checks of bad input."""
 
+import os
+
 import pytest
 import torch
 from hypothesis import given, strategies as st
 
 import ember
 from ember.float8 import fp8_gemm_reference
+
+# On CUDA a CUTLASS kernel that refuses its problem is an error, not a silent fallback.
+os.environ.setdefault("EMBER_FP8_GEMM_STRICT", "1")
 
 E4M3, E5M2 = torch.float8_e4m3fn, torch.float8_e5m2
 PAIRS = [(E4M3, E4M3), (E4M3, E5M2), (E5M2, E4M3)]
@@ -47,7 +52,17 @@ def check_gemm(m, n, k, recipe, pair, out_dtype, with_bias, device, fast_accum=T
     err = (out.cpu().double() - ref).abs()
     assert not torch.isnan(out).any()
     assert (err <= tol).all(), f"max err/tol {(err / tol).max().item():.3g} ({recipe}, {pair}, {out_dtype})"
+    # Normwise too, since the elementwise bound is loose for CUDA's long K: fast accumulation
+    # keeps ~14 bits (≥ 30 dB), promoted and exact paths are limited by the output's rounding.
+    fast = fast_accum and recipe in ("tensorwise", "rowwise") and pair[0] == E4M3
+    floor = 30 if out.is_cuda and fast else 40
+    assert sqnr(ref, out) >= floor, f"{sqnr(ref, out):.1f} dB ({recipe}, {pair}, {out_dtype}, fast={fast})"
     return out
+
+
+def sqnr(ref, x):
+    ref, x = ref.double().cpu(), x.double().cpu()
+    return (10 * torch.log10(ref.pow(2).sum() / (ref - x).pow(2).sum().clamp_min(1e-300))).item()
 
 
 def _expand(scale, rows, cols):
@@ -171,14 +186,15 @@ def test_device_mismatch_and_alignment():
 
 @pytest.mark.parametrize("fp8", [E4M3, E5M2])
 def test_every_fp8_code_decodes_exactly(device, fp8):
-    # a holds all 256 codes, b is the identity: out = a's values (rows holding NaN or inf turn NaN,
-    # since inf · 0 is NaN inside the dot products).
-    codes = torch.arange(256, dtype=torch.uint8).view(16, 16).view(fp8).to(device)
+    # Row i of a holds code i in column 0 and zeros elsewhere; b is the identity, so out[:, 0] is
+    # each code's value (inf and NaN included).
+    codes = torch.zeros(256, 16, dtype=torch.uint8)
+    codes[:, 0] = torch.arange(256, dtype=torch.uint8)
+    a = codes.view(fp8).to(device)
     eye = torch.eye(16).to(E4M3).to(device)
     one = torch.ones((), device=device)
-    out = ember.ops.fp8_gemm(codes, one, eye, one, out_dtype=torch.float32).cpu()
-    values = codes.cpu().float()
-    finite = values.isfinite().all(dim=1)
-    assert finite.sum() >= 12
-    assert torch.equal(out[finite], values[finite])
-    assert out[~finite].isnan().all()
+    out = ember.ops.fp8_gemm(a, one, eye, one, out_dtype=torch.float32).cpu()[:, 0]
+    values = a.cpu().float()[:, 0]
+    nan = values.isnan()
+    assert torch.equal(out.isnan(), nan)
+    assert torch.equal(out[~nan], values[~nan])

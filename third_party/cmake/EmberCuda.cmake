@@ -63,7 +63,8 @@ if(EMBER_WITH_CUDA)
 
   # ptxas warnings (spills, local memory) fail the build: they are bugs. A serialized wgmma
   # (C7510..C7515) is only "ptxas info", so ptxas_guard.sh, the CUDA compiler launcher, fails it.
-  set(CMAKE_CUDA_COMPILER_LAUNCHER "${CMAKE_CURRENT_LIST_DIR}/ptxas_guard.sh")
+  # (A launcher the user set, e.g. ccache, runs inside it.)
+  set(CMAKE_CUDA_COMPILER_LAUNCHER "${CMAKE_CURRENT_LIST_DIR}/ptxas_guard.sh" ${CMAKE_CUDA_COMPILER_LAUNCHER})
   set(EMBER_NVCC_FLAGS
     --expt-relaxed-constexpr
     -lineinfo

@@ -5,6 +5,7 @@ from collections.abc import Callable
 
 from torch import nn
 
+from ..module_swap import replace_module
 from .linear import RECIPES, Float8Linear, fits_float8
 
 log = logging.getLogger("ember.float8")
@@ -31,7 +32,5 @@ def convert_to_float8_training(
         if reason:
             log.info("ember.float8: %s stays nn.Linear: %s", fqn, reason)
             continue
-        parent_name, _, child = fqn.rpartition(".")
-        parent = model.get_submodule(parent_name)
-        setattr(parent, child, Float8Linear.from_linear(linear, recipe))
+        replace_module(model, fqn, Float8Linear.from_linear(linear, recipe))
     return model

@@ -18,6 +18,9 @@ import types
 import torch
 from torch import nn
 
+from ..float8.linear import RECIPES
+from ..module_swap import replace_module
+
 SUPPORTED = ("LlamaForCausalLM", "MistralForCausalLM", "Qwen2ForCausalLM", "Qwen3ForCausalLM")
 IGNORE_INDEX = -100
 _ORIGINAL = "_ember_original_forward"
@@ -92,6 +95,8 @@ def apply_ember_to_llama(model: nn.Module | None = None, *, float8: str | None =
     if model is not None and type(model).__name__ not in SUPPORTED:
         raise TypeError(f"ember.patch.apply_ember_to_llama: {type(model).__name__} is not supported; supported: "
                         f"{', '.join(SUPPORTED)}")
+    if float8 is not None and float8 not in RECIPES:
+        raise ValueError(f"ember.patch: float8 recipe must be one of {RECIPES}, got {float8!r}")
     if float8 is not None and model is None:
         raise ValueError("ember.patch: float8 converts a model's Linear layers: pass the model instance")
     if float8 is not None and sparsity is not None:
@@ -156,7 +161,6 @@ def unpatch(model: nn.Module | None = None) -> list[str]:
             nn.Module.__init__(plain)
             plain.in_features, plain.out_features = module.in_features, module.out_features
             plain.weight, plain.bias = module.weight, module.bias
-            parent, _, child = name.rpartition(".")
-            setattr(model.get_submodule(parent) if parent else model, child, plain)
+            replace_module(model, name, plain)
             changes.append(f"{name}: nn.Linear again")
     return changes

@@ -7,6 +7,7 @@ import math
 import torch
 from torch import nn
 
+from ..module_swap import replace_module
 from .densities import layerwise_densities, prunable_layers
 from .linear import SparseLinear
 
@@ -48,7 +49,7 @@ def random_prune(model: nn.Module, sparsity: float, method: str = "erk", block: 
         is_linear = isinstance(module, nn.Linear)
         mask = _random_mask(tuple(module.weight.shape), densities[name], block if is_linear else None, g)
         if is_linear:
-            _replace(model, name, SparseLinear.from_linear(module, mask, block))
+            replace_module(model, name, SparseLinear.from_linear(module, mask, block))
         else:
             mask = mask.to(module.weight.device)
             module.register_buffer("weight_mask", mask)
@@ -58,11 +59,6 @@ def random_prune(model: nn.Module, sparsity: float, method: str = "erk", block: 
     report = sparsity_report(model)
     report.update(method=method, target_sparsity=sparsity, block=block, seed=seed)
     return report
-
-
-def _replace(model: nn.Module, name: str, new: nn.Module) -> None:
-    parent, _, child = name.rpartition(".")
-    setattr(model.get_submodule(parent) if parent else model, child, new)
 
 
 def sparsity_report(model: nn.Module) -> dict:
