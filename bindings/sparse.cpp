@@ -1,9 +1,9 @@
-// sparse family: argument checks and the registrations. The first version of the kernels is
-// device-generic ATen (csrc/sparse/masked.cpp), so the same functions serve CPU and CUDA.
+// sparse family: argument checks and the CPU registrations (CUDA: sparse_cuda.cpp). The GEMMs are
+// device-generic ATen (csrc/sparse/masked.cpp); the bitmask kernel is the device's.
+#include "sparse.h"
+
 #include <c10/core/DeviceGuard.h>
 #include <torch/library.h>
-
-#include "../csrc/sparse/masked.h"
 
 namespace ember::bindings {
 namespace {
@@ -24,6 +24,8 @@ void check_packed(const char* op, const at::Tensor& packed, int64_t rows, int64_
               "), got ", packed.scalar_type(), " of shape ", packed.sizes(), "; make it with ember.ops.pack_mask");
 }
 
+}  // namespace
+
 at::Tensor pack_mask(const at::Tensor& mask, int64_t block) {
   constexpr const char* op = "ember.pack_mask";
   TORCH_CHECK(mask.dim() == 2 && mask.scalar_type() == at::kBool, op, ": mask must be a 2-D bool tensor, got ",
@@ -40,6 +42,8 @@ at::Tensor unpack_mask(const at::Tensor& packed, int64_t rows, int64_t cols, int
   return sparse::unpack_mask(packed, rows, cols, block);
 }
 
+namespace {
+
 void check_linear(const char* op, const at::Tensor& x, const at::Tensor& weight, const at::Tensor& mask, int64_t block) {
   TORCH_CHECK(weight.dim() == 2, op, ": weight must be 2-D (out, in), got shape ", weight.sizes());
   TORCH_CHECK(x.dim() == 2 && x.size(1) == weight.size(1), op, ": x must be (N, ", weight.size(1), "), got ", x.sizes());
@@ -50,8 +54,10 @@ void check_linear(const char* op, const at::Tensor& x, const at::Tensor& weight,
   check_packed(op, mask, weight.size(0), weight.size(1), block);
 }
 
-at::Tensor masked_linear(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& mask, int64_t block,
-                         const std::optional<at::Tensor>& bias) {
+}  // namespace
+
+at::Tensor checked_masked_linear(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& mask, int64_t block,
+                         const std::optional<at::Tensor>& bias, const sparse::BitmaskKernel& k) {
   constexpr const char* op = "ember.masked_linear";
   check_linear(op, x, weight, mask, block);
   if (bias.has_value())
@@ -59,12 +65,12 @@ at::Tensor masked_linear(const at::Tensor& x, const at::Tensor& weight, const at
                     bias->device() == weight.device(),
                 op, ": bias must be (", weight.size(0), ") of ", weight.scalar_type(), " on ", weight.device());
   const c10::DeviceGuard guard(x.device());
-  return sparse::masked_linear(x, weight, mask, block, bias);
+  return sparse::masked_linear(x, weight, mask, block, bias, k);
 }
 
-std::tuple<at::Tensor, at::Tensor> masked_linear_backward(const at::Tensor& grad, const at::Tensor& x,
+std::tuple<at::Tensor, at::Tensor> checked_masked_linear_backward(const at::Tensor& grad, const at::Tensor& x,
                                                           const at::Tensor& weight, const at::Tensor& mask, int64_t block,
-                                                          bool need_x, bool need_w) {
+                                                          bool need_x, bool need_w, const sparse::BitmaskKernel& k) {
   constexpr const char* op = "ember.masked_linear_backward";
   check_linear(op, x, weight, mask, block);
   TORCH_CHECK(grad.dim() == 2 && grad.size(0) == x.size(0) && grad.size(1) == weight.size(0) &&
@@ -72,9 +78,24 @@ std::tuple<at::Tensor, at::Tensor> masked_linear_backward(const at::Tensor& grad
               op, ": grad must be (", x.size(0), ", ", weight.size(0), ") of ", x.scalar_type(), ", got ", grad.sizes(), " ",
               grad.scalar_type());
   const c10::DeviceGuard guard(x.device());
-  auto [dx, dw] = sparse::masked_linear_backward(grad, x, weight, mask, block, need_x, need_w);
+  auto [dx, dw] = sparse::masked_linear_backward(grad, x, weight, mask, block, need_x, need_w, k);
   // Outputs not asked for come back empty (a schema's Tensor cannot be None).
   return {dx.defined() ? dx : at::empty({0}, x.options()), dw.defined() ? dw : at::empty({0}, weight.options())};
+}
+
+namespace {
+
+const sparse::BitmaskKernel kCpu{&sparse::apply_bitmask_cpu, nullptr};
+
+at::Tensor masked_linear_cpu(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& mask, int64_t block,
+                             const std::optional<at::Tensor>& bias) {
+  return checked_masked_linear(x, weight, mask, block, bias, kCpu);
+}
+
+std::tuple<at::Tensor, at::Tensor> masked_linear_backward_cpu(const at::Tensor& grad, const at::Tensor& x,
+                                                              const at::Tensor& weight, const at::Tensor& mask,
+                                                              int64_t block, bool need_x, bool need_w) {
+  return checked_masked_linear_backward(grad, x, weight, mask, block, need_x, need_w, kCpu);
 }
 
 }  // namespace
@@ -82,15 +103,8 @@ std::tuple<at::Tensor, at::Tensor> masked_linear_backward(const at::Tensor& grad
 TORCH_LIBRARY_IMPL(ember, CPU, m) {
   m.impl("pack_mask", &pack_mask);
   m.impl("unpack_mask", &unpack_mask);
-  m.impl("masked_linear", &masked_linear);
-  m.impl("masked_linear_backward", &masked_linear_backward);
-}
-
-TORCH_LIBRARY_IMPL(ember, CUDA, m) {
-  m.impl("pack_mask", &pack_mask);
-  m.impl("unpack_mask", &unpack_mask);
-  m.impl("masked_linear", &masked_linear);
-  m.impl("masked_linear_backward", &masked_linear_backward);
+  m.impl("masked_linear", &masked_linear_cpu);
+  m.impl("masked_linear_backward", &masked_linear_backward_cpu);
 }
 
 }  // namespace ember::bindings

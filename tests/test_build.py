@@ -96,6 +96,8 @@ def test_sass_targets_sm90a_for_every_kernel():
     ce = [f for f in functions if "ce" in f and ("forward_kernel" in f or "backward_kernel" in f)]
     assert len(ce) == 2, functions
     assert len(fp8_gemm_kernels(sass)) == 6, functions
+    assert len([f for f in functions if "apply_bitmask_kernel" in f]) == 4, functions  # 1, 2, 4, 8-byte elements
+    assert any("dequantize_kernel" in f for f in functions), functions
     # Local memory (LDL/STL) in our kernels means a register array spilled or was indexed at run time.
     assert not re.search(r"\b(LDL|STL)\b", sass), "local memory traffic in SASS"
 

@@ -1,13 +1,27 @@
 // sparse family, first version: mask packing and masked_linear written with ATen, so one
 // implementation serves the CPU and (through cuBLAS) CUDA. Block masks skip the empty tiles in
 // the forward, dX and dW with one GEMM per kept tile (dW is sampled: only kept tiles are computed
-// and stored); bitmasks apply the mask to a transient W⊙M copy (forward, dX) and to dYᵀ·X (dW).
-// Hand-written kernels (the mask applied while loading W tiles, tile lists on tensor cores) are
+// and stored); bitmasks apply the mask with the device's bitmask kernel (one pass, no temporaries
+// beyond the result) to a transient W⊙M copy (forward, dX) and in place to dYᵀ·X (dW).
+// Hand-written GEMMs (the mask applied while loading W tiles, tile lists on tensor cores) are
 // the next step; the formats (include/ember/sparse.h) are theirs already.
 #include "masked.h"
 
 namespace ember::sparse {
 namespace {
+
+// dst = src ⊙ M (dst may be src), src and dst contiguous, of the weight's shape.
+void apply_bitmask(const at::Tensor& src, const at::Tensor& dst, const at::Tensor& words, const BitmaskKernel& k) {
+  k.apply({src.data_ptr(), dst.data_ptr(), int(src.element_size()), src.size(0), src.size(1), words.data_ptr<int32_t>()},
+          k.stream);
+}
+
+at::Tensor masked_copy(const at::Tensor& weight, const at::Tensor& words, const BitmaskKernel& k) {
+  const at::Tensor w = weight.contiguous();
+  at::Tensor wm = at::empty_like(w);
+  apply_bitmask(w, wm, words, k);
+  return wm;
+}
 
 // The (row block, column block) index pairs of the kept tiles, on the host.
 at::Tensor kept_tiles(const at::Tensor& blocks) { return blocks.to(at::kCPU).nonzero(); }
@@ -67,12 +81,9 @@ at::Tensor unpack_mask(const at::Tensor& packed, int64_t rows, int64_t cols, int
 }
 
 at::Tensor masked_linear(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& mask, int64_t block,
-                         const std::optional<at::Tensor>& bias) {
+                         const std::optional<at::Tensor>& bias, const BitmaskKernel& k) {
   const int64_t out = weight.size(0), in = weight.size(1);
-  if (block == 0) {
-    const at::Tensor wm = weight * unpack_mask(mask, out, in, 0).to(weight.scalar_type());
-    return at::linear(x, wm, bias);
-  }
+  if (block == 0) return at::linear(x, masked_copy(weight, mask, k), bias);
   at::Tensor y = bias.has_value() ? bias->expand({x.size(0), out}).contiguous() : at::zeros({x.size(0), out}, x.options());
   for_each_tile(mask, out, in, block, [&](const Tile& t) {
     at::Tensor ys = y.slice(1, t.r0, t.r1);
@@ -83,15 +94,17 @@ at::Tensor masked_linear(const at::Tensor& x, const at::Tensor& weight, const at
 
 std::tuple<at::Tensor, at::Tensor> masked_linear_backward(const at::Tensor& grad, const at::Tensor& x,
                                                           const at::Tensor& weight, const at::Tensor& mask, int64_t block,
-                                                          bool need_x, bool need_w) {
-  const int64_t out = weight.size(0), in = weight.size(1);
+                                                          bool need_x, bool need_w, const BitmaskKernel& k) {
   at::Tensor dx, dw;
   if (block == 0) {
-    const at::Tensor m = unpack_mask(mask, out, in, 0).to(weight.scalar_type());
-    if (need_x) dx = at::mm(grad, weight * m);
-    if (need_w) dw = at::mm(grad.t(), x).mul_(m);
+    if (need_x) dx = at::mm(grad, masked_copy(weight, mask, k));
+    if (need_w) {
+      dw = at::mm(grad.t(), x);
+      apply_bitmask(dw, dw, mask, k);
+    }
     return {dx, dw};
   }
+  const int64_t out = weight.size(0), in = weight.size(1);
   if (need_x) dx = at::zeros_like(x);
   if (need_w) dw = at::zeros_like(weight);
   for_each_tile(mask, out, in, block, [&](const Tile& t) {

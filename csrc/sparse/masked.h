@@ -15,12 +15,18 @@ namespace ember::sparse {
 at::Tensor pack_mask(const at::Tensor& mask, int64_t block);
 at::Tensor unpack_mask(const at::Tensor& packed, int64_t rows, int64_t cols, int64_t block);
 
+// The device's bitmask kernel (apply_bitmask_cpu / _cuda) and the stream it runs on.
+struct BitmaskKernel {
+  void (*apply)(const BitmaskParams&, void*);
+  void* stream;
+};
+
 // y = x·(W⊙M)ᵀ + bias; x (N, in), weight (out, in), mask packed for weight's shape.
 at::Tensor masked_linear(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& mask, int64_t block,
-                         const std::optional<at::Tensor>& bias);
+                         const std::optional<at::Tensor>& bias, const BitmaskKernel& k);
 // (dx, dw) = (g·(W⊙M), (gᵀ·x)⊙M), each only when asked (else undefined).
 std::tuple<at::Tensor, at::Tensor> masked_linear_backward(const at::Tensor& grad, const at::Tensor& x,
                                                           const at::Tensor& weight, const at::Tensor& mask, int64_t block,
-                                                          bool need_x, bool need_w);
+                                                          bool need_x, bool need_w, const BitmaskKernel& k);
 
 }  // namespace ember::sparse

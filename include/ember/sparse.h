@@ -25,4 +25,24 @@ EMBER_HOST_DEVICE bool bit_at(const int32_t* words, int64_t cols, int64_t i, int
   return (w >> (j % kWordBits)) & 1u;
 }
 
+// dst = src ⊙ M for a bitmask M: kept elements copied bit for bit, pruned ones +0 (a pruned
+// weight is exactly zero, whatever src holds there, inf and NaN included). dst may be src.
+// Elements are 1, 2, 4 or 8 bytes (any float dtype): the op moves bits, it does no arithmetic.
+struct BitmaskParams {
+  const void* src = nullptr;
+  void* dst = nullptr;
+  int element_bytes = 4;  // 1, 2, 4 or 8
+  int64_t rows = 0, cols = 0;  // row-major, contiguous
+  const int32_t* words = nullptr;
+};
+
+// The element of one row: bit j of the row's words selects src[j] or 0.
+template <typename Bits>
+EMBER_HOST_DEVICE Bits masked_bits(Bits src, uint32_t word, int64_t j) {
+  return ((word >> (j % kWordBits)) & 1u) ? src : Bits(0);
+}
+
+void apply_bitmask_cpu(const BitmaskParams& p, void* stream = nullptr);  // stream: unused
+void apply_bitmask_cuda(const BitmaskParams& p, void* stream);
+
 }  // namespace ember::sparse

@@ -86,6 +86,31 @@ def test_masked_linear_matches_reference(device, kind, dtype):
     assert (w.grad.cpu()[~m] == 0).all(), "masked weights must get exactly zero gradient"
 
 
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float16])
+def test_bitmask_in_every_width_and_nonfinite_pruned_weights(device, dtype):
+    # The bitmask kernel moves bits (2, 4 and 8-byte elements here), and a pruned weight is exactly
+    # zero whatever it holds: inf and NaN there must not reach the output or dX.
+    out, inp = 33, 70
+    m = element_mask(out, inp, 0.4)
+    g = torch.Generator().manual_seed(2)
+    w = torch.randn(out, inp, generator=g, dtype=torch.float64)
+    w_bad = w.clone()
+    w_bad[~m] = torch.tensor([float("inf"), float("nan"), -float("inf")]).repeat(int((~m).sum()) // 3 + 1)[: int((~m).sum())].double()
+    x = torch.randn(9, inp, generator=g, dtype=torch.float64)
+    gy = torch.randn(9, out, generator=g, dtype=torch.float64)
+    packed = pack_mask(m.to(device))
+    wd = w_bad.to(dtype).to(device)
+    y = masked_linear(x.to(dtype).to(device), wd, packed)
+    dx, dw = torch.ops.ember.masked_linear_backward(gy.to(dtype).to(device), x.to(dtype).to(device), wd, packed, 0, True, True)
+    tol = 1e-12 if dtype == torch.float64 else 2e-3
+    wm = w.to(dtype).double() * m
+    for got, want in ((y, x.to(dtype).double() @ wm.t()), (dx, gy.to(dtype).double() @ wm),
+                      (dw, (gy.to(dtype).double().t() @ x.to(dtype).double()) * m)):
+        assert got.isfinite().all()
+        assert (got.cpu().double() - want).abs().max() <= tol * want.abs().max()
+    assert (dw.cpu()[~m] == 0).all() and torch.equal(wd.cpu().isnan(), w_bad.to(dtype).isnan())  # w untouched
+
+
 def test_bool_mask_and_leading_dims():
     m = element_mask(20, 30, 0.5)
     x, w = torch.randn(2, 3, 30), torch.randn(20, 30)
