@@ -57,7 +57,7 @@ void check_linear(const char* op, const at::Tensor& x, const at::Tensor& weight,
 }  // namespace
 
 at::Tensor checked_masked_linear(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& mask, int64_t block,
-                         const std::optional<at::Tensor>& bias, const sparse::BitmaskKernel& k) {
+                         const std::optional<at::Tensor>& bias, const sparse::DeviceKernels& k) {
   constexpr const char* op = "ember.masked_linear";
   check_linear(op, x, weight, mask, block);
   if (bias.has_value())
@@ -70,7 +70,7 @@ at::Tensor checked_masked_linear(const at::Tensor& x, const at::Tensor& weight, 
 
 std::tuple<at::Tensor, at::Tensor> checked_masked_linear_backward(const at::Tensor& grad, const at::Tensor& x,
                                                           const at::Tensor& weight, const at::Tensor& mask, int64_t block,
-                                                          bool need_x, bool need_w, const sparse::BitmaskKernel& k) {
+                                                          bool need_x, bool need_w, const sparse::DeviceKernels& k) {
   constexpr const char* op = "ember.masked_linear_backward";
   check_linear(op, x, weight, mask, block);
   TORCH_CHECK(grad.dim() == 2 && grad.size(0) == x.size(0) && grad.size(1) == weight.size(0) &&
@@ -85,7 +85,8 @@ std::tuple<at::Tensor, at::Tensor> checked_masked_linear_backward(const at::Tens
 
 namespace {
 
-const sparse::BitmaskKernel kCpu{&sparse::apply_bitmask_cpu, nullptr};
+const sparse::DeviceKernels kCpu{&sparse::apply_bitmask_cpu, &sparse::grouped_gemm_cpu,
+                                 &sparse::grouped_gemm_cpu_workspace_bytes, nullptr};
 
 at::Tensor masked_linear_cpu(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& mask, int64_t block,
                              const std::optional<at::Tensor>& bias) {

@@ -8,6 +8,7 @@
 #include <tuple>
 
 #include "ember/sparse.h"
+#include "grouped.h"
 
 namespace ember::sparse {
 
@@ -15,18 +16,22 @@ namespace ember::sparse {
 at::Tensor pack_mask(const at::Tensor& mask, int64_t block);
 at::Tensor unpack_mask(const at::Tensor& packed, int64_t rows, int64_t cols, int64_t block);
 
-// The device's bitmask kernel (apply_bitmask_cpu / _cuda) and the stream it runs on.
-struct BitmaskKernel {
-  void (*apply)(const BitmaskParams&, void*);
+// The device's kernels and the stream they run on: the bitmask apply (apply_bitmask_cpu /
+// _cuda) and, on CUDA, the grouped GEMM that runs a wave of block-mask GEMMs in one launch
+// (grouped_gemm_cuda; null on the CPU, which runs them one by one).
+struct DeviceKernels {
+  void (*apply_bitmask)(const BitmaskParams&, void*);
+  bool (*grouped_gemm)(GroupedKind, const GemmGroup*, int, bool, void*, void*);
+  int64_t (*grouped_workspace_bytes)(GroupedKind, int);
   void* stream;
 };
 
 // y = x·(W⊙M)ᵀ + bias; x (N, in), weight (out, in), mask packed for weight's shape.
 at::Tensor masked_linear(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& mask, int64_t block,
-                         const std::optional<at::Tensor>& bias, const BitmaskKernel& k);
+                         const std::optional<at::Tensor>& bias, const DeviceKernels& k);
 // (dx, dw) = (g·(W⊙M), (gᵀ·x)⊙M), each only when asked (else undefined).
 std::tuple<at::Tensor, at::Tensor> masked_linear_backward(const at::Tensor& grad, const at::Tensor& x,
                                                           const at::Tensor& weight, const at::Tensor& mask, int64_t block,
-                                                          bool need_x, bool need_w, const BitmaskKernel& k);
+                                                          bool need_x, bool need_w, const DeviceKernels& k);
 
 }  // namespace ember::sparse
