@@ -119,3 +119,19 @@ def test_fp8_gemms_issue_pipelined_qgmma():
         assert qgmma >= 8 and depbar < qgmma, (kind, qgmma, depbar)
         assert "HGMMA" not in body, kind
     assert all(("E5M2.E4M3" in body) == (kind == "e5m2 promoted") for kind, body in kernels)
+
+
+@needs_cuda_build
+def test_sparse_grouped_gemms_issue_pipelined_hgmma():
+    """The block-mask grouped GEMMs (csrc/sparse/grouped_*.cu: forward, dgrad, wgrad) run on the
+    bf16 wgmma (HGMMA), not serialized (see test_fp8_gemms_issue_pipelined_qgmma)."""
+    tool = _cuobjdump()
+    env = dict(os.environ, PATH=f"{os.path.dirname(tool)}{os.pathsep}{os.environ.get('PATH', '')}")
+    sass = subprocess.run([tool, "--dump-sass", _library()], capture_output=True, text=True, check=True, env=env).stdout
+    grouped = [body for name, body in _sass_functions(sass).items()
+               if "GemmUniversal" in name and "PtrArray" in name and "bfloat16" in name]
+    assert len(grouped) == 3, [n for n in _sass_functions(sass) if "PtrArray" in n]
+    for body in grouped:
+        hgmma = len(re.findall(r"\bHGMMA\.", body))
+        assert hgmma >= 8 and len(re.findall(r"WARPGROUP\.DEPBAR", body)) < hgmma
+        assert "QGMMA" not in body
