@@ -7,6 +7,8 @@
 // (dW); a GEMM that applies the mask while loading W tiles is not written yet.
 #include "masked.h"
 
+#include <cstdlib>
+#include <string>
 #include <vector>
 
 #include "schedule.h"
@@ -54,6 +56,11 @@ void run_wave(GroupedKind kind, const std::vector<Tile>& wave, const at::Tensor&
     const at::Tensor workspace =
         at::empty({k.grouped_workspace_bytes(kind, count)}, d.options().dtype(at::kByte));
     if (k.grouped_gemm(kind, groups.data(), count, accumulate, workspace.data_ptr(), k.stream)) return;
+    // Refusals are legitimate (ragged edges not a multiple of 8); the tests make them errors on
+    // shapes the kernel must take, so a dead kernel cannot hide behind the fallback.
+    const char* strict = std::getenv("EMBER_SPARSE_GROUPED_STRICT");
+    TORCH_CHECK(strict == nullptr || std::string(strict) == "0", "ember.masked_linear: the grouped GEMM refused a wave of ",
+                count, " GEMMs (EMBER_SPARSE_GROUPED_STRICT is set, so no fallback)");
   }
   for (const Tile& t : wave) {
     if (kind == GroupedKind::kForward) {

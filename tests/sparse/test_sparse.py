@@ -111,6 +111,26 @@ def test_bitmask_in_every_width_and_nonfinite_pruned_weights(device, dtype):
     assert (dw.cpu()[~m] == 0).all() and torch.equal(wd.cpu().isnan(), w_bad.to(dtype).isnan())  # w untouched
 
 
+@pytest.mark.parametrize("block", [16, 32, 128])
+def test_block_mask_grouped_gemm_in_bf16(device, block, monkeypatch):
+    # bf16 runs each wave as one grouped GEMM (CUTLASS on CUDA; on the CPU the same group
+    # descriptors, so this checks their addressing); shapes a multiple of 8 everywhere, so the
+    # kernel must take every wave (STRICT: a refusal is an error, not a silent fallback).
+    monkeypatch.setenv("EMBER_SPARSE_GROUPED_STRICT", "1")
+    n, out, inp = 72, 256, 384
+    m = block_mask(out, inp, block, 0.4, seed=3)
+    g = torch.Generator().manual_seed(4)
+    x, w, gy = (torch.randn(s, generator=g).to(torch.bfloat16) for s in [(n, inp), (out, inp), (n, out)])
+    packed = pack_mask(m.to(device), block)
+    y = masked_linear(x.to(device), w.to(device), packed, block=block)
+    dx, dw = torch.ops.ember.masked_linear_backward(gy.to(device), x.to(device), w.to(device), packed, block, True, True)
+    wm = w.double() * m
+    for got, want in ((y, x.double() @ wm.t()), (dx, gy.double() @ wm), (dw, (gy.double().t() @ x.double()) * m)):
+        err = (got.cpu().double() - want).abs().max() / want.abs().max()
+        assert err <= 1e-2, err  # one bf16 rounding of each output, fp32 accumulation
+    assert (dw.cpu()[~m] == 0).all()
+
+
 def test_bool_mask_and_leading_dims():
     m = element_mask(20, 30, 0.5)
     x, w = torch.randn(2, 3, 30), torch.randn(20, 30)
