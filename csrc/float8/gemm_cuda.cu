@@ -25,6 +25,7 @@
 #include <climits>
 #include <cstdint>
 
+#include "../cuda_device.h"
 #include "ember/float8_gemm.h"
 #include "gemm_kernels.h"
 
@@ -35,25 +36,7 @@ using gemm_impl::GemmLaunch;
 
 enum class Kernel { kNone, kFastLarge, kFastSmall, kE4m3Promoted, kE5m2Promoted, kBlockwise, kBlockwiseWgrad };
 
-struct Device {
-  int id = 0;
-  int sm_count = 0;
-  bool sm90 = false;  // compute capability 9.0: the kernels are built for sm_90a only
-};
-
-Device current_device() {
-  Device d;
-  int major = 0, minor = 0;
-  if (cudaGetDevice(&d.id) != cudaSuccess ||
-      cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, d.id) != cudaSuccess ||
-      cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, d.id) != cudaSuccess ||
-      cudaDeviceGetAttribute(&d.sm_count, cudaDevAttrMultiProcessorCount, d.id) != cudaSuccess) {
-    (void)cudaGetLastError();
-    return Device{};
-  }
-  d.sm90 = major == 9 && minor == 0 && d.sm_count > 0;
-  return d;
-}
+using Device = CudaDevice;
 
 bool aligned16(const void* ptr) { return (reinterpret_cast<uintptr_t>(ptr) & 15) == 0; }
 
@@ -110,7 +93,7 @@ bool kernel_run(Kernel k, const GemmParams& p, const GemmLaunch& launch) {
 
 int64_t gemm_cuda_workspace_bytes(const GemmParams& p) {
   if (!gemm_cuda_has_kernel(p) || !runnable(p)) return 0;
-  const Device d = current_device();
+  const Device d = current_cuda_device();
   if (!d.sm90) return 0;
   return int64_t(kernel_workspace(choose(p, d.sm_count), p, d.sm_count));
 }
@@ -119,7 +102,7 @@ bool gemm_cuda(const GemmParams& p, void* workspace, void* stream) {
   if (!gemm_cuda_has_kernel(p)) return false;
   if (p.m == 0 || p.n == 0) return p.m >= 0 && p.n >= 0 && p.k >= 0;  // empty output
   if (!runnable(p)) return false;
-  const Device d = current_device();
+  const Device d = current_cuda_device();
   if (!d.sm90) return false;
   const Kernel k = choose(p, d.sm_count);
   if (k == Kernel::kNone) return false;

@@ -30,6 +30,7 @@
 #include "cutlass/kernel_hardware_info.h"
 #include "cutlass/numeric_types.h"
 
+#include "../cutlass_run.cuh"
 #include "gemm_kernels.h"
 
 namespace ember::float8::gemm_impl {
@@ -62,16 +63,7 @@ template <class Gemm>
 bool run_gemm(typename Gemm::Arguments const& args, const GemmLaunch& launch) {
   if (Gemm::can_implement(args) != cutlass::Status::kSuccess) return false;
   if (Gemm::get_workspace_size(args) > launch.workspace_bytes) return false;
-  Gemm gemm;
-  if (gemm.initialize(args, launch.workspace, launch.stream) != cutlass::Status::kSuccess) {
-    (void)cudaGetLastError();  // cudaFuncSetAttribute failures are not sticky
-    return false;
-  }
-  if (gemm.run(launch.stream) != cutlass::Status::kSuccess) {
-    (void)cudaGetLastError();  // e.g. no kernel image for this device
-    return false;
-  }
-  return true;
+  return initialize_and_run<Gemm>(args, launch.workspace, launch.stream);
 }
 
 // The arguments every configuration shares: problem shape, A, B, D (no C), the device; the

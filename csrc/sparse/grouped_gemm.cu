@@ -24,6 +24,7 @@
 #include <climits>
 #include <cstdint>
 
+#include "../cuda_device.h"
 #include "grouped.h"
 #include "grouped_kernels.h"
 
@@ -32,25 +33,7 @@ namespace {
 
 using grouped_impl::GroupedLaunch;
 
-struct Device {
-  int id = 0;
-  int sm_count = 0;
-  bool sm90 = false;  // compute capability 9.0: the kernels are built for sm_90a only
-};
-
-Device current_device() {
-  Device d;
-  int major = 0, minor = 0;
-  if (cudaGetDevice(&d.id) != cudaSuccess ||
-      cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, d.id) != cudaSuccess ||
-      cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, d.id) != cudaSuccess ||
-      cudaDeviceGetAttribute(&d.sm_count, cudaDevAttrMultiProcessorCount, d.id) != cudaSuccess) {
-    (void)cudaGetLastError();
-    return Device{};
-  }
-  d.sm90 = major == 9 && minor == 0 && d.sm_count > 0;
-  return d;
-}
+using Device = CudaDevice;
 
 constexpr int64_t kAlign = 8;                  // bf16 elements per 16 bytes
 constexpr int64_t kMaxLd = int64_t(1) << 39;   // elements: TMA strides < 2^40 bytes
@@ -98,7 +81,7 @@ bool kernel_run(GroupedKind kind, const GemmGroup* groups, int count, const Grou
 
 int64_t grouped_gemm_workspace_bytes(GroupedKind kind, int count) {
   if (count <= 0) return 0;
-  const Device d = current_device();
+  const Device d = current_cuda_device();
   if (!d.sm90) return 0;
   return int64_t(kernel_workspace(kind, count, d.sm_count));
 }
@@ -111,7 +94,7 @@ bool grouped_gemm_cuda(GroupedKind kind, const GemmGroup* groups, int count, boo
   for (int i = 0; i < count; ++i) {
     if (!group_ok(kind, groups[i])) return false;
   }
-  const Device d = current_device();
+  const Device d = current_cuda_device();
   if (!d.sm90) return false;
   GroupedLaunch launch;
   launch.workspace = workspace;

@@ -61,6 +61,7 @@
 #include "cutlass/kernel_hardware_info.h"
 #include "cutlass/numeric_types.h"
 
+#include "../cutlass_run.cuh"
 #include "grouped_kernels.h"
 
 namespace ember::sparse::grouped_impl {
@@ -249,16 +250,7 @@ bool run(const GemmGroup* groups, int count, const GroupedLaunch& launch) {
     (void)cudaGetLastError();
     return false;
   }
-  Gemm gemm;
-  if (gemm.initialize(args, cutlass_workspace, launch.stream) != cutlass::Status::kSuccess) {
-    (void)cudaGetLastError();  // cudaFuncSetAttribute failures are not sticky
-    return false;
-  }
-  if (gemm.run(launch.stream) != cutlass::Status::kSuccess) {
-    (void)cudaGetLastError();  // e.g. no kernel image for this device
-    return false;
-  }
-  return true;
+  return initialize_and_run<Gemm>(args, cutlass_workspace, launch.stream);
 }
 
 }  // namespace ember::sparse::grouped_impl
