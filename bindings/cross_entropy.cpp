@@ -73,16 +73,10 @@ struct CpuDevice {
   static ce::RowKernels kernels() { return ce::cpu_row_kernels(); }
 };
 
-using Ops = CrossEntropyOps<CpuDevice>;
-
 }  // namespace
 
 TORCH_LIBRARY_IMPL(ember, CPU, m) {
-  m.impl("cross_entropy_forward", &Ops::forward);
-  m.impl("cross_entropy_backward", &Ops::backward);
-  m.impl("cross_entropy_backward_", &Ops::backward_inplace);
-  m.impl("linear_cross_entropy_forward", &Ops::linear_forward);
-  m.impl("linear_cross_entropy_backward", &Ops::linear_backward);
+  register_cross_entropy<CpuDevice>(m);
 }
 
 }  // namespace ember::bindings

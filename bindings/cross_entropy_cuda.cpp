@@ -15,16 +15,10 @@ struct CudaDevice {
   }
 };
 
-using Ops = CrossEntropyOps<CudaDevice>;
-
 }  // namespace
 
 TORCH_LIBRARY_IMPL(ember, CUDA, m) {
-  m.impl("cross_entropy_forward", &Ops::forward);
-  m.impl("cross_entropy_backward", &Ops::backward);
-  m.impl("cross_entropy_backward_", &Ops::backward_inplace);
-  m.impl("linear_cross_entropy_forward", &Ops::linear_forward);
-  m.impl("linear_cross_entropy_backward", &Ops::linear_backward);
+  register_cross_entropy<CudaDevice>(m);
 }
 
 }  // namespace ember::bindings

@@ -3,6 +3,8 @@
 // and cross_entropy_cuda.cpp (CUDA).
 #pragma once
 
+#include <torch/library.h>
+
 #include <optional>
 #include <tuple>
 
@@ -35,24 +37,25 @@ struct CrossEntropyOps {
 
   static T backward(const T& grad_loss, const T& logits, const T& target, const Opt& weight, const T& lse,
                     int64_t ignore_index, double ls, double zl, double cap) {
-    constexpr const char* op = "ember.cross_entropy_backward";
-    check_logits(op, logits);
-    const auto o = check_ce(op, target, weight, logits.size(0), logits.size(1), logits.device(), ignore_index, ls, zl, cap);
-    check_backward(op, grad_loss, lse, logits.size(0), logits.device());
-    const typename Device::Guard guard(logits.device());
     T out = at::empty(logits.sizes(), logits.options());
-    ce::backward(out, grad_loss, logits, target, weight, lse, o, Device::kernels());
+    write_backward("ember.cross_entropy_backward", out, grad_loss, logits, target, weight, lse, ignore_index, ls, zl, cap);
     return out;
   }
 
   static void backward_inplace(const T& logits, const T& grad_loss, const T& target, const Opt& weight, const T& lse,
                                int64_t ignore_index, double ls, double zl, double cap) {
-    constexpr const char* op = "ember.cross_entropy_backward_";
+    write_backward("ember.cross_entropy_backward_", logits, grad_loss, logits, target, weight, lse, ignore_index, ls, zl,
+                   cap);
+  }
+
+  // The two backward ops' checks and driver call; out may be logits itself.
+  static void write_backward(const char* op, const T& out, const T& grad_loss, const T& logits, const T& target,
+                             const Opt& weight, const T& lse, int64_t ignore_index, double ls, double zl, double cap) {
     check_logits(op, logits);
     const auto o = check_ce(op, target, weight, logits.size(0), logits.size(1), logits.device(), ignore_index, ls, zl, cap);
     check_backward(op, grad_loss, lse, logits.size(0), logits.device());
     const typename Device::Guard guard(logits.device());
-    ce::backward(logits, grad_loss, logits, target, weight, lse, o, Device::kernels());
+    ce::backward(out, grad_loss, logits, target, weight, lse, o, Device::kernels());
   }
 
   static std::tuple<T, T, T, T, T, T, T> linear_forward(const T& hidden, const T& lm_weight, const T& target,
@@ -77,5 +80,16 @@ struct CrossEntropyOps {
     return ce::linear_backward(grad_loss, hidden, lm_weight, target, weight, bias, lse, o, Device::kernels());
   }
 };
+
+// Registers the five ops of one device kind (in a TORCH_LIBRARY_IMPL block).
+template <class Device>
+void register_cross_entropy(torch::Library& m) {
+  using Ops = CrossEntropyOps<Device>;
+  m.impl("cross_entropy_forward", &Ops::forward);
+  m.impl("cross_entropy_backward", &Ops::backward);
+  m.impl("cross_entropy_backward_", &Ops::backward_inplace);
+  m.impl("linear_cross_entropy_forward", &Ops::linear_forward);
+  m.impl("linear_cross_entropy_backward", &Ops::linear_backward);
+}
 
 }  // namespace ember::bindings

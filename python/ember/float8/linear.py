@@ -19,6 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..amp import autocast_dtype_of
 from ..ops import fp8_gemm, quantize_fp8
 
 E4M3, E5M2 = torch.float8_e4m3fn, torch.float8_e5m2
@@ -31,12 +32,6 @@ _GRANULARITY = {
     "rowwise": ("row", "row", "row", E4M3),
     "blockwise": ("block", "tile", "block", E4M3),
 }
-
-
-def _compute_dtype(x: torch.Tensor) -> torch.dtype:
-    if torch.is_autocast_enabled(x.device.type):
-        return torch.get_autocast_dtype(x.device.type)
-    return x.dtype
 
 
 def _gemm_dtype(dtype: torch.dtype) -> torch.dtype:
@@ -57,7 +52,7 @@ class _Float8Matmul(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, weight, bias, recipe):
         g_act, g_weight, _, _ = _GRANULARITY[recipe]
-        dtype = _compute_dtype(x)
+        dtype = autocast_dtype_of(x)
         qx, sx = quantize_fp8(x, E4M3, g_act)
         qw, sw = quantize_fp8(weight, E4M3, g_weight)
         ctx.save_for_backward(x, weight)

@@ -21,11 +21,11 @@ def causal_lm_loss_sum(hidden: torch.Tensor, head_weight: torch.Tensor, targets:
     y = targets.flatten()
     w = None if token_weights is None else token_weights.flatten()
     if fused_linear_ce:
+        from ..amp import autocast_dtype_of
         from ..ops import linear_cross_entropy
 
         # Under autocast the GEMMs run in its dtype, as F.linear's would; the op takes one dtype.
-        device = h.device.type
-        dtype = torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else h.dtype
+        dtype = autocast_dtype_of(h)
         return linear_cross_entropy(h.to(dtype), head_weight.to(dtype), y, weight=w, ignore_index=IGNORE_INDEX,
                                     reduction="sum")
     logits = F.linear(h, head_weight).float()
