@@ -69,16 +69,18 @@ for b in bench/bench_*.py; do
   echo >> "$out/bench.txt"
 done
 
-stamp "fp8_gemm under compute-sanitizer memcheck (ragged shapes, every CUTLASS kernel)"
+stamp "CUTLASS GEMMs under compute-sanitizer memcheck (ragged shapes: fp8_gemm, sparse)"
 sanitizer=$(command -v compute-sanitizer || ls /usr/local/cuda*/bin/compute-sanitizer 2>/dev/null | head -1)
-if [ -n "$sanitizer" ]; then
-  timeout $(cap 90) "$sanitizer" --tool memcheck --error-exitcode 1 python3 bench/fp8_gemm_memcheck.py > "$out/fp8_memcheck.log" 2>&1
-  echo "fp8_gemm memcheck rc $? (fp8_memcheck.log)" | tee -a "$out/bench.txt"
-else
-  timeout $(cap 60) python3 bench/fp8_gemm_memcheck.py > "$out/fp8_memcheck.log" 2>&1
-  echo "fp8_gemm check without compute-sanitizer rc $? (fp8_memcheck.log)" | tee -a "$out/bench.txt"
-fi
-tail -1 "$out/fp8_memcheck.log" >> "$out/bench.txt"
+for check in fp8_gemm_memcheck sparse_memcheck; do
+  if [ -n "$sanitizer" ]; then
+    timeout $(cap 90) "$sanitizer" --tool memcheck --error-exitcode 1 python3 bench/$check.py > "$out/$check.log" 2>&1
+    echo "$check under memcheck rc $? ($check.log)" | tee -a "$out/bench.txt"
+  else
+    timeout $(cap 60) python3 bench/$check.py > "$out/$check.log" 2>&1
+    echo "$check without compute-sanitizer rc $? ($check.log)" | tee -a "$out/bench.txt"
+  fi
+  tail -1 "$out/$check.log" >> "$out/bench.txt"
+done
 
 stamp "train_apollo (AdamW vs Apollo vs ApolloMini on a small Llama, 300 steps)"
 timeout $(cap 150) python3 bench/train_apollo.py --steps 300 --json "$out/train_apollo.json" >> "$out/bench.txt" 2>&1 || echo "train_apollo failed (rc $?)" >> "$out/bench.txt"

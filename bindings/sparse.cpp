@@ -1,5 +1,5 @@
-// sparse family: argument checks and the CPU registrations (CUDA: sparse_cuda.cpp). The GEMMs are
-// device-generic ATen (csrc/sparse/masked.cpp); the bitmask kernel is the device's.
+// sparse family: argument checks and the CPU registrations (CUDA: sparse_cuda.cpp). The GEMM
+// schedule is device-generic (csrc/sparse/masked.cpp); the kernels are the device's.
 #include "sparse.h"
 
 #include <c10/core/DeviceGuard.h>
@@ -86,7 +86,7 @@ std::tuple<at::Tensor, at::Tensor> checked_masked_linear_backward(const at::Tens
 namespace {
 
 const sparse::DeviceKernels kCpu{&sparse::apply_bitmask_cpu, &sparse::grouped_gemm_cpu,
-                                 &sparse::grouped_gemm_cpu_workspace_bytes, nullptr};
+                                 &sparse::grouped_gemm_cpu_workspace_bytes, nullptr, nullptr};
 
 at::Tensor masked_linear_cpu(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& mask, int64_t block,
                              const std::optional<at::Tensor>& bias) {

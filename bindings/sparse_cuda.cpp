@@ -1,5 +1,5 @@
 // sparse family: CUDA registrations (same checks as the CPU path, see sparse.h), with the CUDA
-// bitmask and grouped-GEMM kernels on the current stream.
+// bitmask apply, grouped-GEMM and bitmask-GEMM kernels on the current stream.
 #include <ATen/cuda/CUDAContext.h>
 #include <torch/library.h>
 
@@ -10,7 +10,7 @@ namespace {
 
 sparse::DeviceKernels cuda_kernel() {
   return {&sparse::apply_bitmask_cuda, &sparse::grouped_gemm_cuda, &sparse::grouped_gemm_workspace_bytes,
-          at::cuda::getCurrentCUDAStream().stream()};
+          &sparse::bitmask_gemm_cuda, at::cuda::getCurrentCUDAStream().stream()};
 }
 
 at::Tensor masked_linear_cuda(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& mask, int64_t block,

@@ -9,12 +9,12 @@ namespace {
 
 template <typename Bits>
 __global__ void apply_bitmask_kernel(BitmaskParams p) {
-  const int64_t n = p.rows * p.cols, wpr = words_per_row(p.cols);
+  const int64_t n = p.rows * p.cols;
   const Bits* src = static_cast<const Bits*>(p.src);
   Bits* dst = static_cast<Bits*>(p.dst);
   for (int64_t t = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; t < n; t += int64_t(gridDim.x) * blockDim.x) {
     const int64_t r = t / p.cols, j = t - r * p.cols;
-    dst[t] = masked_bits(src[t], static_cast<uint32_t>(p.words[r * wpr + j / kWordBits]), j);
+    dst[r * p.dst_ld + j] = masked_bits(src[r * p.src_ld + j], static_cast<uint32_t>(p.words[r * p.words_ld + j / kWordBits]), j);
   }
 }
 

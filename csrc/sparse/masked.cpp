@@ -2,11 +2,14 @@
 // Block masks skip the empty tiles in the forward, dX and dW: schedule.h turns the mask into
 // waves of dense GEMMs (one per run of kept tiles; dW is sampled: only kept tiles are computed
 // and stored); in bf16 a wave is one grouped launch of the device's kernel (CUTLASS on CUDA),
-// elsewhere its GEMMs run one by one through ATen. Bitmasks apply the mask with the device's bitmask kernel (one pass, no
-// temporaries beyond the result) to a transient W⊙M copy (forward, dX) and in place to dYᵀ·X
-// (dW); a GEMM that applies the mask while loading W tiles is not written yet.
+// elsewhere its GEMMs run one by one through ATen. Bitmasks never build W⊙M: on CUDA (bf16) the
+// bitmask GEMMs mask W tiles in registers as they are loaded and dW in the epilogue
+// (bitmask_gemm.h); elsewhere, and for what those kernels refuse, the tiled path masks W a tile of
+// rows (forward) or columns (dX) at a time into one small buffer (about kTileBytes, whatever W's
+// size) and runs one GEMM per tile, each output element written once; dW is masked in place.
 #include "masked.h"
 
+#include <algorithm>
 #include <cstdlib>
 #include <string>
 #include <vector>
@@ -16,17 +19,99 @@
 namespace ember::sparse {
 namespace {
 
-// dst = src ⊙ M (dst may be src), src and dst contiguous, of the weight's shape.
+// dst = src ⊙ M (dst may be src): src and dst row-major blocks (unit column stride) of one
+// shape, words the bitmask rows and words of src's block (its first column a multiple of 32).
 void apply_bitmask(const at::Tensor& src, const at::Tensor& dst, const at::Tensor& words, const DeviceKernels& k) {
-  k.apply_bitmask({src.data_ptr(), dst.data_ptr(), int(src.element_size()), src.size(0), src.size(1), words.data_ptr<int32_t>()},
-          k.stream);
+  k.apply_bitmask({src.data_ptr(), dst.data_ptr(), int(src.element_size()), src.size(0), src.size(1),
+                   words.data_ptr<int32_t>(), src.stride(0), dst.stride(0), words.stride(0)},
+                  k.stream);
 }
 
-at::Tensor masked_copy(const at::Tensor& weight, const at::Tensor& words, const DeviceKernels& k) {
-  const at::Tensor w = weight.contiguous();
-  at::Tensor wm = at::empty_like(w);
-  apply_bitmask(w, wm, words, k);
-  return wm;
+// Fails when EMBER_SPARSE_STRICT is set: the tests set it on shapes the device's kernels must
+// take, so a kernel that refuses them cannot hide behind the fallback.
+void check_not_strict(const char* what) {
+  const char* strict = std::getenv("EMBER_SPARSE_STRICT");
+  TORCH_CHECK(strict == nullptr || std::string(strict) == "0", "ember.masked_linear: ", what,
+              " (EMBER_SPARSE_STRICT is set, so no fallback)");
+}
+
+// The tiled bitmask path's budget for one tile of W⊙M rows; EMBER_SPARSE_TILE_BYTES overrides it
+// (the tests make tiles of a few rows).
+constexpr int64_t kTileBytes = int64_t(8) << 20;
+
+// Rows (or columns) of a tile of `cols` elements each, out of `rows`.
+int64_t tile_rows(int64_t rows, int64_t cols, int64_t element_size) {
+  const char* env = std::getenv("EMBER_SPARSE_TILE_BYTES");
+  const int64_t budget = env != nullptr ? std::max<int64_t>(1, std::atoll(env)) : kTileBytes;
+  return std::clamp<int64_t>(budget / std::max<int64_t>(1, cols * element_size), 1, std::max<int64_t>(rows, 1));
+}
+
+// Runs p on the device's bitmask GEMM; false when there is none (CPU) or it refuses p.
+bool bitmask_kernel(const BitmaskGemmParams& p, const at::Tensor& like, const DeviceKernels& k) {
+  if (k.bitmask_gemm == nullptr) return false;
+  if (k.bitmask_gemm(p, like.scalar_type() == at::kBFloat16, k.stream)) return true;
+  if (like.scalar_type() == at::kBFloat16) check_not_strict("the bitmask GEMM refused its problem");
+  return false;
+}
+
+// y = x·(W⊙M)ᵀ + bias, tile by tile of W rows; x, w contiguous.
+at::Tensor bitmask_forward(const at::Tensor& x, const at::Tensor& w, const at::Tensor& words,
+                           const std::optional<at::Tensor>& bias, const DeviceKernels& k) {
+  const int64_t tokens = x.size(0), out = w.size(0), in = w.size(1);
+  at::Tensor y = at::empty({tokens, out}, x.options());
+  if (tokens == 0 || out == 0) return y;
+  const at::Tensor b = bias.has_value() ? bias->contiguous() : at::Tensor();
+  const BitmaskGemmParams p{BitmaskGemmKind::kForward, tokens, out, in, x.data_ptr(), nullptr, w.data_ptr(),
+                            b.defined() ? b.data_ptr() : nullptr, y.data_ptr(), words.data_ptr<int32_t>()};
+  if (bitmask_kernel(p, x, k)) return y;
+  const int64_t rows = tile_rows(out, in, w.element_size());
+  at::Tensor tile = at::empty({std::min(rows, out), in}, w.options());
+  for (int64_t r0 = 0; r0 < out; r0 += rows) {
+    const int64_t n = std::min(rows, out - r0);
+    at::Tensor wm = tile.narrow(0, 0, n);
+    apply_bitmask(w.narrow(0, r0, n), wm, words.narrow(0, r0, n), k);
+    at::Tensor ys = y.narrow(1, r0, n);
+    if (b.defined()) {
+      at::addmm_out(ys, b.narrow(0, r0, n), x, wm.t());
+    } else {
+      at::mm_out(ys, x, wm.t());
+    }
+  }
+  return y;
+}
+
+// dx = dy·(W⊙M), tile by tile of W columns (dx's columns: every element is one GEMM's, rounded
+// once); g, w contiguous. Tiles start at multiples of 32 columns, a mask word's.
+at::Tensor bitmask_dgrad(const at::Tensor& g, const at::Tensor& w, const at::Tensor& words, const DeviceKernels& k) {
+  const int64_t tokens = g.size(0), out = w.size(0), in = w.size(1);
+  if (tokens == 0 || in == 0 || out == 0) return at::zeros({tokens, in}, g.options());
+  at::Tensor dx = at::empty({tokens, in}, g.options());
+  const BitmaskGemmParams p{BitmaskGemmKind::kDgrad, tokens, out, in, nullptr, g.data_ptr(), w.data_ptr(),
+                            nullptr, dx.data_ptr(), words.data_ptr<int32_t>()};
+  if (bitmask_kernel(p, g, k)) return dx;
+  const int64_t cols = std::max<int64_t>(kWordBits, tile_rows(in, out, w.element_size()) / kWordBits * kWordBits);
+  at::Tensor tile = at::empty({out, std::min(cols, in)}, w.options());
+  for (int64_t c0 = 0; c0 < in; c0 += cols) {
+    const int64_t n = std::min(cols, in - c0);
+    at::Tensor wm = tile.narrow(1, 0, n);
+    apply_bitmask(w.narrow(1, c0, n), wm, words.narrow(1, c0 / kWordBits, words_per_row(n)), k);
+    at::Tensor dxs = dx.narrow(1, c0, n);
+    at::mm_out(dxs, g, wm);
+  }
+  return dx;
+}
+
+// dw = (dyᵀ·x)⊙M; g, x contiguous.
+at::Tensor bitmask_wgrad(const at::Tensor& g, const at::Tensor& x, const at::Tensor& words, const DeviceKernels& k) {
+  const int64_t tokens = g.size(0), out = g.size(1), in = x.size(1);
+  if (tokens == 0 || in == 0 || out == 0) return at::zeros({out, in}, g.options());
+  at::Tensor dw = at::empty({out, in}, g.options());
+  const BitmaskGemmParams p{BitmaskGemmKind::kWgrad, tokens, out, in, x.data_ptr(), g.data_ptr(), nullptr,
+                            nullptr, dw.data_ptr(), words.data_ptr<int32_t>()};
+  if (bitmask_kernel(p, g, k)) return dw;
+  at::mm_out(dw, g.t(), x);
+  apply_bitmask(dw, dw, words, k);
+  return dw;
 }
 
 // One wave of schedule() (schedule.h). In bf16 the wave goes to the device's grouped GEMM as
@@ -58,9 +143,7 @@ void run_wave(GroupedKind kind, const std::vector<Tile>& wave, const at::Tensor&
     if (k.grouped_gemm(kind, groups.data(), count, accumulate, workspace.data_ptr(), k.stream)) return;
     // Refusals are legitimate (ragged edges not a multiple of 8); the tests make them errors on
     // shapes the kernel must take, so a dead kernel cannot hide behind the fallback.
-    const char* strict = std::getenv("EMBER_SPARSE_GROUPED_STRICT");
-    TORCH_CHECK(strict == nullptr || std::string(strict) == "0", "ember.masked_linear: the grouped GEMM refused a wave of ",
-                count, " GEMMs (EMBER_SPARSE_GROUPED_STRICT is set, so no fallback)");
+    check_not_strict("the grouped GEMM refused a wave of GEMMs");
   }
   for (const Tile& t : wave) {
     if (kind == GroupedKind::kForward) {
@@ -119,7 +202,7 @@ at::Tensor unpack_mask(const at::Tensor& packed, int64_t rows, int64_t cols, int
 at::Tensor masked_linear(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& mask, int64_t block,
                          const std::optional<at::Tensor>& bias, const DeviceKernels& k) {
   const int64_t out = weight.size(0), in = weight.size(1);
-  if (block == 0) return at::linear(x, masked_copy(weight, mask, k), bias);
+  if (block == 0) return bitmask_forward(x.contiguous(), weight.contiguous(), mask.contiguous(), bias, k);
   const at::Tensor xc = x.contiguous(), wc = weight.contiguous();
   at::Tensor y = bias.has_value() ? bias->expand({x.size(0), out}).contiguous() : at::zeros({x.size(0), out}, x.options());
   run_schedule(GroupedKind::kForward, mask, out, in, block, xc, wc, y, k);
@@ -131,11 +214,9 @@ std::tuple<at::Tensor, at::Tensor> masked_linear_backward(const at::Tensor& grad
                                                           bool need_x, bool need_w, const DeviceKernels& k) {
   at::Tensor dx, dw;
   if (block == 0) {
-    if (need_x) dx = at::mm(grad, masked_copy(weight, mask, k));
-    if (need_w) {
-      dw = at::mm(grad.t(), x);
-      apply_bitmask(dw, dw, mask, k);
-    }
+    const at::Tensor gc = grad.contiguous(), words = mask.contiguous();
+    if (need_x) dx = bitmask_dgrad(gc, weight.contiguous(), words, k);
+    if (need_w) dw = bitmask_wgrad(gc, x.contiguous(), words, k);
     return {dx, dw};
   }
   const int64_t out = weight.size(0), in = weight.size(1);

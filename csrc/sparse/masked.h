@@ -7,6 +7,7 @@
 #include <optional>
 #include <tuple>
 
+#include "bitmask_gemm.h"
 #include "ember/sparse.h"
 #include "grouped.h"
 
@@ -17,12 +18,14 @@ at::Tensor pack_mask(const at::Tensor& mask, int64_t block);
 at::Tensor unpack_mask(const at::Tensor& packed, int64_t rows, int64_t cols, int64_t block);
 
 // The device's kernels and the stream they run on: the bitmask apply (apply_bitmask_cpu /
-// _cuda) and, on CUDA, the grouped GEMM that runs a wave of block-mask GEMMs in one launch
-// (grouped_gemm_cuda; null on the CPU, which runs them one by one).
+// _cuda), the grouped GEMM that runs a wave of block-mask GEMMs (grouped_gemm_cuda in one launch,
+// grouped_gemm_cpu group by group), and, on CUDA, the bitmask GEMMs that apply the mask inside
+// the GEMM (bitmask_gemm_cuda; null on the CPU, which takes the tiled path).
 struct DeviceKernels {
   void (*apply_bitmask)(const BitmaskParams&, void*);
   bool (*grouped_gemm)(GroupedKind, const GemmGroup*, int, bool, void*, void*);
   int64_t (*grouped_workspace_bytes)(GroupedKind, int);
+  bool (*bitmask_gemm)(const BitmaskGemmParams&, bool, void*);
   void* stream;
 };
 

@@ -28,12 +28,16 @@ EMBER_HOST_DEVICE bool bit_at(const int32_t* words, int64_t cols, int64_t i, int
 // dst = src ⊙ M for a bitmask M: kept elements copied bit for bit, pruned ones +0 (a pruned
 // weight is exactly zero, whatever src holds there, inf and NaN included). dst may be src.
 // Elements are 1, 2, 4 or 8 bytes (any float dtype): the op moves bits, it does no arithmetic.
+// A rows × cols block of row-major matrices (leading dimensions src_ld, dst_ld in elements,
+// words_ld in words): column j of the block is bit j % 32 of word j / 32 of its row of `words`,
+// so a block that starts at a column c0 of the weight has c0 % 32 == 0 and words at c0 / 32.
 struct BitmaskParams {
   const void* src = nullptr;
   void* dst = nullptr;
   int element_bytes = 4;  // 1, 2, 4 or 8
-  int64_t rows = 0, cols = 0;  // row-major, contiguous
+  int64_t rows = 0, cols = 0;
   const int32_t* words = nullptr;
+  int64_t src_ld = 0, dst_ld = 0, words_ld = 0;
 };
 
 // The element of one row: bit j of the row's words selects src[j] or 0.

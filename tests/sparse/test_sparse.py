@@ -116,7 +116,7 @@ def test_block_mask_grouped_gemm_in_bf16(device, block, monkeypatch):
     # bf16 runs each wave as one grouped GEMM (CUTLASS on CUDA; on the CPU the same group
     # descriptors, so this checks their addressing); shapes a multiple of 8 everywhere, so the
     # kernel must take every wave (STRICT: a refusal is an error, not a silent fallback).
-    monkeypatch.setenv("EMBER_SPARSE_GROUPED_STRICT", "1")
+    monkeypatch.setenv("EMBER_SPARSE_STRICT", "1")
     n, out, inp = 72, 256, 384
     m = block_mask(out, inp, block, 0.4, seed=3)
     g = torch.Generator().manual_seed(4)
@@ -129,6 +129,44 @@ def test_block_mask_grouped_gemm_in_bf16(device, block, monkeypatch):
         err = (got.cpu().double() - want).abs().max() / want.abs().max()
         assert err <= 1e-2, err  # one bf16 rounding of each output, fp32 accumulation
     assert (dw.cpu()[~m] == 0).all()
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32])
+@pytest.mark.parametrize("small_tiles", [False, True])
+def test_bitmask_gemms_without_a_masked_copy(device, dtype, small_tiles, monkeypatch):
+    # Never a whole W⊙M: on CUDA in bf16 the bitmask GEMMs mask W in registers (forward, dX) and
+    # dW in the epilogue; here in % 128 == 0 and out % 8 == 0, so they must take all three
+    # (STRICT). Everywhere else W is masked a tile at a time: small tiles give several, ragged
+    # at the end: forward 83-row tiles (200 = 2·83 + 34), dX 160-column tiles (384 = 2·160 + 64).
+    monkeypatch.setenv("EMBER_SPARSE_STRICT", "1")
+    if small_tiles:
+        monkeypatch.setenv("EMBER_SPARSE_TILE_BYTES", str(160 * 200 * torch.tensor([], dtype=dtype).element_size()))
+    n, out, inp = 75, 200, 384
+    m = element_mask(out, inp, 0.3, seed=5)
+    g = torch.Generator().manual_seed(6)
+    x, w, gy = (torch.randn(s, generator=g).to(dtype) for s in [(n, inp), (out, inp), (n, out)])
+    b = torch.randn(out, generator=g).to(dtype)
+    packed = pack_mask(m.to(device))
+    y = masked_linear(x.to(device), w.to(device), packed, b.to(device))
+    dx, dw = torch.ops.ember.masked_linear_backward(gy.to(device), x.to(device), w.to(device), packed, 0, True, True)
+    wm = w.double() * m
+    tol = 1e-2 if dtype == torch.bfloat16 else 1e-5
+    for got, want, what in ((y, x.double() @ wm.t() + b.double(), "y"), (dx, gy.double() @ wm, "dx"),
+                            (dw, (gy.double().t() @ x.double()) * m, "dw")):
+        err = (got.cpu().double() - want).abs().max() / want.abs().max()
+        assert err <= tol, f"{what}: {err}"
+    assert (dw.cpu()[~m] == 0).all()
+
+
+@pytest.mark.parametrize("n, out, inp", [(0, 8, 128), (5, 8, 0), (5, 0, 128)])
+def test_bitmask_empty_dims(device, n, out, inp):
+    w = torch.randn(out, inp, device=device)
+    x = torch.randn(n, inp, device=device)
+    packed = pack_mask(torch.ones(out, inp, dtype=torch.bool, device=device))
+    y = masked_linear(x, w, packed)
+    dx, dw = torch.ops.ember.masked_linear_backward(torch.ones(n, out, device=device), x, w, packed, 0, True, True)
+    assert y.shape == (n, out) and dx.shape == (n, inp) and dw.shape == (out, inp)
+    assert torch.equal(y, x @ w.t()) and (dx == 0).all() == (out == 0 or inp == 0 or n == 0) and (dw == 0).all() == (n == 0 or out * inp == 0)
 
 
 def test_bool_mask_and_leading_dims():

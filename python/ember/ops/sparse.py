@@ -7,6 +7,8 @@ empty tiles in the forward, dX and dW.
 
 from __future__ import annotations
 
+import math
+
 import torch
 
 _BLOCKS = (16, 32, 64, 128)
@@ -41,7 +43,8 @@ def masked_linear(x: torch.Tensor, weight: torch.Tensor, mask: torch.Tensor, bia
     b = _block("masked_linear", block)
     if mask.dtype == torch.bool:
         mask, b = pack_mask(mask), 0
-    y = torch.ops.ember.masked_linear(x.reshape(-1, x.shape[-1]), weight, mask, b, bias)
+    rows = math.prod(x.shape[:-1])  # not reshape(-1, in): ambiguous when in == 0
+    y = torch.ops.ember.masked_linear(x.reshape(rows, x.shape[-1]), weight, mask, b, bias)
     return y.view(*x.shape[:-1], weight.shape[0])
 
 
