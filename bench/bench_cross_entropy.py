@@ -1,5 +1,6 @@
 """Linear + cross-entropy, forward + backward: ember.ops.linear_cross_entropy (with and without
-per-token weights) against F.linear + F.cross_entropy (eager, and torch.compile'd with
+per-token weights; on CUDA bf16 also with the gradient materialized instead of made inside the
+backward GEMMs, EMBER_CE_SOFTMAX_GEMM=0) against F.linear + F.cross_entropy (eager, and torch.compile'd with
 --compile), PyTorch's own chunked F.linear_cross_entropy (torch >= 2.14) and, when installed,
 Liger's fused linear CE and cut-cross-entropy. Time, TFLOP/s counted as 6·N·d·V, and peak memory
 above the inputs:
@@ -53,11 +54,21 @@ def implementations(compile_: bool) -> dict:
     def torch_weighted(h, w, y, tw):
         ((F.cross_entropy(F.linear(h, w).float(), y, reduction="none") * tw).sum() / y.numel()).backward()
 
+    def ember_materialized(h, w, y, tw):
+        # the row kernels write the gradient; the default on CUDA bf16 makes it inside the
+        # backward GEMMs (csrc/cross_entropy/driver.cpp): this row tells the two apart
+        os.environ["EMBER_CE_SOFTMAX_GEMM"] = "0"
+        try:
+            ember.ops.linear_cross_entropy(h, w, y, tw).backward()
+        finally:
+            del os.environ["EMBER_CE_SOFTMAX_GEMM"]
+
     impls = {
         "torch linear+CE": torch_plain,
         "torch linear+CE weighted": torch_weighted,
         "ember": lambda h, w, y, tw: ember.ops.linear_cross_entropy(h, w, y).backward(),
         "ember weighted": lambda h, w, y, tw: ember.ops.linear_cross_entropy(h, w, y, tw).backward(),
+        "ember weighted, materialized gradient": ember_materialized,
     }
     if compile_:
         compiled = torch.compile(lambda h, w, y: F.cross_entropy(F.linear(h, w).float(), y))

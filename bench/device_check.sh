@@ -69,9 +69,9 @@ for b in bench/bench_*.py; do
   echo >> "$out/bench.txt"
 done
 
-stamp "CUTLASS GEMMs under compute-sanitizer memcheck (ragged shapes: fp8_gemm, sparse)"
+stamp "CUTLASS GEMMs under compute-sanitizer memcheck (ragged shapes: fp8_gemm, sparse, cross_entropy)"
 sanitizer=$(command -v compute-sanitizer || ls /usr/local/cuda*/bin/compute-sanitizer 2>/dev/null | head -1)
-for check in fp8_gemm_memcheck sparse_memcheck; do
+for check in fp8_gemm_memcheck sparse_memcheck cross_entropy_memcheck; do
   if [ -n "$sanitizer" ]; then
     timeout $(cap 90) "$sanitizer" --tool memcheck --error-exitcode 1 python3 bench/$check.py > "$out/$check.log" 2>&1
     echo "$check under memcheck rc $? ($check.log)" | tee -a "$out/bench.txt"

@@ -11,7 +11,8 @@ namespace {
 struct CudaDevice {
   using Guard = c10::cuda::CUDAGuard;
   static ce::RowKernels kernels() {
-    return ce::RowKernels{ce::rows_forward_cuda, ce::rows_backward_cuda, at::cuda::getCurrentCUDAStream().stream()};
+    return ce::RowKernels{ce::rows_forward_cuda, ce::rows_backward_cuda, ce::softmax_grad_gemm_cuda,
+                          ce::softmax_grad_gemm_workspace_cuda, at::cuda::getCurrentCUDAStream().stream()};
   }
 };
 

@@ -137,26 +137,50 @@ def test_sparse_grouped_gemms_issue_pipelined_hgmma():
         assert "QGMMA" not in body
 
 
-@needs_cuda_build
-def test_sparse_bitmask_gemms_mask_in_the_pipeline():
-    """The bitmask GEMMs (csrc/sparse/bitmask_gemm_*.cu). Forward and dX: the masked-A mainloop
-    issues its HGMMAs from registers with two batches in flight (WARPGROUP.DEPBAR.LE gsb0, 0x2
-    after each; a serialized wgmma would wait for 0x0 each time), and its producer loads three
-    operands by TMA per stage (A, B and the mask tile). dW: the stock pipelined mainloop with the
-    mask-keeping epilogue."""
-    tool = _cuobjdump()
-    env = dict(os.environ, PATH=f"{os.path.dirname(tool)}{os.pathsep}{os.environ.get('PATH', '')}")
-    sass = subprocess.run([tool, "--dump-sass", _library()], capture_output=True, text=True, check=True, env=env).stdout
-    functions = _sass_functions(sass)
-    masked = {("dgrad" if "MaskedAMainloopILb1" in name else "forward"): body
-              for name, body in functions.items() if "MaskedAMainloop" in name}
-    assert sorted(masked) == ["dgrad", "forward"], [n for n in functions if "Masked" in n]
-    for kind, body in masked.items():
+def _side_tile_kernels(functions: dict, transform: str) -> dict:
+    """{"plain" | "transposed": SASS} of the side-tile-mainloop GEMMs (csrc/side_tile_mainloop.cuh)
+    whose transform is `transform`: A K-major, or M-major (transposed)."""
+    return {("transposed" if "SideTileAMainloopILb1" in name else "plain"): body
+            for name, body in functions.items() if "SideTileAMainloop" in name and transform in name}
+
+
+def _check_side_tile_pipeline(kernels: dict) -> None:
+    # wgmma from registers with two batches in flight (WARPGROUP.DEPBAR.LE gsb0, 0x2 after each;
+    # a serialized wgmma would wait for 0x0 each time), and three TMA loads per stage (A, B, side).
+    for kind, body in kernels.items():
         hgmma = len(re.findall(r"\bHGMMA\.64x256x16\.F32\.BF16 R\d+, R\d+,", body))  # A from registers
         waits = re.findall(r"WARPGROUP\.DEPBAR\.LE gsb0, (0x\d)", body)
         assert hgmma == 16 and waits.count("0x2") == hgmma and waits.count("0x0") == 1, (kind, hgmma, waits)
         assert len(re.findall(r"\bUTMALDG\b", body)) >= 3, kind
+
+
+@needs_cuda_build
+def test_sparse_bitmask_gemms_mask_in_the_pipeline():
+    """The bitmask GEMMs (csrc/sparse/bitmask_gemm_*.cu). Forward and dX: the side-tile mainloop
+    with the mask transform. dW: the stock pipelined mainloop with the mask-keeping epilogue."""
+    tool = _cuobjdump()
+    env = dict(os.environ, PATH=f"{os.path.dirname(tool)}{os.pathsep}{os.environ.get('PATH', '')}")
+    sass = subprocess.run([tool, "--dump-sass", _library()], capture_output=True, text=True, check=True, env=env).stdout
+    functions = _sass_functions(sass)
+    masked = _side_tile_kernels(functions, "MaskTransform")
+    assert sorted(masked) == ["plain", "transposed"], [n for n in functions if "SideTile" in n]
+    _check_side_tile_pipeline(masked)
     wgrad = [body for name, body in functions.items() if "Sm90AuxLoad" in name and "KeepWhereSet" in name]
     assert len(wgrad) == 1
     hgmma = len(re.findall(r"\bHGMMA\.", wgrad[0]))
     assert hgmma >= 8 and len(re.findall(r"WARPGROUP\.DEPBAR", wgrad[0])) < hgmma
+
+
+@needs_cuda_build
+def test_cross_entropy_softmax_gradient_gemms_in_the_pipeline():
+    """The linear cross-entropy's softmax-gradient GEMMs (csrc/cross_entropy/softmax_grad_*.cu):
+    dh (A = the logits, K-major) and dW (A = their transpose) on the side-tile mainloop, the
+    gradient made in registers: ex2 (MUFU.EX2) between the shared loads and the HGMMAs."""
+    tool = _cuobjdump()
+    env = dict(os.environ, PATH=f"{os.path.dirname(tool)}{os.pathsep}{os.environ.get('PATH', '')}")
+    sass = subprocess.run([tool, "--dump-sass", _library()], capture_output=True, text=True, check=True, env=env).stdout
+    kernels = _side_tile_kernels(_sass_functions(sass), "SoftmaxGradTransform")
+    assert sorted(kernels) == ["plain", "transposed"]
+    _check_side_tile_pipeline(kernels)
+    for kind, body in kernels.items():
+        assert len(re.findall(r"MUFU\.EX2", body)) >= 16 * 8, kind  # one per A element of a block, per block

@@ -1,16 +1,28 @@
 // The cross-entropy driver (see driver.h).
 //
-// linear_cross_entropy is chunked recompute over rows: a chunk of C rows of h makes a C×V fp32
-// logits chunk (the BLAS / cuBLAS GEMM, fp32 output), the row kernels turn it into losses and, in
-// place, into ∂loss/∂logits, and two more GEMMs give the chunk's dh rows and its share of dW.
-// Memory: one chunk (and, on CUDA, its 16-bit gradient copy for the tensor-core GEMMs), never
-// N×V. FLOPs: 6·N·d·V when the forward computes the gradients (the training path), 8·N·d·V when
-// a backward with per-row upstream gradients has to recompute the logits.
+// linear_cross_entropy is chunked recompute over rows: a chunk of C rows of h makes a C×V
+// logits chunk (the BLAS / cuBLAS GEMM), the row kernels turn it into losses, and two more GEMMs
+// give the chunk's dh rows and its share of dW. The gradient g of the chunk is made one of two
+// ways:
+//   - materialized: the row kernels write it in the same visit of each row as the loss (in place
+//     over the fp32 logits on the CPU; a 16-bit copy for the tensor cores on CUDA), then
+//     dh = g·W and dW += gᵀ·h (BLAS / cuBLAS);
+//   - fused (CUDA bf16 without bias by default; EMBER_CE_SOFTMAX_GEMM=1 / 0 forces it on / off,
+//     on the CPU too): the row kernels
+//     compute only the losses and lse, and the softmax-gradient GEMMs (softmax_grad_gemm.h) read
+//     the fp32 logits and turn each into its gradient inside the GEMM (rounded to bf16 there, as
+//     the materialized path rounds it), so g never exists; they leave out each row's target
+//     term, added after (one row of W or h per row).
+// Memory: one fp32 chunk (and, materialized on CUDA, its 16-bit gradient), never N×V. FLOPs:
+// 6·N·d·V when the forward computes the gradients (the training path), 8·N·d·V when a backward
+// with per-row upstream gradients has to recompute the logits.
 #include "driver.h"
 
 #include "../scalar_type.h"
 
 #include <algorithm>
+#include <cstdlib>
+#include <string>
 
 namespace ember::ce {
 namespace {
@@ -35,10 +47,26 @@ at::Tensor or_undefined(const std::optional<at::Tensor>& t) { return t.has_value
 // 16 MB 1.26 s, 32 MB 1.16 s; peak memory above the inputs 43 / 52 / 68 MB (dW and dh alone are
 // 35 MB). 8 MB matches torch's chunked op in both; on a GPU 256 MB keeps the GEMMs at full rate
 // (512 rows at V = 128k).
+// (512 rows at V = 128k).
 int64_t chunk_rows(int64_t vocab, bool cuda) {
   const int64_t budget = cuda ? (int64_t{256} << 20) : (int64_t{8} << 20);
   const int64_t rows = budget / (4 * std::max<int64_t>(vocab, 1)) / 8 * 8;
   return std::max<int64_t>(rows, 8);
+}
+
+bool env_is_one(const char* name) {
+  const char* v = std::getenv(name);
+  return v != nullptr && std::string(v) == "1";
+}
+
+// Whether the chunks' gradients go through the softmax-gradient GEMMs (see the top): by default
+// on CUDA for bf16, never on the CPU; EMBER_CE_SOFTMAX_GEMM=1 / 0 turns them on / off on either
+// (the tests, and the benchmark's side-by-side row). Never with a bias (its gradient needs G).
+bool fused_backward(const RowKernels& k, const at::Tensor& w, const at::Tensor& bias) {
+  if (k.softmax_grad_gemm == nullptr || bias.defined()) return false;
+  const char* env = std::getenv("EMBER_CE_SOFTMAX_GEMM");
+  if (env != nullptr) return std::string(env) == "1";
+  return w.is_cuda() && w.scalar_type() == at::kBFloat16;
 }
 
 // The GEMM operands in the type the device multiplies: fp32 on the CPU, as given on CUDA.
@@ -69,6 +97,72 @@ void accumulate(GradSink& s, const at::Tensor& grad, const at::Tensor& rows, con
 struct Chunk {
   at::Tensor rows, h, target, weight, logits;
 };
+
+// Adds chunk k's gradient into the sink with the softmax-gradient GEMMs, for row scales `scale`
+// (upstream gradient × token weight) and the rows' lse: the GEMMs' G leaves out row r's target
+// term −c_r at v = y_r, c_r = scale_r·(1 − ls)·(1 − t²) with t = softcap(z_y)/cap (1 without a
+// softcap), so dh_r −= c_r·W[y_r] (in fp32, before dh's one rounding) and dW[y_r] −= c_r·h_r
+// after them. A GEMM the device refuses
+// uses the materialized gradient instead (the row kernel, target term included).
+void accumulate_fused(GradSink& s, const Chunk& k, const at::Tensor& lse, const at::Tensor& scale, const Options& o,
+                      const at::Tensor& w, const RowKernels& rk) {
+  const int64_t c = k.rows.numel(), vocab = w.size(0), dim = w.size(1);
+  at::Tensor side = at::zeros({c, 4}, lse.options());
+  side.select(1, 0).copy_(lse);
+  side.select(1, 1).copy_(scale);
+  const at::Tensor zy = k.logits.gather(1, k.target.unsqueeze(1)).squeeze(1).to(at::kFloat);
+  at::Tensor coef = scale * (1.0 - o.label_smoothing);
+  if (o.softcap > 0.0f) {
+    const at::Tensor t = at::tanh(zy / o.softcap);
+    coef = coef * (1.0 - t * t);
+  }
+  SoftmaxGradGemmParams p;
+  p.rows = c;
+  p.vocab = vocab;
+  p.dim = dim;
+  p.type = scalar_type_of(w);
+  p.logits = k.logits.data_ptr<float>();
+  p.side = side.data_ptr<float>();
+  p.opt = o;
+  at::Tensor g;  // the materialized gradient, made only if a GEMM is refused
+  auto refused = [&](const char* which) -> const at::Tensor& {
+    TORCH_CHECK(!env_is_one("EMBER_CE_STRICT"), "ember.linear_cross_entropy: the softmax-gradient GEMM refused ", which,
+                " (EMBER_CE_STRICT=1, so no fallback)");
+    if (!g.defined()) {
+      g = at::empty({c, vocab}, w.options());
+      backward(g, scale, k.logits, k.target, std::nullopt, lse, o, rk);
+    }
+    return g;
+  };
+  at::Tensor dh = at::empty({c, dim}, lse.options());  // fp32: the target term goes in before the rounding
+  p.kind = SoftmaxGradKind::kDhidden;
+  p.operand = w.data_ptr();
+  p.result = dh.data_ptr();
+  const at::Tensor workspace = at::empty({rk.softmax_grad_workspace(p)}, w.options().dtype(at::kByte));
+  p.workspace = workspace.data_ptr();
+  p.workspace_bytes = workspace.numel();
+  if (rk.softmax_grad_gemm(p, rk.stream)) {
+    dh.sub_(coef.unsqueeze(1) * w.index_select(0, k.target).to(at::kFloat));
+  } else {
+    dh = at::mm(refused("dh"), w);
+  }
+  s.dh.index_copy_(0, k.rows, dh.to(s.dh.scalar_type()));
+  p.kind = SoftmaxGradKind::kDweight;
+  p.operand = k.h.data_ptr();
+  p.result = s.dw.data_ptr();
+  p.workspace = nullptr;
+  p.workspace_bytes = 0;
+  if (rk.softmax_grad_gemm(p, rk.stream)) {
+    // Summed per distinct target in fp32 first (frequent tokens repeat within a chunk), so each
+    // dW row takes one rounded addition, not one per occurrence.
+    const auto [ys, slot] = at::_unique(k.target, /*sorted=*/false, /*return_inverse=*/true);
+    const at::Tensor terms =
+        at::zeros({ys.numel(), dim}, lse.options()).index_add_(0, slot, coef.unsqueeze(1) * k.h.to(at::kFloat));
+    s.dw.index_add_(0, ys, terms.neg().to(s.dw.scalar_type()));
+  } else {
+    s.dw.addmm_(refused("dW").t(), k.h);
+  }
+}
 
 // Calls f(chunk) for consecutive chunks of `rows`, with the logits computed into logits_buf.
 template <typename F>
@@ -136,28 +230,35 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tenso
   at::Tensor keep = target != o.ignore_index;
   if (tw.defined() && !logprobs && !entropy) keep = keep & (tw != 0);
   const at::Tensor rows = keep.nonzero().squeeze(1);  // (a host sync on CUDA: the chunk count)
-  const at::Tensor h = compute_operand(hidden), w = compute_operand(lm_weight), b = compute_operand(or_undefined(bias));
+  const at::Tensor h = compute_operand(hidden), b = compute_operand(or_undefined(bias));
+  const at::Tensor w = compute_operand(lm_weight).contiguous();
   GradSink sink;
   if (compute_grad) {
     sink.dh = at::zeros_like(hidden);
     sink.dw = at::zeros({vocab, lm_weight.size(1)}, w.options());
     if (b.defined()) sink.db = at::zeros({vocab}, f32);
   }
+  const bool fused = compute_grad && fused_backward(rk, w, b);
   const int64_t m = rows.numel(), chunk = std::min(chunk_rows(vocab, cuda), std::max<int64_t>(m, 1));
   at::Tensor logits_buf = at::empty({chunk, vocab}, f32);
   const bool separate_grad = w.scalar_type() != at::kFloat;  // CUDA bf16/fp16: the GEMMs take 16-bit
-  at::Tensor grad_buf = compute_grad && separate_grad ? at::empty({chunk, vocab}, w.options()) : logits_buf;
+  at::Tensor grad_buf =
+      compute_grad && !fused && separate_grad ? at::empty({chunk, vocab}, w.options()) : logits_buf;
   const at::Tensor unit = at::ones({1}, f32);  // ∂Σ loss_i: one upstream gradient of 1 for every row
   for_each_chunk(rows, chunk, h, w, b, target, tw, logits_buf, [&](const Chunk& k) {
-    // losses and, when asked, the gradient (into grad_buf: in place in the fp32 logits on the
-    // CPU) in one visit of each row
-    at::Tensor grad = compute_grad ? grad_buf.slice(0, 0, k.rows.numel()) : at::Tensor();
+    // losses and, when asked and not fused, the gradient (into grad_buf: in place in the fp32
+    // logits on the CPU) in one visit of each row
+    at::Tensor grad = compute_grad && !fused ? grad_buf.slice(0, 0, k.rows.numel()) : at::Tensor();
     auto [lc, sc, lpc, entc] = forward(k.logits, k.target, k.weight, o, logprobs, entropy, rk, grad, unit);
     loss.index_copy_(0, k.rows, lc);
     lse.index_copy_(0, k.rows, sc);
     if (logprobs) lp.index_copy_(0, k.rows, lpc);
     if (entropy) ent.index_copy_(0, k.rows, entc);
-    if (compute_grad) accumulate(sink, grad, k.rows, k.h, w);
+    if (fused) {
+      accumulate_fused(sink, k, sc, k.weight.defined() ? k.weight : at::ones_like(sc), o, w, rk);
+    } else if (compute_grad) {
+      accumulate(sink, grad, k.rows, k.h, w);
+    }
   });
   if (compute_grad) {
     sink.dw = sink.dw.to(lm_weight.scalar_type());
@@ -179,16 +280,23 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> linear_backward(const at::Tensor&
   at::Tensor keep = (target != o.ignore_index) & (grad_loss != 0);
   if (tw.defined()) keep = keep & (tw != 0);
   const at::Tensor rows = keep.nonzero().squeeze(1);
-  const at::Tensor h = compute_operand(hidden), w = compute_operand(lm_weight), b = compute_operand(or_undefined(bias));
+  const at::Tensor h = compute_operand(hidden), b = compute_operand(or_undefined(bias));
+  const at::Tensor w = compute_operand(lm_weight).contiguous();
   GradSink sink{at::zeros_like(hidden), at::zeros({vocab, lm_weight.size(1)}, w.options()),
                 b.defined() ? at::zeros({vocab}, f32) : at::Tensor()};
+  const bool fused = fused_backward(rk, w, b);
   const int64_t m = rows.numel(), chunk = std::min(chunk_rows(vocab, hidden.is_cuda()), std::max<int64_t>(m, 1));
   at::Tensor logits_buf = at::empty({chunk, vocab}, f32);
-  at::Tensor grad_buf = w.scalar_type() != at::kFloat ? at::empty({chunk, vocab}, w.options()) : logits_buf;
+  at::Tensor grad_buf =
+      !fused && w.scalar_type() != at::kFloat ? at::empty({chunk, vocab}, w.options()) : logits_buf;
   for_each_chunk(rows, chunk, h, w, b, target, tw, logits_buf, [&](const Chunk& k) {
+    const at::Tensor gl = grad_loss.index_select(0, k.rows).to(at::kFloat), lse_c = lse.index_select(0, k.rows);
+    if (fused) {
+      accumulate_fused(sink, k, lse_c, k.weight.defined() ? gl * k.weight : gl, o, w, rk);
+      return;
+    }
     at::Tensor grad = grad_buf.slice(0, 0, k.rows.numel());
-    backward(grad, grad_loss.index_select(0, k.rows).to(at::kFloat), k.logits, k.target, k.weight,
-             lse.index_select(0, k.rows), o, rk);
+    backward(grad, gl, k.logits, k.target, k.weight, lse_c, o, rk);
     accumulate(sink, grad, k.rows, k.h, w);
   });
   return {sink.dh, sink.dw.to(lm_weight.scalar_type()),
@@ -200,6 +308,8 @@ void forward_cpu_k(const RowsParams& p, void*) { rows_forward_cpu(p); }
 void backward_cpu_k(const RowsParams& p, void*) { rows_backward_cpu(p); }
 }  // namespace
 
-RowKernels cpu_row_kernels() { return RowKernels{forward_cpu_k, backward_cpu_k, nullptr}; }
+RowKernels cpu_row_kernels() {
+  return RowKernels{forward_cpu_k, backward_cpu_k, softmax_grad_gemm_cpu, softmax_grad_gemm_workspace_cpu, nullptr};
+}
 
 }  // namespace ember::ce

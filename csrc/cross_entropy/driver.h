@@ -9,12 +9,18 @@
 #include <tuple>
 
 #include "ember/cross_entropy.h"
+#include "softmax_grad_gemm.h"
 
 namespace ember::ce {
 
+// The device's kernels: the row kernels, and the softmax-gradient GEMMs (softmax_grad_gemm.h)
+// that the chunked linear cross-entropy's backward uses where they run (CUDA: bf16 by default;
+// EMBER_CE_SOFTMAX_GEMM=1 / 0 forces them on / off, the CPU's version included).
 struct RowKernels {
   void (*forward)(const RowsParams&, void*);
   void (*backward)(const RowsParams&, void*);
+  bool (*softmax_grad_gemm)(const SoftmaxGradGemmParams&, void*);
+  int64_t (*softmax_grad_workspace)(const SoftmaxGradGemmParams&);
   void* stream;
 };
 
@@ -36,7 +42,8 @@ void backward(const at::Tensor& out, const at::Tensor& grad_loss, const at::Tens
 
 // hidden (N, d), lm_weight (V, d), bias (V) or none. Rows that are ignored (and, unless logprobs
 // or entropy are asked for, rows of weight 0) never reach a GEMM. Chunks of rows: logits chunk =
-// h·Wᵀ, the row kernels, then (compute_grad) dh = g·W and dW += gᵀ·h for ∂Σ_i loss_i.
+// h·Wᵀ, the row kernels, then (compute_grad) dh = g·W and dW += gᵀ·h for ∂Σ_i loss_i, either
+// with g materialized by the row kernels or by the softmax-gradient GEMMs.
 // Returns (loss, lse, logprobs, entropy, dhidden, dweight, dbias).
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> linear_forward(
     const at::Tensor& hidden, const at::Tensor& lm_weight, const at::Tensor& target, const std::optional<at::Tensor>& weight,

@@ -6,6 +6,8 @@ compared with the reference on the same 16-bit values: losses to 1e-5 (the math 
 gradients to 2 units of their dtype's epsilon relative to the largest gradient."""
 
 import math
+import os
+from unittest import mock
 
 import pytest
 import torch
@@ -128,6 +130,16 @@ def test_cross_entropy_any_shape(n, v, seed):
 
 
 # ---- linear + cross-entropy ----------------------------------------------------------------------
+@pytest.fixture(params=["materialized", "fused"])
+def ce_backward(request, monkeypatch):
+    """The two ways the chunked linear CE makes its gradient (csrc/cross_entropy/driver.cpp): the
+    row kernels materialize it, or the softmax-gradient GEMMs make it inside the GEMM and the target
+    terms are added after (EMBER_CE_SOFTMAX_GEMM=1 / 0; the CPU runs the same decomposition with
+    its GEMMs' gradient materialized). With a bias, or on CUDA outside bf16, it is always the first."""
+    monkeypatch.setenv("EMBER_CE_SOFTMAX_GEMM", "1" if request.param == "fused" else "0")
+    return request.param
+
+
 def linear_inputs(n, d, v, dtype, device, seed=0, bias=False):
     g = torch.Generator().manual_seed(seed)
     h = torch.randn(n, d, generator=g).to(dtype).to(device)
@@ -140,7 +152,7 @@ def linear_inputs(n, d, v, dtype, device, seed=0, bias=False):
 @pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
 @pytest.mark.parametrize("opts", OPTIONS, ids=lambda o: ",".join(o) or "plain")
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
-def test_linear_cross_entropy_matches_reference(device, dtype, opts, reduction):
+def test_linear_cross_entropy_matches_reference(device, dtype, opts, reduction, ce_backward):
     h, w, b, target, weight = linear_inputs(53, 24, 131, dtype, device, bias=opts.get("weight", False))
     kw = {k: v for k, v in opts.items() if k != "weight"}
     tw = weight if opts.get("weight") else None
@@ -176,7 +188,7 @@ def test_linear_entropy_and_no_grad_scoring(device):
     close(ent, rent, 1e-5, "entropy")
 
 
-def test_linear_gradients_scale_with_the_upstream_gradient():
+def test_linear_gradients_scale_with_the_upstream_gradient(ce_backward):
     # mean → one upstream value for every token: the forward's gradients are reused, scaled
     h, w, _, target, weight = linear_inputs(30, 12, 50, torch.float32, "cpu", seed=4)
     hx = h.clone().requires_grad_()
@@ -186,18 +198,19 @@ def test_linear_gradients_scale_with_the_upstream_gradient():
     close(hx.grad, rh.grad, 1e-5, "dhidden")
 
 
-@given(st.integers(1, 70), st.integers(1, 20), st.integers(1, 200), st.integers(0, 10**6))
-def test_linear_any_shape(n, d, v, seed):
+@given(st.integers(1, 70), st.integers(1, 20), st.integers(1, 200), st.integers(0, 10**6), st.booleans())
+def test_linear_any_shape(n, d, v, seed, fused):
     h, w, _, target, weight = linear_inputs(n, d, v, torch.float32, "cpu", seed)
     hx, wx = h.clone().requires_grad_(), w.clone().requires_grad_()
-    ember.ops.linear_cross_entropy(hx, wx, target, weight, reduction="sum").backward()
+    with mock.patch.dict(os.environ, {"EMBER_CE_SOFTMAX_GEMM": "1" if fused else "0"}):
+        ember.ops.linear_cross_entropy(hx, wx, target, weight, reduction="sum").backward()
     rh, rw = h.double().requires_grad_(), w.double().requires_grad_()
     reference(rh @ rw.t(), target, weight, reduction="sum")[0].backward()
     close(hx.grad, rh.grad, 1e-5, "dhidden")
     close(wx.grad, rw.grad, 1e-5, "dlm_weight")
 
 
-def test_linear_many_chunks():
+def test_linear_many_chunks(ce_backward):
     # V·4 bytes·rows above the CPU chunk budget (32 MB): several chunks
     h, w, _, target, weight = linear_inputs(700, 8, 20011, torch.float32, "cpu", seed=5)
     wx = w.clone().requires_grad_()
@@ -208,6 +221,31 @@ def test_linear_many_chunks():
     ref.backward()
     close(loss, ref, 1e-5, "loss")
     close(wx.grad, rw.grad, 1e-5, "dlm_weight")
+
+
+@pytest.mark.parametrize("opts", OPTIONS, ids=lambda o: ",".join(o) or "plain")
+def test_linear_softmax_gradient_gemms(device, opts, monkeypatch):
+    # bf16 without bias, vocab and dim multiples of 8: on CUDA the softmax-gradient GEMMs must take
+    # both GEMMs of every chunk (EMBER_CE_STRICT: a refusal is an error, not a fallback); on the CPU
+    # the same decomposition in fp32. Two chunks on the CPU (8 MB of fp32 logits: 1048 rows at
+    # V = 2000; ~1300 rows kept), with a target repeated ~230 times, whose dW row collects the
+    # target terms of all of them.
+    monkeypatch.setenv("EMBER_CE_SOFTMAX_GEMM", "1")
+    monkeypatch.setenv("EMBER_CE_STRICT", "1")
+    h, w, _, target, weight = linear_inputs(1600, 64, 2000, torch.bfloat16, device, seed=7)
+    target[::7] = 5
+    kw = {k: v for k, v in opts.items() if k != "weight"}
+    tw = weight if opts.get("weight") else None
+    hx, wx = h.clone().requires_grad_(), w.clone().requires_grad_()
+    loss = ember.ops.linear_cross_entropy(hx, wx, target, tw, reduction="sum", **kw)
+    loss.backward()
+    rh, rw = h.cpu().double().requires_grad_(), w.cpu().double().requires_grad_()
+    ref = reference(rh @ rw.t(), target.cpu(), None if tw is None else tw.cpu(), reduction="sum", **kw)[0]
+    ref.backward()
+    close(loss, ref, 1e-5, "loss")
+    # the gradient rounded to bf16 once in the GEMM (as materialized), fp32 accumulation, bf16 results
+    close(hx.grad, rh.grad, 2 * torch.finfo(torch.bfloat16).eps, "dhidden")
+    close(wx.grad, rw.grad, 4 * torch.finfo(torch.bfloat16).eps, "dlm_weight")
 
 
 # ---- ops: opcheck and errors -----------------------------------------------------------------------

@@ -1,0 +1,56 @@
+// softmax_grad_gemm_cuda (softmax_grad_gemm.h): checks a softmax-gradient GEMM against what the
+// CUTLASS sm90a kernels (softmax_grad_{dh,dw}.cu) can run and runs it. No CUTLASS here, so this
+// file compiles in seconds.
+//
+// Checked before any kernel (a TMA descriptor the kernel cannot build is not reported): bf16
+// operands;
+// compute capability 9.0 (the code is sm_90a only); 0 < rows, vocab, dim ≤ INT_MAX (CUTLASS's
+// int problem shape); vocab % 8 == 0 and dim % 8 == 0 (16-byte TMA rows of Z, W, h, dh, dW;
+// Z's M-major dW operand needs vocab % 4; the side tensor's rows are 16 bytes); logits, side, operand and result non-null and 16-byte
+// aligned; the workspace p carries at least what softmax_grad_gemm_workspace_cuda asked for (dh's
+// stream-K reduction). Otherwise false, nothing launched, and the caller materializes the
+// gradient instead.
+#include <cuda_runtime.h>
+
+#include <climits>
+#include <cstdint>
+
+#include "../cuda_device.h"
+#include "softmax_grad_gemm.h"
+#include "softmax_grad_kernels.h"
+
+namespace ember::ce {
+namespace {
+
+bool aligned16(const void* ptr) { return ptr != nullptr && (reinterpret_cast<uintptr_t>(ptr) & 15) == 0; }
+
+// p's shape and dtype are what the kernels take (pointers aside).
+bool shape_ok(const SoftmaxGradGemmParams& p) {
+  if (p.type != ScalarType::kBFloat16) return false;
+  if (p.rows <= 0 || p.vocab <= 0 || p.dim <= 0 || p.rows > INT_MAX || p.vocab > INT_MAX || p.dim > INT_MAX) return false;
+  return p.vocab % 8 == 0 && p.dim % 8 == 0;
+}
+
+}  // namespace
+
+int64_t softmax_grad_gemm_workspace_cuda(const SoftmaxGradGemmParams& p) {
+  if (p.kind != SoftmaxGradKind::kDhidden || !shape_ok(p)) return 0;
+  const CudaDevice d = current_cuda_device();
+  if (!d.sm90) return 0;
+  return softmax_grad_impl::softmax_grad_dh_workspace(p, {nullptr, d.id, d.sm_count});
+}
+
+bool softmax_grad_gemm_cuda(const SoftmaxGradGemmParams& p, void* stream) {
+  if (!shape_ok(p)) return false;
+  if (!aligned16(p.logits) || !aligned16(p.side) || !aligned16(p.operand) || !aligned16(p.result)) return false;
+  const CudaDevice d = current_cuda_device();
+  if (!d.sm90) return false;
+  const softmax_grad_impl::SoftmaxGradLaunch launch{static_cast<cudaStream_t>(stream), d.id, d.sm_count};
+  switch (p.kind) {
+    case SoftmaxGradKind::kDhidden: return softmax_grad_impl::softmax_grad_dh(p, launch);
+    case SoftmaxGradKind::kDweight: return softmax_grad_impl::softmax_grad_dw(p, launch);
+    default: return false;
+  }
+}
+
+}  // namespace ember::ce
