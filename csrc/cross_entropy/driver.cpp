@@ -10,9 +10,8 @@
 //   - fused (CUDA bf16 without bias by default; EMBER_CE_SOFTMAX_GEMM=1 / 0 forces it on / off,
 //     on the CPU too): the row kernels
 //     compute only the losses and lse, and the softmax-gradient GEMMs (softmax_grad_gemm.h) read
-//     the fp32 logits and turn each into its gradient inside the GEMM (rounded to bf16 there, as
-//     the materialized path rounds it), so g never exists; they leave out each row's target
-//     term, added after (one row of W or h per row).
+//     the fp32 logits and turn each into its gradient inside the GEMM (the same grad_logit,
+//     rounded to bf16 there as the materialized path rounds it), so g never exists.
 // Memory: one fp32 chunk (and, materialized on CUDA, its 16-bit gradient), never N×V. FLOPs:
 // 6·N·d·V when the forward computes the gradients (the training path), 8·N·d·V when a backward
 // with per-row upstream gradients has to recompute the logits.
@@ -98,31 +97,33 @@ struct Chunk {
   at::Tensor rows, h, target, weight, logits;
 };
 
+// The side tensor of the softmax-gradient GEMMs (softmax_grad_gemm.h) for chunk rows with these
+// lse, scales and targets: per row and vocabulary tile t of `block` columns, the words (lse,
+// scale, target − t·block, 0).
+at::Tensor side_tensor(const at::Tensor& lse, const at::Tensor& scale, const at::Tensor& target, int64_t vocab,
+                       int64_t block) {
+  const int64_t groups = (vocab + block - 1) / block;
+  at::Tensor side = at::empty({lse.size(0), groups, 4}, lse.options().dtype(at::kInt));
+  side.select(2, 0).copy_(lse.view(at::kInt).unsqueeze(1).expand({-1, groups}));
+  side.select(2, 1).copy_(scale.contiguous().view(at::kInt).unsqueeze(1).expand({-1, groups}));
+  const at::Tensor starts = at::arange(groups, target.options()) * block;
+  side.select(2, 2).copy_(target.unsqueeze(1) - starts.unsqueeze(0));
+  side.select(2, 3).zero_();
+  return side;
+}
+
 // Adds chunk k's gradient into the sink with the softmax-gradient GEMMs, for row scales `scale`
-// (upstream gradient × token weight) and the rows' lse: the GEMMs' G leaves out row r's target
-// term −c_r at v = y_r, c_r = scale_r·(1 − ls)·(1 − t²) with t = softcap(z_y)/cap (1 without a
-// softcap), so dh_r −= c_r·W[y_r] (in fp32, before dh's one rounding) and dW[y_r] −= c_r·h_r
-// after them. A GEMM the device refuses
-// uses the materialized gradient instead (the row kernel, target term included).
+// (upstream gradient × token weight) and the rows' lse. A GEMM the device refuses uses the
+// materialized gradient instead (the row kernel).
 void accumulate_fused(GradSink& s, const Chunk& k, const at::Tensor& lse, const at::Tensor& scale, const Options& o,
                       const at::Tensor& w, const RowKernels& rk) {
   const int64_t c = k.rows.numel(), vocab = w.size(0), dim = w.size(1);
-  at::Tensor side = at::zeros({c, 4}, lse.options());
-  side.select(1, 0).copy_(lse);
-  side.select(1, 1).copy_(scale);
-  const at::Tensor zy = k.logits.gather(1, k.target.unsqueeze(1)).squeeze(1).to(at::kFloat);
-  at::Tensor coef = scale * (1.0 - o.label_smoothing);
-  if (o.softcap > 0.0f) {
-    const at::Tensor t = at::tanh(zy / o.softcap);
-    coef = coef * (1.0 - t * t);
-  }
   SoftmaxGradGemmParams p;
   p.rows = c;
   p.vocab = vocab;
   p.dim = dim;
   p.type = scalar_type_of(w);
   p.logits = k.logits.data_ptr<float>();
-  p.side = side.data_ptr<float>();
   p.opt = o;
   at::Tensor g;  // the materialized gradient, made only if a GEMM is refused
   auto refused = [&](const char* which) -> const at::Tensor& {
@@ -134,34 +135,24 @@ void accumulate_fused(GradSink& s, const Chunk& k, const at::Tensor& lse, const 
     }
     return g;
   };
-  at::Tensor dh = at::empty({c, dim}, lse.options());  // fp32: the target term goes in before the rounding
-  p.kind = SoftmaxGradKind::kDhidden;
-  p.operand = w.data_ptr();
-  p.result = dh.data_ptr();
-  const at::Tensor workspace = at::empty({rk.softmax_grad_workspace(p)}, w.options().dtype(at::kByte));
-  p.workspace = workspace.data_ptr();
-  p.workspace_bytes = workspace.numel();
-  if (rk.softmax_grad_gemm(p, rk.stream)) {
-    dh.sub_(coef.unsqueeze(1) * w.index_select(0, k.target).to(at::kFloat));
-  } else {
-    dh = at::mm(refused("dh"), w);
-  }
+  auto run = [&](SoftmaxGradKind kind, const at::Tensor& operand, const at::Tensor& result) {
+    p.kind = kind;
+    const at::Tensor side = side_tensor(lse, scale, k.target, vocab, side_block(kind));
+    p.side = side.data_ptr();
+    p.side_words = side.size(1) * 4;
+    p.operand = operand.data_ptr();
+    p.result = result.data_ptr();
+    p.workspace = nullptr;
+    p.workspace_bytes = 0;
+    const at::Tensor workspace = at::empty({rk.softmax_grad_workspace(p)}, w.options().dtype(at::kByte));
+    p.workspace = workspace.data_ptr();
+    p.workspace_bytes = workspace.numel();
+    return rk.softmax_grad_gemm(p, rk.stream);
+  };
+  at::Tensor dh = at::empty({c, dim}, lse.options());  // fp32 (stream-K reduces in fp32), rounded once below
+  if (!run(SoftmaxGradKind::kDhidden, w, dh)) dh = at::mm(refused("dh"), w);
   s.dh.index_copy_(0, k.rows, dh.to(s.dh.scalar_type()));
-  p.kind = SoftmaxGradKind::kDweight;
-  p.operand = k.h.data_ptr();
-  p.result = s.dw.data_ptr();
-  p.workspace = nullptr;
-  p.workspace_bytes = 0;
-  if (rk.softmax_grad_gemm(p, rk.stream)) {
-    // Summed per distinct target in fp32 first (frequent tokens repeat within a chunk), so each
-    // dW row takes one rounded addition, not one per occurrence.
-    const auto [ys, slot] = at::_unique(k.target, /*sorted=*/false, /*return_inverse=*/true);
-    const at::Tensor terms =
-        at::zeros({ys.numel(), dim}, lse.options()).index_add_(0, slot, coef.unsqueeze(1) * k.h.to(at::kFloat));
-    s.dw.index_add_(0, ys, terms.neg().to(s.dw.scalar_type()));
-  } else {
-    s.dw.addmm_(refused("dW").t(), k.h);
-  }
+  if (!run(SoftmaxGradKind::kDweight, k.h, s.dw)) s.dw.addmm_(refused("dW").t(), k.h);
 }
 
 // Calls f(chunk) for consecutive chunks of `rows`, with the logits computed into logits_buf.

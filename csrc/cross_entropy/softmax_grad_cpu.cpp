@@ -1,10 +1,11 @@
 // softmax_grad_gemm_cpu (softmax_grad_gemm.h): the CUDA softmax-gradient GEMMs' arithmetic on the
-// CPU, fp32, with the gradient G materialized: grad_logit (without the target term) per element,
-// then one BLAS GEMM. The driver uses it only when EMBER_CE_SOFTMAX_GEMM=1 (the tests), so the
-// CPU checks the decomposition the CUDA path runs: G without target terms in the GEMMs, the
-// target terms added per row afterwards.
+// CPU, fp32, with the gradient G materialized: grad_logit per element, reading lse, scale and the
+// target from the same side tensor the kernels read, then one BLAS GEMM. The driver uses it only
+// when EMBER_CE_SOFTMAX_GEMM=1 (the tests), so the CPU checks what the CUDA path is given.
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
+
+#include <cstring>
 
 #include "softmax_grad_gemm.h"
 
@@ -19,11 +20,20 @@ bool softmax_grad_gemm_cpu(const SoftmaxGradGemmParams& p, void*) {
   at::Tensor g = at::empty({p.rows, p.vocab}, f32);
   const float* zp = z.data_ptr<float>();
   float* gp = g.data_ptr<float>();
+  const int64_t block = side_block(p.kind);
+  const auto* side = static_cast<const uint32_t*>(p.side);
+  auto as_float = [](uint32_t bits) {
+    float f;
+    std::memcpy(&f, &bits, sizeof f);
+    return f;
+  };
   at::parallel_for(0, p.rows, 1, [&](int64_t r0, int64_t r1) {
     for (int64_t r = r0; r < r1; ++r) {
-      const float lse = p.side[r * 4], scale = p.side[r * 4 + 1];
-      for (int64_t v = 0; v < p.vocab; ++v)
-        gp[r * p.vocab + v] = grad_logit(p.opt, zp[r * p.vocab + v], false, lse, p.vocab, scale);
+      for (int64_t v = 0; v < p.vocab; ++v) {
+        const uint32_t* group = side + r * p.side_words + 4 * (v / block);
+        const bool is_target = v % block == int64_t(int32_t(group[2]));
+        gp[r * p.vocab + v] = grad_logit(p.opt, zp[r * p.vocab + v], is_target, as_float(group[0]), p.vocab, as_float(group[1]));
+      }
     }
   });
   if (p.kind == SoftmaxGradKind::kDhidden) {

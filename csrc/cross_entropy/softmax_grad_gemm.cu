@@ -6,7 +6,7 @@
 // operands;
 // compute capability 9.0 (the code is sm_90a only); 0 < rows, vocab, dim ≤ INT_MAX (CUTLASS's
 // int problem shape); vocab % 8 == 0 and dim % 8 == 0 (16-byte TMA rows of Z, W, h, dh, dW;
-// Z's M-major dW operand needs vocab % 4; the side tensor's rows are 16 bytes); logits, side, operand and result non-null and 16-byte
+// the side tensor's rows are whole groups of 16 bytes, 4·ceil(vocab / side_block) words); logits, side, operand and result non-null and 16-byte
 // aligned; the workspace p carries at least what softmax_grad_gemm_workspace_cuda asked for (dh's
 // stream-K reduction). Otherwise false, nothing launched, and the caller materializes the
 // gradient instead.
@@ -28,7 +28,8 @@ bool aligned16(const void* ptr) { return ptr != nullptr && (reinterpret_cast<uin
 bool shape_ok(const SoftmaxGradGemmParams& p) {
   if (p.type != ScalarType::kBFloat16) return false;
   if (p.rows <= 0 || p.vocab <= 0 || p.dim <= 0 || p.rows > INT_MAX || p.vocab > INT_MAX || p.dim > INT_MAX) return false;
-  return p.vocab % 8 == 0 && p.dim % 8 == 0;
+  const int64_t groups = (p.vocab + side_block(p.kind) - 1) / side_block(p.kind);
+  return p.vocab % 8 == 0 && p.dim % 8 == 0 && p.side_words == 4 * groups && p.side_words <= INT_MAX;
 }
 
 }  // namespace

@@ -1,17 +1,17 @@
 // CUTLASS 4.2 (sm90a) templates of the softmax-gradient GEMMs (softmax_grad_gemm.h), shared by
 // softmax_grad_{dh,dw}.cu (one instantiation each: an sm90 instantiation costs minutes of nvcc).
 //
-// The logits chunk Z is the A operand of a side-tile mainloop (../side_tile_mainloop.cuh) whose
-// transform turns each logit into its gradient in registers (grad_logit of
-// include/ember/cross_entropy.h without the target term: the same function the CPU path runs),
-// reading the row's lse and scale from the side tile (one row of 4 floats per token: lse, scale,
-// 0, 0). Problem mapping (CUTLASS M', N', K'; all matrices row-major in memory):
-//   dh  M' = rows,  N' = dim, K' = vocab: A = Z (K-major),  B = W (N-major), D = dh (fp32), beta 0;
+// The fp32 logits chunk Z is the A operand of a side-tile mainloop (../side_tile_mainloop.cuh)
+// whose transform turns each logit into its gradient in registers (grad_logit of
+// include/ember/cross_entropy.h, target term included: the same function the CPU runs), rounded
+// to bf16 for the MMA. The side tile of a stage is the group of the side tensor for the A tile's
+// vocabulary tile: one row of 4 words per token (lse, scale, target column relative to the tile,
+// 0). Problem mapping (CUTLASS M', N', K'; all matrices row-major in memory):
+//   dh  M' = rows,  N' = dim, K' = vocab: A = Z (K-major),  B = W (N-major), D = dh (fp32), no C;
 //       stream-K: a chunk has few M' × N' tiles (512 rows × 4096: 64 of 128×256) and a long K
 //       (the vocabulary), so CUTLASS's stream-K scheduler splits K across the SMs and reduces
 //       the partial tiles in the caller's workspace (deterministic reduction)
 //   dW  M' = vocab, N' = dim, K' = rows:  A = Zᵀ (M-major), B = h (N-major), D = dW (bf16), C = D, beta 1
-// Z is the fp32 logits chunk; the transform computes in fp32 and rounds G to bf16 for the MMA.
 // Out-of-range elements are harmless: past the vocabulary, B (dh) is zero-filled by TMA and D
 // rows (dW) are clipped; past the chunk's rows, the side tile is zero-filled, so scale is 0.
 #pragma once
@@ -47,28 +47,32 @@ namespace fusion = cutlass::epilogue::fusion;
 
 constexpr auto kRound = cutlass::FloatRoundStyle::round_to_nearest;
 
-// The softmax gradient as a side-tile transform: the side tile holds the rows of the tile
-// (dh: per M') or of the k tile (dW: per K'), each (lse, scale, 0, 0) as float bits.
+// The softmax gradient as a side-tile transform. The side tile holds the rows of the tile (dh:
+// per M') or of the k tile (dW: per K'), from the side tensor's group for the A tile's vocabulary
+// tile (dh: its k tile of 64 columns; dW: its m tile of 128).
 struct SoftmaxGradTransform {
   using ElementA = float;  // the fp32 logits chunk
   struct Params {
     Options opt;
     int64_t vocab;
   };
+  static_assert(side_block(SoftmaxGradKind::kDhidden) == sm90::kBlkK && side_block(SoftmaxGradKind::kDweight) == sm90::kBlkM);
   template <bool kTransposedA>
   CUTLASS_HOST_DEVICE static auto origin(int m0, int k0) {
-    return kTransposedA ? make_coord(k0, 0) : make_coord(m0, 0);
+    return kTransposedA ? make_coord(k0, sm90::kSideWords * (m0 / sm90::kBlkM))
+                        : make_coord(m0, sm90::kSideWords * (k0 / sm90::kBlkK));
   }
   template <bool kTransposedA, class Side>
   CUTLASS_DEVICE static Element apply(float z, Side const& side, int m, int k, Params const& p) {
-    const int row = kTransposedA ? k : m;
+    const int row = kTransposedA ? k : m, column = kTransposedA ? m : k;  // token; vocabulary column in the tile
     const float lse = __uint_as_float(side(row, 0)), scale = __uint_as_float(side(row, 1));
-    return Element(grad_logit(p.opt, z, false, lse, p.vocab, scale));
+    const bool is_target = column == int(side(row, 2));
+    return Element(grad_logit(p.opt, z, is_target, lse, p.vocab, scale));
   }
 };
 
-// dh (kTransposedA false): D = acc in fp32 with no C, so that the caller's target term goes in
-// before the one rounding; dW (true): D = acc + D in bf16, accumulated in place (C = D).
+// dh (kTransposedA false): D = acc in fp32 with no C (stream-K reduces in fp32; the caller
+// rounds once); dW (true): D = acc + D in bf16, accumulated in place (C = D).
 template <bool kTransposedA>
 struct SoftmaxGradEpilogue {
   using ElementC = void;
@@ -120,7 +124,7 @@ struct SoftmaxGradGemm {
     }
     args.mainloop.side = p.side;
     args.mainloop.side_rows = rows;
-    args.mainloop.side_words = sm90::kSideWords;
+    args.mainloop.side_words = int32_t(p.side_words);
     args.mainloop.transform = {p.opt, p.vocab};
     auto* d = static_cast<ElementD*>(p.result);
     if constexpr (kTransposedA) {  // dW accumulates over the chunks: C = D, beta = 1

@@ -113,7 +113,10 @@ EMBER_HOST_DEVICE float target_term(const Options& o) { return 1.0f - o.label_sm
 // = upstream gradient × weight.
 EMBER_HOST_DEVICE float grad_logit(const Options& o, float z_raw, bool is_target, float lse, int64_t vocab, float row_scale) {
   const float z = softcapped(z_raw, o.softcap);
-  const float p = exp_f(z - lse);
+  // z ≤ lse for every logit of the row; the clamp only acts on the zero-filled padding a GEMM tile
+  // reads past the vocabulary, where exp(0 − lse) would overflow for lse < −88 (NaN stays NaN)
+  const float d = z - lse;
+  const float p = exp_f(d > 0.0f ? 0.0f : d);
   float g = p * p_factor(o, lse) - smooth_term(o, vocab);
   if (is_target) g -= target_term(o);
   if (o.softcap > 0.0f) {

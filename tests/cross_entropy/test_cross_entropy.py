@@ -227,9 +227,8 @@ def test_linear_many_chunks(ce_backward):
 def test_linear_softmax_gradient_gemms(device, opts, monkeypatch):
     # bf16 without bias, vocab and dim multiples of 8: on CUDA the softmax-gradient GEMMs must take
     # both GEMMs of every chunk (EMBER_CE_STRICT: a refusal is an error, not a fallback); on the CPU
-    # the same decomposition in fp32. Two chunks on the CPU (8 MB of fp32 logits: 1048 rows at
-    # V = 2000; ~1300 rows kept), with a target repeated ~230 times, whose dW row collects the
-    # target terms of all of them.
+    # the same side tensor and gradient in fp32. Two chunks on the CPU (8 MB of fp32 logits: 1048
+    # rows at V = 2000; ~1300 rows kept), targets in every vocabulary tile, one repeated ~230 times.
     monkeypatch.setenv("EMBER_CE_SOFTMAX_GEMM", "1")
     monkeypatch.setenv("EMBER_CE_STRICT", "1")
     h, w, _, target, weight = linear_inputs(1600, 64, 2000, torch.bfloat16, device, seed=7)
@@ -245,6 +244,29 @@ def test_linear_softmax_gradient_gemms(device, opts, monkeypatch):
     close(loss, ref, 1e-5, "loss")
     # the gradient rounded to bf16 once in the GEMM (as materialized), fp32 accumulation, bf16 results
     close(hx.grad, rh.grad, 2 * torch.finfo(torch.bfloat16).eps, "dhidden")
+    close(wx.grad, rw.grad, 4 * torch.finfo(torch.bfloat16).eps, "dlm_weight")
+
+
+def test_linear_confident_rows(device, monkeypatch):
+    # p_y ≈ 0.99: the gradient's target element p_y − 1 is small, and must be computed before any
+    # bf16 rounding (in the GEMMs' transform, as in the row kernels), or dh and dW lose it.
+    monkeypatch.setenv("EMBER_CE_SOFTMAX_GEMM", "1")
+    monkeypatch.setenv("EMBER_CE_STRICT", "1")
+    g = torch.Generator().manual_seed(8)
+    n, d, v = 96, 64, 512
+    w = torch.randn(v, d, generator=g) / math.sqrt(d)
+    target = torch.randint(0, v, (n,), generator=g)
+    h = 14 * w[target] / w[target].norm(dim=1, keepdim=True) + 0.3 * torch.randn(n, d, generator=g)
+    h, w = h.to(torch.bfloat16), w.to(torch.bfloat16)
+    hx = h.clone().to(device).requires_grad_()
+    wx = w.clone().to(device).requires_grad_()
+    ember.ops.linear_cross_entropy(hx, wx, target.to(device), reduction="sum").backward()
+    rh, rw = h.double().requires_grad_(), w.double().requires_grad_()
+    z = rh @ rw.t()
+    assert torch.softmax(z, -1).gather(1, target[:, None]).median() > 0.95  # the case is confident
+    (torch.logsumexp(z, -1) - z.gather(1, target[:, None])[:, 0]).sum().backward()
+    row_err = (hx.grad.cpu().double() - rh.grad).norm(dim=1) / rh.grad.norm(dim=1)
+    assert row_err.max() < 3e-2, row_err.max()  # bf16 rounding of the gradient and of dh, row by row
     close(wx.grad, rw.grad, 4 * torch.finfo(torch.bfloat16).eps, "dlm_weight")
 
 
