@@ -1,8 +1,11 @@
-// The current CUDA device as the sm_90a kernels' dispatchers need it: its id, its SM count, and
-// whether it is compute capability 9.0 (the kernels are built for sm_90a only).
+// What the sm_90a kernels' dispatchers check first: the current CUDA device (its id, its SM
+// count, and whether it is compute capability 9.0: the kernels are built for sm_90a only), and
+// their pointers' alignment.
 #pragma once
 
 #include <cuda_runtime.h>
+
+#include <cstdint>
 
 namespace ember {
 
@@ -11,6 +14,9 @@ struct CudaDevice {
   int sm_count = 0;
   bool sm90 = false;
 };
+
+// What TMA needs of a base address: non-null and 16-byte aligned.
+inline bool aligned16(const void* ptr) { return ptr != nullptr && (reinterpret_cast<uintptr_t>(ptr) & 15) == 0; }
 
 inline CudaDevice current_cuda_device() {
   CudaDevice d;

@@ -22,8 +22,6 @@
 namespace ember::ce {
 namespace {
 
-bool aligned16(const void* ptr) { return ptr != nullptr && (reinterpret_cast<uintptr_t>(ptr) & 15) == 0; }
-
 // p's shape and dtype are what the kernels take (pointers aside).
 bool shape_ok(const SoftmaxGradGemmParams& p) {
   if (p.type != ScalarType::kBFloat16) return false;

@@ -155,12 +155,8 @@ int64_t workspace_bytes(const SoftmaxGradGemmParams& p, const SoftmaxGradLaunch&
 // cleared) when CUTLASS refuses the problem or p's workspace is too small.
 template <class Config>
 bool run(const SoftmaxGradGemmParams& p, const SoftmaxGradLaunch& launch) {
-  using Gemm = typename Config::Gemm;
-  const auto args = Config::arguments(p, launch);
-  if (Gemm::can_implement(args) != cutlass::Status::kSuccess) return false;
-  const int64_t needed = int64_t(Gemm::get_workspace_size(args));
-  if (needed > p.workspace_bytes || (needed > 0 && p.workspace == nullptr)) return false;
-  return initialize_and_run<Gemm>(args, p.workspace, launch.stream);
+  return check_and_run<typename Config::Gemm>(Config::arguments(p, launch), p.workspace, size_t(p.workspace_bytes),
+                                              launch.stream);
 }
 
 }  // namespace ember::ce::softmax_grad_impl

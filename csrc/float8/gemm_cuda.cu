@@ -38,8 +38,6 @@ enum class Kernel { kNone, kFastLarge, kFastSmall, kE4m3Promoted, kE5m2Promoted,
 
 using Device = CudaDevice;
 
-bool aligned16(const void* ptr) { return (reinterpret_cast<uintptr_t>(ptr) & 15) == 0; }
-
 // The kernels' requirements beyond gemm_cuda_has_kernel (see the top of the file); M, N > 0.
 bool runnable(const GemmParams& p) {
   if (p.m <= 0 || p.n <= 0 || p.k <= 0) return false;

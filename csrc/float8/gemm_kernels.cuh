@@ -61,9 +61,7 @@ Stride packed_stride(int64_t rows, int64_t cols) {
 // refuses the problem.
 template <class Gemm>
 bool run_gemm(typename Gemm::Arguments const& args, const GemmLaunch& launch) {
-  if (Gemm::can_implement(args) != cutlass::Status::kSuccess) return false;
-  if (Gemm::get_workspace_size(args) > launch.workspace_bytes) return false;
-  return initialize_and_run<Gemm>(args, launch.workspace, launch.stream);
+  return check_and_run<Gemm>(args, launch.workspace, launch.workspace_bytes, launch.stream);
 }
 
 // The arguments every configuration shares: problem shape, A, B, D (no C), the device; the

@@ -21,8 +21,6 @@
 namespace ember::sparse {
 namespace {
 
-bool aligned16(const void* ptr) { return ptr != nullptr && (reinterpret_cast<uintptr_t>(ptr) & 15) == 0; }
-
 bool operands_ok(const BitmaskGemmParams& p) {
   if (!aligned16(p.result) || !aligned16(p.words)) return false;
   switch (p.kind) {

@@ -191,11 +191,7 @@ struct MaskedWgradGemm {
 // none: no split-K, no reduction).
 template <class Config>
 bool run(const BitmaskGemmParams& p, const BitmaskLaunch& launch) {
-  using Gemm = typename Config::Gemm;
-  const auto args = Config::arguments(p, launch);
-  if (Gemm::can_implement(args) != cutlass::Status::kSuccess) return false;
-  if (Gemm::get_workspace_size(args) != 0) return false;
-  return initialize_and_run<Gemm>(args, nullptr, launch.stream);
+  return check_and_run<typename Config::Gemm>(Config::arguments(p, launch), nullptr, 0, launch.stream);
 }
 
 }  // namespace ember::sparse::bitmask_impl

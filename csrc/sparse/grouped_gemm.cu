@@ -38,8 +38,6 @@ using Device = CudaDevice;
 constexpr int64_t kAlign = 8;                  // bf16 elements per 16 bytes
 constexpr int64_t kMaxLd = int64_t(1) << 39;   // elements: TMA strides < 2^40 bytes
 
-bool aligned16(const void* ptr) { return ptr != nullptr && (reinterpret_cast<uintptr_t>(ptr) & 15) == 0; }
-
 // A leading dimension TMA accepts for rows of `extent` contiguous elements.
 bool leading_dimension_ok(int64_t ld, int64_t extent) { return ld % kAlign == 0 && ld >= extent && ld < kMaxLd; }
 
