@@ -7,6 +7,7 @@
 #include <string>
 
 #include "../csrc/float8/gemm_emulated.h"
+#include "../csrc/strict_mode.h"
 #include "float8.h"
 
 namespace ember::bindings {
@@ -37,9 +38,8 @@ at::Tensor fp8_gemm_cuda(const at::Tensor& a, const at::Tensor& a_scale, const a
                   " must start at a 16-byte aligned address (TMA), got a view at storage offset ", t->storage_offset());
     const auto workspace = at::empty({float8::gemm_cuda_workspace_bytes(p)}, a.options().dtype(at::kByte));
     if (float8::gemm_cuda(p, workspace.data_ptr(), stream)) return call.out;
-    const char* strict = std::getenv("EMBER_FP8_GEMM_STRICT");
-    TORCH_CHECK(strict == nullptr || std::string(strict) == "0", "ember.fp8_gemm: the CUTLASS kernel refused M=", p.m,
-                ", N=", p.n, ", K=", p.k, " (EMBER_FP8_GEMM_STRICT is set, so no fallback)");
+    check_not_strict("EMBER_FP8_GEMM_STRICT", "ember.fp8_gemm", "the CUTLASS kernel refused M=", p.m, ", N=", p.n,
+                     ", K=", p.k);
   }
   float8::gemm_emulated(p, call.out, call.bias, &float8::dequantize_cuda, stream);
   return call.out;

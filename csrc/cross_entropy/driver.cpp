@@ -18,6 +18,7 @@
 #include "driver.h"
 
 #include "../scalar_type.h"
+#include "../strict_mode.h"
 
 #include <algorithm>
 #include <cstdlib>
@@ -51,11 +52,6 @@ int64_t chunk_rows(int64_t vocab, bool cuda) {
   const int64_t budget = cuda ? (int64_t{256} << 20) : (int64_t{8} << 20);
   const int64_t rows = budget / (4 * std::max<int64_t>(vocab, 1)) / 8 * 8;
   return std::max<int64_t>(rows, 8);
-}
-
-bool env_is_one(const char* name) {
-  const char* v = std::getenv(name);
-  return v != nullptr && std::string(v) == "1";
 }
 
 // Whether the chunks' gradients go through the softmax-gradient GEMMs (see the top): by default
@@ -127,8 +123,7 @@ void accumulate_fused(GradSink& s, const Chunk& k, const at::Tensor& lse, const 
   p.opt = o;
   at::Tensor g;  // the materialized gradient, made only if a GEMM is refused
   auto refused = [&](const char* which) -> const at::Tensor& {
-    TORCH_CHECK(!env_is_one("EMBER_CE_STRICT"), "ember.linear_cross_entropy: the softmax-gradient GEMM refused ", which,
-                " (EMBER_CE_STRICT=1, so no fallback)");
+    check_not_strict("EMBER_CE_STRICT", "ember.linear_cross_entropy", "the softmax-gradient GEMM refused ", which);
     if (!g.defined()) {
       g = at::empty({c, vocab}, w.options());
       backward(g, scale, k.logits, k.target, std::nullopt, lse, o, rk);

@@ -5,8 +5,6 @@
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
 
-#include <cstring>
-
 #include "softmax_grad_gemm.h"
 
 namespace ember::ce {
@@ -22,17 +20,11 @@ bool softmax_grad_gemm_cpu(const SoftmaxGradGemmParams& p, void*) {
   float* gp = g.data_ptr<float>();
   const int64_t block = side_block(p.kind);
   const auto* side = static_cast<const uint32_t*>(p.side);
-  auto as_float = [](uint32_t bits) {
-    float f;
-    std::memcpy(&f, &bits, sizeof f);
-    return f;
-  };
   at::parallel_for(0, p.rows, 1, [&](int64_t r0, int64_t r1) {
     for (int64_t r = r0; r < r1; ++r) {
       for (int64_t v = 0; v < p.vocab; ++v) {
         const uint32_t* group = side + r * p.side_words + 4 * (v / block);
-        const bool is_target = v % block == int64_t(int32_t(group[2]));
-        gp[r * p.vocab + v] = grad_logit(p.opt, zp[r * p.vocab + v], is_target, as_float(group[0]), p.vocab, as_float(group[1]));
+        gp[r * p.vocab + v] = grad_logit_from_side(p.opt, zp[r * p.vocab + v], group, v % block, p.vocab);
       }
     }
   });

@@ -65,9 +65,8 @@ struct SoftmaxGradTransform {
   template <bool kTransposedA, class Side>
   CUTLASS_DEVICE static Element apply(float z, Side const& side, int m, int k, Params const& p) {
     const int row = kTransposedA ? k : m, column = kTransposedA ? m : k;  // token; vocabulary column in the tile
-    const float lse = __uint_as_float(side(row, 0)), scale = __uint_as_float(side(row, 1));
-    const bool is_target = column == int(side(row, 2));
-    return Element(grad_logit(p.opt, z, is_target, lse, p.vocab, scale));
+    const uint32_t group[3] = {side(row, 0), side(row, 1), side(row, 2)};
+    return Element(grad_logit_from_side(p.opt, z, group, column, p.vocab));
   }
 };
 

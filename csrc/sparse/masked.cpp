@@ -14,6 +14,7 @@
 #include <string>
 #include <vector>
 
+#include "../strict_mode.h"
 #include "schedule.h"
 
 namespace ember::sparse {
@@ -27,13 +28,7 @@ void apply_bitmask(const at::Tensor& src, const at::Tensor& dst, const at::Tenso
                   k.stream);
 }
 
-// Fails when EMBER_SPARSE_STRICT is set: the tests set it on shapes the device's kernels must
-// take, so a kernel that refuses them cannot hide behind the fallback.
-void check_not_strict(const char* what) {
-  const char* strict = std::getenv("EMBER_SPARSE_STRICT");
-  TORCH_CHECK(strict == nullptr || std::string(strict) == "0", "ember.masked_linear: ", what,
-              " (EMBER_SPARSE_STRICT is set, so no fallback)");
-}
+void check_not_strict(const char* what) { ember::check_not_strict("EMBER_SPARSE_STRICT", "ember.masked_linear", what); }
 
 // The tiled bitmask path's budget for one tile of W⊙M rows; EMBER_SPARSE_TILE_BYTES overrides it
 // (the tests make tiles of a few rows).

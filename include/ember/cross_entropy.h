@@ -126,6 +126,16 @@ EMBER_HOST_DEVICE float grad_logit(const Options& o, float z_raw, bool is_target
   return g * row_scale;
 }
 
+// The softmax-gradient GEMMs' per-element gradient (csrc/cross_entropy/softmax_grad_gemm.h), read
+// from the side tensor's group for the element's row and vocabulary tile: (lse, scale) as float
+// bits, the target's column relative to the tile as an int32, 0. `column`: the element's column
+// within the tile. The CUDA kernels' transform and the CPU's version both call this.
+EMBER_HOST_DEVICE float grad_logit_from_side(const Options& o, float z, const uint32_t* group, int64_t column,
+                                             int64_t vocab) {
+  const bool is_target = column == int64_t(int32_t(group[2]));
+  return grad_logit(o, z, is_target, bits_as_float(group[0]), vocab, bits_as_float(group[1]));
+}
+
 // ---- row kernels ------------------------------------------------------------------------------------
 // logits: rows × vocab (row stride ld), fp32 / fp16 / bf16. target: int64 per row.
 struct RowsParams {
