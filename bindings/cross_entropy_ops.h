@@ -3,6 +3,7 @@
 // and cross_entropy_cuda.cpp (CUDA).
 #pragma once
 
+#include <ATen/MemoryOverlap.h>
 #include <torch/library.h>
 
 #include <optional>
@@ -44,6 +45,10 @@ struct CrossEntropyOps {
 
   static void backward_inplace(const T& logits, const T& grad_loss, const T& target, const Opt& weight, const T& lse,
                                int64_t ignore_index, double ls, double zl, double cap) {
+    // rows that share memory (an expanded or overlapping view) cannot each hold their own gradient
+    TORCH_CHECK(at::has_internal_overlap(logits) != at::MemOverlap::Yes,
+                "ember.cross_entropy_backward_: logits overlap themselves (an expanded or overlapping view, strides ",
+                logits.strides(), "); the in-place gradient needs a tensor whose elements are distinct");
     write_backward("ember.cross_entropy_backward_", logits, grad_loss, logits, target, weight, lse, ignore_index, ls, zl,
                    cap);
   }

@@ -8,6 +8,8 @@ import ember
 
 settings.register_profile("default", deadline=None, max_examples=30, derandomize=False)
 settings.register_profile("ci", deadline=None, max_examples=30, derandomize=True)
+# Depth on demand, e.g. for the fuzz suite: python -m pytest tests/fuzz --hypothesis-profile=deep
+settings.register_profile("deep", deadline=None, max_examples=1000)
 settings.load_profile("ci" if os.environ.get("CI") else "default")
 
 DEVICES = ["cpu"] + (["cuda"] if ember.cuda_available() else [])

@@ -47,7 +47,6 @@ at::Tensor or_undefined(const std::optional<at::Tensor>& t) { return t.has_value
 // 16 MB 1.26 s, 32 MB 1.16 s; peak memory above the inputs 43 / 52 / 68 MB (dW and dh alone are
 // 35 MB). 8 MB matches torch's chunked op in both; on a GPU 256 MB keeps the GEMMs at full rate
 // (512 rows at V = 128k).
-// (512 rows at V = 128k).
 int64_t chunk_rows(int64_t vocab, bool cuda) {
   const int64_t budget = cuda ? (int64_t{256} << 20) : (int64_t{8} << 20);
   const int64_t rows = budget / (4 * std::max<int64_t>(vocab, 1)) / 8 * 8;
@@ -184,6 +183,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> forward(const at::Ten
   p.entropy = entropy ? ent.data_ptr<float>() : nullptr;
   if (grad.defined()) {
     p.grad = grad.data_ptr();
+    p.grad_ld = grad.stride(0);
     p.grad_type = scalar_type_of(grad);
     p.grad_rows = grad_loss.data_ptr<float>();
     p.grad_rows_stride = grad_loss.numel() == 1 ? 0 : grad_loss.stride(0);
@@ -197,6 +197,7 @@ void backward(const at::Tensor& out, const at::Tensor& grad_loss, const at::Tens
   RowsParams p = rows_params(logits, target, or_undefined(weight), o);
   p.lse = const_cast<float*>(lse.data_ptr<float>());
   p.grad = out.data_ptr();
+  p.grad_ld = out.stride(0);
   p.grad_type = scalar_type_of(out);
   p.grad_rows = grad_loss.data_ptr<float>();
   p.grad_rows_stride = grad_loss.dim() == 0 ? 0 : grad_loss.stride(0);

@@ -16,7 +16,7 @@
 namespace ember::ce {
 namespace {
 
-constexpr int kThreads = 512;
+constexpr int kThreads = kRowThreads;
 
 __device__ __forceinline__ float load(const void* p, ScalarType t, int64_t i) {
   switch (t) {
@@ -36,12 +36,12 @@ __device__ __forceinline__ void store(void* p, ScalarType t, int64_t i, float v)
 
 // Row i's gradient, each element read and written by the same thread (in place is safe).
 __device__ void write_grad(const RowsParams& p, int64_t i, float lse) {
-  const int64_t base = i * p.ld;
+  const int64_t base = i * p.ld, out = i * p.grad_ld;
   const float scale = ignored(p, i) ? 0.f : p.grad_rows[i * p.grad_rows_stride] * (p.weight ? p.weight[i] : 1.f);
   const int64_t y = p.target[i];
   for (int64_t j = threadIdx.x; j < p.vocab; j += kThreads) {
     const float g = scale == 0.f ? 0.f : grad_logit(p.opt, load(p.logits, p.type, base + j), j == y, lse, p.vocab, scale);
-    store(p.grad, p.grad_type, base + j, g);
+    store(p.grad, p.grad_type, out + j, g);
   }
 }
 
@@ -56,7 +56,7 @@ __global__ void __launch_bounds__(kThreads) forward_kernel(RowsParams p) {
     RowStats o;
     o.max = __shfl_xor_sync(0xffffffffu, s.max, off);
     o.sum = __shfl_xor_sync(0xffffffffu, s.sum, off);
-    o.sum_pz = __shfl_xor_sync(0xffffffffu, s.sum_pz, off);
+    o.sum_pd = __shfl_xor_sync(0xffffffffu, s.sum_pd, off);
     o.sum_z = __shfl_xor_sync(0xffffffffu, s.sum_z, off);
     s.merge(o);
   }

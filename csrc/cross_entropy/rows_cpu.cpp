@@ -8,6 +8,8 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdlib>
+#include <string>
 #include <vector>
 
 #include "ember/cross_entropy.h"
@@ -23,9 +25,10 @@ namespace {
 
 constexpr int kLanes = 16;
 
-// e^x for x ≤ 88.7 (below −87.3 it returns ~1e-38 instead of 0): 2^k · e^r, |r| ≤ ln2/2, a
-// degree-6 Taylor polynomial (relative error < 2e-7). Branch-free, so loops of it vectorize.
+// e^x for x ≤ 88.7, 0 below −87.3 (so e^−inf = 0, a masked class): 2^k · e^r, |r| ≤ ln2/2, a
+// degree-6 Taylor polynomial (relative error < 2e-7). Branch-free (selects), so loops vectorize.
 inline float exp_poly(float x) {
+  const bool underflow = x < -87.3f;
   x = std::clamp(x, -87.3f, 88.7f);
   const float k = std::nearbyint(x * 1.44269504f);
   const float r = (x - k * 0.693145752f) - k * 1.42860677e-06f;
@@ -36,7 +39,8 @@ inline float exp_poly(float x) {
   p = p * r + 0.5f;
   p = p * r + 1.0f;
   p = p * r + 1.0f;
-  return p * bits_as_float(static_cast<uint32_t>(static_cast<int32_t>(k) + 127) << 23);
+  const float e = p * bits_as_float(static_cast<uint32_t>(static_cast<int32_t>(k) + 127) << 23);
+  return underflow ? 0.0f : e;
 }
 
 EMBER_CPU_CLONES float span_max(const float* z, int64_t n) {
@@ -51,15 +55,15 @@ EMBER_CPU_CLONES float span_max(const float* z, int64_t n) {
   return r;
 }
 
-// Σ e^(z−m), Σ e^(z−m)·z, Σ z; with Store, z is overwritten with e^(z−m) (the in-place gradient
+// Σ e^(z−m), Σ e^(z−m)·(m−z), Σ z; with Store, z is overwritten with e^(z−m) (the in-place gradient
 // path reuses them).
 template <bool Store>
-EMBER_CPU_CLONES void span_sums(float* z, int64_t n, float m, float& s, float& spz, float& sz) {
+EMBER_CPU_CLONES void span_sums(float* z, int64_t n, float m, float& s, float& spd, float& sz) {
   float a[kLanes] = {}, b[kLanes] = {}, c[kLanes] = {};
   auto visit = [&](int64_t j, int k) {
     const float v = z[j], e = exp_poly(v - m);
     a[k] += e;
-    b[k] += e * v;
+    b[k] += e > 0.0f ? e * (m - v) : 0.0f;  // 0·(−inf) is 0 here: a masked class adds no entropy
     c[k] += v;
     if (Store) z[j] = e;
   };
@@ -67,10 +71,10 @@ EMBER_CPU_CLONES void span_sums(float* z, int64_t n, float m, float& s, float& s
   for (; j + kLanes <= n; j += kLanes)
     for (int k = 0; k < kLanes; ++k) visit(j + k, k);
   for (; j < n; ++j) visit(j, 0);
-  s = spz = sz = 0.0f;
+  s = spd = sz = 0.0f;
   for (int k = 0; k < kLanes; ++k) {
     s += a[k];
-    spz += b[k];
+    spd += b[k];
     sz += c[k];
   }
 }
@@ -113,15 +117,36 @@ void row_grad(const RowsParams& p, int64_t i, const T* raw, const float* z, T* o
     for (int64_t j = 0; j < p.vocab; ++j)
       g[j] = grad_logit(p.opt, static_cast<float>(raw[j]), j == p.target[i], lse, p.vocab, scale);
   } else {
+    // the target element by the shared formula, (p − 1)·scale rather than p·scale − scale (which
+    // is inf − inf for an infinite weight); z[y] read first, as g may be z
+    const int64_t y = p.target[i];
+    const float gy = grad_logit(p.opt, z[y], true, lse, p.vocab, scale);
     span_grad(z, g, p.vocab, lse, p_factor(p.opt, lse), smooth_term(p.opt, p.vocab), scale);
-    g[p.target[i]] -= target_term(p.opt) * scale;
+    g[y] = gy;
   }
   if (!std::is_same_v<T, float>)
     for (int64_t j = 0; j < p.vocab; ++j) out[j] = static_cast<T>(g[j]);
 }
 
+// The row's statistics in the CUDA forward's order (rows.cu): kRowThreads strided online
+// log-sum-exps, an xor butterfly within each warp, then the warps' results merged in order.
+RowStats cuda_order_stats(const float* z, int64_t n) {
+  std::vector<RowStats> lane(kRowThreads), before;
+  for (int t = 0; t < kRowThreads; ++t)
+    for (int64_t j = t; j < n; j += kRowThreads) lane[t].add(z[j]);
+  for (int off = 16; off > 0; off >>= 1) {
+    before = lane;
+    for (int t = 0; t < kRowThreads; ++t) lane[t].merge(before[t ^ off]);
+  }
+  RowStats s = lane[0];
+  for (int w = 1; w < kRowThreads / 32; ++w) s.merge(lane[w * 32]);
+  return s;
+}
+
 template <typename T>
 void forward_typed(const RowsParams& p) {
+  const char* env = std::getenv("EMBER_CE_CUDA_ORDER");  // tests: emulate the CUDA forward's order
+  const bool cuda_order = env != nullptr && std::string(env) != "0";
   at::parallel_for(0, p.rows, 1, [&](int64_t r0, int64_t r1) {
     // fp32 without a softcap is read in place; anything else goes through an fp32 row buffer
     const bool direct = std::is_same_v<T, float> && p.opt.softcap == 0.0f;
@@ -135,15 +160,20 @@ void forward_typed(const RowsParams& p) {
       }
       RowStats s;
       s.max = span_max(z, p.vocab);
+      const float shift = s.max == -INFINITY ? 0.0f : s.max;  // all −inf: e = 0, not e^NaN
       // fp32 gradient written over the logits themselves: keep the exponentials for it
-      float* in_place = direct && p.grad == p.logits ? static_cast<float*>(p.grad) + i * p.ld : nullptr;
+      float* in_place = direct && p.grad == p.logits ? static_cast<float*>(p.grad) + i * p.grad_ld : nullptr;
       const int64_t y = p.target[i];
       const bool ign = ignored(p, i);
       const float zy = ign ? 0.0f : z[y];  // (read before the row is overwritten)
-      if (in_place) {
-        span_sums<true>(in_place, p.vocab, s.max, s.sum, s.sum_pz, s.sum_z);
+      if (cuda_order) {
+        s = cuda_order_stats(z, p.vocab);
+        float unused[3];  // the exponentials only, for the in-place gradient
+        if (in_place) span_sums<true>(in_place, p.vocab, shift, unused[0], unused[1], unused[2]);
+      } else if (in_place) {
+        span_sums<true>(in_place, p.vocab, shift, s.sum, s.sum_pd, s.sum_z);
       } else {
-        span_sums<false>(const_cast<float*>(z), p.vocab, s.max, s.sum, s.sum_pz, s.sum_z);  // reads only
+        span_sums<false>(const_cast<float*>(z), p.vocab, shift, s.sum, s.sum_pd, s.sum_z);  // reads only
       }
       const float lse = s.lse();
       p.lse[i] = lse;
@@ -156,10 +186,10 @@ void forward_typed(const RowsParams& p) {
           std::fill(in_place, in_place + p.vocab, 0.0f);
         } else {  // p_j·(1 + 2·zl·lse) − ls/V with p_j = e_j/Σe
           span_grad_from_e(in_place, p.vocab, p_factor(p.opt, lse) / s.sum, smooth_term(p.opt, p.vocab), scale);
-          in_place[y] -= target_term(p.opt) * scale;
+          in_place[y] = grad_logit(p.opt, zy, true, lse, p.vocab, scale);  // as row_grad does
         }
       } else if (p.grad) {
-        row_grad(p, i, row, z, static_cast<T*>(p.grad) + i * p.ld, lse, scratch.data());
+        row_grad(p, i, row, z, static_cast<T*>(p.grad) + i * p.grad_ld, lse, scratch.data());
       }
     }
   });
@@ -177,7 +207,7 @@ void backward_typed(const RowsParams& p) {
         load_row(row, z.data(), p.vocab, 0.0f);
         zr = z.data();
       }
-      row_grad(p, i, row, zr, static_cast<T*>(p.grad) + i * p.ld, p.lse[i], scratch.data());
+      row_grad(p, i, row, zr, static_cast<T*>(p.grad) + i * p.grad_ld, p.lse[i], scratch.data());
     }
   });
 }

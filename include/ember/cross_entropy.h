@@ -57,28 +57,33 @@ EMBER_HOST_DEVICE float softcapped(float z, float cap) { return cap > 0.0f ? cap
 struct RowStats {
   float max = -INFINITY;  // running maximum
   float sum = 0.0f;       // Σ exp(z − max)
-  float sum_pz = 0.0f;    // Σ exp(z − max)·z   (entropy)
+  float sum_pd = 0.0f;    // Σ exp(z − max)·(max − z) ≥ 0: entropy = log Σ + sum_pd/Σ, no cancellation
   float sum_z = 0.0f;     // Σ z                (label smoothing)
 
   EMBER_HOST_DEVICE void add(float z) {
+    if (z == -INFINITY) {  // a masked class: probability 0, nothing to add but to Σz
+      sum_z += z;
+      return;
+    }
     if (z > max) {  // rescale what is there to the new maximum
       const float r = exp_f(max - z);
+      sum_pd = sum == 0.0f ? 0.0f : r * (sum_pd + (z - max) * sum);
       sum *= r;
-      sum_pz *= r;
       max = z;
     }
     const float e = exp_f(z - max);
     sum += e;
-    sum_pz += e * z;
+    sum_pd += e * (max - z);
     sum_z += z;
   }
 
+  // sum == 0 exactly when only −inf was seen (a NaN makes sum NaN, and must survive the merge).
   EMBER_HOST_DEVICE void merge(const RowStats& o) {
-    if (o.max == -INFINITY) {
+    if (o.sum == 0.0f) {
       sum_z += o.sum_z;
       return;
     }
-    if (max == -INFINITY) {
+    if (sum == 0.0f) {
       const float z = sum_z;
       *this = o;
       sum_z += z;
@@ -86,18 +91,21 @@ struct RowStats {
     }
     const float m = max > o.max ? max : o.max;
     const float a = exp_f(max - m), b = exp_f(o.max - m);
+    sum_pd = a * (sum_pd + (m - max) * sum) + b * (o.sum_pd + (m - o.max) * o.sum);
     sum = sum * a + o.sum * b;
-    sum_pz = sum_pz * a + o.sum_pz * b;
     sum_z += o.sum_z;
     max = m;
   }
 
-  EMBER_HOST_DEVICE float lse() const { return max + log_f(sum); }
-  EMBER_HOST_DEVICE float entropy() const { return lse() - sum_pz / sum; }
+  // A +inf logit poisons the row (NaN, like a NaN logit); an all −inf row has lse −inf and a
+  // NaN entropy (there is no distribution). The semantics are in python/ember/ops/cross_entropy.py.
+  EMBER_HOST_DEVICE float lse() const { return max == INFINITY ? NAN : max + log_f(sum); }
+  EMBER_HOST_DEVICE float entropy() const { return max == INFINITY ? NAN : log_f(sum) + sum_pd / sum; }
 };
 
 // The row's loss from its statistics and its (softcapped) target logit.
 EMBER_HOST_DEVICE float row_loss(const Options& o, const RowStats& s, float z_target, int64_t vocab, float weight) {
+  if (weight == 0.0f) return 0.0f;  // weight 0 masks the token whatever its logits (inf · 0 would be NaN)
   const float lse = s.lse();
   const float smooth = o.label_smoothing > 0.0f ? o.label_smoothing * (lse - s.sum_z / static_cast<float>(vocab)) : 0.0f;
   return weight * ((1.0f - o.label_smoothing) * (lse - z_target) + smooth + o.z_loss * lse * lse);
@@ -137,6 +145,11 @@ EMBER_HOST_DEVICE float grad_logit_from_side(const Options& o, float z, const ui
 }
 
 // ---- row kernels ------------------------------------------------------------------------------------
+// The CUDA forward's threads per row: each keeps RowStats over columns t, t + kRowThreads, …,
+// merged by warp (xor butterfly), then warp 0..15 in order. The CPU emulates this order on
+// request (EMBER_CE_CUDA_ORDER=1) so CPU tests see the CUDA arithmetic.
+constexpr int kRowThreads = 512;
+
 // logits: rows × vocab (row stride ld), fp32 / fp16 / bf16. target: int64 per row.
 struct RowsParams {
   void* logits = nullptr;
@@ -150,10 +163,11 @@ struct RowsParams {
   float* lse = nullptr;
   float* logprob = nullptr;
   float* entropy = nullptr;
-  // backward: grad (rows × vocab, row stride ld, `type`; may be `logits` itself) from the saved
+  // backward: grad (rows × vocab, row stride grad_ld; may be `logits` itself) from the saved
   // lse and the upstream gradient per row (grad_rows[i·grad_rows_stride]; stride 0: one value).
   // A forward given grad and grad_rows writes the gradient too, in the same visit of each row.
   void* grad = nullptr;
+  int64_t grad_ld = 0;
   ScalarType grad_type = ScalarType::kFloat32;  // CUDA may write another type than the logits'
   const float* grad_rows = nullptr;
   int64_t grad_rows_stride = 1;

@@ -15,6 +15,8 @@ from hypothesis import given, strategies as st
 
 import ember
 
+from . import reference as reference_rows
+
 OPTIONS = [
     dict(),
     dict(weight=True),
@@ -333,3 +335,38 @@ def test_linear_cross_entropy_loss_module():
     close(got, ref, 1e-5, "module loss")
     got.backward()
     assert head.weight.grad is not None and "label_smoothing=0.1" in repr(loss_fn)
+
+
+# ---- layouts and special values (regressions) --------------------------------------------------------
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_gradient_of_a_sliced_vocabulary_view(device, dtype):
+    # logits[:, :V] of a padded vocabulary: rows further apart than V. The gradient is a new
+    # (contiguous) tensor and must be written at its own row stride, not at the view's.
+    full = (3 * torch.randn(37, 130, generator=torch.Generator().manual_seed(9))).to(dtype).to(device)
+    target = torch.randint(0, 101, (37,), generator=torch.Generator().manual_seed(10)).to(device)
+    view = full[:, :101].detach().requires_grad_()
+    ember.ops.cross_entropy(view, target, reduction="sum").backward()
+    ref = reference_rows.grad(full[:, :101], target, torch.ones(()))
+    close(view.grad, ref, grad_tol(dtype), "grad of a sliced view")
+
+
+@pytest.mark.parametrize("order", ["cpu", "cuda_order"])
+def test_minus_inf_logits_are_masked_classes(device, order, monkeypatch):
+    # A −inf logit has probability 0: finite lse, loss, entropy and gradient for the row. The CUDA
+    # order (EMBER_CE_CUDA_ORDER=1 on the CPU) meets a −inf first in every thread's slice when the
+    # row's first 512 columns are −inf.
+    monkeypatch.setenv("EMBER_CE_CUDA_ORDER", "1" if order == "cuda_order" else "0")
+    z = 3 * torch.randn(6, 1500, generator=torch.Generator().manual_seed(11))
+    z[0, :600] = float("-inf")
+    z[1, ::3] = float("-inf")
+    z[2, 7] = float("-inf")
+    target = torch.tensor([700, 4, 8, 0, 5, 6])
+    z, target = z.to(device), target.to(device)
+    x = z.clone().requires_grad_()
+    loss, lse, lp, ent = torch.ops.ember.cross_entropy_forward(x, target, None, -100, 0.0, 0.0, 0.0, True, True)
+    rloss, rlse, rlp, rent = reference_rows.rows(z, target)
+    for got, ref, what in ((loss, rloss, "loss"), (lse, rlse, "lse"), (lp, rlp, "logprob"), (ent, rent, "entropy")):
+        assert got.isfinite().all(), f"{what}: {got}"
+        close(got, ref, 1e-5, what)
+    loss.sum().backward()
+    close(x.grad, reference_rows.grad(z, target, torch.ones(())), 1e-5, "grad")

@@ -6,6 +6,24 @@ never holds the N×V logits. The per-token formula is in include/ember/cross_ent
 after z ← c·tanh(z/c) when softcap=c; 0 for ignored tokens. "mean" divides the sum by the number
 of non-ignored tokens (not by Σw), as PRIOR and torch do. The token weights are constants (no
 gradient flows to them), as are the log-probs and entropies these ops also return.
+
+Special values (the same on CPU and CUDA; tests/fuzz/test_cross_entropy.py holds them to a float64
+reference, tests/cross_entropy/reference.py):
+- a −inf logit (a masked token, a −inf bias) is a class of probability 0: it adds nothing to lse
+  or the entropy and gets gradient 0. A −inf *target* logit gives loss +inf and log-prob −inf
+  (with a finite gradient); with label smoothing, any −inf logit makes the loss +inf (the
+  smoothed target puts mass on an impossible class). The softcap maps ±inf to ±c first.
+- a row whose logits are all −inf has no distribution: lse −inf; loss, log-prob, entropy and
+  gradient NaN.
+- a NaN or +inf logit makes its row's lse, loss, log-prob, entropy and gradient NaN.
+- an ignored token, or one of weight 0, has loss 0 and gradient exactly 0 whatever its logits
+  (and, in linear_cross_entropy, never reaches a GEMM: its lse is reported as 0). Otherwise a
+  weight or upstream gradient is a plain factor: NaN or ±inf propagates to that token's loss
+  and gradient.
+- a target outside [0, V) that is not ignore_index is an error (one host sync checks it).
+Logits may be any view whose rows are contiguous along V (row-sliced, offset, expanded); the
+gradient is a new contiguous tensor, or (inplace_backward) the logits themselves, which must
+then not overlap.
 """
 
 from __future__ import annotations
