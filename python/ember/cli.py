@@ -36,9 +36,17 @@ def _info(argv) -> int:
 
 def _train(argv) -> int:
     from .train import parse_config, train
+    from .train.preempt import EXIT_PREEMPTED, Preempted
 
-    train(parse_config(argv, description=COMMANDS["train"] + ". Every option below is a --section.key=value flag "
-                       "or a key of a TOML --config file."))
+    cfg = parse_config(argv, description=COMMANDS["train"] + ". Every option below is a --section.key=value flag "
+                       "or a key of a TOML --config file.")
+    try:
+        train(cfg)
+    except Preempted:  # the trainer said where it stopped and how to go on
+        return EXIT_PREEMPTED
+    except KeyboardInterrupt:  # a second signal: no checkpoint for this step
+        print("ember train: aborted; nothing more was saved (the last complete checkpoint is intact)", file=sys.stderr)
+        return 130  # 128 + SIGINT, what a shell reports for Ctrl-C
     return 0
 
 

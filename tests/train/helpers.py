@@ -33,11 +33,19 @@ def losses(run_dir: Path) -> dict[int, float]:
     return {r["step"]: r["loss"] for r in rows if "loss" in r}
 
 
-def cli(*args: str, nproc: int = 0, timeout: int = 300) -> subprocess.CompletedProcess:
-    """`ember ARGS` (or `torchrun --nproc-per-node N -m ember ARGS`) in a fresh process."""
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+def command(*args: str, nproc: int = 0) -> list[str]:
+    """`ember ARGS`, or `torchrun --nproc-per-node N -m ember ARGS`."""
     if nproc:
-        cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}", "-m", "ember", *args]
-    else:
-        cmd = [sys.executable, "-m", "ember", *args]
-    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
+        return [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}", "-m", "ember", *args]
+    return [sys.executable, "-m", "ember", *args]
+
+
+def cli_env(**extra: str) -> dict[str, str]:
+    return {**os.environ, "OMP_NUM_THREADS": "1", **extra}
+
+
+def cli(*args: str, nproc: int = 0, timeout: int = 300, env: dict | None = None) -> subprocess.CompletedProcess:
+    """`ember ARGS` (or `torchrun --nproc-per-node N -m ember ARGS`) in a fresh process; `env`
+    adds environment variables."""
+    return subprocess.run(command(*args, nproc=nproc), capture_output=True, text=True, timeout=timeout,
+                          env=cli_env(**(env or {})))

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from . import corpus
-from .shards import TokenSplit, open_split, read_index
+from .shards import TokenSplit, open_split, read_index, window_count
 from .tokenizer import load_tokenizer
 
 
@@ -85,7 +85,7 @@ class Windows:
 
     def __init__(self, split: TokenSplit, seq_len: int):
         self.split, self.seq_len = split, seq_len
-        counts = np.array([max(len(s) - 1, 0) // seq_len for s in split.shards], dtype=np.int64)
+        counts = np.array([window_count(len(s), seq_len) for s in split.shards], dtype=np.int64)
         self.starts = np.concatenate([[0], np.cumsum(counts)])
         self.n = int(self.starts[-1])
 

@@ -3,9 +3,10 @@
 Layout: RUN/checkpoints/step-00000200/{state.pt, meta.json}. A checkpoint is written into a
 temporary folder beside its final name, flushed to disk, then renamed: a crash mid-save leaves
 only a `.tmp-*` folder, which loading ignores (and the next save removes), never a checkpoint
-that loads wrong. The model and optimizer are saved as full (unsharded) state dicts through
-torch.distributed.checkpoint.state_dict, so a checkpoint loads under any number of ranks and
-either parallelism, or none.
+that loads wrong. Folders are deleted the same way round (renamed to `.tmp-*` first), and the
+safetensors export is a temporary file, flushed, then renamed. The model and optimizer are
+saved as full (unsharded) state dicts through torch.distributed.checkpoint.state_dict, so a
+checkpoint loads under any number of ranks and either parallelism, or none.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import torch
 from torch.distributed.checkpoint.state_dict import (StateDictOptions, get_model_state_dict, get_optimizer_state_dict,
                                                      set_model_state_dict, set_optimizer_state_dict)
 
+from . import faults
 from .distributed import Dist
 
 _STEP_DIR = re.compile(r"^step-(\d+)$")
@@ -32,19 +34,23 @@ def checkpoint_dirs(run_dir: Path) -> list[Path]:
     root = Path(run_dir) / "checkpoints"
     if not root.is_dir():
         return []
-    found = [(int(m.group(1)), p) for p in root.iterdir() if (m := _STEP_DIR.match(p.name)) and (p / "meta.json").is_file()]
+    found = [(int(m.group(1)), p) for p in root.iterdir() if (m := _STEP_DIR.match(p.name)) and _complete(p)]
     return [p for _, p in sorted(found)]
 
 
 def find_checkpoint(where: str | Path) -> Path:
     """A checkpoint folder, or the latest complete checkpoint of a run folder."""
     where = Path(where)
-    if (where / "meta.json").is_file() and (where / "state.pt").is_file():
+    if _complete(where):
         return where
     found = checkpoint_dirs(where)
     if not found:
         raise FileNotFoundError(f"no checkpoint in {where} (looked for {where}/checkpoints/step-*/)")
     return found[-1]
+
+
+def _complete(folder: Path) -> bool:
+    return (folder / "meta.json").is_file() and (folder / "state.pt").is_file()
 
 
 def rng_state() -> dict:
@@ -78,15 +84,17 @@ def save(run_dir: Path, step: int, model, optimizer, scheduler, loader, config: 
         state = {"step": step, "model": model_sd, "optimizer": optim_sd, "scheduler": scheduler.state_dict(),
                  "loader": loader.state_dict(), "rng": rngs}
         _write(tmp / "state.pt", lambda f: torch.save(state, f))
+        faults.crash_point(f"save:{step}", torn=tmp / "state.pt")
         meta = {"step": step, "world_size": d.world_size, "config": config}
         _write(tmp / "meta.json", lambda f: f.write(json.dumps(meta, indent=1).encode()))
-        if final.exists():  # the same step saved again (a rerun): replace it
-            shutil.rmtree(final)
+        old = _set_aside(final) if final.exists() else None  # the same step saved again (a rerun)
         os.replace(tmp, final)
         _fsync_dir(final.parent)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
         if keep:
-            for old in checkpoint_dirs(run_dir)[:-keep]:
-                shutil.rmtree(old, ignore_errors=True)
+            for stale in checkpoint_dirs(run_dir)[:-keep]:
+                shutil.rmtree(_set_aside(stale), ignore_errors=True)
     d.barrier()
     return final if d.is_main else None
 
@@ -124,6 +132,27 @@ def _write(path: Path, fill) -> None:
         os.fsync(f.fileno())
 
 
+def _set_aside(folder: Path) -> Path:
+    """Rename a checkpoint out of the loadable names before deleting it: a crash mid-delete must
+    not leave a step folder with meta.json but half its state."""
+    aside = folder.with_name(f"{folder.name}.tmp-old-{os.getpid()}")
+    os.replace(folder, aside)
+    return aside
+
+
+def write_atomic(path: Path, data: bytes) -> None:
+    """The whole of `data` at `path`, or (after a crash) what was there before."""
+    tmp = path.with_name(path.name + ".tmp")
+    _write(tmp, lambda f: f.write(data))
+    os.replace(tmp, path)
+    _fsync_dir(path.parent)
+
+
+def _fsync_file(path: Path) -> None:
+    with open(path, "rb") as f:
+        os.fsync(f.fileno())
+
+
 def _fsync_dir(path: Path) -> None:
     fd = os.open(path, os.O_RDONLY)
     try:
@@ -139,10 +168,14 @@ def export_safetensors(model, path: Path, model_config: dict, d: Dist) -> Path |
 
     sd = get_model_state_dict(model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
     if d.is_main:
+        # config.json first: a model.safetensors that exists is complete and has its config.
+        write_atomic(path.parent / "config.json", json.dumps(model_config, indent=1).encode())
         tensors = {k: v.contiguous() for k, v in sd.items()}
         tmp = path.with_name(path.name + ".tmp")
         save_file(tensors, str(tmp), metadata={"format": "pt", "ember_model_config": json.dumps(model_config)})
+        faults.crash_point("export", torn=tmp)
+        _fsync_file(tmp)  # on disk before it takes the final name
         os.replace(tmp, path)
-        (path.parent / "config.json").write_text(json.dumps(model_config, indent=1))
+        _fsync_dir(path.parent)
     d.barrier()
     return path if d.is_main else None

@@ -101,6 +101,25 @@ class MetricsLogger:
             self.tb.close()
 
 
+def trim_metrics(run_dir: Path, step: int) -> None:
+    """Resuming at `step`: drop the rows of later steps, which are trained again, and a last line
+    that a crash cut short (appending after it would spoil the next row too)."""
+    path = Path(run_dir) / "metrics.jsonl"
+    if not path.is_file():
+        return
+    kept = []
+    for line in path.read_text().splitlines():
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if row.get("step", 0) <= step:
+            kept.append(line + "\n")
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text("".join(kept))
+    tmp.replace(path)
+
+
 def format_line(m: dict) -> str:
     parts = [f"loss {m['loss']:.4f}", f"gnorm {m['grad_norm']:.3f}", f"lr {m['lr']:.2e}", f"{m['tokens_per_s'] / 1e3:.1f}k tok/s"]
     if m.get("mfu") is not None:

@@ -7,6 +7,7 @@ import contextlib
 import datetime
 import math
 import os
+import sys
 import time
 from pathlib import Path
 
@@ -14,10 +15,11 @@ import torch
 
 from ..data.loader import PackedLoader, parse_sources, source_vocab, validation_batches
 from . import checkpoint as ckpt
-from . import distributed
+from . import distributed, faults
 from .build import build_model, build_optimizer, build_scheduler, model_config
 from .config import Config, ConfigError, config_from_dict
-from .metrics import MetricsLogger, card_name, format_line, peak_flops
+from .metrics import MetricsLogger, card_name, format_line, peak_flops, trim_metrics
+from .preempt import Preempted, StopSignal
 from .validate import validate
 
 
@@ -91,17 +93,19 @@ class Evaluator:
 
 
 def train(cfg: Config) -> dict:
-    """Run the job described by cfg; returns {run_dir, step, val_loss, train_loss, ...}."""
+    """Run the job described by cfg; returns {run_dir, step, val_loss, train_loss, ...}. On
+    SIGTERM/SIGINT it stops after the current step with a checkpoint and raises Preempted."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
     validate(cfg, world)
     d = distributed.init(cfg.job.device)
     try:
-        return _train(cfg, d)
+        with StopSignal(verbose=d.is_main) as stop:
+            return _train(cfg, d, stop)
     finally:
         distributed.shutdown()
 
 
-def _train(cfg: Config, d: distributed.Dist) -> dict:
+def _train(cfg: Config, d: distributed.Dist, stop: StopSignal) -> dict:
     device = d.device
     set_determinism(cfg, device)
     dtype = compute_dtype(cfg, device)
@@ -124,12 +128,14 @@ def _train(cfg: Config, d: distributed.Dist) -> dict:
 
     if d.is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
+        if resume_from is not None:
+            trim_metrics(run_dir, start)
     d.barrier()
     log = MetricsLogger(run_dir, cfg.training.steps, start, d.is_main, cfg.metrics.progress, cfg.metrics.tensorboard,
                         cfg.metrics.log_every)
     resolved = cfg.to_dict()
     if d.is_main:
-        (run_dir / "config.toml").write_text(cfg.to_toml())
+        ckpt.write_atomic(run_dir / "config.toml", cfg.to_toml().encode())
         print(f"ember train: run folder {run_dir}")
         print(cfg.to_toml().rstrip())
         print(f"# model {cfg.model.name}: {model.num_params() / 1e6:.2f}M parameters | device {device} x {d.world_size} "
@@ -187,8 +193,11 @@ def _train(cfg: Config, d: distributed.Dist) -> dict:
         grad_norm = torch.nn.utils.clip_grad_norm_(params, max_norm, foreach=True)
         if hasattr(grad_norm, "full_tensor"):
             grad_norm = grad_norm.full_tensor()
-        loss = d.all_sum(loss_sum.double().reshape(1))[0] / n_global
-        loss_v, gnorm_v = torch.stack([loss.float(), grad_norm.float()]).tolist()
+        # A stop request travels with the loss: every rank learns of it at the same step.
+        votes = torch.full((1,), float(stop.received is not None), dtype=torch.float64, device=device)  # no host sync
+        reduced = d.all_sum(torch.cat([loss_sum.double().reshape(1), votes]))
+        loss = reduced[0] / n_global
+        loss_v, gnorm_v, stop_v = torch.stack([loss.float(), grad_norm.float(), reduced[1].float()]).tolist()
         if not (math.isfinite(loss_v) and math.isfinite(gnorm_v)):
             last = ckpt.checkpoint_dirs(run_dir)
             raise TrainingError(f"step {step}: non-finite {'loss' if not math.isfinite(loss_v) else 'gradient norm'} "
@@ -198,6 +207,7 @@ def _train(cfg: Config, d: distributed.Dist) -> dict:
         optimizer.step()
         scheduler.step()
         optimizer.zero_grad(set_to_none=True)
+        faults.crash_point(f"step:{step}")
         steps_since += 1
         summary.update(step=step, train_loss=loss_v)
 
@@ -213,8 +223,11 @@ def _train(cfg: Config, d: distributed.Dist) -> dict:
         paused = time.perf_counter()  # evaluation and saving do not count as training time
         if cfg.eval.every and step % cfg.eval.every == 0 or step == cfg.training.steps:
             run_eval(step)
-        if cfg.checkpoint.every and step % cfg.checkpoint.every == 0 or step == cfg.training.steps:
-            ckpt.save(run_dir, step, model, optimizer, scheduler, loader, resolved, d, cfg.checkpoint.keep)
+        if cfg.checkpoint.every and step % cfg.checkpoint.every == 0 or step == cfg.training.steps or stop_v:
+            saved = ckpt.save(run_dir, step, model, optimizer, scheduler, loader, resolved, d, cfg.checkpoint.keep)
+        if stop_v:
+            log.close()
+            raise _preempted(stop, step, saved, run_dir, d)
         t_last += time.perf_counter() - paused
 
     if cfg.checkpoint.export_safetensors:
@@ -231,6 +244,16 @@ def _train(cfg: Config, d: distributed.Dist) -> dict:
         print(f"ember train: done at step {summary['step']}: val loss {val}. Run folder {run_dir} "
               f"(checkpoint {summary['checkpoint']}, plots {', '.join(Path(p).name for p in summary.get('plots', []))})", flush=True)
     return summary
+
+
+def _preempted(stop: StopSignal, step: int, checkpoint: Path | None, run_dir: Path, d: distributed.Dist) -> Preempted:
+    """The stop after `step`: said once (rank 0), with the flag that continues the run."""
+    why = stop.received or "a stop signal on another rank"
+    message = (f"ember train: stopped by {why} after step {step}; checkpoint {checkpoint}. To continue, run the same "
+               f"command with --checkpoint.resume={run_dir}")
+    if d.is_main:
+        print(message, file=sys.stderr, flush=True)
+    return Preempted(message, step)
 
 
 def _grad_sync(wrapped, sync: bool):

@@ -8,7 +8,7 @@ import torch
 
 from ..data import corpus
 from ..data.loader import parse_sources, same_path, source_vocab
-from ..data.shards import WEIGHTS_INDEX
+from ..data.shards import WEIGHTS_INDEX, check_shards, read_index, window_count
 from ..models import CONFIGS
 from .config import Config, ConfigError
 
@@ -81,7 +81,10 @@ def _validate_data(cfg: Config) -> None:
         if src.path != corpus.NAME and not (Path(src.path) / "index.json").is_file():
             why = "no such folder" if not Path(src.path).exists() else "not a token folder (no index.json; make one with `ember prepare`)"
             raise ConfigError(f"config: data.sources: {src.path}: {why}")
-        vocabs[src.path] = source_vocab(src, cfg.data.tokenizer)
+        try:
+            vocabs[src.path] = source_vocab(src, cfg.data.tokenizer)
+        except ValueError as exc:  # an index.json that does not parse, or the wrong format
+            raise ConfigError(f"data: {exc}") from None
     if len(set(vocabs.values())) > 1:
         raise ConfigError(f"config: data.sources have different tokenizers (vocab size, eos id): {vocabs}")
     tw = cfg.loss.token_weights
@@ -93,3 +96,19 @@ def _validate_data(cfg: Config) -> None:
     vocab = next(iter(vocabs.values()))[0]
     if cfg.model.vocab_size and cfg.model.vocab_size < vocab:
         raise ConfigError(f"config: model.vocab_size {cfg.model.vocab_size} is smaller than the tokenizer's {vocab}")
+    for src in sources:
+        if src.path != corpus.NAME:
+            _check_token_folder(src.path, cfg.model.vocab_size or vocab, cfg.data.seq_len, bool(tw) and same_path(src.path, tw))
+
+
+def _check_token_folder(path: str, vocab: int, seq_len: int, with_weights: bool) -> None:
+    """The shards themselves (see check_shards), and enough training tokens for one window."""
+    try:
+        check_shards(path, vocab, with_weights)
+    except ValueError as exc:
+        raise ConfigError(f"data: {exc}") from None
+    train = read_index(path)["splits"].get("train", [])
+    if not sum(window_count(e["tokens"], seq_len) for e in train):
+        tokens = sum(e["tokens"] for e in train)
+        raise ConfigError(f"data: {Path(path) / 'index.json'}: no training data: {tokens:,} tokens in the train split, "
+                          f"and a sequence needs {seq_len + 1} from one shard (data.seq_len {seq_len})")
