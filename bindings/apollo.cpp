@@ -3,6 +3,7 @@
 
 #include <torch/library.h>
 
+#include <cmath>
 #include <limits>
 
 #include "apollo_ops.h"
@@ -38,13 +39,17 @@ apollo::Hyper check_apollo_step(at::TensorList params, at::TensorList grads, at:
               norm_prev.size(), ", ", steps.size(), ", ", streams.size());
   TORCH_CHECK(rank >= 1, kStep, ": rank must be >= 1, got ", rank);
   TORCH_CHECK(update_proj_gap >= 1, kStep, ": update_proj_gap must be >= 1, got ", update_proj_gap);
-  TORCH_CHECK(lr >= 0, kStep, ": lr must be >= 0, got ", lr);
+  // Finite too: an inf lr, weight_decay, scale or norm_growth_limit turns the weights into inf or NaN,
+  // an inf eps stops every update.
+  TORCH_CHECK(lr >= 0 && std::isfinite(lr), kStep, ": lr must be finite and >= 0, got ", lr);
   TORCH_CHECK(beta1 >= 0 && beta1 < 1, kStep, ": beta1 must be in [0, 1), got ", beta1);
   TORCH_CHECK(beta2 >= 0 && beta2 < 1, kStep, ": beta2 must be in [0, 1), got ", beta2);
-  TORCH_CHECK(eps > 0, kStep, ": eps must be > 0, got ", eps);
-  TORCH_CHECK(weight_decay >= 0, kStep, ": weight_decay must be >= 0, got ", weight_decay);
-  TORCH_CHECK(scale > 0, kStep, ": scale must be > 0, got ", scale);
-  TORCH_CHECK(norm_growth_limit >= 1, kStep, ": norm_growth_limit must be >= 1, got ", norm_growth_limit);
+  TORCH_CHECK(eps > 0 && std::isfinite(eps), kStep, ": eps must be finite and > 0, got ", eps);
+  TORCH_CHECK(weight_decay >= 0 && std::isfinite(weight_decay), kStep, ": weight_decay must be finite and >= 0, got ",
+              weight_decay);
+  TORCH_CHECK(scale > 0 && std::isfinite(scale), kStep, ": scale must be finite and > 0, got ", scale);
+  TORCH_CHECK(norm_growth_limit >= 1 && std::isfinite(norm_growth_limit), kStep,
+              ": norm_growth_limit must be finite and >= 1, got ", norm_growth_limit);
   TORCH_CHECK(seed >= 0, kStep, ": seed must be >= 0, got ", seed);
   for (size_t i = 0; i < n; ++i) {
     const at::Tensor& w = params[i];

@@ -32,7 +32,9 @@ QuantizeCall prepare_quantize_fp8(const at::Tensor& x, at::ScalarType dtype, con
   TORCH_CHECK(x.is_contiguous(), "ember.quantize_fp8: x must be contiguous (row-major), got shape ", x.sizes(),
               " with strides ", x.strides(), "; for a transposed view xt = x.t() pass x with transpose=True");
   const bool blocked = p.granularity == float8::Granularity::kBlock || p.granularity == float8::Granularity::kTile;
-  TORCH_CHECK(!blocked || float8::supported_block(static_cast<int>(block)),
+  // Range first: the int cast of 2^32 + 16 would be 16, silently taken for a supported block.
+  const bool block_ok = block >= 16 && block <= 128 && float8::supported_block(static_cast<int>(block));
+  TORCH_CHECK(!blocked || block_ok,
               "ember.quantize_fp8: block must be 16, 32, 64 or 128 for granularity=\"", granularity, "\", got ", block);
   p.block = blocked ? static_cast<int>(block) : 128;
   p.transpose = transpose;

@@ -113,22 +113,23 @@ inline float step_size(const Hyper& h, int64_t step) {
 }
 
 // u_norm = ‖U‖ before limiting. Returns the step's coefficient (step size / limiter) and stores
-// the limited norm in *norm_prev.
+// the limited norm in *norm_prev. A NaN growth (a NaN or inf gradient now or in an earlier step)
+// gives a NaN limiter, as max(growth, γ)/γ does in the reference: it does not switch the limiter off.
 EMBER_HOST_DEVICE float step_coefficient(const Hyper& h, const Matrix& m, float u_norm) {
   float limiter = 1.0f;
   if (m.step > 1) {
     const float growth = div(u_norm, add(*m.norm_prev, 1e-8f));
-    limiter = div(growth > h.norm_growth_limit ? growth : h.norm_growth_limit, h.norm_growth_limit);
+    limiter = div(growth <= h.norm_growth_limit ? h.norm_growth_limit : growth, h.norm_growth_limit);
   }
   *m.norm_prev = div(u_norm, limiter);
   return div(m.step_size, limiter);
 }
 
 // ---- update: one weight element ----------------------------------------------------------------
-// W' = W − coef·s·g, then W'' = W' − lr·wd·W'.
+// W' = W − coef·s·g, then W'' = W' − lr·wd·W' (not at lr·wd = 0, where it would turn an inf W' into NaN).
 EMBER_HOST_DEVICE float updated_weight(const Hyper& h, float w, float g, float coef_s) {
   const float w1 = sub(w, mul(coef_s, g));
-  return sub(w1, mul(h.lr_wd, w1));
+  return h.lr_wd == 0.0f ? w1 : sub(w1, mul(h.lr_wd, w1));
 }
 
 // fp32 → bf16 bits: round to nearest even, or stochastically with 16 random bits (an exactly

@@ -130,4 +130,5 @@ class ReferenceApollo:
         step_size = self.lr * math.sqrt(1 - b2**self.t) / (1 - b1**self.t) * math.sqrt(self.scale)
         u = u.t() if self.transposed else u
         self.w = self.w - step_size * u
-        self.w = self.w - self.lr * self.wd * self.w
+        if self.lr * self.wd:  # (0·inf would turn an inf weight into NaN)
+            self.w = self.w - self.lr * self.wd * self.w

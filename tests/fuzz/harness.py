@@ -125,7 +125,7 @@ def storage_bytes(t: torch.Tensor) -> torch.Tensor:
 class Unchanged:
     """`with Unchanged(a, b, ...):` fails if the block changed a byte of the tensors' storages."""
 
-    def __init__(self, *tensors, names=None):
+    def __init__(self, *tensors):
         self.tensors = [t for t in tensors if isinstance(t, torch.Tensor)]
 
     def __enter__(self):

@@ -15,7 +15,9 @@ def apollo_projection(
 ) -> torch.Tensor:
     """P (rank × dim), entries N(0, 1)/√rank from the Philox4x32-10 stream keyed by
     (seed, stream, refresh): the matrix an APOLLO step projects with. Bit-identical on CPU and
-    CUDA; bf16 only on CUDA (the CUDA GEMM input for bf16 weights)."""
+    CUDA; bf16 only on CUDA (the CUDA GEMM input for bf16 weights). The op,
+    torch.ops.ember.apollo_projection_(out, seed, stream, refresh), fills a contiguous `out` and
+    refuses any other layout."""
     out = torch.empty(rank, dim, device=device, dtype=dtype)
     torch.ops.ember.apollo_projection_(out, seed, stream, refresh)
     return out
@@ -44,7 +46,22 @@ def apollo_step_(
     stochastic_rounding: bool,
 ) -> None:
     """One APOLLO step in place for matrices i (see include/ember/apollo.h for the rule);
-    ember.optim.Apollo is the optimizer around it."""
+    ember.optim.Apollo is the optimizer around it.
+
+    Writes params, exp_avg, exp_avg_sq and norm_prev, nothing else; a call that raises (a bad
+    argument, a non-contiguous tensor: the op takes contiguous tensors only) writes nothing. The
+    result does not depend on the CPU thread count.
+
+    Non-finite values poison, as in torch.optim.AdamW (nothing is skipped), but a whole matrix:
+    a NaN or ±inf in grads[i] makes exp_avg[i] and exp_avg_sq[i] NaN in the channels it touches
+    (channels: rows of the longer side of params[i]) for good, and ‖U‖ and norm_prev[i] NaN. At
+    step 1, params[i] turns NaN in those channels (all of it with tensor_scale); at any later step
+    the growth limiter, which reads norm_prev[i], makes all of params[i] NaN, and every step after
+    keeps it so. Other matrices of the same call are not affected. A NaN in params[i] stays in its
+    element; ±inf stays ±inf, except that weight decay makes it NaN (inf − lr·wd·inf, as torch's
+    fused AdamW). ‖U‖² is summed from float32 squares of the gradient, so for gradients below
+    ~1e-19 norm_prev[i] comes out smaller than the exact rule's (which matters only above 1e-8,
+    the limiter's guard)."""
     if not params:
         return
     torch.ops.ember.apollo_step_(

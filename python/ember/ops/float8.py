@@ -18,10 +18,20 @@ def quantize_fp8(
     granularity "tensor": one scale, shape (); "row": (rows, 1); "block": one per 1×block run of
     a row, (rows, ceil(cols/block)) — the activation recipe; "tile": one per block×block tile,
     (ceil(rows/block), ceil(cols/block)) — the weight recipe. rows/cols are y's.
-    ``transpose=True`` reads x column-wise and never materializes xᵀ.
-    scale = amax / fp8_max per group (1 for an all-zero group); a group holding ±inf or NaN gets
-    an inf/NaN scale rather than silently saturating. Not differentiable (outputs never
-    require grad).
+    ``transpose=True`` reads x column-wise and never materializes xᵀ. x must be contiguous.
+
+    Per group (the same for every granularity and device; include/ember/fp8.h):
+    scale = amax / fp8_max and q = fp8(clamp(y · fp8_max / amax, ±fp8_max)), rounded to nearest
+    even, so the group's largest |y| becomes ±fp8_max (448 e4m3, 57344 e5m2) and no q overflows;
+    values beyond the fp8 range just make a larger scale. Special cases:
+
+    - amax 0 (an all-zero or empty group): scale 1, q = ±0 (the sign of zero is kept).
+    - amax below FLT_MIN · fp8_max: taken as that, so the scale stays a normal fp32 and q finite.
+    - a group holding ±inf: scale +inf; q is NaN where y is ±inf and ±0 elsewhere in the group.
+    - a group holding NaN (inf or not): scale NaN (always the bits 0x7fc00000), every q NaN.
+    - a NaN q is always the code 0x7f (sign dropped), in e5m2 too (inf gives NaN, never inf).
+
+    Other groups are unaffected. Not differentiable (outputs never require grad).
     """
     return torch.ops.ember.quantize_fp8(x, dtype, granularity, block, transpose)
 
@@ -32,6 +42,8 @@ def _quantize_fp8_fake(x, dtype, granularity, block, transpose):
     torch._check(granularity in _GRANULARITIES, lambda: f"ember.quantize_fp8: bad granularity {granularity!r}")
     if transpose or granularity != "tensor":
         torch._check(x.dim() == 2, lambda: f"ember.quantize_fp8: x must be 2-D, got shape {tuple(x.shape)}")
+    torch._check(granularity in ("tensor", "row") or block in (16, 32, 64, 128),
+                 lambda: f"ember.quantize_fp8: block must be 16, 32, 64 or 128, got {block}")
     shape = (x.shape[1], x.shape[0]) if transpose else tuple(x.shape)
     q = x.new_empty(shape, dtype=dtype)
     if granularity == "tensor":
@@ -65,6 +77,15 @@ def fp8_gemm(
     always promotes to fp32 every 128 of K). On CPU, and on CUDA for combinations without a
     CUTLASS kernel (out_dtype other than bf16, e4m3 × e5m2), the operands are dequantized and
     multiplied in fp32. Not differentiable.
+
+    Each element stands for q · scale (one fp32 rounding); NaN and inf propagate as in float
+    arithmetic: a NaN code or scale makes every output it enters NaN, an inf code (e5m2) ±inf
+    or NaN, 0 · inf is NaN; results beyond out_dtype's range become ±inf (no saturation). K = 0
+    gives bias (or zeros) whatever the scales. On CUDA the CUTLASS kernels apply the scales to
+    fp32 sums rather than to each element: the same up to rounding for finite scales, but an inf
+    scale over zero codes gives ±inf where the definition gives NaN (scales from
+    ``quantize_fp8`` never do that: an inf scale comes with NaN codes). a, b, a_scale and b_scale
+    must be contiguous, bias may have any layout.
     """
     return torch.ops.ember.fp8_gemm(a, a_scale, b, b_scale, out_dtype, bias, fast_accum)
 
