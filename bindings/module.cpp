@@ -9,6 +9,7 @@ PYBIND11_MODULE(_C, m) {
   m.def("build_info", [] {
     py::dict info;
     info["version"] = EMBER_VERSION;
+    info["build_mode"] = EMBER_BUILD_MODE;
     info["torch"] = EMBER_TORCH_VERSION;
 #ifdef EMBER_WITH_CUDA
     info["with_cuda"] = true;

@@ -11,6 +11,22 @@ from . import float8, losses, models, ops, optim, sparse  # noqa: E402
 
 __version__ = _C.build_info()["version"]
 
+REBUILD_WITH_CUDA = 'EMBER_CUDA=1 pip install --no-build-isolation -e .'
+
+
+def _warn_if_built_without_cuda() -> None:
+    """A CPU-only build imported where a GPU is visible: say so once, with the rebuild command."""
+    info = _C.build_info()
+    if not info["with_cuda"] and torch.cuda.is_available():
+        import warnings
+
+        warnings.warn(f"ember was built without its CUDA kernels ({info['build_mode']}), but a GPU is visible: ember's "
+                      f"ops will refuse CUDA tensors. Rebuild from the source folder: {REBUILD_WITH_CUDA}",
+                      RuntimeWarning, stacklevel=3)
+
+
+_warn_if_built_without_cuda()
+
 
 def __getattr__(name: str):
     """ember.data, ember.train and ember.patch load on first use: the trainer's dependencies

@@ -1,37 +1,54 @@
 # Decides whether the CUDA kernels are built, and smooths over how CUDA builds of torch from PyPI
 # lay out their CUDA pieces (cuBLAS/cuSPARSE headers under site-packages/nvidia/cu13, which
 # ATen's CUDA headers include).
+#
+# As other extension packages do (FORCE_CUDA in xformers, mmcv, detectron2): CUDA kernels are
+# built when torch has CUDA, nvcc is found, and either a GPU is visible or they are asked for
+# (EMBER_CUDA=1, or TORCH_CUDA_ARCH_LIST set: a login node building for its GPU nodes).
+# EMBER_BUILD_MODE says which, and why, in the build log and in `ember info`.
 set(EMBER_WITH_CUDA OFF)
 set(EMBER_CUDA_ARCHS "")
 set(EMBER_CUDA_ARCHS_STRING "")
 
-set(_ember_cuda_wanted ON)
-if(DEFINED ENV{EMBER_CUDA} AND "$ENV{EMBER_CUDA}" MATCHES "^(0|OFF|off|no|NO|false|FALSE)$")
-  set(_ember_cuda_wanted OFF)
-  message(STATUS "ember: EMBER_CUDA=$ENV{EMBER_CUDA}: CPU-only build")
+set(_ember_cuda_forced OFF)
+if(DEFINED ENV{EMBER_CUDA} AND "$ENV{EMBER_CUDA}" MATCHES "^(1|ON|on|yes|YES|true|TRUE)$")
+  set(_ember_cuda_forced ON)
+  set(_ember_why "EMBER_CUDA=$ENV{EMBER_CUDA}")
+elseif(DEFINED ENV{TORCH_CUDA_ARCH_LIST} AND NOT "$ENV{TORCH_CUDA_ARCH_LIST}" STREQUAL "")
+  set(_ember_cuda_forced ON)
+  set(_ember_why "TORCH_CUDA_ARCH_LIST is set")
 endif()
 
-if(_ember_cuda_wanted)
+if(DEFINED ENV{EMBER_CUDA} AND "$ENV{EMBER_CUDA}" MATCHES "^(0|OFF|off|no|NO|false|FALSE)$")
+  set(EMBER_BUILD_MODE "cpu-only (EMBER_CUDA=$ENV{EMBER_CUDA})")
+else()
   execute_process(
-    COMMAND ${Python_EXECUTABLE} -c "import torch, os; print(torch.version.cuda or ''); print(os.path.dirname(os.path.dirname(torch.__file__)))"
+    COMMAND ${Python_EXECUTABLE} -c "import torch, os; print(torch.version.cuda or ''); print(os.path.dirname(os.path.dirname(torch.__file__))); print(int(torch.cuda.is_available()))"
     OUTPUT_VARIABLE _ember_torch_out OUTPUT_STRIP_TRAILING_WHITESPACE)
   string(REPLACE "\n" ";" _ember_torch_out "${_ember_torch_out}")
   list(GET _ember_torch_out 0 EMBER_TORCH_CUDA)
   list(GET _ember_torch_out 1 EMBER_SITE_PACKAGES)
+  list(GET _ember_torch_out 2 _ember_gpu_visible)
   include(CheckLanguage)
   check_language(CUDA)
   if(NOT EMBER_TORCH_CUDA)
-    message(STATUS "ember: torch has no CUDA: CPU-only build")
+    set(EMBER_BUILD_MODE "cpu-only (torch has no CUDA)")
   elseif(NOT CMAKE_CUDA_COMPILER)
-    message(STATUS "ember: no nvcc found: CPU-only build")
-  else()
+    set(EMBER_BUILD_MODE "cpu-only (no nvcc found)")
+  elseif(_ember_cuda_forced)
     set(EMBER_WITH_CUDA ON)
+    set(EMBER_BUILD_MODE "cuda (${_ember_why})")
+  elseif(_ember_gpu_visible)
+    set(EMBER_WITH_CUDA ON)
+    set(EMBER_BUILD_MODE "cuda (a GPU is visible)")
+  else()
+    set(EMBER_BUILD_MODE "cpu-only (no GPU visible; EMBER_CUDA=1 builds the CUDA kernels anyway)")
   endif()
 endif()
 
 # EMBER_CUDA=1 asks for CUDA outright (CI, the GPU check): no quiet CPU-only fallback.
-if(NOT EMBER_WITH_CUDA AND DEFINED ENV{EMBER_CUDA} AND "$ENV{EMBER_CUDA}" MATCHES "^(1|ON|on|yes|YES|true|TRUE)$")
-  message(FATAL_ERROR "ember: EMBER_CUDA=$ENV{EMBER_CUDA} but the CUDA kernels cannot be built "
+if(NOT EMBER_WITH_CUDA AND _ember_cuda_forced)
+  message(FATAL_ERROR "ember: ${_ember_why} but the CUDA kernels cannot be built "
                       "(torch CUDA: '${EMBER_TORCH_CUDA}', nvcc: '${CMAKE_CUDA_COMPILER}')")
 endif()
 
