@@ -13,13 +13,14 @@ void check_block(const char* op, int64_t block) {
               ": block must be 16, 32, 64 or 128 (or None for a bitmask), got ", block);
 }
 
-// The packed mask of a rows × cols weight, as `block` packs it.
-void check_packed(const char* op, const at::Tensor& packed, int64_t rows, int64_t cols, int64_t block) {
+// The packed mask of a rows × cols weight, as `block` packs it; arg: the argument's name.
+void check_packed(const char* op, const char* arg, const at::Tensor& packed, int64_t rows, int64_t cols,
+                  int64_t block) {
   check_block(op, block);
   const auto want_dtype = block == 0 ? at::kInt : at::kByte;
   const std::vector<int64_t> want = block == 0 ? std::vector<int64_t>{rows, sparse::words_per_row(cols)}
                                                : std::vector<int64_t>{ceil_div(rows, block), ceil_div(cols, block)};
-  TORCH_CHECK(packed.scalar_type() == want_dtype && packed.sizes() == at::IntArrayRef(want), op, ": mask must be the ",
+  TORCH_CHECK(packed.scalar_type() == want_dtype && packed.sizes() == at::IntArrayRef(want), op, ": ", arg, " must be the ",
               block == 0 ? "int32 bitmask" : "uint8 block mask", " of a ", rows, "×", cols, " weight (shape ", want,
               "), got ", packed.scalar_type(), " of shape ", packed.sizes(), "; make it with ember.ops.pack_mask");
 }
@@ -37,7 +38,7 @@ at::Tensor pack_mask(const at::Tensor& mask, int64_t block) {
 
 at::Tensor unpack_mask(const at::Tensor& packed, int64_t rows, int64_t cols, int64_t block) {
   TORCH_CHECK(rows >= 0 && cols >= 0, "ember.unpack_mask: rows and cols must be >= 0, got ", rows, " and ", cols);
-  check_packed("ember.unpack_mask", packed, rows, cols, block);
+  check_packed("ember.unpack_mask", "packed", packed, rows, cols, block);
   const c10::DeviceGuard guard(packed.device());
   return sparse::unpack_mask(packed, rows, cols, block);
 }
@@ -51,7 +52,7 @@ void check_linear(const char* op, const at::Tensor& x, const at::Tensor& weight,
               ": x and weight must have one floating dtype, got ", x.scalar_type(), " and ", weight.scalar_type());
   TORCH_CHECK(x.device() == weight.device() && mask.device() == weight.device(), op, ": x, weight and mask must be on ",
               weight.device(), ", got ", x.device(), ", ", weight.device(), ", ", mask.device());
-  check_packed(op, mask, weight.size(0), weight.size(1), block);
+  check_packed(op, "mask", mask, weight.size(0), weight.size(1), block);
 }
 
 }  // namespace

@@ -11,6 +11,7 @@
 
 #include <algorithm>
 #include <cstdlib>
+#include <limits>
 #include <string>
 #include <vector>
 
@@ -157,6 +158,20 @@ void run_schedule(GroupedKind kind, const at::Tensor& blocks, int64_t rows, int6
                   const at::Tensor& a, const at::Tensor& b, const at::Tensor& d, const DeviceKernels& k) {
   const at::Tensor host = blocks.to(at::kCPU).contiguous();
   for (const auto& wave : schedule(kind, host.data_ptr<uint8_t>(), rows, cols, block)) run_wave(kind, wave, a, b, d, k);
+  // The rule (masked.h) is the GEMM over W⊙M with pruned weights +0, where a non-finite element
+  // of a times a pruned +0 is NaN, as the bitmask path computes it. Skipped tiles lose that, so it
+  // is marked here: d[i, c] = NaN where a[i, r] is not finite and tile (r, c) is pruned (forward:
+  // r along W's columns, c along its rows; dX the other way round). One pass over a and a
+  // tiles × tiles GEMM of 0/1 counts (exact), on the device, no synchronization.
+  if (kind == GroupedKind::kWgrad || d.numel() == 0 || a.size(1) == 0 || !host.eq(0).any().item<bool>()) return;
+  const at::Tensor pruned = kind == GroupedKind::kForward ? blocks.eq(0).t() : blocks.eq(0);  // (a's tiles, d's tiles)
+  const int64_t n = a.size(0), ta = pruned.size(0), td = pruned.size(1);
+  at::Tensor bad = a.isfinite().logical_not_();
+  if (ta * block != a.size(1)) bad = at::constant_pad_nd(bad, {0, ta * block - a.size(1)});
+  bad = bad.view({n, ta, block}).any(2).to(at::kFloat);
+  const at::Tensor hits = at::mm(bad, pruned.to(at::kFloat)).gt(0);  // (n, td)
+  d.masked_fill_(hits.unsqueeze(2).expand({n, td, block}).reshape({n, td * block}).narrow(1, 0, d.size(1)),
+                 std::numeric_limits<double>::quiet_NaN());
 }
 
 }  // namespace
@@ -189,7 +204,9 @@ at::Tensor unpack_mask(const at::Tensor& packed, int64_t rows, int64_t cols, int
   if (block == 0) {
     const at::Tensor shifts = at::arange(kWordBits, packed.options().dtype(at::kLong));
     const at::Tensor words = packed.to(at::kLong).bitwise_and(0xFFFFFFFFLL).unsqueeze(-1);
-    return at::bitwise_right_shift(words, shifts).bitwise_and(1).view({rows, -1}).slice(1, 0, cols).to(at::kBool);
+    // reshape, not view: packed may be in any layout; the explicit width also serves rows == 0
+    return at::bitwise_right_shift(words, shifts).bitwise_and(1).reshape({rows, packed.size(1) * kWordBits})
+        .slice(1, 0, cols).to(at::kBool);
   }
   return packed.to(at::kBool).repeat_interleave(block, 0).repeat_interleave(block, 1).slice(0, 0, rows).slice(1, 0, cols).contiguous();
 }
@@ -199,7 +216,9 @@ at::Tensor masked_linear(const at::Tensor& x, const at::Tensor& weight, const at
   const int64_t out = weight.size(0), in = weight.size(1);
   if (block == 0) return bitmask_forward(x.contiguous(), weight.contiguous(), mask.contiguous(), bias, k);
   const at::Tensor xc = x.contiguous(), wc = weight.contiguous();
-  at::Tensor y = bias.has_value() ? bias->expand({x.size(0), out}).contiguous() : at::zeros({x.size(0), out}, x.options());
+  // clone, not contiguous(): for one row the expanded bias is contiguous already, and y would be bias
+  at::Tensor y = bias.has_value() ? bias->expand({x.size(0), out}).clone(at::MemoryFormat::Contiguous)
+                                  : at::zeros({x.size(0), out}, x.options());
   run_schedule(GroupedKind::kForward, mask, out, in, block, xc, wc, y, k);
   return y;
 }

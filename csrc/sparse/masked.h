@@ -30,6 +30,10 @@ struct DeviceKernels {
 };
 
 // y = x·(W⊙M)ᵀ + bias; x (N, in), weight (out, in), mask packed for weight's shape.
+// Pruned weights are never read and count as +0: every path (bitmask or block mask, CPU or CUDA)
+// equals an IEEE GEMM over where(M, W, 0). NaN/inf stored in a pruned weight never shows; a
+// non-finite x (dX: grad) element times a pruned +0 is NaN (the block path, which skips pruned
+// tiles, marks those outputs NaN itself); pruned weights get exactly +0 gradient.
 at::Tensor masked_linear(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& mask, int64_t block,
                          const std::optional<at::Tensor>& bias, const DeviceKernels& k);
 // (dx, dw) = (g·(W⊙M), (gᵀ·x)⊙M), each only when asked (else undefined).

@@ -98,8 +98,11 @@ def test_cross_entropy_rows(device, order, data):
         return
     assert not bad_target, "accepted a target outside [0, V)"
     ref = reference.rows(z, target, weight, o["ignore_index"], o["label_smoothing"], o["z_loss"], o["softcap"] or None)
+    # lse − z_y cancels (a confident row): its rounding is bounded by the logits, not by the loss
+    zf = reference._prepare(z, o["softcap"] or None)
+    big = zf[zf.isfinite()].abs().max().item() if zf.isfinite().any() else 0.0
     for got, want, what in zip(out, ref, ("loss", "lse", "logprob", "entropy")):
-        assert_matches(got, want, 1e-5, what, atol=1e-6 if what == "entropy" else 0.0)  # H ≈ 0 to within fp32
+        assert_matches(got, want, 1e-5, what, atol=1e-5 * big + (1e-6 if what == "entropy" else 0.0))
     grad_loss = lay_out(torch.rand(z.shape[0], device=device) + 0.5, data.draw(layouts(1)))
     gref = reference.grad(z, target, grad_loss, weight, o["ignore_index"], o["label_smoothing"], o["z_loss"],
                           o["softcap"] or None)

@@ -39,7 +39,12 @@ def masked_linear(x: torch.Tensor, weight: torch.Tensor, mask: torch.Tensor, bia
                   block: int | None = None) -> torch.Tensor:
     """y = x·(W⊙M)ᵀ + bias for x (..., in), W (out, in). mask: packed (pack_mask; give its block
     for a block mask) or a bool tensor of W's shape (packed here as a bitmask). dW is (gᵀ·x)⊙M:
-    masked weights get exactly zero gradient."""
+    masked weights get exactly zero gradient.
+
+    Pruned weights are never read and count as +0: every path (bitmask or block mask, CPU or
+    CUDA) equals an IEEE matmul with where(mask, weight, 0). NaN or inf stored in a pruned weight
+    never reaches y, dx or dw; a non-finite element of x (of the gradient, for dx) times a pruned
+    +0 is NaN, as in the dense matmul, also where a block mask skips the tile."""
     b = _block("masked_linear", block)
     if mask.dtype == torch.bool:
         mask, b = pack_mask(mask), 0
