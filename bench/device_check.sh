@@ -81,6 +81,14 @@ for check in fp8_gemm_memcheck sparse_memcheck cross_entropy_memcheck; do
   fi
   tail -1 "$out/$check.log" >> "$out/bench.txt"
 done
+# The fuzz suite's CUDA cases (every op, odd layouts and special values) under memcheck: few
+# examples, since memcheck slows kernels 10-100x.
+if [ -n "$sanitizer" ]; then
+  timeout $(cap 150) "$sanitizer" --tool memcheck --error-exitcode 1 python3 -m pytest -q -p no:cacheprovider \
+    -k "cuda and not cpu-" --hypothesis-profile=memcheck tests/fuzz > "$out/fuzz_memcheck.log" 2>&1
+  echo "fuzz suite (CUDA cases) under memcheck rc $? (fuzz_memcheck.log)" | tee -a "$out/bench.txt"
+  tail -1 "$out/fuzz_memcheck.log" >> "$out/bench.txt"
+fi
 
 stamp "train_apollo (AdamW vs Apollo vs ApolloMini on a small Llama, 300 steps)"
 timeout $(cap 150) python3 bench/train_apollo.py --steps 300 --json "$out/train_apollo.json" >> "$out/bench.txt" 2>&1 || echo "train_apollo failed (rc $?)" >> "$out/bench.txt"

@@ -10,6 +10,8 @@ settings.register_profile("default", deadline=None, max_examples=30, derandomize
 settings.register_profile("ci", deadline=None, max_examples=30, derandomize=True)
 # Depth on demand, e.g. for the fuzz suite: python -m pytest tests/fuzz --hypothesis-profile=deep
 settings.register_profile("deep", deadline=None, max_examples=1000)
+# Few examples, for runs under compute-sanitizer (bench/device_check.sh)
+settings.register_profile("memcheck", deadline=None, max_examples=8, derandomize=True)
 settings.load_profile("ci" if os.environ.get("CI") else "default")
 
 DEVICES = ["cpu"] + (["cuda"] if ember.cuda_available() else [])
