@@ -61,7 +61,7 @@ def test_help_lists_every_option():
     for section in dataclasses.fields(Config):
         for f in dataclasses.fields(getattr(Config(), section.name)):
             assert f"--{section.name}.{f.name}" in text
-    assert "--compile" in text and "(default: 600)" in text
+    assert "--compile" in text and "(default: 300)" in text
 
 
 def test_cli_unknown_option_exits_2_with_a_hint():

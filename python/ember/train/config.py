@@ -53,13 +53,13 @@ class Model:
 class Data:
     sources: str = opt("stdlib", "'stdlib' (the built-in corpus) or token folders from `ember prepare`: DIR[:WEIGHT],...")
     tokenizer: str = opt("byte", "tokenizer of the built-in corpus: 'byte' or a tokenizer.json path (token folders carry their own)")
-    seq_len: int = opt(256, "tokens per sequence")
+    seq_len: int = opt(128, "tokens per sequence")
 
 
 @dataclass
 class Training:
-    steps: int = opt(600, "optimizer steps")
-    batch_size: int = opt(16, "global batch, in sequences")
+    steps: int = opt(300, "optimizer steps")
+    batch_size: int = opt(32, "global batch, in sequences")
     micro_batch_size: int = opt(0, "sequences per rank per forward/backward (0: batch_size / ranks, no accumulation)")
     max_norm: float = opt(1.0, "gradient clipping norm (0: off)")
     dtype: str = opt("auto", "compute dtype: bf16 autocast or fp32 (auto: bf16 on GPU, fp32 on CPU)", ("auto", "bf16", "fp32"))
@@ -117,7 +117,7 @@ class Eval:
 
 @dataclass
 class Checkpoint:
-    every: int = opt(200, "checkpoint every N steps (0: only at the end)")
+    every: int = opt(100, "checkpoint every N steps (0: only at the end)")
     keep: int = opt(2, "keep the last K checkpoints (0: all)")
     resume: str = opt("", "'latest' (this run folder's), a run folder or a checkpoint folder")
     export_safetensors: bool = opt(True, "write the final model weights as model.safetensors")

@@ -124,6 +124,8 @@ def format_line(m: dict) -> str:
     parts = [f"loss {m['loss']:.4f}", f"gnorm {m['grad_norm']:.3f}", f"lr {m['lr']:.2e}", f"{m['tokens_per_s'] / 1e3:.1f}k tok/s"]
     if m.get("mfu") is not None:
         parts.append(f"mfu {100 * m['mfu']:.1f}%")
+    if m.get("cpu_util") is not None:  # achieved FLOP/s over the CPU's measured fp32 GEMM rate
+        parts.append(f"util {100 * m['cpu_util']:.0f}%")
     if m.get("mem_gib") is not None:
         parts.append(f"mem {m['mem_gib']:.2f} GiB")
     return " | ".join(parts)

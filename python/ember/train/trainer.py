@@ -15,7 +15,7 @@ import torch
 
 from ..data.loader import PackedLoader, parse_sources, source_vocab, validation_batches
 from . import checkpoint as ckpt
-from . import distributed, faults
+from . import distributed, faults, host
 from .build import build_model, build_optimizer, build_scheduler, model_config
 from .config import Config, ConfigError, config_from_dict
 from .metrics import MetricsLogger, card_name, format_line, peak_flops, trim_metrics
@@ -107,6 +107,8 @@ def train(cfg: Config) -> dict:
 
 def _train(cfg: Config, d: distributed.Dist, stop: StopSignal) -> dict:
     device = d.device
+    if device.type == "cpu":
+        host.keep_freed_memory()
     set_determinism(cfg, device)
     dtype = compute_dtype(cfg, device)
     run_dir, resume_from = _run_dir(cfg, d)
@@ -142,6 +144,9 @@ def _train(cfg: Config, d: distributed.Dist, stop: StopSignal) -> dict:
               f"({cfg.training.parallel if d.enabled else 'single process'}) | {dtype} | "
               f"{cfg.training.batch_size * cfg.data.seq_len} tokens/step"
               + (f" | resuming {resume_from} at step {start}" if resume_from else ""), flush=True)
+        if device.type == "cpu":
+            print(f"# CPU: {torch.get_num_threads()} threads, fp32 GEMM {host.gemm_flops() / 1e9:.0f} GFLOP/s "
+                  f"(measured; 'util' is the model's FLOP/s against it)", flush=True)
         if model.sparsity_report:
             _print_sparsity(model.sparsity_report, run_dir)
         if cfg.float8.recipe:
@@ -154,7 +159,8 @@ def _train(cfg: Config, d: distributed.Dist, stop: StopSignal) -> dict:
 
     tokens_per_step = cfg.training.batch_size * cfg.data.seq_len
     flops_token = model.flops_per_token(cfg.data.seq_len)
-    peak = peak_flops(card_name(device))
+    # GPU: MFU against the card's bf16 peak; CPU: utilization against its own measured GEMM rate
+    peak = peak_flops(card_name(device)) if device.type == "cuda" else host.gemm_flops()
     per_rank = cfg.training.batch_size // d.world_size
     micro = cfg.training.micro_batch_size or per_rank
     params = list(model.parameters())
@@ -216,7 +222,7 @@ def _train(cfg: Config, d: distributed.Dist, stop: StopSignal) -> dict:
             tps = tokens_per_step * steps_since / (now - t_last)
             t_last, steps_since = now, 0
             m = {"step": step, "loss": loss_v, "grad_norm": gnorm_v, "lr": lr, "tokens_per_s": tps,
-                 "mfu": flops_token * tps / (peak * d.world_size) if peak else None,
+                 "mfu" if device.type == "cuda" else "cpu_util": flops_token * tps / (peak * d.world_size) if peak else None,
                  "mem_gib": torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else None}
             log.record(m)
             log.progress(step, format_line(m))
