@@ -1,6 +1,9 @@
 // ember._C: the extension module. Importing it registers torch.ops.ember.* (the TORCH_LIBRARY
 // blocks in bindings/); the pybind11 side only reports how the library was built.
 #include <pybind11/pybind11.h>
+#include <pybind11/stl.h>
+
+#include "index_math.h"
 
 namespace py = pybind11;
 
@@ -22,4 +25,5 @@ PYBIND11_MODULE(_C, m) {
     info["cxx_compiler"] = EMBER_CXX_COMPILER;
     return info;
   });
+  m.def("_index_math", &ember::bindings::index_math, "test hook: the kernels' index math at the given sizes");
 }

@@ -36,7 +36,7 @@ __device__ __forceinline__ void store(void* p, ScalarType t, int64_t i, float v)
 
 // Row i's gradient, each element read and written by the same thread (in place is safe).
 __device__ void write_grad(const RowsParams& p, int64_t i, float lse) {
-  const int64_t base = i * p.ld, out = i * p.grad_ld;
+  const int64_t base = row_start(i, p.ld), out = row_start(i, p.grad_ld);
   const float scale = ignored(p, i) ? 0.f : p.grad_rows[i * p.grad_rows_stride] * (p.weight ? p.weight[i] : 1.f);
   const int64_t y = p.target[i];
   for (int64_t j = threadIdx.x; j < p.vocab; j += kThreads) {
@@ -48,7 +48,7 @@ __device__ void write_grad(const RowsParams& p, int64_t i, float lse) {
 __global__ void __launch_bounds__(kThreads) forward_kernel(RowsParams p) {
   __shared__ RowStats part[kThreads / 32];
   const int64_t i = blockIdx.x;
-  const int64_t base = i * p.ld;
+  const int64_t base = row_start(i, p.ld);
   RowStats s;
   for (int64_t j = threadIdx.x; j < p.vocab; j += kThreads) s.add(softcapped(load(p.logits, p.type, base + j), p.opt.softcap));
   // warp, then block merge (fixed order)

@@ -152,7 +152,7 @@ void forward_typed(const RowsParams& p) {
     const bool direct = std::is_same_v<T, float> && p.opt.softcap == 0.0f;
     std::vector<float> buf(direct ? 0 : p.vocab), scratch(p.grad && !std::is_same_v<T, float> ? p.vocab : 0);
     for (int64_t i = r0; i < r1; ++i) {
-      const T* row = static_cast<const T*>(p.logits) + i * p.ld;
+      const T* row = static_cast<const T*>(p.logits) + row_start(i, p.ld);
       const float* z = reinterpret_cast<const float*>(row);
       if (!direct) {
         load_row(row, buf.data(), p.vocab, p.opt.softcap);
@@ -162,7 +162,7 @@ void forward_typed(const RowsParams& p) {
       s.max = span_max(z, p.vocab);
       const float shift = s.max == -INFINITY ? 0.0f : s.max;  // all −inf: e = 0, not e^NaN
       // fp32 gradient written over the logits themselves: keep the exponentials for it
-      float* in_place = direct && p.grad == p.logits ? static_cast<float*>(p.grad) + i * p.grad_ld : nullptr;
+      float* in_place = direct && p.grad == p.logits ? static_cast<float*>(p.grad) + row_start(i, p.grad_ld) : nullptr;
       const int64_t y = p.target[i];
       const bool ign = ignored(p, i);
       const float zy = ign ? 0.0f : z[y];  // (read before the row is overwritten)
@@ -189,7 +189,7 @@ void forward_typed(const RowsParams& p) {
           in_place[y] = grad_logit(p.opt, zy, true, lse, p.vocab, scale);  // as row_grad does
         }
       } else if (p.grad) {
-        row_grad(p, i, row, z, static_cast<T*>(p.grad) + i * p.grad_ld, lse, scratch.data());
+        row_grad(p, i, row, z, static_cast<T*>(p.grad) + row_start(i, p.grad_ld), lse, scratch.data());
       }
     }
   });
@@ -201,13 +201,13 @@ void backward_typed(const RowsParams& p) {
     const bool direct = std::is_same_v<T, float>;
     std::vector<float> z(direct ? 0 : p.vocab), scratch(direct ? 0 : p.vocab);
     for (int64_t i = r0; i < r1; ++i) {
-      const T* row = static_cast<const T*>(p.logits) + i * p.ld;
+      const T* row = static_cast<const T*>(p.logits) + row_start(i, p.ld);
       const float* zr = reinterpret_cast<const float*>(row);
       if (!direct && p.opt.softcap == 0.0f) {
         load_row(row, z.data(), p.vocab, 0.0f);
         zr = z.data();
       }
-      row_grad(p, i, row, zr, static_cast<T*>(p.grad) + i * p.grad_ld, p.lse[i], scratch.data());
+      row_grad(p, i, row, zr, static_cast<T*>(p.grad) + row_start(i, p.grad_ld), p.lse[i], scratch.data());
     }
   });
 }

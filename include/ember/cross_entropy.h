@@ -175,6 +175,10 @@ struct RowsParams {
 
 EMBER_HOST_DEVICE bool ignored(const RowsParams& p, int64_t row) { return p.target[row] == p.opt.ignore_index; }
 
+// Where row `row` of a row-major array with row stride ld starts: 64-bit, as N × V passes 2^31 (32k
+// tokens × a 128k vocabulary). Every row kernel addresses logits and gradients through it.
+EMBER_HOST_DEVICE int64_t row_start(int64_t row, int64_t ld) { return row * ld; }
+
 void rows_forward_cpu(const RowsParams& p);
 void rows_backward_cpu(const RowsParams& p);
 void rows_forward_cuda(const RowsParams& p, void* stream);
