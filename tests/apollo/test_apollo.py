@@ -5,6 +5,8 @@ and errors."""
 import copy
 import io
 
+import math
+
 import pytest
 import torch
 from hypothesis import given, strategies as st
@@ -270,7 +272,8 @@ def test_state_memory_is_low_rank():
     [(dict(rank=0), "rank"), (dict(betas=(0.9, 1.0)), "betas"), (dict(eps=0.0), "eps"), (dict(lr=-1.0), "lr"),
      (dict(scale_type="row"), "scale_type"), (dict(update_proj_gap=0), "update_proj_gap"),
      (dict(norm_growth_limit=0.5), "norm_growth_limit"), (dict(scale=0.0), "scale"), (dict(seed=-1), "seed"),
-     (dict(weight_decay=-0.1), "weight_decay")],
+     (dict(weight_decay=-0.1), "weight_decay"), (dict(lr=math.inf), "lr"), (dict(eps=math.inf), "eps"),
+     (dict(weight_decay=math.inf), "weight_decay"), (dict(norm_growth_limit=math.inf), "norm_growth_limit")],
 )
 def test_bad_hyperparameters(kwargs, match):
     with pytest.raises(ValueError, match=f"ember.optim.Apollo: {match}"):
@@ -291,6 +294,16 @@ def test_unsupported_parameters():
     with pytest.raises(RuntimeError, match="sparse gradients"):
         opt.step()
     assert torch.equal(emb.weight, w)
+
+
+def test_a_step_that_raises_does_not_advance_the_step_count():
+    p = torch.nn.Parameter(torch.randn(10, 6).t())  # a non-contiguous weight: the native step refuses it
+    p.grad = torch.randn(6, 10)
+    opt = Apollo([p], rank=2)
+    w = p.detach().clone()
+    with pytest.raises(RuntimeError, match="contiguous"):
+        opt.step()
+    assert int(opt.state[p]["step"]) == 0 and torch.equal(p, w)
 
 
 def step_args(device="cpu", **over):

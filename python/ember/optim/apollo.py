@@ -120,13 +120,13 @@ class Apollo(torch.optim.Optimizer):
                         raise RuntimeError(f"ember.optim.{type(self).__name__}: the state of a parameter of shape "
                                            f"{tuple(p.shape)} has rank {state['exp_avg'].shape[1]}, the group asks "
                                            f"for rank {group['rank']}")
-                    state["step"] += 1
                     lists = lowrank[p.device]
                     lists["params"].append(p)
                     lists["grads"].append(grad if grad.is_contiguous() else grad.contiguous())
                     for key in _LOWRANK_KEYS:
                         lists[key].append(state[key])
-                    lists["steps"].append(int(state["step"]))
+                    lists["steps"].append(int(state["step"]) + 1)  # the step being taken
+                    lists["step_counts"].append(state["step"])
                     lists["streams"].append(streams[p])
                 else:
                     if not state:
@@ -151,6 +151,8 @@ class Apollo(torch.optim.Optimizer):
                     rank=group["rank"], update_proj_gap=group["update_proj_gap"], seed=group["seed"],
                     stochastic_rounding=group["stochastic_rounding"],
                 )
+                for count in lists["step_counts"]:  # only once the step was taken: an error changes nothing
+                    count.add_(1)
             for lists in adamw.values():
                 torch._foreach_add_(lists["steps"], 1)
                 torch._fused_adamw_(
@@ -226,15 +228,15 @@ def _check_hyperparameters(name: str, h: dict) -> None:
     if isinstance(lr, torch.Tensor):
         if lr.numel() != 1:
             bad("lr", "a float")
-    elif not isinstance(lr, (int, float)) or not lr >= 0:
-        bad("lr", "a float >= 0")
+    elif not isinstance(lr, (int, float)) or not 0 <= lr < math.inf:
+        bad("lr", "a finite float >= 0")
     betas = h.get("betas")
     if not (isinstance(betas, (tuple, list)) and len(betas) == 2 and all(isinstance(b, (int, float)) and 0 <= b < 1 for b in betas)):
         bad("betas", "two floats in [0, 1)")
-    if not isinstance(h.get("eps"), (int, float)) or not h["eps"] > 0:
-        bad("eps", "a float > 0")
-    if not isinstance(h.get("weight_decay"), (int, float)) or not h["weight_decay"] >= 0:
-        bad("weight_decay", "a float >= 0")
+    if not isinstance(h.get("eps"), (int, float)) or not 0 < h["eps"] < math.inf:
+        bad("eps", "a finite float > 0")
+    if not isinstance(h.get("weight_decay"), (int, float)) or not 0 <= h["weight_decay"] < math.inf:
+        bad("weight_decay", "a finite float >= 0")
     if not isinstance(h.get("scale"), (int, float)) or not (h["scale"] > 0 and math.isfinite(h["scale"])):
         bad("scale", "a finite float > 0")
     if h.get("scale_type") not in ("channel", "tensor"):
@@ -242,8 +244,8 @@ def _check_hyperparameters(name: str, h: dict) -> None:
     gap = h.get("update_proj_gap")
     if isinstance(gap, bool) or not isinstance(gap, int) or gap < 1:
         bad("update_proj_gap", "a positive int")
-    if not isinstance(h.get("norm_growth_limit"), (int, float)) or not h["norm_growth_limit"] >= 1:
-        bad("norm_growth_limit", "a float >= 1")
+    if not isinstance(h.get("norm_growth_limit"), (int, float)) or not 1 <= h["norm_growth_limit"] < math.inf:
+        bad("norm_growth_limit", "a finite float >= 1")
     seed = h.get("seed")
     if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**63:
         bad("seed", "an int in [0, 2^63)")
