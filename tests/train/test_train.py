@@ -182,9 +182,19 @@ def test_two_gloo_processes_equal_one(tmp_path, parallel):
     assert list(two) == list(one)
     for k in one:
         assert two[k] == pytest.approx(one[k], rel=1e-5, abs=1e-6)
+    # memory per rank, and the optimizer state one rank holds: FSDP2 shards it, DDP replicates it
+    mem = [_step_rows(tmp_path / n)[-1] for n in ("one", "two")]
+    assert len(mem[0]["peak_mem_gib_per_rank"]) == 1 and len(mem[1]["peak_mem_gib_per_rank"]) == 2
+    assert all(g > 0 for g in mem[1]["peak_mem_gib_per_rank"])
+    ratio = mem[1]["optimizer_state_bytes"] / mem[0]["optimizer_state_bytes"]
+    assert ratio < 0.6 if parallel == "fsdp" else ratio == 1, ratio
     # a checkpoint written by 2 ranks resumes in 1 process
     resumed = run(tmp_path, "three", "--training.steps=4", f"--checkpoint.resume={tmp_path}/two/checkpoints/step-00000004")
     assert resumed["step"] == 4
+
+
+def _step_rows(run_dir):
+    return [r for r in map(json.loads, (run_dir / "metrics.jsonl").read_text().splitlines()) if "loss" in r]
 
 
 def test_prepare_eval_score_and_weighted_training(tmp_path):

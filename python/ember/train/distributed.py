@@ -31,6 +31,12 @@ class Dist:
             dist.all_reduce(t)
         return t
 
+    def per_rank(self, value: float) -> list[float]:
+        """Every rank's value, in rank order (one all-reduce of a one-hot vector)."""
+        t = torch.zeros(self.world_size, dtype=torch.float64, device=self.device)
+        t[self.rank] = value
+        return self.all_sum(t).tolist()
+
     def broadcast(self, obj):
         if not self.enabled:
             return obj

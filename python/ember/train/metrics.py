@@ -101,6 +101,26 @@ class MetricsLogger:
             self.tb.close()
 
 
+def optimizer_state_bytes(optimizer) -> int:
+    """The optimizer state this rank holds: its local shards under FSDP2 (DTensor)."""
+    total = 0
+    for state in optimizer.state.values():
+        for t in state.values():
+            if isinstance(t, torch.Tensor):
+                local = t.to_local() if hasattr(t, "to_local") else t
+                total += local.numel() * local.element_size()
+    return total
+
+
+def peak_memory_bytes(device: torch.device) -> int:
+    """The peak memory of this rank so far: allocated on a GPU, the process's peak RSS on a CPU."""
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device)
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux reports KiB
+
+
 def trim_metrics(run_dir: Path, step: int) -> None:
     """Resuming at `step`: drop the rows of later steps, which are trained again, and a last line
     that a crash cut short (appending after it would spoil the next row too)."""

@@ -18,7 +18,8 @@ from . import checkpoint as ckpt
 from . import distributed, faults, host
 from .build import build_model, build_optimizer, build_scheduler, model_config
 from .config import Config, ConfigError, config_from_dict
-from .metrics import MetricsLogger, card_name, format_line, peak_flops, trim_metrics
+from .metrics import (MetricsLogger, card_name, format_line, optimizer_state_bytes, peak_flops, peak_memory_bytes,
+                      trim_metrics)
 from .preempt import Preempted, StopSignal
 from .validate import validate
 
@@ -224,6 +225,7 @@ def _train(cfg: Config, d: distributed.Dist, stop: StopSignal) -> dict:
             m = {"step": step, "loss": loss_v, "grad_norm": gnorm_v, "lr": lr, "tokens_per_s": tps,
                  "mfu" if device.type == "cuda" else "cpu_util": flops_token * tps / (peak * d.world_size) if peak else None,
                  "mem_gib": torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else None}
+            m.update(_memory(optimizer, device, d))
             log.record(m)
             log.progress(step, format_line(m))
         paused = time.perf_counter()  # evaluation and saving do not count as training time
@@ -250,6 +252,13 @@ def _train(cfg: Config, d: distributed.Dist, stop: StopSignal) -> dict:
         print(f"ember train: done at step {summary['step']}: val loss {val}. Run folder {run_dir} "
               f"(checkpoint {summary['checkpoint']}, plots {', '.join(Path(p).name for p in summary.get('plots', []))})", flush=True)
     return summary
+
+
+def _memory(optimizer, device: torch.device, d: distributed.Dist) -> dict:
+    """Peak memory of every rank, and the largest optimizer state one rank holds: what sharding saves."""
+    peaks = d.per_rank(peak_memory_bytes(device))
+    return {"peak_mem_gib_per_rank": [round(b / 2**30, 4) for b in peaks],
+            "optimizer_state_bytes": int(max(d.per_rank(optimizer_state_bytes(optimizer))))}
 
 
 def _preempted(stop: StopSignal, step: int, checkpoint: Path | None, run_dir: Path, d: distributed.Dist) -> Preempted:
