@@ -169,7 +169,7 @@ void update_typed(const Hyper& h, const Matrix& m) {
 // Channels [i0, i1) of one matrix: G's block as fp32 (a view when G is fp32), R's block by the
 // BLAS, then the block's channel sums of squares and the moments while G's and R's blocks are in
 // cache (summing after the GEMM, not before, lets the GEMM take the block's first read from
-// memory: 1.2 ms instead of 1.9 for both passes at the 130M MLP shapes on a 2-core EPYC).
+// memory; bench/NOTES.md, apollo, has the measurement).
 void project_block(const Hyper& h, const Matrix& m, const at::Tensor& g, const at::Tensor& proj, int64_t i0,
                    int64_t i1, at::Tensor& gbuf, at::Tensor& rbuf) {
   const int64_t n = i1 - i0;
@@ -203,8 +203,7 @@ void project_block(const Hyper& h, const Matrix& m, const at::Tensor& g, const a
 
 void project_moments_cpu(const Hyper& h, const Matrix& m, const at::Tensor& g, const at::Tensor& proj) {
   // Blocks of channels whose R block (512 KB at most) stays in cache until the moments read it,
-  // and whose GEMM is still large enough for the BLAS (measured on a 2-core EPYC: 512 rows at
-  // rank 256 beat 64-256 by 5-25% and one whole-matrix GEMM by ~2%).
+  // and whose GEMM is still large enough for the BLAS (block sizes measured: bench/NOTES.md).
   const int64_t block = std::clamp<int64_t>((512 << 10) / (4 * h.rank), 64, 4096);
   const int64_t n = std::min(block, m.long_dim());
   at::Tensor rbuf = at::empty({n, h.rank}, g.options().dtype(at::kFloat));

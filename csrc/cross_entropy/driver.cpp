@@ -42,11 +42,9 @@ RowsParams rows_params(const at::Tensor& logits, const at::Tensor& target, const
 
 at::Tensor or_undefined(const std::optional<at::Tensor>& t) { return t.has_value() ? *t : at::Tensor(); }
 
-// Rows per chunk (a multiple of 8): the fp32 logits chunk stays under 8 MB on a CPU and 256 MB
-// on a GPU. On the 2-core CPU at (N, d, V) = (4096, 256, 32000), fwd+bwd: 8 MB 1.29-1.33 s,
-// 16 MB 1.26 s, 32 MB 1.16 s; peak memory above the inputs 43 / 52 / 68 MB (dW and dh alone are
-// 35 MB). 8 MB matches torch's chunked op in both; on a GPU 256 MB keeps the GEMMs at full rate
-// (512 rows at V = 128k).
+// Rows per chunk (a multiple of 8): the fp32 logits chunk stays under 8 MB on a CPU (torch's
+// chunked op's time and memory; bench/NOTES.md has the chunk sizes measured) and 256 MB on a GPU,
+// where it keeps the GEMMs at full rate (512 rows at V = 128k).
 int64_t chunk_rows(int64_t vocab, bool cuda) {
   const int64_t budget = cuda ? (int64_t{256} << 20) : (int64_t{8} << 20);
   const int64_t rows = budget / (4 * std::max<int64_t>(vocab, 1)) / 8 * 8;

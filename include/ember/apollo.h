@@ -1,7 +1,7 @@
 // apollo family: the kernels' torch-free API (parameter structs, launchers) and the update rule's
 // arithmetic, shared by the CPU and CUDA kernels.
 //
-// The rule, for one m×n weight W with gradient G (design.md): project the shorter side. With
+// The rule, for one m×n weight W with gradient G (the APOLLO paper's): project the shorter side. With
 // L = max(m, n), S = min(m, n) and Gv = G (m ≥ n) or Gᵀ (m < n), an L×S view:
 //   P = randn(r, S)/√r, regenerated from (seed, stream, refresh) and never stored
 //   R = Gv·Pᵀ (L×r);  M = β1·M + (1−β1)·R;  V = β2·V + (1−β2)·R²;  R̃ = M/(√V + eps)

@@ -1,6 +1,6 @@
 """Plain-PyTorch references for the apollo family: the Philox4x32-10 + Box-Muller projection in
 numpy (uint64 / float32 arithmetic, op by op as include/ember/random.h), and the update rule as
-design.md states it, one matrix at a time, fed the same P."""
+include/ember/apollo.h states it (after the APOLLO paper), one matrix at a time, fed the same P."""
 
 import math
 
@@ -91,7 +91,7 @@ def projection(rank: int, dim: int, seed: int, stream: int, refresh: int) -> tor
 
 
 class ReferenceApollo:
-    """The APOLLO rule for one matrix, written plainly (design.md), in the dtype of `w`."""
+    """The APOLLO rule for one matrix, written plainly (include/ember/apollo.h), in the dtype of `w`."""
 
     def __init__(self, w: torch.Tensor, rank: int, lr=1e-2, betas=(0.9, 0.999), eps=1e-6, weight_decay=0.0,
                  scale=1.0, tensor_scale=False, norm_growth_limit=1.01, update_proj_gap=200, seed=0, stream=0):
