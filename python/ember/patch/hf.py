@@ -19,10 +19,10 @@ import torch
 from torch import nn
 
 from ..float8.linear import RECIPES
+from ..losses.lm import IGNORE_INDEX
 from ..module_swap import replace_module
 
 SUPPORTED = ("LlamaForCausalLM", "MistralForCausalLM", "Qwen2ForCausalLM", "Qwen3ForCausalLM")
-IGNORE_INDEX = -100
 _ORIGINAL = "_ember_original_forward"
 
 

@@ -14,6 +14,7 @@ from pathlib import Path
 import torch
 
 from ..data.loader import PackedLoader, parse_sources, source_vocab, validation_batches
+from ..losses.lm import IGNORE_INDEX
 from . import checkpoint as ckpt
 from . import distributed, faults, host
 from .build import build_model, build_optimizer, build_scheduler, model_config
@@ -188,7 +189,7 @@ def _train(cfg: Config, d: distributed.Dist, stop: StopSignal) -> dict:
         batch = loader.next_batch()
         x, y = batch["inputs"].to(device, non_blocking=True), batch["targets"].to(device, non_blocking=True)
         w = batch["weights"].to(device, non_blocking=True) if batch["weights"] is not None else None
-        n_global = d.all_sum([(batch["targets"] != -100).sum().item()])[0]  # (counted on the host copy: no sync)
+        n_global = d.all_sum([(batch["targets"] != IGNORE_INDEX).sum().item()])[0]  # (counted on the host copy: no sync)
         loss_sum = torch.zeros((), dtype=torch.float32, device=device)
         for i in range(0, per_rank, micro):
             last = i + micro >= per_rank
