@@ -64,8 +64,7 @@ __global__ void __launch_bounds__(kThreads) forward_kernel(RowsParams p) {
   __syncthreads();
   __shared__ float row_lse;
   if (threadIdx.x == 0) {
-    RowStats t = part[0];
-    for (int w = 1; w < kThreads / 32; ++w) t.merge(part[w]);
+    const RowStats t = merge_warps(part, 1);
     const float lse = t.lse();
     row_lse = lse;
     p.lse[i] = lse;

@@ -138,9 +138,7 @@ RowStats cuda_order_stats(const float* z, int64_t n) {
     before = lane;
     for (int t = 0; t < kRowThreads; ++t) lane[t].merge(before[t ^ off]);
   }
-  RowStats s = lane[0];
-  for (int w = 1; w < kRowThreads / 32; ++w) s.merge(lane[w * 32]);
-  return s;
+  return merge_warps(lane.data(), 32);
 }
 
 template <typename T>

@@ -150,6 +150,14 @@ EMBER_HOST_DEVICE float grad_logit_from_side(const Options& o, float z, const ui
 // request (EMBER_CE_CUDA_ORDER=1) so CPU tests see the CUDA arithmetic.
 constexpr int kRowThreads = 512;
 
+// The last step of that order: the warps' statistics merged warp 0 first, then 1, 2, …; part[w·stride]
+// holds warp w's (the CUDA kernel's shared array, stride 1; the CPU emulation's lanes, stride 32).
+EMBER_HOST_DEVICE RowStats merge_warps(const RowStats* part, int stride) {
+  RowStats t = part[0];
+  for (int w = 1; w < kRowThreads / 32; ++w) t.merge(part[w * stride]);
+  return t;
+}
+
 // logits: rows × vocab (row stride ld), fp32 / fp16 / bf16. target: int64 per row.
 struct RowsParams {
   void* logits = nullptr;

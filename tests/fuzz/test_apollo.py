@@ -17,27 +17,12 @@ import torch
 from hypothesis import event, given, strategies as st
 
 from ..apollo import reference
-from .harness import (Unchanged, assert_matches, clear_error, covers, fuzz, lay_out, layouts, randn, sizes,
-                      special_values, sprinkle, storage_bytes)
+from .harness import (OnlyInside, Unchanged, assert_matches, clear_error, covers, fuzz, lay_out, layouts, randn, sizes,
+                      special_values, sprinkle)
 
 STEP, PROJ = "ember.apollo_step_", "ember.apollo_projection_"
 NAN, INF = float("nan"), float("inf")
 STATE = ("exp_avg", "exp_avg_sq", "norm_prev")  # the in-place outputs, with "params"
-
-
-class OnlyInside:
-    """`with OnlyInside(a, ...):` fails if the block wrote a byte of a storage outside the tensor's view."""
-
-    def __init__(self, *tensors):
-        self.tensors = tensors
-
-    def __enter__(self):
-        self.before = [storage_bytes(t) for t in self.tensors]
-
-    def __exit__(self, *exc):
-        for t, before in zip(self.tensors, self.before):
-            before.view(t.dtype).as_strided(t.shape, t.stride(), t.storage_offset()).copy_(t)
-            assert torch.equal(storage_bytes(t), before), f"a write outside the view of {tuple(t.shape)}"
 
 
 def check(out, r64, r32, what, ulp=0.0):

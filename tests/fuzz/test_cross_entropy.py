@@ -15,7 +15,7 @@ import torch
 from hypothesis import given, strategies as st
 
 from ..cross_entropy import reference
-from .harness import OutsideUnchanged, Unchanged, assert_matches, clear_error, covers, fuzz, lay_out, layouts, randn, sizes, sprinkle
+from .harness import OnlyInside, Unchanged, assert_matches, clear_error, covers, fuzz, lay_out, layouts, randn, sizes, sprinkle
 
 DTYPES = [torch.float32, torch.bfloat16, torch.float16]
 LOGIT_SPECIALS = [float("-inf"), float("-inf"), float("inf"), float("nan"), -0.0, 1e-40, -30.0, 40.0]
@@ -107,20 +107,24 @@ def test_cross_entropy_rows(device, order, data):
     gref = reference.grad(z, target, grad_loss, weight, o["ignore_index"], o["label_smoothing"], o["z_loss"],
                           o["softcap"] or None)
     lse = out[1]
+    # p·(1 + 2·z_loss·lse) − 1 cancels for a confident row: its rounding is bounded by its terms
+    terms = (grad_loss.double().cpu() * (1 if weight is None else weight.double().cpu())).abs() * \
+        (2 + 2 * o["z_loss"] * ref[1].abs())
+    gatol = grad_tol(z.dtype) * (terms[terms.isfinite()].max().item() if terms.isfinite().any() else 0.0)
     g = call("ember.cross_entropy_backward",
              lambda gl, z, t, w, lse: torch.ops.ember.cross_entropy_backward(gl, z, t, w, lse, *args),
              (grad_loss, z, target, weight, lse), ("grad_loss", "logits", "target", "weight", "lse"))
     if g is not None:
         assert g.dtype == z.dtype and g.shape == z.shape
-        assert_matches(g, gref, grad_tol(z.dtype), "grad")
+        assert_matches(g, gref, grad_tol(z.dtype), "grad", atol=gatol)
     buf = z.clone() if data.draw(st.booleans()) else z  # in place: into a copy, or into the view itself
     try:
-        with Unchanged(grad_loss, target, *(() if weight is None else (weight,)), lse), OutsideUnchanged(buf):
+        with Unchanged(grad_loss, target, *(() if weight is None else (weight,)), lse), OnlyInside(buf):
             torch.ops.ember.cross_entropy_backward_(buf, grad_loss, target, weight, lse, *args)
     except RuntimeError as err:
         clear_error(err, "ember.cross_entropy_backward_", "logits", "grad_loss", "target", "weight")
         return
-    assert_matches(buf, gref, grad_tol(z.dtype), "in-place grad")
+    assert_matches(buf, gref, grad_tol(z.dtype), "in-place grad", atol=gatol)
 
 
 @covers("linear_cross_entropy_forward", "linear_cross_entropy_backward")

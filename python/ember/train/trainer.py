@@ -225,7 +225,7 @@ def _train(cfg: Config, d: distributed.Dist, stop: StopSignal) -> dict:
             t_last, steps_since = now, 0
             m = {"step": step, "loss": loss_v, "grad_norm": gnorm_v, "lr": lr, "tokens_per_s": tps,
                  "mfu" if device.type == "cuda" else "cpu_util": flops_token * tps / (peak * d.world_size) if peak else None,
-                 "mem_gib": torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else None}
+                 "mem_gib": peak_memory_bytes(device) / 2**30 if device.type == "cuda" else None}
             m.update(_memory(optimizer, device, d))
             log.record(m)
             log.progress(step, format_line(m))
