@@ -1,154 +1,185 @@
-"""ember in Hugging Face transformers causal LMs of Llama's structure (Llama, Mistral, Qwen2,
-Qwen3: `self.model` a decoder returning `last_hidden_state`, `self.lm_head` a bias-free Linear).
+"""ember in Hugging Face transformers causal LMs, in one call: `apply_ember(model_or_class)`.
 
-The loss patch wraps the class's own forward rather than rewriting it: during training with
-labels the original forward runs with `labels=None` and an empty `logits_to_keep` (so the head
-produces no logits), a hook on the decoder keeps its last hidden state, and the loss is
-ember.ops.linear_cross_entropy of those states against the shifted labels — normalized as
-transformers does (by `num_items_in_batch` when the Trainer passes it, else by the number of
-non-ignored tokens). Everything else (caches, generation, eval) goes through the original
-forward untouched. `transformers` is imported only when patching.
+Which classes qualify, and what differs between them (soft-capping, logit scaling, an MoE aux
+loss, labels already shifted), is read from the installed transformers by `detect`; the loss
+forward is in `loss_forward`. `transformers` is imported only when patching.
 """
 
 from __future__ import annotations
 
-import functools
+import re
 import types
 
-import torch
 from torch import nn
 
 from ..float8.linear import RECIPES
-from ..losses.lm import IGNORE_INDEX
 from ..module_swap import replace_module
+from .detect import Refused, plan_for, scan
+from .loss_forward import loss_forward
 
-SUPPORTED = ("LlamaForCausalLM", "MistralForCausalLM", "Qwen2ForCausalLM", "Qwen3ForCausalLM")
 _ORIGINAL = "_ember_original_forward"
+_PATCHED_CLASSES: set[type] = set()
 
 
-def _classes() -> dict[str, type]:
+def _transformers():
     try:
         import transformers
     except ImportError as exc:
         raise ImportError("ember.patch needs transformers: pip install transformers") from exc
-    return {name: getattr(transformers, name) for name in SUPPORTED if hasattr(transformers, name)}
+    return transformers
 
 
-def _shifted(t: torch.Tensor, fill) -> torch.Tensor:
-    """t[..., 1:] padded at the end: position p is scored against token p + 1 (as transformers)."""
-    return nn.functional.pad(t, (0, 1), value=fill)[..., 1:]
+def supported() -> list[str]:
+    """The model types (config.model_type) whose causal LM ember can patch, as detected in the
+    installed transformers; `refused()` gives the others with the reason."""
+    _transformers()
+    return sorted(scan()[0])
 
 
-def _loss_forward(original):
-    @functools.wraps(original)
-    def forward(self, *args, labels=None, token_weights=None, shift_labels=None, num_items_in_batch=None, **kwargs):
-        if (labels is None and shift_labels is None) or not self.training:
-            if token_weights is not None:
-                raise ValueError("ember.patch: token_weights applies to the training loss (model.train() and labels)")
-            extra = {k: v for k, v in (("labels", labels), ("shift_labels", shift_labels),
-                                        ("num_items_in_batch", num_items_in_batch)) if v is not None}
-            return original(self, *args, **extra, **kwargs)
-        captured = {}
-        hook = self.model.register_forward_hook(lambda m, a, out: captured.__setitem__("h", out.last_hidden_state))
-        try:
-            kwargs["logits_to_keep"] = torch.empty(0, dtype=torch.long)  # the head makes no logits
-            out = original(self, *args, **kwargs)
-        finally:
-            hook.remove()
-        from ..ops import linear_cross_entropy
-
-        h = captured["h"]
-        y = shift_labels if shift_labels is not None else _shifted(labels, IGNORE_INDEX)
-        w = None
-        if token_weights is not None:
-            w = token_weights if shift_labels is not None else _shifted(token_weights.float(), 0.0)
-        head = self.lm_head.weight
-        loss = linear_cross_entropy(h.reshape(-1, h.shape[-1]).to(head.dtype), head, y.reshape(-1).to(h.device),
-                                    weight=None if w is None else w.reshape(-1).to(h.device), reduction="sum")
-        if num_items_in_batch is not None:
-            loss = loss / (num_items_in_batch.to(loss.device) if torch.is_tensor(num_items_in_batch) else num_items_in_batch)
-        else:
-            loss = loss / (y != IGNORE_INDEX).sum()
-        out.loss, out.logits = loss, None
-        return out
-
-    forward.__ember_patched__ = True
-    return forward
+def refused() -> dict[str, str]:
+    """{model_type: why ember does not patch it} for the installed transformers' other causal LMs."""
+    _transformers()
+    return dict(sorted(scan()[1].items()))
 
 
-def apply_ember_to_llama(model: nn.Module | None = None, *, float8: str | None = None, linear_cross_entropy: bool = True,
-                         token_weights: bool = False, sparsity: dict | None = None) -> list[str]:
-    """Patch the supported transformers classes (model=None) or one model instance with ember.
+def _supported_classes() -> list[type]:
+    transformers = _transformers()
+    return [getattr(transformers, name) for name in sorted(set(scan()[0].values()))]
 
-    - linear_cross_entropy: the causal-LM training loss through ember.ops.linear_cross_entropy
-      (no logits while training with labels); token_weights=True lets forward take
-      `token_weights=` (the shape of labels; the loss is Σ w·CE / #tokens).
-    - sparsity=dict(target=0.8, method="erk", block=None, seed=0): the decoder's Linear layers
-      randomly pruned (ember.sparse.random_prune; needs an instance).
-    - float8="tensorwise" | "rowwise" | "blockwise": the decoder's Linear layers become
-      ember.float8.Float8Linear (fp8 forward and backward GEMMs; needs an instance; the lm_head
-      stays, and layers whose dims are not multiples of 16 stay nn.Linear).
 
-    Returns what changed, one readable line each; `unpatch(model)` restores the originals.
+def _plan_or_raise(cls, fn: str):
+    try:
+        return plan_for(cls)
+    except Refused as exc:
+        raise TypeError(f"ember.patch.{fn}: {cls.__name__} cannot be patched: {exc}") from None
+
+
+def _decoder_layers(model: nn.Module) -> tuple[str, nn.Module]:
+    """(name, module) of the decoder's stack of blocks: the largest ModuleList of the model."""
+    lists = [(n, m) for n, m in model.named_modules() if isinstance(m, nn.ModuleList) and len(m) > 0]
+    if not lists:
+        raise TypeError(f"ember.patch: {type(model).__name__} has no stack of layers (nn.ModuleList) to convert")
+    return max(lists, key=lambda nm: sum(p.numel() for p in nm[1].parameters()))
+
+
+_ROUTER = re.compile(r"(^|\.)(gate|router)(\.|$)")
+
+
+def _is_router(name: str, module: nn.Module, config) -> bool:
+    """An MoE router: `gate`/`router` projecting to the number of experts (kept in high precision)."""
+    keys = ("num_local_experts", "num_experts", "n_routed_experts", "moe_num_experts")
+    experts = {getattr(config, k, None) for k in keys}
+    return bool(_ROUTER.search(name)) and isinstance(module, nn.Linear) and module.out_features in experts
+
+
+def apply_ember(model_or_class=None, *, linear_cross_entropy: bool = True, token_weights: bool = False,
+                float8: str | None = None, sparsity: dict | None = None) -> list[str]:
+    """Patch a transformers causal LM with ember: an instance, a class, or (None) every class
+    `supported()` lists.
+
+    - linear_cross_entropy: the training loss through ember.ops.linear_cross_entropy (no logits
+      while training with labels; eval and generate untouched); token_weights=True lets forward
+      take `token_weights=` (the shape of labels; the loss is Σ w·CE / #tokens).
+    - sparsity=dict(target=0.8, method="erk", block=None, seed=0): the Linear layers of the
+      decoder's stack of blocks randomly pruned (ember.sparse.random_prune; needs an instance).
+    - float8="tensorwise" | "rowwise" | "blockwise": those Linear layers become
+      ember.float8.Float8Linear (needs an instance; the head and MoE routers stay, and layers
+      whose dims are not multiples of 16 stay nn.Linear).
+
+    Returns what changed, one readable line each; `unpatch` restores the originals. A model it
+    cannot patch raises TypeError with the reason before anything changes.
     """
-    classes = _classes()
-    if model is not None and type(model).__name__ not in SUPPORTED:
-        raise TypeError(f"ember.patch.apply_ember_to_llama: {type(model).__name__} is not supported; supported: "
-                        f"{', '.join(SUPPORTED)}")
+    fn = "apply_ember"
     if float8 is not None and float8 not in RECIPES:
-        raise ValueError(f"ember.patch: float8 recipe must be one of {RECIPES}, got {float8!r}")
-    if float8 is not None and model is None:
-        raise ValueError("ember.patch: float8 converts a model's Linear layers: pass the model instance")
+        raise ValueError(f"ember.patch.{fn}: float8 recipe must be one of {RECIPES}, got {float8!r}")
+    instance = model_or_class is not None and not isinstance(model_or_class, type)
+    if float8 is not None and not instance:
+        raise ValueError(f"ember.patch.{fn}: float8 converts a model's Linear layers: pass the model instance")
     if float8 is not None and sparsity is not None:
-        raise ValueError("ember.patch: float8 and sparsity cannot be combined (SparseLinear has no fp8 path)")
-    if sparsity is not None and model is None:
-        raise ValueError("ember.patch: sparsity prunes a model's weights: pass the model instance")
+        raise ValueError(f"ember.patch.{fn}: float8 and sparsity cannot be combined (SparseLinear has no fp8 path)")
+    if sparsity is not None and not instance:
+        raise ValueError(f"ember.patch.{fn}: sparsity prunes a model's weights: pass the model instance")
+    if sparsity is not None and "target" not in sparsity:
+        raise ValueError(f"ember.patch.{fn}: sparsity needs a 'target' (the fraction of weights pruned)")
     if token_weights and not linear_cross_entropy:
-        raise ValueError("ember.patch: token_weights=True needs linear_cross_entropy=True")
+        raise ValueError(f"ember.patch.{fn}: token_weights=True needs linear_cross_entropy=True")
+    _transformers()
+    if model_or_class is None:
+        targets = _supported_classes()
+    else:
+        if not isinstance(model_or_class, nn.Module) and not (isinstance(model_or_class, type)
+                                                              and issubclass(model_or_class, nn.Module)):
+            raise TypeError(f"ember.patch.{fn}: expected a transformers causal LM (instance or class), got "
+                            f"{type(model_or_class).__name__}")
+        cls = model_or_class if isinstance(model_or_class, type) else type(model_or_class)
+        plan = _plan_or_raise(cls, fn)
+        if instance and not isinstance(getattr(model_or_class, plan.head, None), nn.Linear):
+            raise TypeError(f"ember.patch.{fn}: {cls.__name__}.{plan.head} is not an nn.Linear")
+        targets = [model_or_class]
+    layers = _decoder_layers(model_or_class) if instance and (float8 or sparsity) else None  # errors first
+
     changes = []
     if linear_cross_entropy:
-        targets = list(classes.values()) if model is None else [model]
         for target in targets:
             if getattr(target.forward, "__ember_patched__", False):
                 continue
             if isinstance(target, type):
+                plan = plan_for(target)
                 setattr(target, _ORIGINAL, target.forward)
-                target.forward = _loss_forward(target.forward)
-                changes.append(f"{target.__name__}.forward: causal-LM loss through ember.ops.linear_cross_entropy")
+                target.forward = loss_forward(target.forward, plan)
+                _PATCHED_CLASSES.add(target)
+                changes.append(f"{target.__name__}.forward: causal-LM loss through ember.ops.linear_cross_entropy"
+                               + (f" ({', '.join(plan.notes)})" if plan.notes else ""))
             else:
-                original = type(target).forward
-                target.forward = types.MethodType(_loss_forward(original), target)
+                plan = plan_for(type(target))
+                target.forward = types.MethodType(loss_forward(type(target).forward, plan), target)
                 changes.append(f"{type(target).__name__} instance forward: causal-LM loss through "
-                               "ember.ops.linear_cross_entropy")
-    if sparsity is not None:
-        from ..sparse import random_prune
+                               "ember.ops.linear_cross_entropy" + (f" ({', '.join(plan.notes)})" if plan.notes else ""))
+    if layers is not None:
+        name, stack = layers
+        config = getattr(model_or_class, "config", None)
+        if sparsity is not None:
+            from ..sparse import random_prune
 
-        opts = dict(sparsity)
-        target_sparsity = opts.pop("target")
-        report = random_prune(model.model.layers, target_sparsity, **opts)
-        model._ember_sparsity_report = report
-        for layer in report["layers"]:
-            changes.append(f"model.layers.{layer['name']}: SparseLinear, density {layer['density']:.3f}")
-    if float8 is not None:
-        from ..float8 import Float8Linear, convert_to_float8_training
+            opts = dict(sparsity)
+            target_sparsity = opts.pop("target")
+            report = random_prune(stack, target_sparsity, **opts)
+            model_or_class._ember_sparsity_report = report
+            for layer in report["layers"]:
+                changes.append(f"{name}.{layer['name']}: SparseLinear, density {layer['density']:.3f}")
+        if float8 is not None:
+            from ..float8 import Float8Linear, convert_to_float8_training
 
-        convert_to_float8_training(model.model.layers, recipe=float8)
-        changes += [f"model.layers.{name}: Float8Linear ({float8})" for name, m in model.model.layers.named_modules()
-                    if isinstance(m, Float8Linear)]
+            convert_to_float8_training(stack, recipe=float8, module_filter_fn=lambda m, n: not _is_router(n, m, config))
+            changes += [f"{name}.{n}: Float8Linear ({float8})" for n, m in stack.named_modules()
+                        if isinstance(m, Float8Linear)]
     return changes
 
 
-def unpatch(model: nn.Module | None = None) -> list[str]:
-    """Undo apply_ember_to_llama: the classes' (or the instance's) forward back to the original,
-    and SparseLinear / Float8Linear layers back to nn.Linear (pruned weights stay zero)."""
-    changes = []
-    if model is None:
-        for cls in _classes().values():
-            if hasattr(cls, _ORIGINAL):
-                cls.forward = getattr(cls, _ORIGINAL)
-                delattr(cls, _ORIGINAL)
-                changes.append(f"{cls.__name__}.forward restored")
-        return changes
+def apply_ember_to_llama(model=None, *, float8: str | None = None, linear_cross_entropy: bool = True,
+                         token_weights: bool = False, sparsity: dict | None = None) -> list[str]:
+    """The former name of apply_ember (it now covers every class supported() lists)."""
+    return apply_ember(model, linear_cross_entropy=linear_cross_entropy, token_weights=token_weights, float8=float8,
+                       sparsity=sparsity)
+
+
+def _restore_class(cls) -> list[str]:
+    if _ORIGINAL not in cls.__dict__:
+        return []
+    cls.forward = cls.__dict__[_ORIGINAL]
+    delattr(cls, _ORIGINAL)
+    _PATCHED_CLASSES.discard(cls)
+    return [f"{cls.__name__}.forward restored"]
+
+
+def unpatch(model_or_class=None) -> list[str]:
+    """Undo apply_ember: every patched class (None), one class, or one instance (its forward, and
+    SparseLinear / Float8Linear layers back to nn.Linear; pruned weights stay zero)."""
+    if model_or_class is None:
+        return [c for cls in sorted(_PATCHED_CLASSES, key=lambda k: k.__name__) for c in _restore_class(cls)]
+    if isinstance(model_or_class, type):
+        return _restore_class(model_or_class)
+    model, changes = model_or_class, []
     if "forward" in model.__dict__:
         del model.forward
         changes.append(f"{type(model).__name__} instance forward restored")

@@ -1,0 +1,145 @@
+"""The patched forward of a causal LM: the training loss through ember.ops.linear_cross_entropy.
+
+During training with labels, the model's own forward runs with `labels=None` and
+`logits_to_keep=0` while its head is swapped for a stand-in that keeps the head's input (the
+final hidden states, after anything the model does to them) and returns empty logits. The real
+head module is then called once, with its forward set to compute the fused loss: so under FSDP2
+its weight is gathered by its own pre-forward hook exactly once per micro-batch, its gradient
+reduce-scattered by the usual post-backward, and DDP sees an ordinary forward. Logit scaling
+folds into the hidden states (the head is linear), soft-capping is the fused loss's `softcap`,
+and a mixture-of-experts aux loss that the original forward computed is added as it would add
+it. Normalization follows transformers: the sum over tokens divided by `num_items_in_batch`
+when given (the Trainer's gradient accumulation), else by the number of non-ignored tokens.
+Outside training or without labels the original forward runs untouched.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import torch
+from torch import nn
+
+from ..losses.lm import IGNORE_INDEX
+from .detect import Plan, logit_map
+
+
+class _HeadStandIn(nn.Module):
+    """Takes the head's place during the model's forward: keeps its input, returns no logits.
+    Other attributes (`weight.dtype` in a cast before the head) read through to the head."""
+
+    def __init__(self, head: nn.Module):
+        super().__init__()
+        self.hidden = None
+        object.__setattr__(self, "_head", head)  # not a submodule: its parameters stay the head's
+
+    def __getattr__(self, name):
+        try:
+            return super().__getattr__(name)
+        except AttributeError:
+            return getattr(object.__getattribute__(self, "_head"), name)
+
+    def forward(self, hidden):
+        self.hidden = hidden
+        return hidden[..., :0]
+
+
+def _shifted(t: torch.Tensor, fill) -> torch.Tensor:
+    """t[..., 1:] padded at the end: position p is scored against token p + 1 (as transformers)."""
+    return nn.functional.pad(t, (0, 1), value=fill)[..., 1:]
+
+
+def _loss_through_head(head: nn.Linear, hidden, target, weight, scale, softcap, ignore_index):
+    """Call `head` (its hooks included) with a forward that returns the summed fused loss."""
+    from ..ops import linear_cross_entropy
+
+    def fused(h):
+        w, b = head.weight, head.bias
+        h = h.reshape(-1, h.shape[-1]).to(w.dtype)
+        if scale != 1.0:  # (s·h)·Wᵀ + s·b = s·(h·Wᵀ + b)
+            h = h * scale
+            b = None if b is None else b * scale
+        return linear_cross_entropy(h, w, target, weight=weight, bias=b, ignore_index=ignore_index,
+                                    softcap=softcap, reduction="sum")
+
+    had = "forward" in head.__dict__
+    saved = head.__dict__.get("forward")
+    head.forward = fused
+    try:
+        return head(hidden)
+    finally:
+        if had:
+            head.forward = saved
+        else:
+            del head.forward
+
+
+def loss_forward(original, plan: Plan):
+    """`original` (a class's forward function) wrapped as described in the module docstring."""
+
+    @functools.wraps(original)
+    def forward(self, *args, labels=None, token_weights=None, shift_labels=None, num_items_in_batch=None, **kwargs):
+        if (labels is None and shift_labels is None) or not self.training:
+            if token_weights is not None:
+                raise ValueError("ember.patch: token_weights applies to the training loss (model.train() and labels)")
+            extra = {k: v for k, v in (("labels", labels), ("shift_labels", shift_labels),
+                                        ("num_items_in_batch", num_items_in_batch)) if v is not None}
+            return original(self, *args, **extra, **kwargs)
+        head = getattr(self, plan.head)
+        if not isinstance(head, nn.Linear):
+            raise TypeError(f"ember.patch: {type(self).__name__}.{plan.head} is a {type(head).__name__}, not an "
+                            "nn.Linear: the fused loss cannot take its place")
+        if not plan.shifted_labels:
+            _check_loss_function(self)
+        ignore_index = kwargs.pop("ignore_index", IGNORE_INDEX)
+        as_tuple = kwargs.get("return_dict") is False
+        if as_tuple:  # a ModelOutput, so the aux loss is found by name; a tuple again at the end
+            kwargs["return_dict"] = True
+        stand_in = _HeadStandIn(head)
+        kwargs["logits_to_keep"] = 0  # every position reaches the head (0 keeps all)
+        self._modules[plan.head] = stand_in  # not setattr: nothing else about the module changes
+        try:
+            out = original(self, *args, **kwargs)
+        finally:
+            self._modules[plan.head] = head
+        h = stand_in.hidden
+        if h is None:
+            raise RuntimeError(f"ember.patch: {type(self).__name__}.forward did not call self.{plan.head}")
+        if plan.shifted_labels:  # the model scores position p against labels[p]
+            y, w = labels, token_weights
+        else:
+            y = shift_labels if shift_labels is not None else _shifted(labels, ignore_index)
+            w = None
+            if token_weights is not None:
+                w = token_weights if shift_labels is not None else _shifted(token_weights.float(), 0.0)
+        y = y.reshape(-1).to(h.device)
+        w = None if w is None else w.reshape(-1).to(h.device)
+        scale, softcap, aux_coef = logit_map(plan, self)
+        loss = _loss_through_head(head, h, y, w, scale, softcap, ignore_index)
+        if num_items_in_batch is not None and not plan.shifted_labels:
+            loss = loss / (num_items_in_batch.to(loss.device) if torch.is_tensor(num_items_in_batch)
+                           else num_items_in_batch)
+        else:
+            loss = loss / (y != ignore_index).sum()
+        if isinstance(out, tuple):  # config.use_return_dict False: (logits, ...), no aux loss by name
+            if plan.aux_coef is not None:
+                raise TypeError("ember.patch: a model with an MoE aux loss needs return_dict=True in training")
+            return (loss,) + tuple(out[1:])
+        aux = getattr(out, "aux_loss", None)
+        if plan.aux_coef is not None and aux is not None:
+            loss = loss + aux_coef * aux.to(loss.device)
+        # a fresh output keeps the fields' order (loss first: out[0] is the loss), without logits
+        out = type(out)(**{**{k: v for k, v in out.items() if k != "logits"}, "loss": loss})
+        return out.to_tuple() if as_tuple else out
+
+    forward.__ember_patched__ = True
+    return forward
+
+
+def _check_loss_function(model) -> None:
+    from transformers.loss.loss_utils import ForCausalLMLoss
+
+    fn = model.loss_function
+    if fn is not ForCausalLMLoss:
+        raise TypeError(f"ember.patch: {type(model).__name__}.loss_function is {getattr(fn, '__name__', fn)!r}, not "
+                        "transformers' ForCausalLMLoss: the fused loss would not compute the same thing")
