@@ -1,4 +1,4 @@
-"""The `ember` command: train | prepare | score | eval | plot | info.
+"""The `ember` command: train | prepare | score | eval | plot | export | info.
 
 `ember train` with no arguments trains the debug model on the built-in corpus (the Python
 standard library's source), on CPU or GPU; under `torchrun --nproc-per-node N -m ember train`
@@ -15,6 +15,7 @@ COMMANDS = {
     "score": "per-token PRIOR weights for a token folder from a reference checkpoint",
     "eval": "validation loss and perplexity of a checkpoint",
     "plot": "PNG curves (loss, lr, tokens/s) of a run folder",
+    "export": "a checkpoint as a Hugging Face model folder (transformers' from_pretrained loads it)",
     "info": "how ember was built and the ops it provides",
 }
 
@@ -57,8 +58,9 @@ def _prepare(argv) -> int:
                                 ".txt/.md/.py/.jsonl/.parquet files; 'stdlib' is the built-in corpus.")
     p.add_argument("inputs", nargs="+", help="files, folders, or 'stdlib'")
     p.add_argument("--out", required=True, help="output folder (created; must be empty)")
-    p.add_argument("--tokenizer", default="byte", help="'byte' (default) or the path of a Hugging Face tokenizer.json")
-    p.add_argument("--eos-token", default=None, help="end-of-document token of a tokenizer.json (default: found by name)")
+    p.add_argument("--tokenizer", default="byte", help="'byte' (default), the path of a Hugging Face tokenizer.json, or a Hugging Face model folder (its "
+                   "tokenizer.json and its end/beginning-of-document tokens)")
+    p.add_argument("--eos-token", default=None, help="end-of-document token of a tokenizer.json (default: the folder's, else found by name)")
     p.add_argument("--text-key", default="text", help="the text field of jsonl records / parquet column (default: text)")
     p.add_argument("--workers", type=int, default=0, help="processes (default: one per core, at most one per file)")
     p.add_argument("--val-per-mille", type=int, default=5, help="documents per thousand kept for validation (default: 5)")
@@ -121,7 +123,25 @@ def _plot(argv) -> int:
     return 0
 
 
-HANDLERS = {"train": _train, "prepare": _prepare, "score": _score, "eval": _eval, "plot": _plot, "info": _info}
+def _export(argv) -> int:
+    from .train.export import export_run
+
+    p = argparse.ArgumentParser(prog="ember export", description=COMMANDS["export"] + ". A run started from a Hugging "
+                                "Face checkpoint keeps its architecture and tensor names; a run from scratch is a "
+                                "LlamaForCausalLM. The folder appears complete or not at all.")
+    p.add_argument("checkpoint", help="a checkpoint folder or a run folder (its latest)")
+    p.add_argument("out_dir", help="output folder (created; must not exist or be empty)")
+    p.add_argument("--dtype", default=None, help="bf16, fp16 or fp32 (default: the weights' own, fp32 for a trained run)")
+    p.add_argument("--max-shard-gb", type=float, default=2.0, help="split the safetensors above this size (default: 2)")
+    a = p.parse_args(argv)
+    info = export_run(a.checkpoint, a.out_dir, a.dtype, int(a.max_shard_gb * 2**30))
+    print(f"ember export: wrote {info['out_dir']} ({info['architecture']}) from {info['checkpoint']}"
+          + (f", tokenizer files {', '.join(info['tokenizer_files'])}" if info["tokenizer_files"] else ""))
+    return 0
+
+
+HANDLERS = {"train": _train, "prepare": _prepare, "score": _score, "eval": _eval, "plot": _plot, "info": _info,
+            "export": _export}
 
 
 def main(argv=None) -> int:

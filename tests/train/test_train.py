@@ -163,7 +163,7 @@ def test_crash_mid_save_leaves_the_previous_checkpoint(tmp_path, monkeypatch):
         raise KeyboardInterrupt("power cut")
 
     monkeypatch.setattr(ckpt.torch, "save", crash)
-    with pytest.raises(KeyboardInterrupt):
+    with pytest.raises(BaseException, match="power cut"):  # as it is, or wrapped by the sharded writer
         run(tmp_path, "c", "--training.steps=6", "--checkpoint.every=2", "--checkpoint.resume")
     monkeypatch.undo()
     assert ckpt.find_checkpoint(tmp_path / "c") == good

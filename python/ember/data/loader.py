@@ -5,7 +5,9 @@ documents are packed back to back, separated by end-of-document tokens). Batch b
 function of (seed, b, the per-source counters): which source each of its rows comes from is drawn
 from the mixture weights with a generator keyed by (seed, b), and the j-th window taken from a
 source is entry j mod n of that source's permutation for epoch j div n (keyed by seed, source,
-epoch). So the loader's whole position is a few integers (`state_dict`), and every
+epoch). A source with a token budget trains on a fixed subset of its windows (drawn once from
+(seed, source)), epoch after epoch; a source's weight may change at given steps (a replay ratio
+that falls, say). So the loader's whole position is a few integers (`state_dict`), and every
 data-parallel rank computes the same global batch and keeps only its own rows: the same global
 batch gives the same data whatever the number of ranks.
 """
@@ -27,30 +29,78 @@ from .tokenizer import load_tokenizer
 class SourceSpec:
     path: str
     weight: float = 1.0
+    tokens: int = 0  # token budget: train on a fixed subset of about this many tokens (0: all)
+    schedule: tuple[tuple[int, float], ...] = ()  # (step, weight): the weight from that step on
 
     @property
     def name(self) -> str:
         return self.path
 
+    def weight_at(self, step: int) -> float:
+        """The mixture weight at optimizer step `step` (1-based)."""
+        w = self.weight
+        for at, value in self.schedule:
+            if step >= at:
+                w = value
+        return w
+
+
+_SUFFIX = {"k": 10**3, "m": 10**6, "g": 10**9, "b": 10**9}
+
+
+def _count(text: str) -> int:
+    """'5000', '50k', '2M', '1.5G' as an integer."""
+    t = text.strip().lower().replace("_", "")
+    scale = _SUFFIX.get(t[-1:], 1)
+    return int(float(t[:-1] if scale > 1 else t) * scale)
+
+
+def _option(source: SourceSpec, part: str) -> bool:
+    """Apply one ':'-separated option to source; False if `part` is not an option."""
+    key, eq, value = part.partition("=")
+    try:
+        if not eq:
+            source.weight = float(part)
+        elif key == "tokens":
+            source.tokens = _count(value)
+        elif key.isdigit():
+            source.schedule += ((int(key), float(value)),)
+        else:
+            return False
+    except ValueError:
+        return False
+    return True
+
 
 def parse_sources(spec: str) -> list[SourceSpec]:
-    """'stdlib' or 'DIR[:WEIGHT],DIR[:WEIGHT],...' (weights default to 1 and are normalized)."""
+    """'stdlib' or 'DIR[:WEIGHT][:tokens=N][:STEP=WEIGHT]...,DIR...': weights default to 1 and
+    are normalized at each step; tokens=N (k, M, G suffixes) trains on a fixed subset of about N
+    tokens of the source, repeated over epochs; STEP=WEIGHT sets the weight from that optimizer
+    step on (e.g. old:0.5:1000=0.1 replays old data at 0.5, then 0.1 from step 1000)."""
     out = []
     for item in (s.strip() for s in spec.split(",")):
         if not item:
             continue
-        path, weight = item, 1.0
-        head, sep, tail = item.rpartition(":")
-        if sep:
-            try:
-                path, weight = head, float(tail)
-            except ValueError:
-                pass
-        if not weight > 0:
-            raise ValueError(f"data.sources: weight of {path!r} must be > 0, got {weight}")
-        out.append(SourceSpec(path, weight))
+        parts = item.split(":")
+        src = SourceSpec(parts[0])
+        first = len(parts)  # options are taken from the end (a path may hold a ':')
+        while first > 1 and _option(src, parts[first - 1]):
+            first -= 1
+        src = SourceSpec(":".join(parts[:first]))
+        for part in parts[first:]:
+            _option(src, part)
+        src.schedule = tuple(sorted(src.schedule))
+        if not (src.weight > 0 or src.weight == 0 and src.schedule):  # 0 only for a source that starts later
+            raise ValueError(f"data.sources: weight of {src.path!r} must be > 0, got {src.weight}")
+        if src.tokens < 0 or any(at < 1 or w < 0 for at, w in src.schedule):
+            raise ValueError(f"data.sources: {item!r}: tokens must be >= 0, a schedule step >= 1 and its weight >= 0")
+        out.append(src)
     if not out:
         raise ValueError("data.sources: no source given")
+    changes = sorted({at for s in out for at, _ in s.schedule})
+    for step in [1, *changes]:
+        if not sum(s.weight_at(step) for s in out) > 0:
+            raise ValueError(f"data.sources: every weight is 0 from step {step}")
     return out
 
 
@@ -76,7 +126,7 @@ def open_source(spec: SourceSpec, split: str, tokenizer: str = "byte", with_weig
         tok = load_tokenizer(tokenizer)
         docs = corpus.stdlib_documents(split)
         eos = np.array([tok.eos_id], dtype=np.uint32)
-        _stdlib_cache[key] = np.concatenate([np.concatenate([tok.encode(d), eos]) for d in docs]).astype(np.int32)
+        _stdlib_cache[key] = np.concatenate([np.concatenate([tok.encode_document(d), eos]) for d in docs]).astype(np.int32)
     return TokenSplit([_stdlib_cache[key]])
 
 
@@ -111,8 +161,10 @@ class PackedLoader:
             if w.n == 0:
                 raise ValueError(f"data source {spec.path}: fewer than {seq_len + 1} training tokens")
         self.with_weights = token_weights is not None
+        self.sources = sources
         p = np.array([s.weight for s in sources], dtype=np.float64)
         self.mixture = p / p.sum()
+        self.subsets = [self._subset(i, s.tokens, seq_len) for i, s in enumerate(sources)]
         self.batch = 0
         self.counters = [0] * len(sources)
         self._perm_cache: dict = {}
@@ -126,18 +178,41 @@ class PackedLoader:
                              f"this run has {self.seed} and {self.batch_size}")
         self.batch, self.counters = state["batch"], list(state["counters"])
 
+    def _subset(self, source: int, tokens: int, seq_len: int) -> np.ndarray | None:
+        """The windows a token budget keeps: ceil(tokens / seq_len) of them, drawn once."""
+        n = self.windows[source].n
+        if not tokens:
+            return None
+        keep = -(-tokens // seq_len)
+        if keep > n:
+            raise ValueError(f"data source {self.sources[source].path}: tokens={tokens:,} is more than its "
+                             f"{n * seq_len:,} training tokens")
+        return np.sort(np.random.default_rng([self.seed, source, 1 << 30]).permutation(n)[:keep])
+
+    def _size(self, source: int) -> int:
+        subset = self.subsets[source]
+        return self.windows[source].n if subset is None else len(subset)
+
     def _perm(self, source: int, epoch: int) -> np.ndarray:
         """Source's window order in an epoch; the current epoch's is kept, one per source."""
         cached = self._perm_cache.get(source)
         if cached is None or cached[0] != epoch:
-            cached = (epoch, np.random.default_rng([self.seed, source, epoch]).permutation(self.windows[source].n))
+            cached = (epoch, np.random.default_rng([self.seed, source, epoch]).permutation(self._size(source)))
             self._perm_cache[source] = cached
         return cached[1]
+
+    def mixture_at(self, batch: int) -> np.ndarray:
+        """The normalized source weights of batch `batch` (optimizer step batch + 1)."""
+        if not any(s.schedule for s in self.sources):
+            return self.mixture
+        p = np.array([s.weight_at(batch + 1) for s in self.sources], dtype=np.float64)
+        return p / p.sum()
 
     def _choices(self) -> np.ndarray:
         if len(self.windows) == 1:
             return np.zeros(self.batch_size, dtype=np.int64)
-        return np.random.default_rng([self.seed, 1 << 20, self.batch]).choice(len(self.windows), self.batch_size, p=self.mixture)
+        return np.random.default_rng([self.seed, 1 << 20, self.batch]).choice(len(self.windows), self.batch_size,
+                                                                               p=self.mixture_at(self.batch))
 
     def next_batch(self) -> dict:
         """This rank's rows of the next global batch: inputs, targets (local_batch, seq_len) and
@@ -148,8 +223,9 @@ class PackedLoader:
             j = self.counters[src]
             self.counters[src] += 1
             if self.rank * self.local <= i < (self.rank + 1) * self.local:
-                n = self.windows[src].n
-                tokens, w = self.windows[src].get(int(self._perm(src, j // n)[j % n]))
+                n = self._size(src)
+                k = int(self._perm(src, j // n)[j % n])
+                tokens, w = self.windows[src].get(k if self.subsets[src] is None else int(self.subsets[src][k]))
                 rows.append(tokens)
                 weights.append(w if w is not None else np.ones(len(tokens) - 1, np.float32))
         self.batch += 1

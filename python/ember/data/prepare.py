@@ -85,7 +85,7 @@ def _tokenize_file(job):
     for i, (split, text) in enumerate(_documents(path, text_key)):
         if split is None:
             split = corpus.split_of(f"{path}:{i}", val_per_mille)
-        parts[split].append(_tok.encode(text))
+        parts[split].append(_tok.encode_document(text))
         parts[split].append(np.array([_tok.eos_id], dtype=parts[split][-1].dtype))
     return {s: (np.concatenate(v) if v else np.zeros(0, np.uint32), len(v) // 2) for s, v in parts.items()}
 
@@ -113,13 +113,17 @@ def prepare(inputs: list[str], out: str | Path, tokenizer: str = "byte", workers
     bar.close()
     for w in writers.values():
         w.close()
-    if tokenizer != "byte":
-        shutil.copyfile(tokenizer, out / "tokenizer.json")
+    if tokenizer != "byte":  # the tokenizer travels with the tokens (and `ember export` copies it on)
+        shutil.copyfile(tok.path, out / "tokenizer.json")
+        for name in ("tokenizer_config.json", "special_tokens_map.json"):
+            if tok.folder is not None and (tok.folder / name).is_file():
+                shutil.copyfile(tok.folder / name, out / name)
     index = {
         "format": FORMAT,
         "tokenizer": "byte" if tokenizer == "byte" else "tokenizer.json",
         "vocab_size": tok.vocab_size,
         "eos_id": tok.eos_id,
+        "bos_id": tok.bos_id,
         "dtype": dtype.name,
         "inputs": inputs,
         "splits": {s: w.entries for s, w in writers.items()},

@@ -1,5 +1,7 @@
 """A Llama-style decoder: RMSNorm, RoPE, SwiGLU, grouped-query attention through
-F.scaled_dot_product_attention, optional tied embeddings.
+F.scaled_dot_product_attention, optional tied embeddings. The options that Mistral, Qwen2 and
+Qwen3 checkpoints need (q/k/v biases, per-head q/k RMSNorm, a head size other than dim/heads,
+Llama-3 RoPE scaling) are off by default; `ember.models.from_hf` sets them.
 
 Built on the meta device and then initialized (`Llama.init_weights`), so a large config can be
 sharded before any memory is spent on it:
@@ -13,7 +15,7 @@ sharded before any memory is spent on it:
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 
 import torch
 import torch.nn.functional as F
@@ -37,10 +39,23 @@ class LlamaConfig:
     max_seq_len: int = 2048
     tie_embeddings: bool = False
     init_std: float = 0.02
+    head_size: int = 0  # 0: dim // n_heads (Qwen3 and some Mistral checkpoints set another)
+    attn_bias: bool = False  # biases on the q, k, v projections (Qwen2)
+    qk_norm: bool = False  # RMSNorm of each query and key head before RoPE (Qwen3)
+    # RoPE frequency scaling, Hugging Face's rope_parameters without rope_theta: None, or
+    # {"rope_type": "linear", "factor": f} or {"rope_type": "llama3", "factor", "low_freq_factor",
+    # "high_freq_factor", "original_max_position_embeddings"}.
+    rope_scaling: dict | None = None
+    # The Hugging Face config.json this model was imported from (kept so that an export writes the
+    # same architecture back); not part of the model's identity.
+    hf_config: dict | None = field(default=None, compare=False, repr=False)
 
     def __post_init__(self):
         kv = self.kv_heads
-        if self.dim % self.n_heads or (self.dim // self.n_heads) % 2:
+        if self.head_size:
+            if self.head_size % 2:
+                raise ValueError(f"LlamaConfig: head_size {self.head_size} must be even")
+        elif self.dim % self.n_heads or (self.dim // self.n_heads) % 2:
             raise ValueError(f"LlamaConfig: dim {self.dim} must split into {self.n_heads} heads of even size")
         if self.n_heads % kv:
             raise ValueError(f"LlamaConfig: n_heads {self.n_heads} must be a multiple of n_kv_heads {kv}")
@@ -51,7 +66,7 @@ class LlamaConfig:
 
     @property
     def head_dim(self) -> int:
-        return self.dim // self.n_heads
+        return self.head_size or self.dim // self.n_heads
 
     @property
     def hidden(self) -> int:
@@ -97,8 +112,28 @@ class RMSNorm(nn.Module):
 def rope_tables(cfg: LlamaConfig, device=None) -> tuple[torch.Tensor, torch.Tensor]:
     """cos and sin of shape (max_seq_len, head_dim/2), computed in float64 then stored in fp32."""
     inv = 1.0 / cfg.rope_theta ** (torch.arange(0, cfg.head_dim, 2, dtype=torch.float64, device=device) / cfg.head_dim)
+    if cfg.rope_scaling:
+        inv = scale_rope_frequencies(inv, cfg.rope_scaling)
     angles = torch.outer(torch.arange(cfg.max_seq_len, dtype=torch.float64, device=device), inv)
     return angles.cos().float(), angles.sin().float()
+
+
+def scale_rope_frequencies(inv: torch.Tensor, scaling: dict) -> torch.Tensor:
+    """RoPE inverse frequencies stretched for a longer context: "linear" divides them all by the
+    factor; "llama3" (Llama 3.1) divides the low frequencies (wavelengths past the original
+    context / low_freq_factor), keeps the high ones and interpolates in between."""
+    kind, factor = scaling["rope_type"], float(scaling["factor"])
+    if kind == "linear":
+        return inv / factor
+    if kind != "llama3":
+        raise ValueError(f"LlamaConfig.rope_scaling: rope_type {kind!r} is not supported (linear, llama3)")
+    low, high = float(scaling["low_freq_factor"]), float(scaling["high_freq_factor"])
+    context = float(scaling["original_max_position_embeddings"])
+    wavelen = 2 * math.pi / inv
+    scaled = torch.where(wavelen > context / low, inv / factor, inv)
+    smooth = (context / wavelen - low) / (high - low)
+    between = (wavelen <= context / low) & (wavelen >= context / high)
+    return torch.where(between, (1 - smooth) * scaled / factor + smooth * scaled, scaled)
 
 
 def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
@@ -113,15 +148,22 @@ class Attention(nn.Module):
     def __init__(self, cfg: LlamaConfig):
         super().__init__()
         self.n_heads, self.kv_heads, self.head_dim = cfg.n_heads, cfg.kv_heads, cfg.head_dim
-        self.wq = nn.Linear(cfg.dim, cfg.n_heads * cfg.head_dim, bias=False)
-        self.wk = nn.Linear(cfg.dim, cfg.kv_heads * cfg.head_dim, bias=False)
-        self.wv = nn.Linear(cfg.dim, cfg.kv_heads * cfg.head_dim, bias=False)
+        self.wq = nn.Linear(cfg.dim, cfg.n_heads * cfg.head_dim, bias=cfg.attn_bias)
+        self.wk = nn.Linear(cfg.dim, cfg.kv_heads * cfg.head_dim, bias=cfg.attn_bias)
+        self.wv = nn.Linear(cfg.dim, cfg.kv_heads * cfg.head_dim, bias=cfg.attn_bias)
         self.wo = nn.Linear(cfg.n_heads * cfg.head_dim, cfg.dim, bias=False)
+        if cfg.qk_norm:
+            self.q_norm = RMSNorm(cfg.head_dim, cfg.norm_eps)
+            self.k_norm = RMSNorm(cfg.head_dim, cfg.norm_eps)
+        self.qk_norm = cfg.qk_norm
 
     def forward(self, x, cos, sin):
         b, t, _ = x.shape
-        q = self.wq(x).view(b, t, self.n_heads, self.head_dim).transpose(1, 2)
-        k = self.wk(x).view(b, t, self.kv_heads, self.head_dim).transpose(1, 2)
+        q = self.wq(x).view(b, t, self.n_heads, self.head_dim)
+        k = self.wk(x).view(b, t, self.kv_heads, self.head_dim)
+        if self.qk_norm:
+            q, k = self.q_norm(q), self.k_norm(k)
+        q, k = q.transpose(1, 2), k.transpose(1, 2)
         v = self.wv(x).view(b, t, self.kv_heads, self.head_dim).transpose(1, 2)
         q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
         y = F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=self.kv_heads != self.n_heads)
@@ -158,6 +200,7 @@ class Llama(nn.Module):
         self.config = cfg
         self.activation_checkpointing = False  # recompute each block in the backward
         self.fused_linear_ce = True  # loss without the full logits (see ember.losses.lm)
+        self.distill = None  # an ember.losses.distill.Distillation: a KL term in training forwards
         self.tok_embeddings = nn.Embedding(cfg.vocab_size, cfg.dim)
         self.layers = nn.ModuleList(Block(cfg) for _ in range(cfg.n_layers))
         self.norm = RMSNorm(cfg.dim, cfg.norm_eps)
@@ -192,6 +235,12 @@ class Llama(nn.Module):
             normal_(layer.feed_forward.w2.weight, deep)
             layer.attention_norm.reset_parameters()
             layer.ffn_norm.reset_parameters()
+            if cfg.attn_bias:
+                for lin in (layer.attention.wq, layer.attention.wk, layer.attention.wv):
+                    nn.init.zeros_(lin.bias)
+            if cfg.qk_norm:
+                layer.attention.q_norm.reset_parameters()
+                layer.attention.k_norm.reset_parameters()
         self.norm.reset_parameters()
         if self.output is not None:
             normal_(self.output.weight, cfg.init_std)
@@ -225,7 +274,10 @@ class Llama(nn.Module):
         h = self.hidden(tokens)
         if targets is None:
             return F.linear(h, self.output_weight)
-        return causal_lm_loss_sum(h, self.output_weight, targets, token_weights, self.fused_linear_ce)
+        loss = causal_lm_loss_sum(h, self.output_weight, targets, token_weights, self.fused_linear_ce)
+        if self.distill is not None and torch.is_grad_enabled():  # training only: validation stays plain CE
+            loss = loss + self.distill.loss_sum(tokens, h, self.output_weight, targets)
+        return loss
 
     def num_params(self, embeddings: bool = True) -> int:
         n = sum(p.numel() for p in self.parameters())

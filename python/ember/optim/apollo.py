@@ -19,8 +19,10 @@ from typing import Any, Iterable
 
 import torch
 from torch import nn
+from torch.distributed.tensor import DTensor
 
 from .. import ops
+from . import apollo_sharded
 
 _LOWRANK_KEYS = ("exp_avg", "exp_avg_sq", "norm_prev")
 
@@ -99,6 +101,7 @@ class Apollo(torch.optim.Optimizer):
         streams = None
         for group in self.param_groups:
             lowrank = defaultdict(lambda: defaultdict(list))  # device -> lists for the native step
+            sharded = defaultdict(list)                       # FSDP2's DTensors: apollo_sharded.step
             adamw = defaultdict(lambda: defaultdict(list))    # (device, dtype) -> lists for fused AdamW
             for p in group["params"]:
                 if p.grad is None:
@@ -110,16 +113,22 @@ class Apollo(torch.optim.Optimizer):
                 state = self.state[p]
                 if self._lowrank(p, group):
                     streams = streams or self._stream_of()
+                    is_dtensor = isinstance(p, DTensor)
                     if not state:
                         long_dim = max(p.shape)
+                        zeros = ((lambda: apollo_sharded.new_state(p, group["rank"])) if is_dtensor else
+                                 (lambda: torch.zeros(long_dim, group["rank"], device=p.device)))
                         state["step"] = torch.tensor(0.0)  # on the host: reading it never syncs
-                        state["exp_avg"] = torch.zeros(long_dim, group["rank"], device=p.device)
-                        state["exp_avg_sq"] = torch.zeros(long_dim, group["rank"], device=p.device)
-                        state["norm_prev"] = torch.zeros((), device=p.device)
+                        state["exp_avg"], state["exp_avg_sq"] = zeros(), zeros()
+                        state["norm_prev"] = torch.zeros((), device=p.to_local().device if is_dtensor else p.device)
                     elif state["exp_avg"].shape[1] != group["rank"]:
                         raise RuntimeError(f"ember.optim.{type(self).__name__}: the state of a parameter of shape "
                                            f"{tuple(p.shape)} has rank {state['exp_avg'].shape[1]}, the group asks "
                                            f"for rank {group['rank']}")
+                    if is_dtensor:
+                        for key, value in (("params", p), ("states", state), ("streams", streams[p])):
+                            sharded[key].append(value)
+                        continue
                     lists = lowrank[p.device]
                     lists["params"].append(p)
                     lists["grads"].append(grad if grad.is_contiguous() else grad.contiguous())
@@ -153,6 +162,10 @@ class Apollo(torch.optim.Optimizer):
                 )
                 for count in lists["step_counts"]:  # only once the step was taken: an error changes nothing
                     count.add_(1)
+            if sharded:
+                apollo_sharded.step(group, sharded["params"], sharded["states"], sharded["streams"])
+                for state in sharded["states"]:
+                    state["step"].add_(1)
             for lists in adamw.values():
                 torch._foreach_add_(lists["steps"], 1)
                 torch._fused_adamw_(

@@ -35,20 +35,28 @@ def _random_mask(shape, density: float, block: int | None, generator: torch.Gene
     return full[:rows, :cols].reshape(shape)
 
 
+def draw_masks(model: nn.Module, sparsity: float, method: str = "erk", block: int | None = None, seed: int = 0,
+               include_embeddings: bool = False) -> dict[str, torch.Tensor]:
+    """The bool masks random_prune applies, by layer name (on the CPU; from shapes alone, so a
+    model on the meta device works). Reproducible from `seed`."""
+    densities = layerwise_densities(model, sparsity, method, include_embeddings)
+    g = torch.Generator().manual_seed(seed)
+    return {name: _random_mask(tuple(module.weight.shape), densities[name], block if isinstance(module, nn.Linear) else None, g)
+            for name, module in prunable_layers(model, include_embeddings).items()}
+
+
 def random_prune(model: nn.Module, sparsity: float, method: str = "erk", block: int | None = None, seed: int = 0,
-                 include_embeddings: bool = False) -> dict:
+                 include_embeddings: bool = False, masks: dict[str, torch.Tensor] | None = None) -> dict:
     """Prune `model` in place at random: every Linear becomes a SparseLinear holding its mask
     (block masks when `block` is given), other prunable layers (Conv) get a plain weight mask
     (a `weight_mask` buffer, the weight zeroed and its gradient masked). Densities per layer from
-    layerwise_densities(model, sparsity, method). Reproducible from `seed`. Returns the report
-    (sparsity_report of the pruned model, plus the method and target)."""
-    densities = layerwise_densities(model, sparsity, method, include_embeddings)
-    layers = prunable_layers(model, include_embeddings)
-    g = torch.Generator().manual_seed(seed)
-    for name, module in layers.items():
-        is_linear = isinstance(module, nn.Linear)
-        mask = _random_mask(tuple(module.weight.shape), densities[name], block if is_linear else None, g)
-        if is_linear:
+    layerwise_densities(model, sparsity, method). Reproducible from `seed`; `masks` (from
+    draw_masks) skips the drawing. Returns the report (sparsity_report of the pruned model,
+    plus the method and target)."""
+    masks = masks if masks is not None else draw_masks(model, sparsity, method, block, seed, include_embeddings)
+    for name, module in prunable_layers(model, include_embeddings).items():
+        mask = masks[name]
+        if isinstance(module, nn.Linear):
             replace_module(model, name, SparseLinear.from_linear(module, mask, block))
         else:
             mask = mask.to(module.weight.device)
@@ -56,18 +64,21 @@ def random_prune(model: nn.Module, sparsity: float, method: str = "erk", block: 
             with torch.no_grad():
                 module.weight.mul_(mask)
             module.weight.register_hook(lambda grad, m=mask: grad * m)
-    report = sparsity_report(model)
+    report = sparsity_report(model, masks)
     report.update(method=method, target_sparsity=sparsity, block=block, seed=seed)
     return report
 
 
-def sparsity_report(model: nn.Module) -> dict:
+def sparsity_report(model: nn.Module, masks: dict[str, torch.Tensor] | None = None) -> dict:
     """Per prunable layer: shape, density (kept / weights), kept parameters and FLOPs kept per
     input row (2·kept for a Linear; per output position for a Conv); and the totals. Works for
-    any model: layers without a mask count their nonzero weights."""
+    any model: layers without a mask count their nonzero weights; `masks` (by layer name) are
+    counted instead of the model's own (a model on the meta device)."""
     layers, total, kept = [], 0, 0
     for name, m in prunable_layers(model).items():
-        if isinstance(m, SparseLinear):
+        if masks is not None and name in masks:
+            mask = masks[name]
+        elif isinstance(m, SparseLinear):
             mask = m.dense_mask()
         elif hasattr(m, "weight_mask"):
             mask = m.weight_mask

@@ -5,6 +5,7 @@ config.py and is read here."""
 from __future__ import annotations
 
 import math
+import os
 
 import torch
 from torch import nn
@@ -15,6 +16,10 @@ from .distributed import Dist
 
 
 def model_config(cfg: Config, vocab_size: int) -> LlamaConfig:
+    if cfg.model.init_from:  # the checkpoint's shape and vocabulary
+        from .init_from import init_model_config
+
+        return init_model_config(cfg)
     base = CONFIGS[cfg.model.name]
     changes = {k: getattr(cfg.model, k) for k in ("dim", "n_layers", "n_heads", "n_kv_heads", "ffn_hidden") if getattr(cfg.model, k)}
     return base.replace(**changes, vocab_size=cfg.model.vocab_size or vocab_size, max_seq_len=cfg.data.seq_len)
@@ -28,15 +33,22 @@ def build_model(cfg: Config, mcfg: LlamaConfig, d: Dist) -> tuple[nn.Module, Lla
     model.activation_checkpointing = cfg.training.activation_checkpointing
     model.fused_linear_ce = cfg.loss.fused_linear_ce
     apply_float8(cfg, model)
-    if d.enabled and cfg.training.parallel == "fsdp":
+    masks = apply_sparsity(cfg, model)  # the layers and the report now, the masks' values after to_empty
+    if d.enabled and cfg.training.parallel in ("fsdp", "hsdp"):
         from torch.distributed.fsdp import fully_shard
 
+        mesh = shard_mesh(cfg, d)
         for layer in model.layers:
-            fully_shard(layer)
-        fully_shard(model)
+            fully_shard(layer, mesh=mesh)
+        fully_shard(model, mesh=mesh)
     model.to_empty(device=d.device)
-    _init_weights(model, cfg.job.seed)
-    apply_sparsity(cfg, model)
+    if cfg.model.init_from:
+        from .init_from import load_init_from
+
+        load_init_from(model, cfg)
+    else:
+        _init_weights(model, cfg.job.seed)
+    _apply_masks(model, masks)
     if cfg.training.compile:
         for layer in model.layers:
             layer.compile()  # in place: parameter names stay those of the plain model
@@ -48,15 +60,36 @@ def build_model(cfg: Config, mcfg: LlamaConfig, d: Dist) -> tuple[nn.Module, Lla
     return wrapped, model
 
 
-def apply_sparsity(cfg: Config, model: Llama) -> None:
+def hsdp_shard_size(cfg: Config, world_size: int) -> int:
+    return cfg.training.hsdp_shard or int(os.environ.get("LOCAL_WORLD_SIZE", world_size))
+
+
+def shard_mesh(cfg: Config, d: Dist):
+    """FSDP2's device mesh: 1-D over all ranks (fsdp), or 2-D (replicas × shards) for hsdp, which
+    FSDP2 turns into sharding within a group and gradient all-reduce across groups."""
+    from torch.distributed.device_mesh import init_device_mesh
+
+    if cfg.training.parallel == "fsdp":
+        return init_device_mesh(d.device.type, (d.world_size,))
+    shard = hsdp_shard_size(cfg, d.world_size)
+    return init_device_mesh(d.device.type, (d.world_size // shard, shard), mesh_dim_names=("replicate", "shard"))
+
+
+def apply_sparsity(cfg: Config, model: Llama) -> dict:
     """--sparsity.*: random pruning at initialization (Linear layers become SparseLinear with
-    fixed masks, reproducible from the run's seed); the report stays on model.sparsity_report."""
+    fixed masks, reproducible from the run's seed); the report stays on model.sparsity_report.
+    Returns the bool masks by layer name: on a meta model they are written by _apply_masks,
+    after the model is sharded and materialized."""
     sp = cfg.sparsity
     model.sparsity_report = None
-    if sp.target > 0:
-        from ..sparse import random_prune
+    if sp.target <= 0:
+        return {}
+    from ..sparse.prune import draw_masks, random_prune
 
-        model.sparsity_report = random_prune(model, sp.target, sp.method, block=sp.block or None, seed=cfg.job.seed)
+    masks = draw_masks(model, sp.target, sp.method, block=sp.block or None, seed=cfg.job.seed)
+    model.sparsity_report = random_prune(model, sp.target, sp.method, block=sp.block or None, seed=cfg.job.seed,
+                                         masks=masks)
+    return masks
 
 
 def apply_float8(cfg: Config, model: Llama) -> None:
@@ -84,6 +117,24 @@ def _init_weights(model: Llama, seed: int) -> None:
     for name, p in model.named_parameters():
         p.copy_(distribute_tensor(full[name].to(p.device_mesh.device_type), p.device_mesh, p.placements))
     model.init_buffers()
+
+
+@torch.no_grad()
+def _apply_masks(model: Llama, masks: dict[str, torch.Tensor]) -> None:
+    """The pruned layers' masks (replicated on every rank: 1 bit a weight) into their buffers,
+    and zeros where they mask; a sharded weight masks its own rows, with no communication."""
+    from torch.distributed.tensor import DTensor, distribute_tensor
+
+    from ..ops import pack_mask
+
+    for name, mask in masks.items():
+        layer = model.get_submodule(name)
+        layer.mask.copy_(pack_mask(mask.to(layer.mask.device), layer.block))
+        w = layer.weight
+        keep = mask.to(w.device if not isinstance(w, DTensor) else w.to_local().device, w.dtype)
+        if isinstance(w, DTensor):
+            keep = distribute_tensor(keep, w.device_mesh, w.placements, src_data_rank=None)
+        w.mul_(keep)
 
 
 def build_optimizer(cfg: Config, model: nn.Module) -> torch.optim.Optimizer:

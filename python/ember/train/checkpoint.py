@@ -1,12 +1,15 @@
 """Checkpoints: model, optimizer, scheduler, data position, RNG states, step, config.
 
-Layout: RUN/checkpoints/step-00000200/{state.pt, meta.json}. A checkpoint is written into a
-temporary folder beside its final name, flushed to disk, then renamed: a crash mid-save leaves
-only a `.tmp-*` folder, which loading ignores (and the next save removes), never a checkpoint
-that loads wrong. Folders are deleted the same way round (renamed to `.tmp-*` first), and the
-safetensors export is a temporary file, flushed, then renamed. The model and optimizer are
-saved as full (unsharded) state dicts through torch.distributed.checkpoint.state_dict, so a
+Layout: RUN/checkpoints/step-00000200/ holds the model and optimizer as a sharded
+torch.distributed.checkpoint (DCP): each rank writes its own shards (`__R_0.distcp`) and rank 0
+the `.metadata`, so no rank ever gathers the whole state; beside them `extra.pt` (step,
+scheduler, data position, every rank's RNG streams) and `meta.json`. DCP reshards on load: a
 checkpoint loads under any number of ranks and either parallelism, or none.
+
+A checkpoint is written into a temporary folder beside its final name, flushed to disk, then
+renamed: a crash mid-save leaves only a `.tmp-*` folder, which loading ignores (and the next save
+removes), never a checkpoint that loads wrong. Folders are deleted the same way round (renamed to
+`.tmp-*` first), and the safetensors export is a temporary file, flushed, then renamed.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.distributed.checkpoint as dcp
 from torch.distributed.checkpoint.state_dict import (StateDictOptions, get_model_state_dict, get_optimizer_state_dict,
                                                      set_model_state_dict, set_optimizer_state_dict)
 
@@ -50,7 +54,7 @@ def find_checkpoint(where: str | Path) -> Path:
 
 
 def _complete(folder: Path) -> bool:
-    return (folder / "meta.json").is_file() and (folder / "state.pt").is_file()
+    return all((folder / name).is_file() for name in ("meta.json", "extra.pt", ".metadata"))
 
 
 def rng_state() -> dict:
@@ -68,25 +72,66 @@ def set_rng_state(state: dict) -> None:
         torch.cuda.set_rng_state(state["cuda"])
 
 
-def save(run_dir: Path, step: int, model, optimizer, scheduler, loader, config: dict, d: Dist, keep: int = 0) -> Path | None:
-    """Every rank calls this (gathering sharded state is collective); rank 0 writes."""
-    opts = StateDictOptions(full_state_dict=True, cpu_offload=True)
-    model_sd = get_model_state_dict(model, options=opts)
-    optim_sd = get_optimizer_state_dict(model, optimizer, options=opts)
+# An asynchronous save in flight: (its future, the publication to run once it is on disk).
+_pending: list = []
+_save_group = []  # the process group of asynchronous saves' own collectives, made once
+
+
+def _async_group(d: Dist):
+    """A gloo group for a background save's collectives: on the training group they would
+    interleave with the training's and mismatch."""
+    if d.enabled and not _save_group:
+        _save_group.append(torch.distributed.new_group(backend="gloo"))
+    return _save_group[0] if d.enabled else None
+
+
+def save(run_dir: Path, step: int, model, optimizer, scheduler, loader, config: dict, d: Dist, keep: int = 0,
+         async_save: bool = False) -> Path | None:
+    """Every rank calls this and writes its own shards; rank 0 writes the rest and publishes.
+    With async_save the shards are copied to host memory here and written by a background
+    thread while training goes on; the checkpoint is published (renamed to its final name) by
+    the next save or by finish_saves(). Returns the final folder on rank 0."""
+    finish_saves(d)
+    state = {"model": get_model_state_dict(model), "optim": get_optimizer_state_dict(model, optimizer)}
     rngs = _gather(rng_state(), d)
     final = Path(run_dir) / "checkpoints" / f"step-{step:08d}"
+    tmp = final.parent / f"{final.name}.tmp-{d.broadcast(os.getpid())}"
     if d.is_main:
         final.parent.mkdir(parents=True, exist_ok=True)
         for stale in final.parent.glob("*.tmp-*"):
             shutil.rmtree(stale, ignore_errors=True)
-        tmp = final.parent / f"{final.name}.tmp-{os.getpid()}"
         tmp.mkdir()
-        state = {"step": step, "model": model_sd, "optimizer": optim_sd, "scheduler": scheduler.state_dict(),
-                 "loader": loader.state_dict(), "rng": rngs}
-        _write(tmp / "state.pt", lambda f: torch.save(state, f))
-        faults.crash_point(f"save:{step}", torn=tmp / "state.pt")
-        meta = {"step": step, "world_size": d.world_size, "config": config}
+    d.barrier()
+    extra = {"step": step, "scheduler": scheduler.state_dict(), "loader": loader.state_dict(), "rng": rngs}
+    meta = {"step": step, "world_size": d.world_size, "config": config}
+    publish = lambda: _publish(tmp, final, extra, meta, run_dir, keep, d)  # noqa: E731
+    writer = dcp.FileSystemWriter(tmp, sync_files=True)
+    if async_save:
+        future = dcp.async_save(state, storage_writer=writer, process_group=_async_group(d), no_dist=not d.enabled)
+        _pending.append((future, publish))
+    else:
+        dcp.save(state, storage_writer=writer, no_dist=not d.enabled)
+        publish()
+    return final if d.is_main else None
+
+
+def finish_saves(d: Dist) -> None:
+    """Wait for an asynchronous save and publish it (every rank calls this)."""
+    while _pending:
+        future, publish = _pending.pop()
+        future.result()
+        publish()
+
+
+def _publish(tmp: Path, final: Path, extra: dict, meta: dict, run_dir: Path, keep: int, d: Dist) -> None:
+    """Once every rank's shards are on disk: rank 0 adds extra.pt and meta.json, then renames."""
+    faults.crash_point(f"save:{extra['step']}", torn=tmp / f"__{d.rank}_0.distcp")
+    d.barrier()
+    if d.is_main:
+        _write(tmp / "extra.pt", lambda f: torch.save(extra, f))
         _write(tmp / "meta.json", lambda f: f.write(json.dumps(meta, indent=1).encode()))
+        _fsync_file(tmp / ".metadata")
+        _fsync_dir(tmp)
         old = _set_aside(final) if final.exists() else None  # the same step saved again (a rerun)
         os.replace(tmp, final)
         _fsync_dir(final.parent)
@@ -96,21 +141,29 @@ def save(run_dir: Path, step: int, model, optimizer, scheduler, loader, config: 
             for stale in checkpoint_dirs(run_dir)[:-keep]:
                 shutil.rmtree(_set_aside(stale), ignore_errors=True)
     d.barrier()
-    return final if d.is_main else None
 
 
 def load(path: Path, model, optimizer, scheduler, loader, d: Dist) -> int:
-    """Restore everything saved by `save`; returns the step to continue from."""
-    state = torch.load(Path(path) / "state.pt", map_location="cpu", weights_only=False)
-    opts = StateDictOptions(full_state_dict=True, broadcast_from_rank0=False)
-    set_model_state_dict(model, state["model"], options=opts)
-    set_optimizer_state_dict(model, optimizer, state["optimizer"], options=opts)
-    scheduler.load_state_dict(state["scheduler"])
-    loader.load_state_dict(state["loader"])
-    rngs = state["rng"]
+    """Restore everything saved by `save`, resharded to this job's ranks; returns the step to
+    continue from."""
+    state = {"model": get_model_state_dict(model), "optim": get_optimizer_state_dict(model, optimizer)}
+    dcp.load(state, storage_reader=dcp.FileSystemReader(path), no_dist=not d.enabled)
+    set_model_state_dict(model, state["model"])
+    set_optimizer_state_dict(model, optimizer, state["optim"])
+    extra = torch.load(Path(path) / "extra.pt", map_location="cpu", weights_only=False)
+    scheduler.load_state_dict(extra["scheduler"])
+    loader.load_state_dict(extra["loader"])
+    rngs = extra["rng"]
     if len(rngs) == d.world_size:  # the same ranks: each gets its own streams back
         set_rng_state(rngs[d.rank])
-    return int(state["step"])
+    return int(extra["step"])
+
+
+def load_model_weights(path: Path, model) -> None:
+    """Only the model's weights from a checkpoint into `model` (plain or sharded), in place."""
+    state = {"model": get_model_state_dict(model)}
+    dcp.load(state, storage_reader=dcp.FileSystemReader(path), no_dist=not torch.distributed.is_initialized())
+    set_model_state_dict(model, state["model"])
 
 
 def read_meta(path: Path) -> dict:

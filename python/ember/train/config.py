@@ -47,11 +47,15 @@ class Model:
     n_kv_heads: int = opt(0, "key/value heads for grouped-query attention (0: the named size's)")
     ffn_hidden: int = opt(0, "SwiGLU hidden width (0: the named size's)")
     vocab_size: int = opt(0, "vocabulary (0: the tokenizer's)")
+    init_from: str = opt("", "start from a Hugging Face checkpoint (Llama, Mistral, Qwen2, Qwen3): a local folder or a name in "
+                         "the local HF cache, never downloaded; its size and vocabulary replace model.name's")
 
 
 @dataclass
 class Data:
-    sources: str = opt("stdlib", "'stdlib' (the built-in corpus) or token folders from `ember prepare`: DIR[:WEIGHT],...")
+    sources: str = opt("stdlib", "'stdlib' (the built-in corpus) or token folders from `ember prepare`: "
+                  "DIR[:WEIGHT][:tokens=N][:STEP=WEIGHT]...,... (tokens: train on a fixed subset of N tokens, epoch after "
+                  "epoch; STEP=WEIGHT: the weight from that step on)")
     tokenizer: str = opt("byte", "tokenizer of the built-in corpus: 'byte' or a tokenizer.json path (token folders carry their own)")
     seq_len: int = opt(128, "tokens per sequence")
 
@@ -65,7 +69,9 @@ class Training:
     dtype: str = opt("auto", "compute dtype: bf16 autocast or fp32 (auto: bf16 on GPU, fp32 on CPU)", ("auto", "bf16", "fp32"))
     compile: bool = opt(False, "torch.compile each block")
     activation_checkpointing: bool = opt(False, "recompute each block's activations in the backward")
-    parallel: str = opt("ddp", "data parallelism under torchrun", ("ddp", "fsdp"))
+    parallel: str = opt("ddp", "data parallelism under torchrun: replicate (ddp), shard (fsdp: FSDP2), or shard "
+                        "within groups of hsdp_shard ranks and replicate across them (hsdp)", ("ddp", "fsdp", "hsdp"))
+    hsdp_shard: int = opt(0, "hsdp: ranks in a sharding group (0: the ranks of one node, torchrun's LOCAL_WORLD_SIZE)")
 
 
 @dataclass
@@ -106,6 +112,8 @@ class Float8:
 class Loss:
     fused_linear_ce: bool = opt(True, "output head + cross-entropy through ember's kernel, without the full logits (false: F.linear + F.cross_entropy)")
     token_weights: str = opt("", "token folder with per-token weights from `ember score` (PRIOR); must be a data source")
+    distill: float = opt(0.0, "self-distillation: weight of KL(teacher || model) per token added to the training loss; the "
+                         "teacher is model.init_from's checkpoint, frozen (0: off)")
 
 
 @dataclass
@@ -113,6 +121,7 @@ class Eval:
     every: int = opt(100, "validation loss every N steps (0: only at the end)")
     batches: int = opt(4, "validation batches per source")
     batch_size: int = opt(16, "sequences per validation batch")
+    sources: str = opt("", "token folders evaluated but not trained on (e.g. the original domain's held-out set): DIR,...")
 
 
 @dataclass
@@ -121,6 +130,8 @@ class Checkpoint:
     keep: int = opt(2, "keep the last K checkpoints (0: all)")
     resume: str = opt("", "'latest' (this run folder's), a run folder or a checkpoint folder")
     export_safetensors: bool = opt(True, "write the final model weights as model.safetensors")
+    async_save: bool = opt(False, "write checkpoints in a background thread while training goes on (the state is "
+                                  "first copied to host memory)")
 
 
 @dataclass

@@ -28,8 +28,7 @@ def load_model(checkpoint: str | Path, device: torch.device | str = "cpu", cfg: 
         model = Llama(mcfg)
     model.to_empty(device=device)
     apply_sparsity(saved, model)  # the run's SparseLinear layers (their masks come with the state)
-    state = torch.load(path / "state.pt", map_location=device, weights_only=False)
-    model.load_state_dict(state["model"])
+    ckpt.load_model_weights(path, model)
     model.init_buffers()
     model.fused_linear_ce = cfg.loss.fused_linear_ce
     return model.eval(), saved, path

@@ -3,7 +3,7 @@ no clean-up, like a power cut or an OOM kill) when it reaches POINT. The tests u
 that a crash anywhere leaves only checkpoints and exports that load right. Points:
 
     step:K   right after step K's optimizer step (before its metrics row and checkpoint)
-    save:K   while writing step K's checkpoint: its state.pt is cut to half, then the kill
+    save:K   while writing step K's checkpoint: the rank's shard file is cut to half, then the kill
     export   while writing model.safetensors: the temporary file is cut to half, then the kill
 
 Unset, as it always is outside the tests, it does nothing.

@@ -1,4 +1,5 @@
-"""`ember plot RUN_DIR`: PNG curves of a run's metrics.jsonl (loss, learning rate, tokens/s)."""
+"""`ember plot RUN_DIR`: PNG curves of a run's metrics.jsonl (loss, per-source validation loss,
+learning rate, tokens/s)."""
 
 from __future__ import annotations
 
@@ -19,7 +20,8 @@ def read_metrics(run_dir: Path) -> list[dict]:
 
 
 def plot_run(run_dir: str | Path) -> list[Path]:
-    """Writes loss.png, lr.png and tokens_per_s.png into the run folder; returns their paths."""
+    """Writes loss.png (and val_per_source.png with several validation sets), lr.png and
+    tokens_per_s.png into the run folder; returns their paths."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -54,6 +56,11 @@ def plot_run(run_dir: str | Path) -> list[Path]:
         ("train", [r["step"] for r in train], [r["loss"] for r in train], "-"),
         ("validation", [r["step"] for r in val], [r["val_loss"] for r in val], "o-"),
     ])
+    per_source = sorted({k for r in val for k in r if k.startswith("val_loss/")})
+    if per_source:  # each source's validation loss (forgetting, the stability gap)
+        figure("val_per_source.png", "validation loss per source", [
+            (Path(k.removeprefix("val_loss/")).name or k, [r["step"] for r in val if k in r], [r[k] for r in val if k in r], "o-")
+            for k in per_source])
     figure("lr.png", "learning rate", [("lr", [r["step"] for r in train], [r["lr"] for r in train], "-")])
     figure("tokens_per_s.png", "tokens/s", [("tokens/s", [r["step"] for r in train], [r["tokens_per_s"] for r in train], "-")])
     return out

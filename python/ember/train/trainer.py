@@ -72,8 +72,11 @@ def _run_dir(cfg: Config, d: distributed.Dist) -> tuple[Path, Path | None]:
 class Evaluator:
     def __init__(self, cfg: Config, d: distributed.Dist, dtype: torch.dtype):
         self.d, self.dtype = d, dtype
+        from .eval_sources import eval_specs
+
         self.sets = {}
-        for src in parse_sources(cfg.data.sources):
+        self.trained = [s.name for s in parse_sources(cfg.data.sources)]  # val_loss: their mean
+        for src in eval_specs(cfg):
             batches = validation_batches(src, cfg.data.seq_len, cfg.eval.batch_size, cfg.eval.batches, d.rank, d.world_size,
                                          cfg.data.tokenizer)
             if batches:
@@ -142,7 +145,7 @@ def _train(cfg: Config, d: distributed.Dist, stop: StopSignal) -> dict:
         ckpt.write_atomic(run_dir / "config.toml", cfg.to_toml().encode())
         print(f"ember train: run folder {run_dir}")
         print(cfg.to_toml().rstrip())
-        print(f"# model {cfg.model.name}: {model.num_params() / 1e6:.2f}M parameters | device {device} x {d.world_size} "
+        print(f"# model {cfg.model.init_from or cfg.model.name}: {model.num_params() / 1e6:.2f}M parameters | device {device} x {d.world_size} "
               f"({cfg.training.parallel if d.enabled else 'single process'}) | {dtype} | "
               f"{cfg.training.batch_size * cfg.data.seq_len} tokens/step"
               + (f" | resuming {resume_from} at step {start}" if resume_from else ""), flush=True)
@@ -173,7 +176,8 @@ def _train(cfg: Config, d: distributed.Dist, stop: StopSignal) -> dict:
         if not evaluate.sets:
             return
         losses = evaluate(wrapped)
-        summary["val_loss"] = sum(losses.values()) / len(losses)
+        main = [v for k, v in losses.items() if k in evaluate.trained] or list(losses.values())
+        summary["val_loss"] = sum(main) / len(main)
         row = {"step": step, "val_loss": summary["val_loss"]}
         if len(losses) > 1:
             row.update({f"val_loss/{k}": v for k, v in losses.items()})
@@ -233,12 +237,14 @@ def _train(cfg: Config, d: distributed.Dist, stop: StopSignal) -> dict:
         if cfg.eval.every and step % cfg.eval.every == 0 or step == cfg.training.steps:
             run_eval(step)
         if cfg.checkpoint.every and step % cfg.checkpoint.every == 0 or step == cfg.training.steps or stop_v:
-            saved = ckpt.save(run_dir, step, model, optimizer, scheduler, loader, resolved, d, cfg.checkpoint.keep)
+            saved = ckpt.save(run_dir, step, model, optimizer, scheduler, loader, resolved, d, cfg.checkpoint.keep,
+                              async_save=cfg.checkpoint.async_save and not stop_v)
         if stop_v:
             log.close()
             raise _preempted(stop, step, saved, run_dir, d)
         t_last += time.perf_counter() - paused
 
+    ckpt.finish_saves(d)
     if cfg.checkpoint.export_safetensors:
         summary["safetensors"] = str(ckpt.export_safetensors(model, run_dir / "model.safetensors", mcfg.to_dict(), d))
     log.close()

@@ -40,8 +40,6 @@ def validate(cfg: Config, world_size: int = 1) -> None:
         raise ConfigError(f"config: sparsity.target must be in [0, 1), got {sp.target}")
     if sp.block not in (0, 16, 32, 64, 128):
         raise ConfigError(f"config: sparsity.block must be 0, 16, 32, 64 or 128, got {sp.block}")
-    if sp.target and t.parallel == "fsdp" and world_size > 1:
-        raise ConfigError("config: sparsity.target > 0 needs whole weights: use --training.parallel=ddp")
     if cfg.float8.recipe and sp.target:
         raise ConfigError("config: float8.recipe and sparsity.target cannot be combined (pruned layers are "
                           "SparseLinear, which has no fp8 path)")
@@ -49,9 +47,13 @@ def validate(cfg: Config, world_size: int = 1) -> None:
         if o.rank < 0 or o.scale < 0 or o.update_proj_gap < 1:
             raise ConfigError(f"config: optimizer.rank and optimizer.scale must be >= 0 and update_proj_gap >= 1, got "
                               f"{o.rank}, {o.scale} and {o.update_proj_gap}")
-        if t.parallel == "fsdp" and world_size > 1:
-            raise ConfigError("config: optimizer.name=apollo* projects whole matrices, and FSDP shards them: "
-                              "use --training.parallel=ddp")
+    if t.parallel == "hsdp" and world_size > 1:
+        from .build import hsdp_shard_size
+
+        shard = hsdp_shard_size(cfg, world_size)
+        if shard < 1 or world_size % shard:
+            raise ConfigError(f"config: training.hsdp_shard {shard} must divide the {world_size} ranks (a mesh of "
+                              f"replicas × shards)")
     per_rank, rem = divmod(t.batch_size, world_size)
     if rem:
         raise ConfigError(f"config: training.batch_size {t.batch_size} must be divisible by the {world_size} ranks")
@@ -63,6 +65,13 @@ def validate(cfg: Config, world_size: int = 1) -> None:
     if cfg.job.device not in ("auto", "cpu", "cuda"):
         raise ConfigError(f"config: job.device must be auto, cpu or cuda; got {cfg.job.device!r}")
     _validate_data(cfg)
+    from .eval_sources import check_eval_sources
+
+    check_eval_sources(cfg)
+    if m.init_from or cfg.loss.distill:
+        from .init_from import check_init_from
+
+        check_init_from(cfg)
     if c.resume and c.resume != "latest" and not Path(c.resume).exists():
         raise ConfigError(f"config: checkpoint.resume: no such run or checkpoint folder {c.resume}")
     if c.resume == "latest" and not cfg.job.name:

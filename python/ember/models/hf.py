@@ -1,0 +1,364 @@
+"""Hugging Face checkpoints in and out of ember's Llama: `from_hf` reads a local folder
+(config.json + safetensors, one file or sharded with model.safetensors.index.json) of a Llama,
+Mistral, Qwen2 or Qwen3 causal LM; `to_hf` writes a folder that transformers'
+AutoModelForCausalLM.from_pretrained loads. Nothing is ever downloaded: a name like "org/model"
+is looked up in the local Hugging Face cache only.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import tempfile
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from .llama import Llama, LlamaConfig
+
+ARCHITECTURES = ("LlamaForCausalLM", "MistralForCausalLM", "Qwen2ForCausalLM", "Qwen3ForCausalLM")
+INDEX = "model.safetensors.index.json"
+SINGLE = "model.safetensors"
+DTYPES = {"fp32": torch.float32, "float32": torch.float32, "bf16": torch.bfloat16, "bfloat16": torch.bfloat16,
+          "fp16": torch.float16, "float16": torch.float16}
+DTYPE_NAMES = {torch.float32: "float32", torch.bfloat16: "bfloat16", torch.float16: "float16", torch.float64: "float64"}
+# safetensors' dtype tags of floating-point tensors that load into a trainable model.
+FLOAT_TAGS = {"F32", "BF16", "F16", "F64"}
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json")
+
+
+class HFCheckpointError(ValueError):
+    """A Hugging Face folder that ember cannot load (missing files, unsupported options)."""
+
+
+def parse_dtype(dtype, where: str) -> torch.dtype | None:
+    """None, a torch floating dtype, or one of DTYPES' names."""
+    if dtype is None or dtype in DTYPE_NAMES:
+        return dtype
+    if isinstance(dtype, str) and dtype.lower() in DTYPES:
+        return DTYPES[dtype.lower()]
+    raise ValueError(f"{where}: dtype must be one of {', '.join(DTYPES)} (or a torch float dtype), got {dtype!r}")
+
+
+# --- finding the folder ------------------------------------------------------------------
+
+def _hub_cache() -> Path:
+    if os.environ.get("HF_HUB_CACHE"):
+        return Path(os.environ["HF_HUB_CACHE"])
+    home = os.environ.get("HF_HOME") or os.path.join(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache"), "huggingface")
+    return Path(home) / "hub"
+
+
+def resolve_hf_path(spec: str | os.PathLike) -> Path:
+    """A local folder, or a repository name ("org/model") in the local Hugging Face cache (its
+    `main` snapshot, else its newest). Never downloads."""
+    path = Path(spec).expanduser()
+    if path.is_dir():
+        return path
+    name = str(spec)
+    repo = _hub_cache() / ("models--" + name.replace("/", "--"))
+    snapshots = repo / "snapshots"
+    if "/" in name and not path.exists() and snapshots.is_dir():
+        ref = repo / "refs" / "main"
+        if ref.is_file() and (snapshots / ref.read_text().strip()).is_dir():
+            return snapshots / ref.read_text().strip()
+        found = sorted(snapshots.iterdir(), key=lambda p: p.stat().st_mtime)
+        if found:
+            return found[-1]
+    raise FileNotFoundError(f"Hugging Face checkpoint {name!r}: no such folder, and not in the local Hugging Face "
+                            f"cache ({_hub_cache()}); nothing is downloaded: download it first (e.g. `hf download`)")
+
+
+def read_hf_config(path: Path) -> dict:
+    file = Path(path) / "config.json"
+    if not file.is_file():
+        raise FileNotFoundError(f"Hugging Face checkpoint {path}: no config.json")
+    try:
+        return json.loads(file.read_text())
+    except json.JSONDecodeError as exc:
+        raise HFCheckpointError(f"Hugging Face checkpoint {file}: not valid JSON ({exc})") from None
+
+
+def weight_files(path: Path) -> dict[str, Path]:
+    """Each tensor name of the checkpoint and the safetensors file that holds it."""
+    path = Path(path)
+    if (path / INDEX).is_file():
+        weight_map = json.loads((path / INDEX).read_text())["weight_map"]
+        out = {name: path / file for name, file in weight_map.items()}
+        missing = sorted({str(f.name) for f in out.values() if not f.is_file()})
+        if missing:
+            raise FileNotFoundError(f"Hugging Face checkpoint {path}: {INDEX} names missing files: {', '.join(missing)}")
+        return out
+    if (path / SINGLE).is_file():
+        from safetensors import safe_open
+
+        with safe_open(str(path / SINGLE), "pt") as f:
+            return {name: path / SINGLE for name in f.keys()}
+    other = [p.name for p in path.glob("*.bin")] + [p.name for p in path.glob("*.pth")]
+    hint = f" (only safetensors are read; found {', '.join(other)})" if other else ""
+    raise FileNotFoundError(f"Hugging Face checkpoint {path}: no {SINGLE} and no {INDEX}{hint}")
+
+
+# --- config ------------------------------------------------------------------------------
+
+def _rope(hf: dict) -> tuple[float, dict | None]:
+    """(rope_theta, scaling or None) from either config format (transformers 5's
+    rope_parameters, or the older rope_theta + rope_scaling)."""
+    params = dict(hf.get("rope_parameters") or {})
+    legacy = dict(hf.get("rope_scaling") or {})
+    theta = params.pop("rope_theta", None) or hf.get("rope_theta") or 10000.0
+    scaling = params or legacy
+    kind = scaling.get("rope_type", scaling.get("type", "default")) if scaling else "default"
+    if kind == "default":
+        return float(theta), None
+    if kind not in ("linear", "llama3"):
+        raise HFCheckpointError(f"from_hf: RoPE scaling type {kind!r} is not supported (default, linear, llama3)")
+    keys = ("factor",) if kind == "linear" else ("factor", "low_freq_factor", "high_freq_factor", "original_max_position_embeddings")
+    missing = [k for k in keys if k not in scaling]
+    if missing:
+        raise HFCheckpointError(f"from_hf: RoPE scaling {kind!r} lacks {', '.join(missing)}")
+    return float(theta), {"rope_type": kind, **{k: scaling[k] for k in keys}}
+
+
+def llama_config_from_hf(hf: dict, max_seq_len: int | None = None) -> LlamaConfig:
+    """ember's LlamaConfig for a Hugging Face config.json; a clear error for anything that would
+    make the model compute something else."""
+    archs = hf.get("architectures") or []
+    arch = archs[0] if archs else None
+    if arch not in ARCHITECTURES:
+        raise HFCheckpointError(f"from_hf: architecture {arch or hf.get('model_type')!r} is not supported "
+                                f"(supported: {', '.join(ARCHITECTURES)})")
+    bad = []
+    if hf.get("hidden_act", "silu") != "silu":
+        bad.append(f"hidden_act={hf['hidden_act']!r} (only silu)")
+    if hf.get("mlp_bias"):
+        bad.append("mlp_bias=true")
+    if hf.get("attention_bias") and arch != "Qwen2ForCausalLM":
+        bad.append("attention_bias=true (biases on the output projection)")
+    if (hf.get("rope_parameters") or {}).get("partial_rotary_factor", hf.get("partial_rotary_factor", 1.0)) != 1.0:
+        bad.append("partial_rotary_factor != 1")
+    if bad:
+        raise HFCheckpointError(f"from_hf: {arch} with unsupported options: {'; '.join(bad)}")
+    theta, scaling = _rope(hf)
+    length = int(max_seq_len or hf.get("max_position_embeddings") or 2048)
+    window = hf.get("sliding_window")
+    uses_window = arch == "MistralForCausalLM" or hf.get("use_sliding_window")
+    if uses_window and window is not None and window < length:
+        raise HFCheckpointError(f"from_hf: {arch} attends within a sliding window of {window} tokens, which changes the "
+                                f"result at sequences of {length}; use a max length <= {window} (data.seq_len)")
+    heads = hf["num_attention_heads"]
+    head_dim = hf.get("head_dim") or hf["hidden_size"] // heads
+    return LlamaConfig(
+        dim=hf["hidden_size"], n_layers=hf["num_hidden_layers"], n_heads=heads,
+        n_kv_heads=hf.get("num_key_value_heads") or heads, vocab_size=hf["vocab_size"],
+        ffn_hidden=hf["intermediate_size"], norm_eps=float(hf.get("rms_norm_eps", 1e-6)), rope_theta=theta,
+        rope_scaling=scaling, max_seq_len=length, tie_embeddings=bool(hf.get("tie_word_embeddings", False)),
+        init_std=float(hf.get("initializer_range", 0.02)),
+        head_size=head_dim if head_dim != hf["hidden_size"] // heads else 0,
+        attn_bias=arch == "Qwen2ForCausalLM", qk_norm=arch == "Qwen3ForCausalLM", hf_config=hf)
+
+
+# --- tensor names ------------------------------------------------------------------------
+
+_LAYER = {"attention.wq": "self_attn.q_proj", "attention.wk": "self_attn.k_proj", "attention.wv": "self_attn.v_proj",
+          "attention.wo": "self_attn.o_proj", "attention.q_norm": "self_attn.q_norm", "attention.k_norm": "self_attn.k_norm",
+          "attention_norm": "input_layernorm", "ffn_norm": "post_attention_layernorm",
+          "feed_forward.w1": "mlp.gate_proj", "feed_forward.w3": "mlp.up_proj", "feed_forward.w2": "mlp.down_proj"}
+_TOP = {"tok_embeddings.weight": "model.embed_tokens.weight", "norm.weight": "model.norm.weight",
+        "output.weight": "lm_head.weight"}
+_LAYER_RE = re.compile(r"layers\.(\d+)\.(.+)\.(weight|bias)")
+
+
+def hf_name(name: str) -> str:
+    """The Hugging Face tensor name of an ember parameter name."""
+    if name in _TOP:
+        return _TOP[name]
+    m = _LAYER_RE.fullmatch(name)
+    if not m or m.group(2) not in _LAYER:
+        raise KeyError(f"no Hugging Face name for ember parameter {name!r}")
+    return f"model.layers.{m.group(1)}.{_LAYER[m.group(2)]}.{m.group(3)}"
+
+
+def _source_name(name: str) -> str:
+    """An ember parameter name without wrapper prefixes (torch.compile, checkpoint wrappers)."""
+    return name.replace("_orig_mod.", "").replace("_checkpoint_wrapped_module.", "")
+
+
+# --- loading -----------------------------------------------------------------------------
+
+def check_weights(path: Path, model_cfg: LlamaConfig) -> dict[str, Path]:
+    """The checkpoint's tensors exactly match the model's parameters (names, shapes) and are
+    floating point; returns weight_files(path). Reads headers only."""
+    from safetensors import safe_open
+
+    files = weight_files(path)
+    with torch.device("meta"):
+        shapes = {hf_name(n): tuple(p.shape) for n, p in Llama(model_cfg).named_parameters()}
+    ignored = {"lm_head.weight"} if model_cfg.tie_embeddings else set()
+    names = {n for n in files if n not in ignored and not n.endswith("rotary_emb.inv_freq")}
+    missing, extra = sorted(set(shapes) - names), sorted(names - set(shapes))
+    if missing or extra:
+        raise HFCheckpointError(f"Hugging Face checkpoint {path}: tensors do not match its config.json"
+                                + (f"; missing {', '.join(missing[:5])}" if missing else "")
+                                + (f"; unexpected {', '.join(extra[:5])}" if extra else ""))
+    by_file: dict[Path, list[str]] = {}
+    for n in shapes:
+        by_file.setdefault(files[n], []).append(n)
+    for file, group in by_file.items():
+        with safe_open(str(file), "pt") as f:
+            for n in group:
+                s = f.get_slice(n)
+                if tuple(s.get_shape()) != shapes[n]:
+                    raise HFCheckpointError(f"Hugging Face checkpoint {path}: {n} has shape {tuple(s.get_shape())}, "
+                                            f"the config says {shapes[n]}")
+                if s.get_dtype() not in FLOAT_TAGS:
+                    raise HFCheckpointError(f"Hugging Face checkpoint {path}: {n} is {s.get_dtype()}, not a float "
+                                            f"tensor (quantized checkpoints are not supported; use bf16/fp16/fp32 weights)")
+    return files
+
+
+@torch.no_grad()
+def load_hf_weights(model: Llama, path: str | Path, files: dict[str, Path] | None = None) -> None:
+    """Copy the checkpoint's tensors into `model`'s parameters (already materialized, any
+    dtype). A sharded parameter (a DTensor, e.g. under FSDP2) reads only its own slice from the
+    file, so no rank holds the whole model."""
+    from safetensors import safe_open
+
+    path = resolve_hf_path(path)
+    files = files or check_weights(path, model.config)
+    params = {hf_name(_source_name(n)): p for n, p in model.named_parameters()}
+    by_file: dict[Path, list[str]] = {}
+    for n in params:
+        by_file.setdefault(files[n], []).append(n)
+    for file, names in by_file.items():
+        with safe_open(str(file), "pt", device="cpu") as f:
+            for n in names:
+                p = params[n]
+                if hasattr(p, "device_mesh"):  # a DTensor: this rank's slice only
+                    from torch.distributed.tensor import DTensor
+                    from torch.distributed.tensor._utils import compute_local_shape_and_global_offset
+
+                    shape, offset = compute_local_shape_and_global_offset(p.shape, p.device_mesh, p.placements)
+                    local = f.get_slice(n)[tuple(slice(o, o + s) for o, s in zip(offset, shape))]
+                    local = local.to(device=p.to_local().device, dtype=p.dtype)
+                    p.copy_(DTensor.from_local(local, p.device_mesh, p.placements, shape=p.shape, stride=p.stride(),
+                                               run_check=False))
+                else:
+                    p.copy_(f.get_tensor(n))
+    model.init_buffers()
+
+
+def _checkpoint_dtype(files: dict[str, Path]) -> torch.dtype:
+    from safetensors import safe_open
+
+    name, file = next(iter(files.items()))
+    with safe_open(str(file), "pt") as f:
+        tag = f.get_slice(name).get_dtype()
+    return {"F32": torch.float32, "BF16": torch.bfloat16, "F16": torch.float16, "F64": torch.float64}[tag]
+
+
+def from_hf(path: str | os.PathLike, dtype=None, max_seq_len: int | None = None, device: str | torch.device = "cpu") -> Llama:
+    """ember's Llama with the weights of a local Hugging Face checkpoint (a folder, or a name in
+    the local HF cache). dtype: None keeps the checkpoint's; max_seq_len: None takes the config's
+    max_position_embeddings."""
+    dtype = parse_dtype(dtype, "from_hf")
+    path = resolve_hf_path(path)
+    cfg = llama_config_from_hf(read_hf_config(path), max_seq_len)
+    files = check_weights(path, cfg)
+    dtype = dtype or _checkpoint_dtype(files)
+    with torch.device("meta"):
+        model = Llama(cfg)
+    model.to_empty(device=device)
+    for module in model.modules():  # parameters in `dtype`; the RoPE tables stay fp32
+        for name, p in list(module.named_parameters(recurse=False)):
+            setattr(module, name, nn.Parameter(torch.empty_like(p, dtype=dtype)))
+    load_hf_weights(model, path, files)
+    return model.eval()
+
+
+# --- export ------------------------------------------------------------------------------
+
+def hf_config_for(cfg: LlamaConfig, dtype: torch.dtype, eos_token_id: int | None = None,
+                  bos_token_id: int | None = None) -> dict:
+    """config.json of a model: the imported one (same architecture and fields) or, for a model
+    trained from scratch, a LlamaForCausalLM (Qwen2 / Qwen3 when it has their options)."""
+    if cfg.hf_config is not None:
+        out = dict(cfg.hf_config)
+    else:
+        arch = {(False, False): "LlamaForCausalLM", (True, False): "Qwen2ForCausalLM",
+                (False, True): "Qwen3ForCausalLM"}.get((cfg.attn_bias, cfg.qk_norm))
+        if arch is None:
+            raise ValueError("to_hf: a model with both q/k/v biases and q/k norms has no Hugging Face architecture")
+        out = {"architectures": [arch], "model_type": arch.removesuffix("ForCausalLM").lower(), "hidden_act": "silu",
+               "hidden_size": cfg.dim, "intermediate_size": cfg.hidden, "num_hidden_layers": cfg.n_layers,
+               "num_attention_heads": cfg.n_heads, "num_key_value_heads": cfg.kv_heads, "head_dim": cfg.head_dim,
+               "vocab_size": cfg.vocab_size, "rms_norm_eps": cfg.norm_eps, "max_position_embeddings": cfg.max_seq_len,
+               "tie_word_embeddings": cfg.tie_embeddings, "initializer_range": cfg.init_std,
+               "rope_theta": cfg.rope_theta,
+               "rope_parameters": {"rope_type": "default", "rope_theta": cfg.rope_theta, **(cfg.rope_scaling or {})},
+               "attention_bias": False, "mlp_bias": False, "use_cache": True,
+               "bos_token_id": bos_token_id, "eos_token_id": eos_token_id}
+    out["dtype"] = out["torch_dtype"] = DTYPE_NAMES[dtype]  # transformers 5 reads dtype, 4 torch_dtype
+    return out
+
+
+def _shards(tensors: dict[str, torch.Tensor], max_bytes: int) -> list[dict[str, torch.Tensor]]:
+    groups, size = [{}], 0
+    for name, t in tensors.items():
+        n = t.numel() * t.element_size()
+        if groups[-1] and size + n > max_bytes:
+            groups.append({})
+            size = 0
+        groups[-1][name] = t
+        size += n
+    return groups
+
+
+def to_hf(model: Llama, out_dir: str | os.PathLike, dtype=None, *, tokenizer_files=(), eos_token_id: int | None = None,
+          bos_token_id: int | None = None, max_shard_bytes: int = 2 << 30) -> Path:
+    """Write `model` as a Hugging Face checkpoint folder (config.json, safetensors sharded above
+    max_shard_bytes, the given tokenizer files). dtype: None keeps the weights' own (fp32 master
+    weights stay fp32). The folder appears complete or not at all (written beside, then
+    renamed); an existing non-empty out_dir is an error."""
+    from safetensors.torch import save_file
+
+    dtype = parse_dtype(dtype, "to_hf")
+    out = Path(out_dir)
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise FileExistsError(f"to_hf: {out} exists and is not empty")
+    missing = [str(f) for f in tokenizer_files if not Path(f).is_file()]
+    if missing:
+        raise FileNotFoundError(f"to_hf: no such tokenizer file {', '.join(missing)}")
+    tensors = {}
+    for name, p in model.named_parameters():
+        t = p.full_tensor() if hasattr(p, "full_tensor") else p
+        tensors[hf_name(_source_name(name))] = t.detach().to("cpu", dtype or t.dtype).contiguous()
+    dtype = dtype or next(iter(tensors.values())).dtype
+    config = hf_config_for(model.config, dtype, eos_token_id, bos_token_id)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    try:
+        groups = _shards(tensors, max_shard_bytes)
+        if len(groups) == 1:
+            save_file(groups[0], str(tmp / SINGLE), metadata={"format": "pt"})
+        else:
+            weight_map = {}
+            for i, group in enumerate(groups, 1):
+                file = f"model-{i:05d}-of-{len(groups):05d}.safetensors"
+                save_file(group, str(tmp / file), metadata={"format": "pt"})
+                weight_map.update({n: file for n in group})
+            total = sum(t.numel() * t.element_size() for t in tensors.values())
+            (tmp / INDEX).write_text(json.dumps({"metadata": {"total_size": total}, "weight_map": weight_map}, indent=1))
+        (tmp / "config.json").write_text(json.dumps(config, indent=1) + "\n")
+        for f in tokenizer_files:
+            shutil.copyfile(f, tmp / Path(f).name)
+        if out.exists():
+            out.rmdir()  # empty (checked above)
+        os.replace(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return out

@@ -1,0 +1,38 @@
+"""`ember export`: a run's checkpoint as a Hugging Face model folder (ember.models.to_hf), with
+the tokenizer files of its data when they came from a Hugging Face tokenizer."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from ..data import corpus
+from ..data.loader import parse_sources, source_vocab
+from ..data.shards import read_index
+from ..models.hf import TOKENIZER_FILES, parse_dtype, to_hf
+from .config import Config
+
+
+def tokenizer_files(cfg: Config) -> list[Path]:
+    """The Hugging Face tokenizer files the run's data was made with (none for bytes)."""
+    src = parse_sources(cfg.data.sources)[0]
+    if src.path == corpus.NAME:
+        return [Path(cfg.data.tokenizer)] if cfg.data.tokenizer != "byte" else []
+    if read_index(src.path).get("tokenizer", "byte") == "byte":
+        return []
+    return [Path(src.path) / f for f in TOKENIZER_FILES if (Path(src.path) / f).is_file()]
+
+
+def export_run(checkpoint: str | Path, out_dir: str | Path, dtype=None, max_shard_bytes: int = 2 << 30) -> dict:
+    """Write the checkpoint (or a run folder's latest) to out_dir; dtype None keeps the weights'."""
+    from .evaluate import load_model
+
+    dtype = parse_dtype(dtype, "ember export")
+    if Path(out_dir).exists() and any(Path(out_dir).iterdir()):  # before the model is loaded
+        raise FileExistsError(f"ember export: {out_dir} exists and is not empty")
+    model, cfg, path = load_model(checkpoint, "cpu")
+    _, eos = source_vocab(parse_sources(cfg.data.sources)[0], cfg.data.tokenizer)
+    files = tokenizer_files(cfg)
+    out = to_hf(model, out_dir, dtype, tokenizer_files=files, eos_token_id=eos, max_shard_bytes=max_shard_bytes)
+    arch = json.loads((out / "config.json").read_text())["architectures"][0]
+    return {"checkpoint": str(path), "out_dir": str(out), "architecture": arch, "tokenizer_files": [f.name for f in files]}
