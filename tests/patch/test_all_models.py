@@ -15,29 +15,12 @@ sys.path.insert(0, str(Path(__file__).parent))
 from tiny_models import VOCAB, tiny_model  # noqa: E402
 
 from ember.patch import apply_ember, supported  # noqa: E402
+from ember.patch.detect import plan_for  # noqa: E402
 
-# model types whose tiny config the table in tiny_models.py does not build yet (their configs
-# need keys beyond width/layers/heads/experts): detected as patchable, not verified here unless
-# another model type of the same class is (llama4 -> llama4_text, qwen3_5 -> qwen3_5_text, ...)
-NOT_BUILT = {
-    "blt": "patch and byte-entropy sub-models sized apart from the decoder",
-    "cohere_compass_text": "layer types outside the ones its attention table knows",
-    "dots3_note": "architecture validator (sparse/dense layer plan)",
-    "dots3_note_text": "architecture validator (sparse/dense layer plan)",
-    "emu3": "a composite (text + VQ) config",
-    "flint": "router logits not returned by its decoder at this size",
-    "granitemoehybrid": "mamba head/expand constraints",
-    "laguna": "router logits not returned by its decoder at this size",
-    "lfm2_moe": "per-layer MoE plan",
-    "llama4": "a composite (text + vision) config",
-    "mllama": "a composite (text + vision) config",
-    "nemotron_h": "hybrid layer pattern string",
-    "qwen3_5": "a composite (text + vision) config",
-    "qwen3_5_moe": "a composite (text + vision) config",
-    "qwen4_exp": "a composite config",
-    "qwen4_exp_text": "head sizes derived from keys not set here",
-    "xlnet": "architecture validator",
-}
+# model types whose tiny config the table in tiny_models.py does not build yet, with the reason:
+# detected as patchable, not verified here (none at present: composite text+vision configs, hybrid
+# layer plans and MoE models dense at two layers all have their keys in the table)
+NOT_BUILT: dict[str, str] = {}
 
 
 def _check(model_type: str) -> str | None:
@@ -56,6 +39,8 @@ def _check(model_type: str) -> str | None:
     grads = {n: p.grad for n, p in model.named_parameters() if p.grad is not None}
     if out.logits is not None:
         return "logits returned"
+    if plan_for(type(model)).aux_coef is not None and getattr(ref, "aux_loss", None) is None:
+        return "no MoE aux loss at this size: the patched aux path is not exercised"
     rel = abs(out.loss.item() - ref.loss.item()) / abs(ref.loss.item())
     if not rel <= 1e-4:
         return f"loss {out.loss.item()} vs {ref.loss.item()}"

@@ -1,7 +1,9 @@
 """Tiny, randomly initialized transformers causal LMs built from a config (no download): vocabulary
 101, width 32, 2 layers, 4 heads, 4 experts for MoE models, and per model type the extra keys its
 config needs to be small. Per-layer lists of the default config (layer types) are cut to two
-layers that keep both kinds when there are two."""
+layers that keep both kinds when there are two. A composite (text + vision...) model type whose
+causal LM takes the text part is built as the whole composite with a tiny text part, and the
+model from its text config, as AutoModelForCausalLM.from_config does."""
 
 from __future__ import annotations
 
@@ -20,6 +22,18 @@ BASE = dict(vocab_size=VOCAB, hidden_size=32, intermediate_size=64, num_hidden_l
 SEQ2SEQ_DECODER = dict(d_model=32, decoder_layers=2, encoder_layers=2, decoder_attention_heads=4,
                        encoder_attention_heads=4, decoder_ffn_dim=64, encoder_ffn_dim=64)
 
+# BLT: a byte-level local encoder/decoder around a global transformer over patches, cut by the
+# entropy of a small byte LM (the patcher); the global width is the encoder's times cross_attn_k
+_BLT_LOCAL = dict(vocab_size=VOCAB, hidden_size=32, hidden_size_global=64, num_attention_heads=4, num_key_value_heads=4,
+                  intermediate_size=64, max_position_embeddings=64, num_hidden_layers=1)
+BLT = dict(encoder_hash_byte_group_vocab=VOCAB, encoder_hash_byte_group_size=[3, 4], local_attention_window_len=8,
+           cross_attn_k=2,
+           patcher_config=dict(vocab_size=VOCAB, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+                               num_key_value_heads=4, head_dim=8, intermediate_size=64, max_position_embeddings=64),
+           encoder_config=_BLT_LOCAL, decoder_config={**_BLT_LOCAL, "num_hidden_layers": 2, "head_dim": 8},
+           global_config=dict(hidden_size=64, num_attention_heads=4, num_key_value_heads=4, head_dim=16,
+                              num_hidden_layers=2, intermediate_size=64, max_position_embeddings=64))
+
 # model type -> config keys on top of BASE (what makes that architecture differ, small)
 OVERRIDES = {
     "qwen2_moe": dict(decoder_sparse_step=1),
@@ -37,25 +51,55 @@ OVERRIDES = {
     "gemma3n_text": dict(vocab_size_per_layer_input=VOCAB, hidden_size_per_layer_input=8, num_kv_shared_layers=0,
                          laurel_rank=8, altup_num_inputs=2),
     "zaya": dict(num_experts_per_tok=1),
+    # MoE whose defaults make both tiny layers dense (no router logits, so no aux loss): one sparse
+    "flint": dict(mlp_only_layers=[0]),
+    "laguna": dict(mlp_layer_types=["dense", "sparse"]),
+    "doge": dict(is_moe=True),  # its product-key experts (4 = 2 x 2 keys) instead of the dense MLP
+    **{t: dict(indexer_n_heads=2, indexer_kv_heads=1, indexer_head_dim=8, indexer_budget=8, indexer_compress_ratio=2,
+                linear_key_head_dim=8, linear_value_head_dim=8, linear_num_key_heads=2, linear_num_value_heads=4,
+                hc_lowrank=8) for t in ("qwen4_exp", "qwen4_exp_text")},
+    "granitemoehybrid": dict(layer_types=["linear_attention", "full_attention"], logits_scaling=2.5, mamba_n_heads=8,
+                             mamba_d_state=16, mamba_chunk_size=16),
+    "lfm2_moe": dict(layer_types=["conv", "full_attention"], num_dense_layers=1),
+    # Mamba then attention (the pattern "M*"; a stack without attention has no sequence length to cache)
+    "nemotron_h": dict(layer_types=["linear_attention", "full_attention"], mamba_num_heads=8, mamba_head_dim=8,
+                       n_groups=1, ssm_state_size=16, chunk_size=16),
+    # rope parameters per layer type (multimodal rope sections sized to head_dim 8)
+    "cohere_compass_text": dict(layer_types=["sliding_attention", "full_attention"], sliding_window=8, logit_scale=0.4,
+                                rope_parameters={t: dict(rope_type="default", rope_theta=10000.0,
+                                                         mrope_section=[2, 1, 1])
+                                                 for t in ("sliding_attention", "full_attention")}),
+    "blt": BLT,
+    # MLA with an indexer on the DSA layers and its own head sizes on the sliding-window ones (swa_*)
+    **{t: dict(num_key_value_heads=4, index_n_heads=2, index_head_dim=8, index_topk=4, sliding_window=8,
+               shared_experts_intermediate_size=32, swa_num_attention_heads=4, swa_num_key_value_heads=4,
+               swa_q_lora_rank=16, swa_kv_lora_rank=16, swa_head_dim=16, swa_qk_nope_head_dim=8, swa_v_head_dim=8)
+       for t in ("dots3_note", "dots3_note_text")},
+    **{t: dict(intermediate_size_mlp=64) for t in ("llama4", "llama4_text")},  # the dense layers' width
+    **{t: dict(linear_key_head_dim=8, linear_value_head_dim=8, linear_num_key_heads=2, linear_num_value_heads=4)
+       for t in ("qwen3_5", "qwen3_5_text", "qwen3_5_moe", "qwen3_5_moe_text")},  # gated delta-net heads
     "mamba2": dict(num_heads=8, head_dim=8, n_groups=1, expand=2),
     "dbrx": dict(d_model=32, n_heads=4, n_layers=2, attn_config=dict(kv_n_heads=2, rope_theta=10000.0, clip_qkv=8.0),
                  ffn_config=dict(ffn_hidden_size=64, moe_num_experts=4, moe_top_k=2)),
     "codegen": dict(rotary_dim=4),
     "gptj": dict(rotary_dim=4),
     "falcon": dict(head_dim=None),
-    "xlnet": dict(max_position_embeddings=None),
+    "xlnet": dict(max_position_embeddings=None, d_model=32, n_head=4, d_head=8, n_layer=2, d_inner=64),
     "jamba": dict(attn_layer_period=2, attn_layer_offset=1, expert_layer_period=2, expert_layer_offset=1),
     **{t: SEQ2SEQ_DECODER for t in ("bart", "bigbird_pegasus", "blenderbot", "blenderbot-small", "marian", "mbart",
                                     "mvp", "pegasus", "plbart")},
 }
+# composite model type -> keys of the composite itself (its other parts must agree with the tiny text part)
+COMPOSITE = {
+    "dots3_note": dict(vision_config=dict(adapter_out_dim=BASE["hidden_size"]),
+                       audio_config=dict(adapter_out_dim=BASE["hidden_size"])),
+}
 _NOISE = ("dropout", "pdrop", "jitter")  # off: the patched and plain runs must see the same function
 
 
-def _per_layer_lists(model_type: str, n_layers: int) -> dict:
+def _per_layer_lists(config_cls, n_layers: int) -> dict:
     """Per-layer lists of the default config, cut to `n_layers` entries covering the kinds of layer."""
-    from transformers import AutoConfig
-
-    default = AutoConfig.for_model(model_type)
+    default = config_cls()
     n = getattr(default, "num_hidden_layers", None)
     lists = {k: v for k, v in vars(default).items() if isinstance(v, (list, tuple)) and n and len(v) == n and n > 1}
     if not lists:
@@ -72,16 +116,42 @@ def _per_layer_lists(model_type: str, n_layers: int) -> dict:
     return out
 
 
-def tiny_config(model_type: str, **extra):
-    from transformers import AutoConfig
+def _text_config_class(model_type: str):
+    """The text sub-config class when the causal LM of `model_type` is built from its config's text
+    part (a text+vision composite: AutoModelForCausalLM.from_config takes get_text_config()), else None."""
+    import transformers
+    from transformers import CONFIG_MAPPING
+    from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
 
-    keys = {**BASE, **OVERRIDES.get(model_type, {}), **extra}
-    keys = {k: v for k, v in keys.items() if v is not None}  # None: a key this config must not get
-    keys = {**_per_layer_lists(model_type, keys["num_hidden_layers"]), **keys}
-    config = AutoConfig.for_model(model_type, **keys)
+    text_cls = (getattr(CONFIG_MAPPING[model_type], "sub_configs", None) or {}).get("text_config")
+    if text_cls is None or model_type not in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES:
+        return None
+    lm_cls = getattr(transformers, MODEL_FOR_CAUSAL_LM_MAPPING_NAMES[model_type])
+    return text_cls if lm_cls.config_class is text_cls else None
+
+
+def _quiet(config) -> None:
     for key, value in vars(config).items():
         if any(s in key for s in _NOISE) and isinstance(value, float):
             setattr(config, key, 0.0)
+
+
+def tiny_config(model_type: str, **extra):
+    """The tiny config of `model_type`; for a composite, the whole composite with a tiny text part
+    (the other parts keep their defaults: the causal LM never builds them)."""
+    from transformers import CONFIG_MAPPING
+
+    keys = {**BASE, **OVERRIDES.get(model_type, {}), **extra}
+    keys = {k: v for k, v in keys.items() if v is not None}  # None: a key this config must not get
+    text_cls = _text_config_class(model_type)
+    target = text_cls or CONFIG_MAPPING[model_type]
+    keys = {**_per_layer_lists(target, keys["num_hidden_layers"]), **keys}
+    if text_cls is None:
+        config = target(**keys)
+    else:
+        config = CONFIG_MAPPING[model_type](text_config=target(**keys), **COMPOSITE.get(model_type, {}))
+    _quiet(config)
+    _quiet(config.get_text_config())
     return config
 
 
@@ -92,4 +162,7 @@ def tiny_model(model_type: str, seed: int = 0, **extra):
 
     torch.manual_seed(seed)
     cls = getattr(transformers, scan()[0][model_type])
-    return cls(tiny_config(model_type, **extra)).float()
+    config = tiny_config(model_type, **extra)
+    if _text_config_class(model_type) is not None:
+        config = config.get_text_config()  # as AutoModelForCausalLM.from_config does
+    return cls(config).float()
