@@ -71,10 +71,11 @@ def worker(run_root: str, parallel: str, optimizer: str, steps: int) -> None:
 
     build = trainer.build_model
 
-    def build_and_count(*args):  # the parameter count, for DDP's gradient bytes
-        wrapped, model = build(*args)
+    def build_and_count(*args, **kwargs):  # the parameter count, for DDP's gradient bytes
+        built = build(*args, **kwargs)
+        model = built.model if hasattr(built, "model") else built[1]
         counts["params"] = sum(p.numel() for p in model.parameters())
-        return wrapped, model
+        return built
 
     trainer.build_model = build_and_count
 

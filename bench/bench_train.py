@@ -26,14 +26,14 @@ from ember.data.loader import open_source, parse_sources  # noqa: E402
 from ember.train import parse_config, train  # noqa: E402
 from ember.train.build import build_model, build_optimizer, model_config  # noqa: E402
 from ember.train.distributed import Dist, pick_device  # noqa: E402
-from ember.train.trainer import autocast, compute_dtype  # noqa: E402
+from ember.train.runtime import autocast, compute_dtype  # noqa: E402
 
 
 def bare_loop(cfg, device, steps: int, warmup: int) -> float:
     """tokens/s of a hand-written step (gather random windows, forward, backward, clip, step),
     timed by the harness: median over steps - warmup calls after `warmup` calls."""
     tokens = torch.from_numpy(open_source(parse_sources("stdlib")[0], "train").shards[0].astype("int64"))
-    _, model = build_model(cfg, model_config(cfg, 257), Dist(device=device))
+    model = build_model(cfg, model_config(cfg, 257), Dist(device=device)).model
     opt = build_optimizer(cfg, model)
     dtype = compute_dtype(cfg, device)
     b, t = cfg.training.batch_size, cfg.data.seq_len

@@ -73,10 +73,10 @@ stamp "CUTLASS GEMMs under compute-sanitizer memcheck (ragged shapes: fp8_gemm, 
 sanitizer=$(command -v compute-sanitizer || ls /usr/local/cuda*/bin/compute-sanitizer 2>/dev/null | head -1)
 for check in fp8_gemm_memcheck sparse_memcheck cross_entropy_memcheck; do
   if [ -n "$sanitizer" ]; then
-    timeout $(cap 90) "$sanitizer" --tool memcheck --error-exitcode 1 python3 bench/$check.py > "$out/$check.log" 2>&1
+    timeout $(cap 90) "$sanitizer" --tool memcheck --error-exitcode 1 python3 bench/memcheck/$check.py > "$out/$check.log" 2>&1
     echo "$check under memcheck rc $? ($check.log)" | tee -a "$out/bench.txt"
   else
-    timeout $(cap 60) python3 bench/$check.py > "$out/$check.log" 2>&1
+    timeout $(cap 60) python3 bench/memcheck/$check.py > "$out/$check.log" 2>&1
     echo "$check without compute-sanitizer rc $? ($check.log)" | tee -a "$out/bench.txt"
   fi
   tail -1 "$out/$check.log" >> "$out/bench.txt"
@@ -91,7 +91,7 @@ if [ -n "$sanitizer" ]; then
 fi
 
 stamp "train_apollo (AdamW vs Apollo vs ApolloMini on a small Llama, 300 steps)"
-timeout $(cap 150) python3 bench/train_apollo.py --steps 300 --json "$out/train_apollo.json" >> "$out/bench.txt" 2>&1 || echo "train_apollo failed (rc $?)" >> "$out/bench.txt"
+timeout $(cap 150) python3 examples/train_apollo.py --steps 300 --json "$out/train_apollo.json" >> "$out/bench.txt" 2>&1 || echo "train_apollo failed (rc $?)" >> "$out/bench.txt"
 
 {
   echo "# ember device check"

@@ -94,19 +94,14 @@ def _score(argv) -> int:
 
 
 def _eval(argv) -> int:
-    from .train import checkpoint as ckpt
-    from .train.config import build_parser, config_from_dict, parse_config
+    from .train.config import build_parser, parse_flags
     from .train.evaluate import evaluate_checkpoint
 
     parser = build_parser("ember eval", COMMANDS["eval"] + ". The checkpoint's own config, changed by any "
                           "--section.key=value flag (e.g. --data.sources, --eval.batches).")
     parser.add_argument("checkpoint", help="a checkpoint folder or a run folder (its latest)")
-    args, _ = parser.parse_known_args(argv)
-    path = ckpt.find_checkpoint(args.checkpoint)
-    rest = [a for a in (argv or []) if a != args.checkpoint]
-    parser = build_parser("ember eval")
-    cfg = parse_config(rest, base=config_from_dict(ckpt.read_meta(path)["config"]), parser=parser)
-    result = evaluate_checkpoint(path, cfg)
+    flags = parse_flags(argv, parser)
+    result = evaluate_checkpoint(flags.pop("checkpoint"), flags=flags)
     print(f"step {result['step']}: val loss {result['val_loss']:.4f} nats/token, perplexity {result['perplexity']:.3f}")
     print(json.dumps(result))
     return 0

@@ -15,7 +15,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 from tiny_models import VOCAB, tiny_model  # noqa: E402
 
-EXAMPLE = Path(__file__).parents[2] / "bench" / "hf_trainer_example.py"
+EXAMPLE = Path(__file__).parents[2] / "examples" / "hf_trainer_example.py"
 
 
 @pytest.mark.slow

@@ -244,7 +244,7 @@ class File:  # safe_open that counts the elements read
 safetensors.safe_open = File
 cfg = parse_config(["--model.init_from=" + sys.argv[1], "--training.parallel=fsdp", "--job.device=cpu", "--data.seq_len=64"])
 d = distributed.init("cpu")
-_, model = build_model(cfg, model_config(cfg, 257), d)
+model = build_model(cfg, model_config(cfg, 257), d).model
 total = sum(p.numel() for p in model.parameters())
 print("READ", json.dumps({"rank": d.rank, "read": sum(read), "total": total}), flush=True)
 distributed.shutdown()

@@ -20,7 +20,7 @@ from ember.train import EXIT_PREEMPTED, ConfigError, parse_config, train
 from ember.train import checkpoint as ckpt
 from ember.train.faults import ENV as CRASH_AT
 from ember.train.preempt import StopSignal
-from ember.train.validate import validate
+from ember.train.preflight import check_config
 
 from .helpers import cli, cli_env, command, flags, losses, run
 
@@ -240,7 +240,7 @@ def test_bad_data_is_refused_before_a_run_folder_exists(tmp_path, tokens, spoil)
 
 def test_a_larger_model_vocabulary_accepts_the_ids(tmp_path, tokens):
     _recorded_id_past_vocab(tokens)
-    validate(parse_config(flags(tmp_path, "ok", f"--data.sources={tokens}", "--model.vocab_size=512")))
+    check_config(parse_config(flags(tmp_path, "ok", f"--data.sources={tokens}", "--model.vocab_size=512")))
 
 
 def _write_weights(d: Path, short_by: int = 0) -> None:
@@ -256,7 +256,7 @@ def _write_weights(d: Path, short_by: int = 0) -> None:
 def test_token_weights_that_do_not_match_their_shards_are_refused(tmp_path, tokens, kind, message):
     weighted = [f"--data.sources={tokens}", f"--loss.token_weights={tokens}"]
     _write_weights(tokens)
-    validate(parse_config(flags(tmp_path / "runs", "ok", *weighted)))  # the matching ones pass
+    check_config(parse_config(flags(tmp_path / "runs", "ok", *weighted)))  # the matching ones pass
     if kind == "short":
         _write_weights(tokens, short_by=1)
     else:

@@ -7,6 +7,7 @@ import torch
 from torch import nn
 
 from ..ops import linear_cross_entropy
+from .lm import IGNORE_INDEX
 
 
 class LinearCrossEntropyLoss(nn.Module):
@@ -19,7 +20,7 @@ class LinearCrossEntropyLoss(nn.Module):
         loss = self.loss_fn(h, self.lm_head.weight, labels, weight=token_weights)
     """
 
-    def __init__(self, ignore_index: int = -100, label_smoothing: float = 0.0, z_loss: float = 0.0,
+    def __init__(self, ignore_index: int = IGNORE_INDEX, label_smoothing: float = 0.0, z_loss: float = 0.0,
                  softcap: float | None = None, reduction: str = "mean"):
         super().__init__()
         self.ignore_index, self.label_smoothing, self.z_loss = ignore_index, label_smoothing, z_loss

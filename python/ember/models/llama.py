@@ -195,11 +195,11 @@ class Block(nn.Module):
 
 
 class Llama(nn.Module):
-    def __init__(self, cfg: LlamaConfig):
+    def __init__(self, cfg: LlamaConfig, *, fused_linear_ce: bool = True, activation_checkpointing: bool = False):
         super().__init__()
         self.config = cfg
-        self.activation_checkpointing = False  # recompute each block in the backward
-        self.fused_linear_ce = True  # loss without the full logits (see ember.losses.lm)
+        self.activation_checkpointing = activation_checkpointing  # recompute each block in the backward
+        self.fused_linear_ce = fused_linear_ce  # loss without the full logits (see ember.losses.lm)
         self.distill = None  # an ember.losses.distill.Distillation: a KL term in training forwards
         self.tok_embeddings = nn.Embedding(cfg.vocab_size, cfg.dim)
         self.layers = nn.ModuleList(Block(cfg) for _ in range(cfg.n_layers))

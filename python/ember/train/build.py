@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import math
 import os
+from dataclasses import dataclass
 
 import torch
 from torch import nn
@@ -25,15 +26,30 @@ def model_config(cfg: Config, vocab_size: int) -> LlamaConfig:
     return base.replace(**changes, vocab_size=cfg.model.vocab_size or vocab_size, max_seq_len=cfg.data.seq_len)
 
 
-def build_model(cfg: Config, mcfg: LlamaConfig, d: Dist) -> tuple[nn.Module, Llama]:
-    """(the module to train: wrapped for DDP / FSDP2 under torchrun, the plain Llama inside).
-    Built on the meta device, sharded if asked, then materialized and initialized."""
+@dataclass
+class BuiltModel:
+    """What build_model made: the module to train (wrapped for DDP under torchrun, else the model
+    itself), the plain Llama inside, and the pruning report of a sparse run (else None)."""
+
+    wrapped: nn.Module
+    model: Llama
+    sparsity: dict | None = None
+
+
+def new_model(mcfg: LlamaConfig, *, fused_linear_ce: bool, activation_checkpointing: bool = False) -> Llama:
+    """A Llama on the meta device, with the run's two switches (its loss head, and recomputation
+    in the backward)."""
     with torch.device("meta"):
-        model = Llama(mcfg)
-    model.activation_checkpointing = cfg.training.activation_checkpointing
-    model.fused_linear_ce = cfg.loss.fused_linear_ce
+        return Llama(mcfg, fused_linear_ce=fused_linear_ce, activation_checkpointing=activation_checkpointing)
+
+
+def build_model(cfg: Config, mcfg: LlamaConfig, d: Dist) -> BuiltModel:
+    """The model to train, built on the meta device, sharded (FSDP2) if asked, then materialized
+    and initialized (or loaded from --model.init_from), and wrapped for DDP if asked."""
+    model = new_model(mcfg, fused_linear_ce=cfg.loss.fused_linear_ce,
+                      activation_checkpointing=cfg.training.activation_checkpointing)
     apply_float8(cfg, model)
-    masks = apply_sparsity(cfg, model)  # the layers and the report now, the masks' values after to_empty
+    masks, report = apply_sparsity(cfg, model)  # the layers and the report now, the masks' values after to_empty
     if d.enabled and cfg.training.parallel in ("fsdp", "hsdp"):
         from torch.distributed.fsdp import fully_shard
 
@@ -57,7 +73,7 @@ def build_model(cfg: Config, mcfg: LlamaConfig, d: Dist) -> tuple[nn.Module, Lla
         from torch.nn.parallel import DistributedDataParallel
 
         wrapped = DistributedDataParallel(model, device_ids=[d.device] if d.device.type == "cuda" else None)
-    return wrapped, model
+    return BuiltModel(wrapped, model, report)
 
 
 def hsdp_shard_size(cfg: Config, world_size: int) -> int:
@@ -75,21 +91,19 @@ def shard_mesh(cfg: Config, d: Dist):
     return init_device_mesh(d.device.type, (d.world_size // shard, shard), mesh_dim_names=("replicate", "shard"))
 
 
-def apply_sparsity(cfg: Config, model: Llama) -> dict:
+def apply_sparsity(cfg: Config, model: Llama) -> tuple[dict, dict | None]:
     """--sparsity.*: random pruning at initialization (Linear layers become SparseLinear with
-    fixed masks, reproducible from the run's seed); the report stays on model.sparsity_report.
-    Returns the bool masks by layer name: on a meta model they are written by _apply_masks,
-    after the model is sharded and materialized."""
+    fixed masks, reproducible from the run's seed). Returns (the bool masks by layer name, the
+    pruning report; ({}, None) for a dense run): on a meta model the masks are written by
+    _apply_masks, after the model is sharded and materialized."""
     sp = cfg.sparsity
-    model.sparsity_report = None
     if sp.target <= 0:
-        return {}
+        return {}, None
     from ..sparse.prune import draw_masks, random_prune
 
     masks = draw_masks(model, sp.target, sp.method, block=sp.block or None, seed=cfg.job.seed)
-    model.sparsity_report = random_prune(model, sp.target, sp.method, block=sp.block or None, seed=cfg.job.seed,
-                                         masks=masks)
-    return masks
+    report = random_prune(model, sp.target, sp.method, block=sp.block or None, seed=cfg.job.seed, masks=masks)
+    return masks, report
 
 
 def apply_float8(cfg: Config, model: Llama) -> None:
@@ -160,7 +174,7 @@ def build_optimizer(cfg: Config, model: nn.Module) -> torch.optim.Optimizer:
         rest_1d = [p for p in rest["params"] if p.ndim < 2]
         groups = [lowrank, {**rest, "params": rest_2d}, {**rest, "params": rest_1d, "weight_decay": 0.0}]
         return Apollo([g for g in groups if g["params"]], lr=o.lr, betas=o.betas, eps=o.eps, seed=cfg.job.seed)
-    raise ValueError(f"optimizer.name {o.name!r}")  # validate() rejects it first
+    raise ValueError(f"optimizer.name {o.name!r}")  # check_config() rejects it first
 
 
 def lr_factor(step: int, cfg: Config) -> float:

@@ -2,8 +2,19 @@
 configs/, or a path), then `--section.key=value` overrides. Defaults are the debug run that
 `ember train` does with no arguments.
 
-Adding a switch: add a field (with its help) to a section here, check it in `validate`, and
-read it in the one place that builds what it changes (train/build.py).
+Adding a switch: add a field (with its help) to a section here, check it in preflight.py
+(`check_config`), and read it in the one place that builds what it changes (train/build.py).
+
+Why a hand-written parser and not a config library: tyro and jsonargparse both turn nested
+dataclasses into `--section.key` flags with a --help that shows defaults, but neither reads
+the TOML files as they are (tyro reads no config file itself; jsonargparse reads YAML/JSON and
+needs a custom loader for TOML), so loading a file, rejecting its unknown keys with the closest
+match, and coercing its values would stay our code either way. tyro's booleans are also
+`--flag/--no-flag` switches by default where the configs, tests and docs write `--key=true`.
+What a library would take over (flag generation and --help) is about 30 lines of argparse
+here, against a new dependency with dependencies of its own, so the parser stays hand-written:
+the dataclasses below are the schema; argparse gives --help, tomllib reads files, difflib
+finds "did you mean".
 """
 
 from __future__ import annotations
@@ -303,15 +314,26 @@ def parse_config(argv: list[str] | None, prog: str = "ember train", description:
     """Defaults (or `base`), then the --config file, then the flags. Unknown flags and keys,
     wrong types and values outside the choices raise ConfigError (argparse exits with status 2
     for flags)."""
-    parser = parser or build_parser(prog, description)
+    return apply_flags(parse_flags(argv, parser or build_parser(prog, description)), base)
+
+
+def parse_flags(argv: list[str] | None, parser: argparse.ArgumentParser) -> dict:
+    """The arguments given, by destination ('section.key', 'config', and any the caller added to
+    the parser): an unknown flag is an argparse error (exit status 2) naming the closest one."""
     args, unknown = parser.parse_known_args(argv)
     if unknown:
         flag = unknown[0].split("=", 1)[0]
         known = [o for a in parser._actions for o in a.option_strings]
         close = difflib.get_close_matches(flag, known, n=1)
         parser.error(f"unknown option {flag}" + (f" (did you mean {close[0]}?)" if close else ""))
+    return vars(args)
+
+
+def apply_flags(flags: dict, base: Config | None = None) -> Config:
+    """`base` (default: the defaults; changed in place), then flags['config']'s TOML file, then
+    the other 'section.key' values."""
     cfg = base or Config()
-    values = vars(args)
+    values = dict(flags)
     config_file = values.pop("config", None)
     if config_file:
         load_toml(cfg, resolve_config_path(config_file))

@@ -1,4 +1,5 @@
-"""Using a checkpoint outside the trainer: load its model, its validation loss (`ember eval`)."""
+"""Validation loss: the Evaluator the trainer calls every eval.every steps, and the same loss for
+a checkpoint outside the trainer (`ember eval`), with the loading of a checkpoint's model."""
 
 from __future__ import annotations
 
@@ -7,13 +8,43 @@ from pathlib import Path
 
 import torch
 
-from ..data.loader import parse_sources, source_vocab
+from ..data.loader import parse_sources, source_vocab, validation_batches
 from ..models import Llama
 from . import checkpoint as ckpt
 from . import distributed
-from .build import apply_sparsity, model_config
-from .config import Config, config_from_dict
-from .trainer import Evaluator, compute_dtype
+from .build import apply_sparsity, model_config, new_model
+from .config import Config, apply_flags, config_from_dict
+from .eval_sources import eval_specs
+from .runtime import autocast, compute_dtype
+
+
+class Evaluator:
+    """Mean loss per token on each source's validation batches (this rank's share, summed over
+    ranks): the training sources, then the eval-only ones (--eval.sources)."""
+
+    def __init__(self, cfg: Config, d: distributed.Dist, dtype: torch.dtype):
+        self.d, self.dtype = d, dtype
+        self.sets = {}
+        self.trained = [s.name for s in parse_sources(cfg.data.sources)]  # val_loss: their mean
+        for src in eval_specs(cfg):
+            batches = validation_batches(src, cfg.data.seq_len, cfg.eval.batch_size, cfg.eval.batches, d.rank, d.world_size,
+                                         cfg.data.tokenizer)
+            if batches:
+                self.sets[src.name] = batches
+
+    @torch.no_grad()
+    def __call__(self, model) -> dict[str, float]:
+        out = {}
+        for name, batches in self.sets.items():
+            total, count = torch.zeros((), dtype=torch.float64, device=self.d.device), 0
+            for b in batches:
+                b = b.to(self.d.device)
+                with autocast(self.d.device, self.dtype):
+                    total += model(b[:, :-1], b[:, 1:]).double()
+                count += b[:, 1:].numel()
+            s = self.d.all_sum(torch.stack([total, torch.tensor(count, dtype=torch.float64, device=self.d.device)]))
+            out[name] = (s[0] / s[1]).item()
+        return out
 
 
 def load_model(checkpoint: str | Path, device: torch.device | str = "cpu", cfg: Config | None = None) -> tuple[Llama, Config, Path]:
@@ -24,20 +55,22 @@ def load_model(checkpoint: str | Path, device: torch.device | str = "cpu", cfg: 
     cfg = cfg or saved
     vocab, _ = source_vocab(parse_sources(saved.data.sources)[0], saved.data.tokenizer)
     mcfg = model_config(saved, vocab).replace(max_seq_len=max(saved.data.seq_len, cfg.data.seq_len))
-    with torch.device("meta"):
-        model = Llama(mcfg)
+    model = new_model(mcfg, fused_linear_ce=cfg.loss.fused_linear_ce)
     model.to_empty(device=device)
     apply_sparsity(saved, model)  # the run's SparseLinear layers (their masks come with the state)
     ckpt.load_model_weights(path, model)
     model.init_buffers()
-    model.fused_linear_ce = cfg.loss.fused_linear_ce
     return model.eval(), saved, path
 
 
-def evaluate_checkpoint(checkpoint: str | Path, cfg: Config) -> dict:
-    """Validation loss (nats per token) and perplexity of a checkpoint on cfg's data sources."""
+def evaluate_checkpoint(checkpoint: str | Path, cfg: Config | None = None, flags: dict | None = None) -> dict:
+    """Validation loss (nats per token) and perplexity of a checkpoint on cfg's data sources.
+    cfg None: the run's own config, changed by `flags` (from config.parse_flags: `ember eval`)."""
+    path = ckpt.find_checkpoint(checkpoint)
+    if cfg is None:
+        cfg = apply_flags(flags or {}, config_from_dict(ckpt.read_meta(path)["config"]))
     d = distributed.Dist(device=distributed.pick_device(cfg.job.device))
-    model, _, path = load_model(checkpoint, d.device, cfg)
+    model, _, path = load_model(path, d.device, cfg)
     losses = Evaluator(cfg, d, compute_dtype(cfg, d.device))(model)
     if not losses:
         raise ValueError(f"ember eval: no validation data in {cfg.data.sources}")

@@ -7,7 +7,7 @@
 #      the same run without them.
 # A comparison to read, not a test (tests/train/test_train.py runs the same steps small).
 #
-#   bash bench/prior_pipeline.sh [OUT_DIR] [STEPS] [CORPUS...]
+#   bash examples/prior_pipeline.sh [OUT_DIR] [STEPS] [CORPUS...]
 #
 # CORPUS defaults to four standard-library packages (~4 MB of Python): scoring runs the reference
 # model over every training token, ~50k tokens/s on a 2-core CPU, so the whole library (`stdlib`,

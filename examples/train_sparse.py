@@ -2,7 +2,7 @@
 80 % ERK sparsity (single weights, and 16×16 tiles), through `ember train` on the built-in corpus:
 final validation loss, tokens/s (ms: per optimizer step) in one table.
 
-    python bench/train_sparse.py [--quick] [--steps N] [--device cpu|cuda] [--json out.json]
+    python examples/train_sparse.py [--quick] [--steps N] [--device cpu|cuda] [--json out.json]
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).parent))
+sys.path.insert(0, str(Path(__file__).parents[1] / "bench"))  # the benchmark harness
 from harness import Report, common_args, environment  # noqa: E402
 
 from ember.train import parse_config, train  # noqa: E402

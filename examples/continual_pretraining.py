@@ -12,7 +12,7 @@
 A's validation loss over the continuation shows forgetting: it jumps in the first steps (the
 stability gap) and, with replay, comes back down. Prints a table, writes a PNG and a JSON.
 
-    python bench/continual_pretraining.py [--quick] [--out bench/out/continual]
+    python examples/continual_pretraining.py [--quick] [--out examples/out/continual]
 """
 
 from __future__ import annotations
@@ -65,7 +65,7 @@ def val_curves(run_dir: Path, a: str, b: str) -> list[dict]:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--out", default="bench/out/continual")
+    p.add_argument("--out", default="examples/out/continual")
     p.add_argument("--quick", action="store_true", help="fewer steps (a smoke run; the gap is less clear)")
     p.add_argument("--steps-a", type=int, default=300)
     p.add_argument("--steps-b", type=int, default=150)

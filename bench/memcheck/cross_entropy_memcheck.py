@@ -5,7 +5,7 @@ multiple of 64 (the last k tile of dh, the last M' tile of dW), dh's stream-K re
 without bias, so CUDA takes the fused path; EMBER_CE_STRICT=1 makes a refusal an error. Prints
 each case's worst error against float64.
 
-    compute-sanitizer --tool memcheck --error-exitcode 1 python bench/cross_entropy_memcheck.py
+    compute-sanitizer --tool memcheck --error-exitcode 1 python bench/memcheck/cross_entropy_memcheck.py
 """
 
 import os

@@ -1,4 +1,5 @@
-"""Checks that reject a configuration before any work starts (no model built, no folder made)."""
+"""Preflight checks: a configuration that cannot run is rejected before any work starts (no
+model built, no folder made). (The validation loss is evaluate.py's.)"""
 
 from __future__ import annotations
 
@@ -13,7 +14,29 @@ from ..models import CONFIGS
 from .config import Config, ConfigError
 
 
-def validate(cfg: Config, world_size: int = 1) -> None:
+def check_config(cfg: Config, world_size: int = 1) -> None:
+    """Every check, in order: the numbers, the features, the ranks, the device, the data, the
+    resume target. The first failure raises ConfigError."""
+    _check_ranges(cfg)
+    _check_features(cfg)
+    _check_ranks(cfg, world_size)
+    if cfg.job.device == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("config: job.device=cuda but no GPU is visible")
+    if cfg.job.device not in ("auto", "cpu", "cuda"):
+        raise ConfigError(f"config: job.device must be auto, cpu or cuda; got {cfg.job.device!r}")
+    _check_data(cfg)
+    from .eval_sources import check_eval_sources
+
+    check_eval_sources(cfg)
+    if cfg.model.init_from or cfg.loss.distill:
+        from .init_from import check_init_from
+
+        check_init_from(cfg)
+    _check_resume(cfg)
+
+
+def _check_ranges(cfg: Config) -> None:
+    """The model name, and every number within its range."""
     t, m, d, o, s, e, c = cfg.training, cfg.model, cfg.data, cfg.optimizer, cfg.lr_scheduler, cfg.eval, cfg.checkpoint
     if m.name not in CONFIGS:
         raise ConfigError(f"config: model.name must be one of {', '.join(CONFIGS)}; got {m.name!r}")
@@ -35,7 +58,11 @@ def validate(cfg: Config, world_size: int = 1) -> None:
                           f"got {s.min_lr_ratio} and {s.decay_ratio}")
     if not all(0 <= b < 1 for b in o.betas):
         raise ConfigError(f"config: optimizer.betas must be in [0, 1), got {o.betas}")
-    sp = cfg.sparsity
+
+
+def _check_features(cfg: Config) -> None:
+    """Sparsity, float8 and APOLLO settings, and the combinations that do not work together."""
+    sp, o = cfg.sparsity, cfg.optimizer
     if not 0 <= sp.target < 1:
         raise ConfigError(f"config: sparsity.target must be in [0, 1), got {sp.target}")
     if sp.block not in (0, 16, 32, 64, 128):
@@ -47,6 +74,11 @@ def validate(cfg: Config, world_size: int = 1) -> None:
         if o.rank < 0 or o.scale < 0 or o.update_proj_gap < 1:
             raise ConfigError(f"config: optimizer.rank and optimizer.scale must be >= 0 and update_proj_gap >= 1, got "
                               f"{o.rank}, {o.scale} and {o.update_proj_gap}")
+
+
+def _check_ranks(cfg: Config, world_size: int) -> None:
+    """The HSDP mesh, the global batch and the micro-batch against the number of ranks."""
+    t = cfg.training
     if t.parallel == "hsdp" and world_size > 1:
         from .build import hsdp_shard_size
 
@@ -60,25 +92,18 @@ def validate(cfg: Config, world_size: int = 1) -> None:
     micro = t.micro_batch_size or per_rank
     if per_rank % micro:
         raise ConfigError(f"config: training.micro_batch_size {micro} must divide the per-rank batch {per_rank}")
-    if cfg.job.device == "cuda" and not torch.cuda.is_available():
-        raise ConfigError("config: job.device=cuda but no GPU is visible")
-    if cfg.job.device not in ("auto", "cpu", "cuda"):
-        raise ConfigError(f"config: job.device must be auto, cpu or cuda; got {cfg.job.device!r}")
-    _validate_data(cfg)
-    from .eval_sources import check_eval_sources
 
-    check_eval_sources(cfg)
-    if m.init_from or cfg.loss.distill:
-        from .init_from import check_init_from
 
-        check_init_from(cfg)
+def _check_resume(cfg: Config) -> None:
+    c = cfg.checkpoint
     if c.resume and c.resume != "latest" and not Path(c.resume).exists():
         raise ConfigError(f"config: checkpoint.resume: no such run or checkpoint folder {c.resume}")
     if c.resume == "latest" and not cfg.job.name:
         raise ConfigError("config: checkpoint.resume=latest needs the run's --job.name (or pass its folder)")
 
 
-def _validate_data(cfg: Config) -> None:
+def _check_data(cfg: Config) -> None:
+    """The sources and tokenizer exist and agree; token weights where asked; each token folder's shards."""
     try:
         sources = parse_sources(cfg.data.sources)
     except ValueError as exc:

@@ -3,7 +3,7 @@ compute-sanitizer (device_check.sh runs it with --tool memcheck): the CUTLASS ke
 with their own bounds checks, and M, N, K that are not multiples of the tiles are where an
 out-of-bounds read would be. Also prints each case's worst error against the float64 reference.
 
-    compute-sanitizer --tool memcheck --error-exitcode 1 python bench/fp8_gemm_memcheck.py
+    compute-sanitizer --tool memcheck --error-exitcode 1 python bench/memcheck/fp8_gemm_memcheck.py
 """
 
 import torch

@@ -3,7 +3,7 @@ AdamW, ember's Apollo and ApolloMini, and (when installed) the official apollo-t
 initialization, same batches, same schedule — with final losses, optimizer-state memory and step
 time in one table. Target: Apollo and ApolloMini end within 3% of AdamW's loss.
 
-    python bench/train_apollo.py [--quick] [--steps N] [--device cpu|cuda] [--json out.json]
+    python examples/train_apollo.py [--quick] [--steps N] [--device cpu|cuda] [--json out.json]
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).parent))
+sys.path.insert(0, str(Path(__file__).parents[1] / "bench"))  # the benchmark harness
 from bench_apollo import state_bytes  # noqa: E402
 from harness import Report, common_args, environment  # noqa: E402
 

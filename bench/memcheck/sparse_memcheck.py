@@ -4,7 +4,7 @@ the last row and word, ragged token counts against 256-wide tiles, the 1-bit mas
 epilogue) and the block-mask grouped GEMMs. EMBER_SPARSE_STRICT is set, so a kernel that refuses
 is an error rather than a silent fallback. Prints each case's worst error against float64.
 
-    compute-sanitizer --tool memcheck --error-exitcode 1 python bench/sparse_memcheck.py
+    compute-sanitizer --tool memcheck --error-exitcode 1 python bench/memcheck/sparse_memcheck.py
 """
 
 import os

@@ -9,8 +9,8 @@ large vocabulary, patched and unpatched, per architecture family (plain, MoE wit
 soft-capped, scaled logits), each measured in a fresh process: the unpatched step holds the
 (tokens × vocabulary) logits and their gradient, the patched one no memory that grows with both.
 
-    python bench/hf_patch_example.py [--steps 30] [--float8 tensorwise|rowwise|blockwise]
-    python bench/hf_patch_example.py --memory [--vocab 128256] [--tokens 2048]
+    python examples/hf_patch_example.py [--steps 30] [--float8 tensorwise|rowwise|blockwise]
+    python examples/hf_patch_example.py --memory [--vocab 128256] [--tokens 2048]
 """
 
 from __future__ import annotations

@@ -9,7 +9,7 @@ random tokens, three runs each in a fresh process so each peak memory is its own
 It prints the loss of the last step, peak memory (the process's peak RSS on a CPU, the peak
 allocated memory on a GPU) and tokens/s. The losses differ by the optimizer only.
 
-    python bench/hf_trainer_example.py [--model-type llama] [--vocab 32000] [--steps 6]
+    python examples/hf_trainer_example.py [--model-type llama] [--vocab 32000] [--steps 6]
 """
 
 from __future__ import annotations
