@@ -40,7 +40,7 @@ def cases(quick: bool, device: str) -> list[tuple[str, list[tuple[int, int]]]]:
         mlp130 = ("130M MLP (fp32)", [(768, 2048), (768, 2048), (2048, 768)])
         return [mlp130] if quick else [mlp130, ("60M layer (fp32)", LLAMA["60m"][0])]
     out = []
-    for name in (["1b", "7b"] if quick else ["60m", "1b", "7b"]):
+    for name in ["1b", "7b"] if quick else ["60m", "1b", "7b"]:
         shapes, layers = LLAMA[name]
         out.append((f"LLaMA-{name.upper()} (bf16)", shapes * layers))
     return out
@@ -64,16 +64,41 @@ def optimizers(device: str, quick: bool) -> dict:
         with contextlib.redirect_stderr(io.StringIO()), contextlib.redirect_stdout(io.StringIO()):
             from apollo_torch import APOLLOAdamW  # imports transformers and bitsandbytes
         impls["apollo-torch r256"] = lambda ps: APOLLOAdamW(
-            [dict(params=ps, rank=256, proj="random", scale_type="channel", scale=1, update_proj_gap=200, proj_type="std")], lr=1e-2)
+            [
+                dict(
+                    params=ps,
+                    rank=256,
+                    proj="random",
+                    scale_type="channel",
+                    scale=1,
+                    update_proj_gap=200,
+                    proj_type="std",
+                )
+            ],
+            lr=1e-2,
+        )
         impls["apollo-torch Mini"] = lambda ps: APOLLOAdamW(
-            [dict(params=ps, rank=1, proj="random", scale_type="tensor", scale=128, update_proj_gap=200, proj_type="std")], lr=1e-2)
+            [
+                dict(
+                    params=ps,
+                    rank=1,
+                    proj="random",
+                    scale_type="tensor",
+                    scale=128,
+                    update_proj_gap=200,
+                    proj_type="std",
+                )
+            ],
+            lr=1e-2,
+        )
     except Exception as exc:  # not installed, or its imports fail here
         print(f"# apollo-torch unavailable: {type(exc).__name__}: {exc}")
     try:
         from galore_torch import GaLoreAdamW
 
         impls["GaLore r256"] = lambda ps: GaLoreAdamW(
-            [dict(params=ps, rank=256, update_proj_gap=200, scale=0.25, proj_type="std")], lr=1e-2)
+            [dict(params=ps, rank=256, update_proj_gap=200, scale=0.25, proj_type="std")], lr=1e-2
+        )
     except ImportError:
         pass
     return impls
@@ -136,10 +161,14 @@ def main() -> None:
 
         # Floors, measured here.
         projs = [torch.randn(256, min(q.shape), device=dev, dtype=dtype) for q in params]
-        mm = harness.time_ms(lambda: [(q.grad.t() if q.shape[0] < q.shape[1] else q.grad) @ pr.t() for q, pr in zip(params, projs)],
-                             lambda: (), dev, reps=reps)
+        mm = harness.time_ms(
+            lambda: [(q.grad.t() if q.shape[0] < q.shape[1] else q.grad) @ pr.t() for q, pr in zip(params, projs)],
+            lambda: (),
+            dev,
+            reps=reps,
+        )
         report.add(case, "floor: projection matmuls r256", mm)
-        del projs
+        projs = None  # freed before the next shape
 
         def traffic():
             for q in params:
@@ -156,12 +185,14 @@ def main() -> None:
                 print(f"# {case}: {name} failed: {type(exc).__name__}: {str(exc)[:200]}")
                 continue
             rank = 256 if "r256" in name else 1 if "Mini" in name else 0
-            report.add(case, name, ms, **{"state MB": state_bytes(opt) / 2**20}, **(gbs(floor_bytes(rank), ms) if rank else {}))
+            report.add(
+                case, name, ms, **{"state MB": state_bytes(opt) / 2**20}, **(gbs(floor_bytes(rank), ms) if rank else {})
+            )
             del opt
             gc.collect()
             if dev.startswith("cuda"):
                 torch.cuda.empty_cache()
-        del params
+        params = None
         gc.collect()
     report.print()
     report.write_json(args.json)

@@ -56,7 +56,7 @@ def implementations(compile_: bool) -> dict:
 
     def ember_materialized(h, w, y, tw):
         # the row kernels write the gradient; the default on CUDA bf16 makes it inside the
-        # backward GEMMs (csrc/cross_entropy/driver.cpp): this row tells the two apart
+        # backward GEMMs (csrc/cross_entropy/cross_entropy_driver.cpp): this row tells the two apart
         os.environ["EMBER_CE_SOFTMAX_GEMM"] = "0"
         try:
             ember.ops.linear_cross_entropy(h, w, y, tw).backward()
@@ -75,7 +75,8 @@ def implementations(compile_: bool) -> dict:
         impls["torch.compile linear+CE"] = lambda h, w, y, tw: compiled(h, w, y).backward()
     if hasattr(F, "linear_cross_entropy"):
         impls["torch chunked"] = lambda h, w, y, tw: F.linear_cross_entropy(
-            h, w, y, options=torch.nn.LinearCrossEntropyOptions()).backward()
+            h, w, y, options=torch.nn.LinearCrossEntropyOptions()
+        ).backward()
     try:
         from liger_kernel.transformers.functional import liger_fused_linear_cross_entropy
 
@@ -140,14 +141,19 @@ def main() -> None:
     dtype = torch.float32 if dev == "cpu" else torch.bfloat16
     reps = args.reps or (3 if dev == "cpu" else (10 if args.quick else 30))
     env = harness.environment(dev)
-    report = harness.Report(f"linear + cross-entropy fwd+bwd ({str(dtype)[6:]})", env, baseline="torch linear+CE",
-                            metrics=["TFLOP/s", "peak MB"])
+    report = harness.Report(
+        f"linear + cross-entropy fwd+bwd ({str(dtype)[6:]})",
+        env,
+        baseline="torch linear+CE",
+        metrics=["TFLOP/s", "peak MB"],
+    )
     impls = implementations(args.compile)
     for n, d, v in cases(args.quick, dev):
         case = f"N={n} d={d} V={v}"
         inputs = make_inputs(n, d, v, dev, dtype)
         flops = 6 * n * d * v
         for name, fn in impls.items():
+
             def call(h, w, y, tw, fn=fn):
                 h.grad = w.grad = None
                 fn(h, w, y, tw)
@@ -157,14 +163,27 @@ def main() -> None:
                 if dev.startswith("cuda"):
                     peak = peak_cuda_mb(call, inputs)
                 else:
-                    out = subprocess.run([sys.executable, __file__, "--child", name, str(n), str(d), str(v),
-                                          "1" if args.compile else "0"], capture_output=True, text=True, check=True)
+                    out = subprocess.run(
+                        [
+                            sys.executable,
+                            __file__,
+                            "--child",
+                            name,
+                            str(n),
+                            str(d),
+                            str(v),
+                            "1" if args.compile else "0",
+                        ],
+                        capture_output=True,
+                        text=True,
+                        check=True,
+                    )
                     peak = json.loads(out.stdout.strip().splitlines()[-1])["peak_mb"]
             except Exception as exc:  # a baseline that cannot run this case is reported, not fatal
                 print(f"# {case}: {name} failed: {type(exc).__name__}: {str(exc)[:200]}")
                 continue
             report.add(case, name, ms, **{"TFLOP/s": flops / ms / 1e9, "peak MB": peak})
-        del inputs
+        inputs = None  # freed before the next shape
     report.print()
     report.write_json(args.json)
 

@@ -95,8 +95,15 @@ def torch_scaled_mm(recipe: str, qa, sa, qb, sb):
         else:
             st = F.ScalingType
             sa_mn, sb_t = sa.t().contiguous().t(), sb.t()  # (M, K/128) M-major; (K/128, N/128)
-            fn = lambda: F.scaled_mm(qa, qb.t(), sa_mn, st.BlockWise1x128, sb_t, st.BlockWise128x128,  # noqa: E731
-                                     output_dtype=torch.bfloat16)
+            fn = lambda: F.scaled_mm(
+                qa,
+                qb.t(),
+                sa_mn,
+                st.BlockWise1x128,
+                sb_t,
+                st.BlockWise128x128,  # noqa: E731
+                output_dtype=torch.bfloat16,
+            )
         fn()
         return fn
     except (RuntimeError, ValueError, NotImplementedError, AttributeError):
@@ -105,8 +112,9 @@ def torch_scaled_mm(recipe: str, qa, sa, qb, sb):
 
 def gemm_table(args, env, reps) -> harness.Report:
     dev = args.device
-    report = harness.Report("fp8_gemm: (M, K) e4m3 x (N, K) e4m3 -> bf16", env, baseline="bf16 matmul",
-                            metrics=["TFLOP/s"])
+    report = harness.Report(
+        "fp8_gemm: (M, K) e4m3 x (N, K) e4m3 -> bf16", env, baseline="bf16 matmul", metrics=["TFLOP/s"]
+    )
     for m, n, k in gemm_shapes(args.quick, dev):
         flops = 2 * m * n * k
         a = torch.randn(m, k, device=dev, dtype=torch.bfloat16)
@@ -124,7 +132,7 @@ def gemm_table(args, env, reps) -> harness.Report:
             for name, fn in impls.items():
                 ms = harness.time_ms(fn, lambda: (), dev, reps=reps)
                 report.add(case, name, ms, **{"TFLOP/s": flops / ms / 1e9})
-        del a, b
+        a = b = None  # freed before the next shape
     return report
 
 
@@ -136,8 +144,12 @@ def fwd_bwd(layer, x, dy):
 
 def linear_table(args, env, reps) -> harness.Report:
     dev = args.device
-    report = harness.Report("Float8Linear forward + backward (bf16 activations and weights)", env,
-                            baseline="nn.Linear bf16", metrics=["TFLOP/s"])
+    report = harness.Report(
+        "Float8Linear forward + backward (bf16 activations and weights)",
+        env,
+        baseline="nn.Linear bf16",
+        metrics=["TFLOP/s"],
+    )
     try:
         from torchao.float8 import Float8LinearConfig
         from torchao.float8 import convert_to_float8_training as ao_convert

@@ -26,13 +26,31 @@ import sys
 import tempfile
 from pathlib import Path
 
-MODEL = ["--model.dim=256", "--model.n_layers=4", "--model.n_heads=8", "--model.n_kv_heads=4", "--model.ffn_hidden=704",
-         "--data.seq_len=128", "--training.batch_size=8", "--eval.every=0", "--eval.batches=1", "--eval.batch_size=8",
-         "--checkpoint.every=0", "--checkpoint.export_safetensors=false", "--metrics.log_every=1",
-         "--metrics.progress=false", "--metrics.tensorboard=false", "--metrics.plot=false", "--job.device=auto",
-         "--lr_scheduler.warmup_steps=2"]
-OPTIMIZERS = {"adamw": [], "apollo": ["--optimizer.name=apollo", "--optimizer.lr=0.01", "--optimizer.rank=32"],
-              "apollo_mini": ["--optimizer.name=apollo_mini", "--optimizer.lr=0.01"]}
+MODEL = [
+    "--model.dim=256",
+    "--model.n_layers=4",
+    "--model.n_heads=8",
+    "--model.n_kv_heads=4",
+    "--model.ffn_hidden=704",
+    "--data.seq_len=128",
+    "--training.batch_size=8",
+    "--eval.every=0",
+    "--eval.batches=1",
+    "--eval.batch_size=8",
+    "--checkpoint.every=0",
+    "--checkpoint.export_safetensors=false",
+    "--metrics.log_every=1",
+    "--metrics.progress=false",
+    "--metrics.tensorboard=false",
+    "--metrics.plot=false",
+    "--job.device=auto",
+    "--lr_scheduler.warmup_steps=2",
+]
+OPTIMIZERS = {
+    "adamw": [],
+    "apollo": ["--optimizer.name=apollo", "--optimizer.lr=0.01", "--optimizer.rank=32"],
+    "apollo_mini": ["--optimizer.name=apollo_mini", "--optimizer.lr=0.01"],
+}
 
 
 def _count_collectives(counts: collections.Counter) -> None:
@@ -55,10 +73,16 @@ def _count_collectives(counts: collections.Counter) -> None:
             tensors = [a for a in list(args[:which]) if hasattr(a, "nbytes")]
             counts[kind()] += max((t.nbytes for t in tensors), default=0)
             return fn(*args, **kwargs)
+
         return counted
 
-    for name, which in (("all_gather_single", 2), ("all_gather_into_tensor", 2), ("reduce_scatter_single", 2),
-                        ("reduce_scatter_tensor", 2), ("all_reduce", 1)):
+    for name, which in (
+        ("all_gather_single", 2),
+        ("all_gather_into_tensor", 2),
+        ("reduce_scatter_single", 2),
+        ("reduce_scatter_tensor", 2),
+        ("all_reduce", 1),
+    ):
         setattr(dist, name, wrap(getattr(dist, name), which))
 
 
@@ -79,8 +103,14 @@ def worker(run_root: str, parallel: str, optimizer: str, steps: int) -> None:
 
     trainer.build_model = build_and_count
 
-    flags = [*MODEL, f"--job.dir={run_root}", f"--job.name={parallel}-{optimizer}", f"--training.steps={steps}",
-             f"--training.parallel={parallel if parallel != 'one' else 'ddp'}", *OPTIMIZERS[optimizer]]
+    flags = [
+        *MODEL,
+        f"--job.dir={run_root}",
+        f"--job.name={parallel}-{optimizer}",
+        f"--training.steps={steps}",
+        f"--training.parallel={parallel if parallel != 'one' else 'ddp'}",
+        *OPTIMIZERS[optimizer],
+    ]
     train(parse_config(flags))
     if int(os.environ.get("RANK", "0")) == 0:
         (Path(run_root) / f"{parallel}-{optimizer}" / "collectives.json").write_text(json.dumps(counts))
@@ -88,8 +118,11 @@ def worker(run_root: str, parallel: str, optimizer: str, steps: int) -> None:
 
 def run_cell(root: Path, parallel: str, ranks: int, optimizer: str, steps: int) -> dict:
     args = [str(Path(__file__).resolve()), "--worker", str(root), parallel, optimizer, str(steps)]
-    cmd = ([sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={ranks}", *args]
-           if ranks > 1 else [sys.executable, *args])
+    cmd = (
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={ranks}", *args]
+        if ranks > 1
+        else [sys.executable, *args]
+    )
     env = {**os.environ, "OMP_NUM_THREADS": str(max(1, (os.cpu_count() or 1) // ranks))}
     r = subprocess.run(cmd, capture_output=True, text=True, env=env)
     if r.returncode:
@@ -102,8 +135,11 @@ def run_cell(root: Path, parallel: str, ranks: int, optimizer: str, steps: int) 
     per_step = {k: v / steps for k, v in counts.items()}
     if parallel == "ddp":
         per_step["ddp"] = 4 * params  # the reducer's fp32 gradient all-reduce
-    return {"tokens_per_s": statistics.median(x["tokens_per_s"] for x in rows[2:] or rows),
-            "state_bytes": rows[-1]["optimizer_state_bytes"], "bytes_per_step": per_step}
+    return {
+        "tokens_per_s": statistics.median(x["tokens_per_s"] for x in rows[2:] or rows),
+        "state_bytes": rows[-1]["optimizer_state_bytes"],
+        "bytes_per_step": per_step,
+    }
 
 
 def main() -> None:
@@ -125,15 +161,19 @@ def main() -> None:
                 got = run_cell(root, parallel, ranks, optimizer, a.steps)
                 results.append({"parallel": parallel, "ranks": ranks, "optimizer": optimizer, **got})
     one = {r["optimizer"]: r for r in results if r["parallel"] == "one"}
-    print(f"{'cell':<22}{'tokens/s':>10}{'state/rank MiB':>16}{'vs 1 proc':>10}{'fsdp MiB/step':>15}"
-          f"{'ddp MiB/step':>14}{'apollo KiB/step':>17}{'apollo/fsdp':>12}{'other KiB':>11}")
+    print(
+        f"{'cell':<22}{'tokens/s':>10}{'state/rank MiB':>16}{'vs 1 proc':>10}{'fsdp MiB/step':>15}"
+        f"{'ddp MiB/step':>14}{'apollo KiB/step':>17}{'apollo/fsdp':>12}{'other KiB':>11}"
+    )
     for r in results:
         b = r["bytes_per_step"]
         fsdp, apollo = b.get("fsdp", 0), b.get("apollo", 0)
-        print(f"{r['parallel'] + ' x' + str(r['ranks']) + ' ' + r['optimizer']:<22}{r['tokens_per_s']:>10.0f}"
-              f"{r['state_bytes'] / 2**20:>16.3f}{r['state_bytes'] / max(1, one[r['optimizer']]['state_bytes']):>10.3f}"
-              f"{fsdp / 2**20:>15.2f}{b.get('ddp', 0) / 2**20:>14.2f}{apollo / 2**10:>17.1f}"
-              f"{(apollo / fsdp if fsdp else 0):>12.4f}{b.get('other', 0) / 2**10:>11.1f}")
+        print(
+            f"{r['parallel'] + ' x' + str(r['ranks']) + ' ' + r['optimizer']:<22}{r['tokens_per_s']:>10.0f}"
+            f"{r['state_bytes'] / 2**20:>16.3f}{r['state_bytes'] / max(1, one[r['optimizer']]['state_bytes']):>10.3f}"
+            f"{fsdp / 2**20:>15.2f}{b.get('ddp', 0) / 2**20:>14.2f}{apollo / 2**10:>17.1f}"
+            f"{(apollo / fsdp if fsdp else 0):>12.4f}{b.get('other', 0) / 2**10:>11.1f}"
+        )
     if a.json:
         Path(a.json).write_text(json.dumps(results, indent=1))
 

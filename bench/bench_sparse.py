@@ -46,13 +46,16 @@ def main() -> None:
     dtype = torch.float32 if dev == "cpu" else torch.bfloat16
     reps = args.reps or (3 if dev == "cpu" else 20)
     env = harness.environment(dev)
-    report = harness.Report(f"masked_linear ({str(dtype)[6:]})", env, baseline="dense matmul", metrics=["fraction of ideal"])
+    report = harness.Report(
+        f"masked_linear ({str(dtype)[6:]})", env, baseline="dense matmul", metrics=["fraction of ideal"]
+    )
     shapes, densities, blocks = settings(args.quick, dev)
     for n, inp, out in shapes:
         x = torch.randn(n, inp, device=dev, dtype=dtype)
         w = torch.randn(out, inp, device=dev, dtype=dtype)
         gy = torch.randn(n, out, device=dev, dtype=dtype)
         for mode in ("fwd", "fwd+bwd"):
+
             def run(fn, needs_grad=mode == "fwd+bwd"):
                 if not needs_grad:
                     with torch.no_grad():
@@ -71,16 +74,20 @@ def main() -> None:
                     m = tile_mask(out, inp, block, density, dev)
                     real = m.float().mean().item()
                     packed = pack_mask(m, block)
-                    rows = {"dense matmul": dense_ms,
-                            "W*mask+matmul": timed(lambda a=x, b=w: a @ (b * m).t()),
-                            "ember block": timed(lambda a=x, b=w: masked_linear(a, b, packed, block=block))}
+                    rows = {
+                        "dense matmul": dense_ms,
+                        "W*mask+matmul": timed(lambda a=x, b=w: a @ (b * m).t()),
+                        "ember block": timed(lambda a=x, b=w: masked_linear(a, b, packed, block=block)),
+                    }
                     if density <= 0.5 or args.quick:
                         bits = pack_mask(m)
                         rows["ember bitmask"] = timed(lambda a=x, b=w: masked_linear(a, b, bits))
                     if mode == "fwd" and density < 1.0:
                         try:
                             bsr = (w * m).to_sparse_bsr((block, block))
-                            rows["torch BSR"] = harness.time_ms(lambda: bsr @ x.t(), lambda: (), dev, reps=reps, warmup=1)
+                            rows["torch BSR"] = harness.time_ms(
+                                lambda: bsr @ x.t(), lambda: (), dev, reps=reps, warmup=1
+                            )
                         except (RuntimeError, NotImplementedError) as exc:
                             print(f"# torch BSR unavailable here: {str(exc)[:120]}")
                     for name, ms in rows.items():

@@ -48,8 +48,13 @@ def bare_loop(cfg, device, steps: int, warmup: int) -> float:
         opt.step()
         opt.zero_grad(set_to_none=True)
 
-    ms = time_ms(step, lambda: (torch.randint(0, len(tokens) - t - 1, (b,), generator=g),), str(device),
-                 reps=steps - warmup, warmup=warmup)
+    ms = time_ms(
+        step,
+        lambda: (torch.randint(0, len(tokens) - t - 1, (b,), generator=g),),
+        str(device),
+        reps=steps - warmup,
+        warmup=warmup,
+    )
     return b * t / (ms / 1e3)
 
 
@@ -70,13 +75,28 @@ def main() -> None:
     a = p.parse_args()
     steps, warmup = (60, 10) if a.quick else (300, 20)
     device = pick_device("cuda" if a.device.startswith("cuda") else "cpu")
-    flags = [f"--model.name={a.model}", f"--training.steps={steps}", "--eval.every=0", "--eval.batches=1",
-             "--checkpoint.every=0", "--checkpoint.export_safetensors=false", "--metrics.log_every=10",
-             "--metrics.progress=false", "--metrics.plot=false", "--metrics.tensorboard=false",
-             f"--job.device={device.type}", "--lr_scheduler.warmup_steps=5", f"--training.compile={a.compile}"]
+    flags = [
+        f"--model.name={a.model}",
+        f"--training.steps={steps}",
+        "--eval.every=0",
+        "--eval.batches=1",
+        "--checkpoint.every=0",
+        "--checkpoint.export_safetensors=false",
+        "--metrics.log_every=10",
+        "--metrics.progress=false",
+        "--metrics.plot=false",
+        "--metrics.tensorboard=false",
+        f"--job.device={device.type}",
+        "--lr_scheduler.warmup_steps=5",
+        f"--training.compile={a.compile}",
+    ]
     cfg = parse_config(flags)
-    report = Report("trainer overhead: ember train vs a bare loop (same model, optimizer, batch)", environment(str(device)),
-                    baseline="bare loop", metrics=["tokens/s"])
+    report = Report(
+        "trainer overhead: ember train vs a bare loop (same model, optimizer, batch)",
+        environment(str(device)),
+        baseline="bare loop",
+        metrics=["tokens/s"],
+    )
     case = f"{a.model} b{cfg.training.batch_size}x{cfg.data.seq_len}"
     # alternate and keep each side's best of two: the machine's noise is larger than the gap
     bare, ours = [], []

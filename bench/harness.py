@@ -140,15 +140,22 @@ class Report:
 
     def _with_ratios(self) -> list:
         base = {r["case"]: r["ms"] for r in self.rows if r["impl"] == self.baseline}
-        return [{**r, f"speedup vs {self.baseline}": base[r["case"]] / r["ms"] if r["case"] in base else None} for r in self.rows]
+        return [
+            {**r, f"speedup vs {self.baseline}": base[r["case"]] / r["ms"] if r["case"] in base else None}
+            for r in self.rows
+        ]
 
     def print(self) -> None:
         env = self.env
         print(f"# {self.title}")
         card = env.get("card")
-        clocks = f", SM {env['sm_clock_max_mhz']} MHz max, {env['power_limit_w']:.0f} W" if "power_limit_w" in env else ""
+        clocks = (
+            f", SM {env['sm_clock_max_mhz']} MHz max, {env['power_limit_w']:.0f} W" if "power_limit_w" in env else ""
+        )
         bw = f", {env['bandwidth_tbs']} TB/s" if env.get("bandwidth_tbs") else ""
-        print(f"# {card}{clocks}{bw} | torch {env['torch']} CUDA {env['cuda']} | ember {env['ember']['version']} | {env['date']}")
+        print(
+            f"# {card}{clocks}{bw} | torch {env['torch']} CUDA {env['cuda']} | ember {env['ember']['version']} | {env['date']}"
+        )
         rows = self._with_ratios()
         cols = ["case", "impl", "ms", *self.metrics, f"speedup vs {self.baseline}"]
         cells = [[_fmt(r.get(c)) for c in cols] for r in rows]
@@ -170,7 +177,9 @@ def write_reports(path: str | None, reports: Sequence[Report]) -> None:
         return
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     with open(path, "w") as f:
-        json.dump(reports[0].as_dict() if len(reports) == 1 else {"reports": [r.as_dict() for r in reports]}, f, indent=1)
+        json.dump(
+            reports[0].as_dict() if len(reports) == 1 else {"reports": [r.as_dict() for r in reports]}, f, indent=1
+        )
 
 
 def _fmt(v) -> str:

@@ -28,8 +28,15 @@ from ember.cli import main as ember
 from ember.data.prepare import prepare
 from ember.train import parse_config, train
 
-QUIET = ["--metrics.progress=false", "--metrics.tensorboard=false", "--metrics.plot=false", "--job.device=cpu",
-         "--checkpoint.export_safetensors=false", "--eval.batches=4", "--eval.batch_size=16"]
+QUIET = [
+    "--metrics.progress=false",
+    "--metrics.tensorboard=false",
+    "--metrics.plot=false",
+    "--job.device=cpu",
+    "--checkpoint.export_safetensors=false",
+    "--eval.batches=4",
+    "--eval.batch_size=16",
+]
 
 
 def arithmetic_documents(n: int, seed: int = 0) -> list[str]:
@@ -51,9 +58,19 @@ def tiny_llama(path: Path, seed: int = 0) -> None:
     import torch
     import transformers
 
-    config = transformers.LlamaConfig(hidden_size=128, intermediate_size=384, num_hidden_layers=4, num_attention_heads=4,
-                                      num_key_value_heads=2, vocab_size=257, max_position_embeddings=1024,
-                                      rms_norm_eps=1e-5, tie_word_embeddings=True, bos_token_id=None, eos_token_id=256)
+    config = transformers.LlamaConfig(
+        hidden_size=128,
+        intermediate_size=384,
+        num_hidden_layers=4,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        vocab_size=257,
+        max_position_embeddings=1024,
+        rms_norm_eps=1e-5,
+        tie_word_embeddings=True,
+        bos_token_id=None,
+        eos_token_id=256,
+    )
     torch.manual_seed(seed)
     transformers.LlamaForCausalLM(config).save_pretrained(path)
 
@@ -86,23 +103,51 @@ def main() -> None:
     tiny_llama(out / "hf_random")
 
     common = [*QUIET, f"--job.dir={out}", "--data.seq_len=128", "--training.batch_size=16", "--optimizer.lr=3e-3"]
-    train(parse_config([*common, "--job.name=stage_a", f"--model.init_from={out / 'hf_random'}", f"--data.sources={src_a}",
-                        f"--training.steps={a.steps_a}", "--lr_scheduler.warmup_steps=30", f"--eval.every={a.steps_a}",
-                        f"--checkpoint.every={a.steps_a}"]))
+    train(
+        parse_config(
+            [
+                *common,
+                "--job.name=stage_a",
+                f"--model.init_from={out / 'hf_random'}",
+                f"--data.sources={src_a}",
+                f"--training.steps={a.steps_a}",
+                "--lr_scheduler.warmup_steps=30",
+                f"--eval.every={a.steps_a}",
+                f"--checkpoint.every={a.steps_a}",
+            ]
+        )
+    )
     if ember(["export", str(out / "stage_a"), str(out / "hf_a")]) != 0:
         raise SystemExit("continual_pretraining: the export of stage A failed")
 
-    runs = {"no replay": f"--data.sources={src_b}", "replay 25% of A": f"--data.sources={src_b}:0.75,{src_a}:0.25:tokens=200k"}
+    runs = {
+        "no replay": f"--data.sources={src_b}",
+        "replay 25% of A": f"--data.sources={src_b}:0.75,{src_a}:0.25:tokens=200k",
+    }
     curves = {}
     for label, sources in runs.items():
         name = label.split()[0] + "_replay"
-        train(parse_config([*common, f"--job.name={name}", f"--model.init_from={out / 'hf_a'}", sources,
-                            f"--eval.sources={src_a}", f"--training.steps={a.steps_b}", "--lr_scheduler.warmup_steps=10",
-                            f"--eval.every={a.eval_every}", f"--checkpoint.every={a.steps_b}"]))
+        train(
+            parse_config(
+                [
+                    *common,
+                    f"--job.name={name}",
+                    f"--model.init_from={out / 'hf_a'}",
+                    sources,
+                    f"--eval.sources={src_a}",
+                    f"--training.steps={a.steps_b}",
+                    "--lr_scheduler.warmup_steps=10",
+                    f"--eval.every={a.eval_every}",
+                    f"--checkpoint.every={a.steps_b}",
+                ]
+            )
+        )
         curves[label] = val_curves(out / name, src_a, src_b)
     wall = time.perf_counter() - t0
 
-    print(f"\nvalidation loss (nats/byte) of A (old domain) and B (new) during the continuation on B; {wall:.0f} s in all")
+    print(
+        f"\nvalidation loss (nats/byte) of A (old domain) and B (new) during the continuation on B; {wall:.0f} s in all"
+    )
     labels = list(curves)
     print("| step | " + " | ".join(f"A, {k}" for k in labels) + " | " + " | ".join(f"B, {k}" for k in labels) + " |")
     print("|---" * (1 + 2 * len(labels)) + "|")
@@ -110,11 +155,20 @@ def main() -> None:
         rest = [curves[k][i] for k in labels]
         cells = [f"{r['A']:.3f}" for r in rest] + [f"{r['B']:.3f}" for r in rest]
         print(f"| {row['step']} | " + " | ".join(cells) + " |")
-    summary = {k: {"A_start": c[0]["A"], "A_peak": max(r["A"] for r in c), "A_end": c[-1]["A"], "B_start": c[0]["B"],
-                   "B_end": c[-1]["B"]} for k, c in curves.items()}
+    summary = {
+        k: {
+            "A_start": c[0]["A"],
+            "A_peak": max(r["A"] for r in c),
+            "A_end": c[-1]["A"],
+            "B_start": c[0]["B"],
+            "B_end": c[-1]["B"],
+        }
+        for k, c in curves.items()
+    }
     print(json.dumps(summary, indent=1))
-    (out / "continual_pretraining.json").write_text(json.dumps({"curves": curves, "summary": summary, "wall_s": wall,
-                                                                "args": vars(a)}, indent=1))
+    (out / "continual_pretraining.json").write_text(
+        json.dumps({"curves": curves, "summary": summary, "wall_s": wall, "args": vars(a)}, indent=1)
+    )
     plot(curves, out / "continual_pretraining.png")
     print(f"wrote {out / 'continual_pretraining.png'} and {out / 'continual_pretraining.json'}")
 

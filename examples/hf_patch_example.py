@@ -29,8 +29,15 @@ from ember.data.loader import open_source, parse_sources
 
 def make_model():
     torch.manual_seed(0)
-    cfg = transformers.LlamaConfig(vocab_size=257, hidden_size=128, intermediate_size=384, num_hidden_layers=4,
-                                   num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256)
+    cfg = transformers.LlamaConfig(
+        vocab_size=257,
+        hidden_size=128,
+        intermediate_size=384,
+        num_hidden_layers=4,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=256,
+    )
     return transformers.LlamaForCausalLM(cfg).train()
 
 
@@ -65,11 +72,23 @@ def memory_run(family: str, patched: bool, vocab: int, tokens: int) -> dict:
 
     model_type, extra = FAMILIES[family]
     torch.manual_seed(0)
-    keys = dict(vocab_size=vocab, hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
-                num_key_value_heads=2, head_dim=16, max_position_embeddings=4096, tie_word_embeddings=False,
-                pad_token_id=0, bos_token_id=1, eos_token_id=2)
-    model = transformers.AutoModelForCausalLM.from_config(transformers.AutoConfig.for_model(model_type,
-                                                                                            **{**keys, **extra}))
+    keys = dict(
+        vocab_size=vocab,
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        head_dim=16,
+        max_position_embeddings=4096,
+        tie_word_embeddings=False,
+        pad_token_id=0,
+        bos_token_id=1,
+        eos_token_id=2,
+    )
+    model = transformers.AutoModelForCausalLM.from_config(
+        transformers.AutoConfig.for_model(model_type, **{**keys, **extra})
+    )
     model.train()
     if patched:
         ember.patch.apply_ember(model)
@@ -85,8 +104,9 @@ def memory_run(family: str, patched: bool, vocab: int, tokens: int) -> dict:
         before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     model(input_ids=ids, labels=ids).loss.backward()
     peak = torch.cuda.max_memory_allocated() if cuda else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-    return dict(family=family, patched=patched, step_bytes=peak - before, tokens=ids.numel(),
-                device="cuda" if cuda else "cpu")
+    return dict(
+        family=family, patched=patched, step_bytes=peak - before, tokens=ids.numel(), device="cuda" if cuda else "cpu"
+    )
 
 
 def memory_table(vocab: int, tokens: int) -> None:
@@ -100,8 +120,10 @@ def memory_table(vocab: int, tokens: int) -> None:
             rows[family, patched] = json.loads(r.stdout.strip().splitlines()[-1])
     first = rows[next(iter(FAMILIES)), False]
     n = first["tokens"]
-    print(f"# peak memory of one training step above the built model, vocabulary {vocab}, {n} tokens, "
-          f"{first['device']}; the fp32 logits alone are {n * vocab * 4 / 2**20:.0f} MiB")
+    print(
+        f"# peak memory of one training step above the built model, vocabulary {vocab}, {n} tokens, "
+        f"{first['device']}; the fp32 logits alone are {n * vocab * 4 / 2**20:.0f} MiB"
+    )
     print(f"{'family':<26}{'unpatched MiB':>14}{'ember MiB':>11}{'ratio':>8}")
     for family in FAMILIES:
         u, e = rows[family, False]["step_bytes"], rows[family, True]["step_bytes"]
@@ -138,9 +160,12 @@ def main() -> None:
     runs = {"AdamW": base, "ember (Apollo + fused CE + 50% ERK)": ours}
     if a.float8:
         fp8 = make_model()
-        print("#", f"{len(ember.patch.apply_ember_to_llama(fp8, float8=a.float8)) - 1} Linear layers in fp8 ({a.float8})")
-        runs[f"ember (AdamW + fused CE + fp8 {a.float8})"] = train(fp8, torch.optim.AdamW(fp8.parameters(), lr=3e-3),
-                                                                   tokens, a.steps)
+        print(
+            "#", f"{len(ember.patch.apply_ember_to_llama(fp8, float8=a.float8)) - 1} Linear layers in fp8 ({a.float8})"
+        )
+        runs[f"ember (AdamW + fused CE + fp8 {a.float8})"] = train(
+            fp8, torch.optim.AdamW(fp8.parameters(), lr=3e-3), tokens, a.steps
+        )
     print(f"{'step':>5}  " + "  ".join(f"{name:>{max(8, len(name))}}" for name in runs))
     for i in sorted({*range(0, a.steps, max(1, a.steps // 10)), a.steps - 1}):
         print(f"{i + 1:>5}  " + "  ".join(f"{losses[i]:>{max(8, len(name))}.4f}" for name, losses in runs.items()))

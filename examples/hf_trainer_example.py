@@ -29,10 +29,21 @@ def build(model_type: str, vocab: int, seed: int = 0):
     from transformers import AutoConfig, AutoModelForCausalLM
 
     torch.manual_seed(seed)
-    cfg = AutoConfig.for_model(model_type, vocab_size=vocab, hidden_size=64, intermediate_size=128,
-                               num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2, head_dim=16,
-                               max_position_embeddings=1024, tie_word_embeddings=False, pad_token_id=0,
-                               bos_token_id=1, eos_token_id=2)
+    cfg = AutoConfig.for_model(
+        model_type,
+        vocab_size=vocab,
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        head_dim=16,
+        max_position_embeddings=1024,
+        tie_word_embeddings=False,
+        pad_token_id=0,
+        bos_token_id=1,
+        eos_token_id=2,
+    )
     return AutoModelForCausalLM.from_config(cfg)
 
 
@@ -67,20 +78,36 @@ def one_run(run: str, a) -> dict:
         optimizers = (ember.optim.Apollo(ember.optim.apollo_param_groups(model, rank=16, lr=a.lr)), None)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     with tempfile.TemporaryDirectory() as out:
-        args = TrainingArguments(output_dir=out, per_device_train_batch_size=a.batch, max_steps=a.steps,
-                                 learning_rate=a.lr, logging_steps=1, save_strategy="no", report_to=[],
-                                 use_cpu=device.type == "cpu", dataloader_num_workers=0, seed=0,
-                                 disable_tqdm=True)
-        trainer = Trainer(model=model, args=args, train_dataset=RandomTokens(a.steps * a.batch, a.seq, a.vocab),
-                          optimizers=optimizers)
+        args = TrainingArguments(
+            output_dir=out,
+            per_device_train_batch_size=a.batch,
+            max_steps=a.steps,
+            learning_rate=a.lr,
+            logging_steps=1,
+            save_strategy="no",
+            report_to=[],
+            use_cpu=device.type == "cpu",
+            dataloader_num_workers=0,
+            seed=0,
+            disable_tqdm=True,
+        )
+        trainer = Trainer(
+            model=model, args=args, train_dataset=RandomTokens(a.steps * a.batch, a.seq, a.vocab), optimizers=optimizers
+        )
         if device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(device)
         t0 = time.perf_counter()
         trainer.train()
         seconds = time.perf_counter() - t0
     losses = [r["loss"] for r in trainer.state.log_history if "loss" in r]
-    return dict(run=run, loss=losses[-1], peak_bytes=peak_memory_bytes(device),
-                tokens_per_s=a.steps * a.batch * a.seq / seconds, changes=len(changes), device=device.type)
+    return dict(
+        run=run,
+        loss=losses[-1],
+        peak_bytes=peak_memory_bytes(device),
+        tokens_per_s=a.steps * a.batch * a.seq / seconds,
+        changes=len(changes),
+        device=device.type,
+    )
 
 
 def main() -> None:
@@ -112,13 +139,14 @@ def main() -> None:
             sys.exit(f"run {run} failed:\n{r.stderr[-3000:]}")
         rows.append(json.loads(r.stdout.strip().splitlines()[-1]))
     base = rows[0]
-    print(f"# {a.model_type}, vocabulary {a.vocab}, {a.batch}×{a.seq} tokens a step, {a.steps} steps, "
-          f"{base['device']}")
+    print(f"# {a.model_type}, vocabulary {a.vocab}, {a.batch}×{a.seq} tokens a step, {a.steps} steps, {base['device']}")
     print(f"{'run':<14}{'last loss':>10}{'peak MiB':>10}{'vs plain':>10}{'tokens/s':>11}{'vs plain':>10}")
     for r in rows:
-        print(f"{r['run']:<14}{r['loss']:>10.4f}{r['peak_bytes'] / 2**20:>10.0f}"
-              f"{r['peak_bytes'] / base['peak_bytes']:>9.2f}x{r['tokens_per_s']:>11.0f}"
-              f"{r['tokens_per_s'] / base['tokens_per_s']:>9.2f}x")
+        print(
+            f"{r['run']:<14}{r['loss']:>10.4f}{r['peak_bytes'] / 2**20:>10.0f}"
+            f"{r['peak_bytes'] / base['peak_bytes']:>9.2f}x{r['tokens_per_s']:>11.0f}"
+            f"{r['tokens_per_s'] / base['tokens_per_s']:>9.2f}x"
+        )
 
 
 if __name__ == "__main__":

@@ -26,8 +26,9 @@ from ember.data.loader import open_source, parse_sources  # noqa: E402
 from ember.models import Llama, LlamaConfig  # noqa: E402
 from ember.optim import Apollo, ApolloMini, apollo_param_groups  # noqa: E402
 
-CONFIG = LlamaConfig(dim=256, n_layers=4, n_heads=4, n_kv_heads=4, vocab_size=257, ffn_hidden=688,
-                     max_seq_len=128, tie_embeddings=False)
+CONFIG = LlamaConfig(
+    dim=256, n_layers=4, n_heads=4, n_kv_heads=4, vocab_size=257, ffn_hidden=688, max_seq_len=128, tie_embeddings=False
+)
 RANK = CONFIG.dim // 4  # the APOLLO paper's ratio of rank to width for its small models
 
 
@@ -38,7 +39,10 @@ def optimizers() -> dict:
     impls = {
         "AdamW": (3e-3, lambda m, lr: torch.optim.AdamW(m.parameters(), lr=lr, betas=(0.9, 0.95), fused=True)),
         f"ember Apollo r{RANK}": (1e-2, lambda m, lr: Apollo(apollo_param_groups(m, rank=RANK, lr=lr))),
-        "ember ApolloMini": (3e-3, lambda m, lr: ApolloMini(apollo_param_groups(m, rank=1, scale=128.0, scale_type="tensor", lr=lr))),
+        "ember ApolloMini": (
+            3e-3,
+            lambda m, lr: ApolloMini(apollo_param_groups(m, rank=1, scale=128.0, scale_type="tensor", lr=lr)),
+        ),
     }
     try:
         with contextlib.redirect_stderr(io.StringIO()), contextlib.redirect_stdout(io.StringIO()):
@@ -46,9 +50,21 @@ def optimizers() -> dict:
 
         def official(m, lr, rank, scale, scale_type):
             groups = apollo_param_groups(m)
-            return APOLLOAdamW([dict(params=groups[0]["params"], rank=rank, proj="random", scale_type=scale_type,
-                                     scale=scale, update_proj_gap=200, proj_type="std"),
-                                dict(params=groups[1]["params"])], lr=lr)
+            return APOLLOAdamW(
+                [
+                    dict(
+                        params=groups[0]["params"],
+                        rank=rank,
+                        proj="random",
+                        scale_type=scale_type,
+                        scale=scale,
+                        update_proj_gap=200,
+                        proj_type="std",
+                    ),
+                    dict(params=groups[1]["params"]),
+                ],
+                lr=lr,
+            )
 
         impls[f"apollo-torch r{RANK}"] = (1e-2, lambda m, lr: official(m, lr, RANK, 1, "channel"))
         impls["apollo-torch Mini"] = (3e-3, lambda m, lr: official(m, lr, 1, 128, "tensor"))
@@ -67,7 +83,11 @@ def run(make_opt, lr: float, tokens: torch.Tensor, steps: int, batch: int, devic
     losses, times = [], []
     t = CONFIG.max_seq_len
     for step in range(steps):
-        factor = (step + 1) / warmup if step < warmup else 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * (step - warmup) / (steps - warmup)))
+        factor = (
+            (step + 1) / warmup
+            if step < warmup
+            else 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * (step - warmup) / (steps - warmup)))
+        )
         for group in opt.param_groups:
             group["lr"] = lr * factor
         ix = torch.randint(0, len(tokens) - t - 1, (batch,), generator=g)
@@ -84,9 +104,12 @@ def run(make_opt, lr: float, tokens: torch.Tensor, steps: int, batch: int, devic
         times.append(time.perf_counter() - t0)
         opt.zero_grad(set_to_none=True)
         losses.append(loss.item())
-    tail = losses[-max(1, steps // 10):]  # the last 10% of steps: less noise than the last batch
-    return {"loss": sum(tail) / len(tail), "state MB": state_bytes(opt) / 2**20,
-            "step ms": 1e3 * sorted(times)[len(times) // 2]}
+    tail = losses[-max(1, steps // 10) :]  # the last 10% of steps: less noise than the last batch
+    return {
+        "loss": sum(tail) / len(tail),
+        "state MB": state_bytes(opt) / 2**20,
+        "step ms": 1e3 * sorted(times)[len(times) // 2],
+    }
 
 
 def main() -> None:
@@ -96,9 +119,13 @@ def main() -> None:
     a = p.parse_args()
     steps = a.steps or (40 if a.quick else 400)
     tokens = torch.from_numpy(open_source(parse_sources("stdlib")[0], "train").shards[0].astype("int64"))
-    report = Report(f"train_apollo: Llama dim {CONFIG.dim} x {CONFIG.n_layers} layers, {steps} steps, "
-                    f"batch {a.batch}x{CONFIG.max_seq_len} bytes (loss: mean of the last 10% of steps)",
-                    environment(a.device), baseline="AdamW", metrics=["loss", "loss vs AdamW", "state MB", "step ms"])
+    report = Report(
+        f"train_apollo: Llama dim {CONFIG.dim} x {CONFIG.n_layers} layers, {steps} steps, "
+        f"batch {a.batch}x{CONFIG.max_seq_len} bytes (loss: mean of the last 10% of steps)",
+        environment(a.device),
+        baseline="AdamW",
+        metrics=["loss", "loss vs AdamW", "state MB", "step ms"],
+    )
     results = {}
     for name, (lr, make) in optimizers().items():
         results[name] = run(make, lr, tokens, steps, a.batch, a.device)
@@ -107,8 +134,14 @@ def main() -> None:
     case = f"{ember.models.Llama(CONFIG).num_params() / 1e6:.1f}M params"
     for name, r in results.items():
         # "ms" is the whole run's last-10% loss here; the table's time column is the optimizer step
-        report.add(case, name, r["step ms"], loss=r["loss"], **{"loss vs AdamW": r["loss"] / base - 1},
-                   **{"state MB": r["state MB"], "step ms": r["step ms"]})
+        report.add(
+            case,
+            name,
+            r["step ms"],
+            loss=r["loss"],
+            **{"loss vs AdamW": r["loss"] / base - 1},
+            **{"state MB": r["state MB"], "step ms": r["step ms"]},
+        )
     report.print()
     report.write_json(a.json)
 

@@ -33,14 +33,30 @@ def main() -> None:
     a = p.parse_args()
     steps = a.steps or (40 if a.quick else 600)
     device = "cuda" if a.device.startswith("cuda") else "cpu"
-    report = Report(f"train_sparse: debug Llama, {steps} steps, ember train defaults", environment(a.device),
-                    baseline="dense", metrics=["val loss", "loss vs dense", "tokens/s", "density"])
+    report = Report(
+        f"train_sparse: debug Llama, {steps} steps, ember train defaults",
+        environment(a.device),
+        baseline="dense",
+        metrics=["val loss", "loss vs dense", "tokens/s", "density"],
+    )
     results = {}
     for name, flags in RUNS.items():
         with tempfile.TemporaryDirectory() as tmp, contextlib.redirect_stdout(io.StringIO()):
-            summary = train(parse_config([f"--training.steps={steps}", f"--job.dir={tmp}", "--job.name=r",
-                                          f"--job.device={device}", "--metrics.progress=false", "--metrics.plot=false",
-                                          "--checkpoint.every=0", "--checkpoint.export_safetensors=false", *flags]))
+            summary = train(
+                parse_config(
+                    [
+                        f"--training.steps={steps}",
+                        f"--job.dir={tmp}",
+                        "--job.name=r",
+                        f"--job.device={device}",
+                        "--metrics.progress=false",
+                        "--metrics.plot=false",
+                        "--checkpoint.every=0",
+                        "--checkpoint.export_safetensors=false",
+                        *flags,
+                    ]
+                )
+            )
             rows = [json.loads(x) for x in (Path(tmp) / "r" / "metrics.jsonl").read_text().splitlines()]
             sparsity = Path(tmp) / "r" / "sparsity.json"
             density = json.loads(sparsity.read_text())["density"] if sparsity.exists() else 1.0
@@ -50,8 +66,12 @@ def main() -> None:
     base = results["dense"][0]
     for name, (loss, tps, density) in results.items():
         tokens_per_step = 16 * 256  # ember train's default batch
-        report.add("debug", name, 1e3 * tokens_per_step / tps if tps else float("nan"), **{"val loss": loss, "loss vs dense": loss / base - 1,
-                                                                       "tokens/s": tps, "density": density})
+        report.add(
+            "debug",
+            name,
+            1e3 * tokens_per_step / tps if tps else float("nan"),
+            **{"val loss": loss, "loss vs dense": loss / base - 1, "tokens/s": tps, "density": density},
+        )
     report.print()
     report.write_json(a.json)
 

@@ -11,7 +11,9 @@ import pytest
 import ember
 
 INFO = ember.build_info()
-needs_cuda_build = pytest.mark.skipif(not INFO["with_cuda"], reason="built without CUDA (EMBER_CUDA=0 or no CUDA torch)")
+needs_cuda_build = pytest.mark.skipif(
+    not INFO["with_cuda"], reason="built without CUDA (EMBER_CUDA=0 or no CUDA torch)"
+)
 
 
 def test_build_info():
@@ -23,10 +25,21 @@ def test_build_info():
 
 def test_ops_registered():
     ops = ember.ops_available()
-    for op in ("ember::quantize_fp8", "ember::fp8_gemm", "ember::apollo_step_", "ember::apollo_projection_", "ember::cross_entropy_forward",
-               "ember::cross_entropy_backward", "ember::cross_entropy_backward_", "ember::linear_cross_entropy_forward",
-               "ember::linear_cross_entropy_backward", "ember::pack_mask", "ember::unpack_mask", "ember::masked_linear",
-               "ember::masked_linear_backward"):
+    for op in (
+        "ember::quantize_fp8",
+        "ember::fp8_gemm",
+        "ember::apollo_step_",
+        "ember::apollo_projection_",
+        "ember::cross_entropy_forward",
+        "ember::cross_entropy_backward",
+        "ember::cross_entropy_backward_",
+        "ember::linear_cross_entropy_forward",
+        "ember::linear_cross_entropy_backward",
+        "ember::pack_mask",
+        "ember::unpack_mask",
+        "ember::masked_linear",
+        "ember::masked_linear_backward",
+    ):
         assert "CPU" in ops[op] and "Meta" in ops[op], (op, ops[op])
         if INFO["with_cuda"]:
             assert "CUDA" in ops[op], (op, ops[op])
@@ -90,8 +103,11 @@ def test_sass_targets_sm90a_for_every_kernel():
     quantize = [f for f in functions if "quantize_region_kernel" in f]
     # 3 input types × (tensor, row: amax + cast phases; block, tile: fused) = 18 instantiations
     assert len(quantize) == 18, functions
-    apollo = {k for k in ("projection_kernel", "channel_sumsq_kernel", "moments_kernel", "finalize_kernel", "update_kernel")
-              if any(f"apollo" in f and k in f for f in functions)}
+    apollo = {
+        k
+        for k in ("projection_kernel", "channel_sumsq_kernel", "moments_kernel", "finalize_kernel", "update_kernel")
+        if any("apollo" in f and k in f for f in functions)
+    }
     assert len(apollo) == 5, functions
     ce = [f for f in functions if "ce" in f and ("forward_kernel" in f or "backward_kernel" in f)]
     assert len(ce) == 2, functions
@@ -111,8 +127,14 @@ def test_fp8_gemms_issue_pipelined_qgmma():
     env = dict(os.environ, PATH=f"{os.path.dirname(tool)}{os.pathsep}{os.environ.get('PATH', '')}")
     sass = subprocess.run([tool, "--dump-sass", _library()], capture_output=True, text=True, check=True, env=env).stdout
     kernels = fp8_gemm_kernels(sass)
-    assert sorted(k for k, _ in kernels) == ["blockwise", "blockwise", "e4m3 promoted", "e5m2 promoted", "fast large",
-                                             "fast small"]
+    assert sorted(k for k, _ in kernels) == [
+        "blockwise",
+        "blockwise",
+        "e4m3 promoted",
+        "e5m2 promoted",
+        "fast large",
+        "fast small",
+    ]
     for kind, body in kernels:
         qgmma = len(re.findall(r"\bQGMMA\.", body))
         depbar = len(re.findall(r"WARPGROUP\.DEPBAR", body))
@@ -128,8 +150,11 @@ def test_sparse_grouped_gemms_issue_pipelined_hgmma():
     tool = _cuobjdump()
     env = dict(os.environ, PATH=f"{os.path.dirname(tool)}{os.pathsep}{os.environ.get('PATH', '')}")
     sass = subprocess.run([tool, "--dump-sass", _library()], capture_output=True, text=True, check=True, env=env).stdout
-    grouped = [body for name, body in _sass_functions(sass).items()
-               if "GemmUniversal" in name and "PtrArray" in name and "bfloat16" in name]
+    grouped = [
+        body
+        for name, body in _sass_functions(sass).items()
+        if "GemmUniversal" in name and "PtrArray" in name and "bfloat16" in name
+    ]
     assert len(grouped) == 3, [n for n in _sass_functions(sass) if "PtrArray" in n]
     for body in grouped:
         hgmma = len(re.findall(r"\bHGMMA\.", body))
@@ -140,8 +165,11 @@ def test_sparse_grouped_gemms_issue_pipelined_hgmma():
 def _side_tile_kernels(functions: dict, transform: str) -> dict:
     """{"plain" | "transposed": SASS} of the side-tile-mainloop GEMMs (csrc/side_tile_mainloop.cuh)
     whose transform is `transform`: A K-major, or M-major (transposed)."""
-    return {("transposed" if "SideTileAMainloopILb1" in name else "plain"): body
-            for name, body in functions.items() if "SideTileAMainloop" in name and transform in name}
+    return {
+        ("transposed" if "SideTileAMainloopILb1" in name else "plain"): body
+        for name, body in functions.items()
+        if "SideTileAMainloop" in name and transform in name
+    }
 
 
 def _check_side_tile_pipeline(kernels: dict) -> None:

@@ -20,8 +20,11 @@ def main() -> None:
     os.environ["EMBER_CE_STRICT"] = "1"
     g = torch.Generator().manual_seed(0)
     worst = 0.0
-    for n, d, v, opts in [(37, 64, 1000, {}), (300, 128, 4104, dict(label_smoothing=0.1, z_loss=1e-3)),
-                          (129, 256, 33000, dict(softcap=20.0))]:
+    for n, d, v, opts in [
+        (37, 64, 1000, {}),
+        (300, 128, 4104, dict(label_smoothing=0.1, z_loss=1e-3)),
+        (129, 256, 33000, dict(softcap=20.0)),
+    ]:
         h = torch.randn(n, d, generator=g).to(torch.bfloat16)
         w = (torch.randn(v, d, generator=g) / d**0.5 * 2).to(torch.bfloat16)
         target = torch.randint(0, v, (n,), generator=g)

@@ -13,8 +13,12 @@ from ember.float8 import fp8_gemm_reference
 
 E4M3, E5M2 = torch.float8_e4m3fn, torch.float8_e5m2
 CASES = [  # (recipe granularities, a dtype, fast_accum): every kernel of csrc/float8/gemm_cuda.cu
-    (("tensor", "tensor"), E4M3, True), (("row", "row"), E4M3, True), (("row", "row"), E4M3, False),
-    (("tensor", "tensor"), E5M2, False), (("block", "tile"), E4M3, False), (("block", "block"), E4M3, False),
+    (("tensor", "tensor"), E4M3, True),
+    (("row", "row"), E4M3, True),
+    (("row", "row"), E4M3, False),
+    (("tensor", "tensor"), E5M2, False),
+    (("block", "tile"), E4M3, False),
+    (("block", "block"), E4M3, False),
 ]
 
 
@@ -29,12 +33,15 @@ def main() -> None:
             qb, sb = ember.ops.quantize_fp8(b, E4M3, gb)
             bias = torch.randn(n, device="cuda") if ga != "block" or gb == "tile" else None
             out = ember.ops.fp8_gemm(qa, sa, qb, sb, bias=bias, fast_accum=fast)
-            ref = fp8_gemm_reference(*(t.cpu() for t in (qa, sa, qb, sb)), out_dtype=torch.float64,
-                                     bias=None if bias is None else bias.cpu())
+            ref = fp8_gemm_reference(
+                *(t.cpu() for t in (qa, sa, qb, sb)), out_dtype=torch.float64, bias=None if bias is None else bias.cpu()
+            )
             rel = ((out.cpu().double() - ref).abs().max() / ref.abs().max()).item()
             worst = max(worst, rel)
-            print(f"{m}x{n}x{k} {ga}/{gb} a={str(a_dtype)[-6:]} fast_accum={fast} bias={bias is not None}: "
-                  f"max |err| / max |ref| = {rel:.2e}")
+            print(
+                f"{m}x{n}x{k} {ga}/{gb} a={str(a_dtype)[-6:]} fast_accum={fast} bias={bias is not None}: "
+                f"max |err| / max |ref| = {rel:.2e}"
+            )
     torch.cuda.synchronize()
     print(f"worst {worst:.2e}")
     assert worst < 2e-2, "an fp8_gemm kernel is off by more than bf16 rounding and fp8 accumulation allow"

@@ -33,13 +33,18 @@ def main() -> None:
         y = masked_linear(x.cuda(), w.cuda(), packed, b.cuda() if block is None else None, block=block)
         dx, dw = torch.ops.ember.masked_linear_backward(gy.cuda(), x.cuda(), w.cuda(), packed, block or 0, True, True)
         wm = w.double() * m
-        refs = {"y": x.double() @ wm.t() + (b.double() if block is None else 0), "dx": gy.double() @ wm,
-                "dw": (gy.double().t() @ x.double()) * m}
+        refs = {
+            "y": x.double() @ wm.t() + (b.double() if block is None else 0),
+            "dx": gy.double() @ wm,
+            "dw": (gy.double().t() @ x.double()) * m,
+        }
         for what, got in (("y", y), ("dx", dx), ("dw", dw)):
             rel = ((got.cpu().double() - refs[what]).abs().max() / refs[what].abs().max()).item()
             worst = max(worst, rel)
-            print(f"{n}x{out}x{inp} {'bitmask' if block is None else f'block {block}'} {what}: "
-                  f"max |err| / max |ref| = {rel:.2e}")
+            print(
+                f"{n}x{out}x{inp} {'bitmask' if block is None else f'block {block}'} {what}: "
+                f"max |err| / max |ref| = {rel:.2e}"
+            )
         assert (dw.cpu()[~m] == 0).all(), "masked weights got a nonzero gradient"
     torch.cuda.synchronize()
     print(f"worst {worst:.2e}")

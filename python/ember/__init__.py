@@ -11,7 +11,7 @@ from . import float8, losses, models, ops, optim, sparse  # noqa: E402
 
 __version__ = _C.build_info()["version"]
 
-REBUILD_WITH_CUDA = 'EMBER_CUDA=1 pip install --no-build-isolation -e .'
+REBUILD_WITH_CUDA = "EMBER_CUDA=1 pip install --no-build-isolation -e ."
 
 
 def _warn_if_built_without_cuda() -> None:
@@ -20,9 +20,12 @@ def _warn_if_built_without_cuda() -> None:
     if not info["with_cuda"] and torch.cuda.is_available():
         import warnings
 
-        warnings.warn(f"ember was built without its CUDA kernels ({info['build_mode']}), but a GPU is visible: ember's "
-                      f"ops will refuse CUDA tensors. Rebuild from the source folder: {REBUILD_WITH_CUDA}",
-                      RuntimeWarning, stacklevel=3)
+        warnings.warn(
+            f"ember was built without its CUDA kernels ({info['build_mode']}), but a GPU is visible: ember's "
+            f"ops will refuse CUDA tensors. Rebuild from the source folder: {REBUILD_WITH_CUDA}",
+            RuntimeWarning,
+            stacklevel=3,
+        )
 
 
 _warn_if_built_without_cuda()
@@ -58,4 +61,18 @@ def ops_available() -> dict:
     return {n: [k for k in keys if torch._C._dispatch_has_kernel_for_dispatch_key(n, k)] for n in names}
 
 
-__all__ = ["build_info", "cuda_available", "ops_available", "data", "float8", "losses", "models", "ops", "optim", "patch", "sparse", "train", "__version__"]
+__all__ = [
+    "build_info",
+    "cuda_available",
+    "ops_available",
+    "data",
+    "float8",
+    "losses",
+    "models",
+    "ops",
+    "optim",
+    "patch",
+    "sparse",
+    "train",
+    "__version__",
+]

@@ -39,8 +39,11 @@ def _train(argv) -> int:
     from .train import parse_config, train
     from .train.preempt import EXIT_PREEMPTED, Preempted
 
-    cfg = parse_config(argv, description=COMMANDS["train"] + ". Every option below is a --section.key=value flag "
-                       "or a key of a TOML --config file.")
+    cfg = parse_config(
+        argv,
+        description=COMMANDS["train"] + ". Every option below is a --section.key=value flag "
+        "or a key of a TOML --config file.",
+    )
     try:
         train(cfg)
     except Preempted:  # the trainer said where it stopped and how to go on
@@ -54,22 +57,39 @@ def _train(argv) -> int:
 def _prepare(argv) -> int:
     from .data.prepare import prepare
 
-    p = argparse.ArgumentParser(prog="ember prepare", description=COMMANDS["prepare"] + ". A folder contributes its "
-                                ".txt/.md/.py/.jsonl/.parquet files; 'stdlib' is the built-in corpus.")
+    p = argparse.ArgumentParser(
+        prog="ember prepare",
+        description=COMMANDS["prepare"] + ". A folder contributes its "
+        ".txt/.md/.py/.jsonl/.parquet files; 'stdlib' is the built-in corpus.",
+    )
     p.add_argument("inputs", nargs="+", help="files, folders, or 'stdlib'")
     p.add_argument("--out", required=True, help="output folder (created; must be empty)")
-    p.add_argument("--tokenizer", default="byte", help="'byte' (default), the path of a Hugging Face tokenizer.json, or a Hugging Face model folder (its "
-                   "tokenizer.json and its end/beginning-of-document tokens)")
-    p.add_argument("--eos-token", default=None, help="end-of-document token of a tokenizer.json (default: the folder's, else found by name)")
-    p.add_argument("--text-key", default="text", help="the text field of jsonl records / parquet column (default: text)")
+    p.add_argument(
+        "--tokenizer",
+        default="byte",
+        help="'byte' (default), the path of a Hugging Face tokenizer.json, or a Hugging Face model folder (its "
+        "tokenizer.json and its end/beginning-of-document tokens)",
+    )
+    p.add_argument(
+        "--eos-token",
+        default=None,
+        help="end-of-document token of a tokenizer.json (default: the folder's, else found by name)",
+    )
+    p.add_argument(
+        "--text-key", default="text", help="the text field of jsonl records / parquet column (default: text)"
+    )
     p.add_argument("--workers", type=int, default=0, help="processes (default: one per core, at most one per file)")
-    p.add_argument("--val-per-mille", type=int, default=5, help="documents per thousand kept for validation (default: 5)")
+    p.add_argument(
+        "--val-per-mille", type=int, default=5, help="documents per thousand kept for validation (default: 5)"
+    )
     p.add_argument("--shard-tokens", type=int, default=1 << 28, help="tokens per shard, about (default: 2^28)")
     a = p.parse_args(argv)
     index = prepare(a.inputs, a.out, a.tokenizer, a.workers, a.text_key, a.val_per_mille, a.shard_tokens, a.eos_token)
     for split, shards in index["splits"].items():
-        print(f"{split}: {sum(s['tokens'] for s in shards):,} tokens, {sum(s['documents'] for s in shards):,} documents, "
-              f"{len(shards)} shard(s)")
+        print(
+            f"{split}: {sum(s['tokens'] for s in shards):,} tokens, {sum(s['documents'] for s in shards):,} documents, "
+            f"{len(shards)} shard(s)"
+        )
     print(f"ember prepare: wrote {a.out} (vocabulary {index['vocab_size']}, {index['dtype']})")
     return 0
 
@@ -77,8 +97,11 @@ def _prepare(argv) -> int:
 def _score(argv) -> int:
     from .train.score import score
 
-    p = argparse.ArgumentParser(prog="ember score", description=COMMANDS["score"] + ": w = (1 - p_ref)^alpha, "
-                                "averaging 1 over each document; stored beside the shards for --loss.token_weights.")
+    p = argparse.ArgumentParser(
+        prog="ember score",
+        description=COMMANDS["score"] + ": w = (1 - p_ref)^alpha, "
+        "averaging 1 over each document; stored beside the shards for --loss.token_weights.",
+    )
     p.add_argument("checkpoint", help="the reference model: a checkpoint folder or a run folder (its latest)")
     p.add_argument("--data", required=True, help="token folder from `ember prepare`")
     p.add_argument("--alpha", type=float, default=1.0, help="exponent alpha (default: 1)")
@@ -97,8 +120,11 @@ def _eval(argv) -> int:
     from .train.config import build_parser, parse_flags
     from .train.evaluate import evaluate_checkpoint
 
-    parser = build_parser("ember eval", COMMANDS["eval"] + ". The checkpoint's own config, changed by any "
-                          "--section.key=value flag (e.g. --data.sources, --eval.batches).")
+    parser = build_parser(
+        "ember eval",
+        COMMANDS["eval"] + ". The checkpoint's own config, changed by any "
+        "--section.key=value flag (e.g. --data.sources, --eval.batches).",
+    )
     parser.add_argument("checkpoint", help="a checkpoint folder or a run folder (its latest)")
     flags = parse_flags(argv, parser)
     result = evaluate_checkpoint(flags.pop("checkpoint"), flags=flags)
@@ -121,22 +147,36 @@ def _plot(argv) -> int:
 def _export(argv) -> int:
     from .train.export import export_run
 
-    p = argparse.ArgumentParser(prog="ember export", description=COMMANDS["export"] + ". A run started from a Hugging "
-                                "Face checkpoint keeps its architecture and tensor names; a run from scratch is a "
-                                "LlamaForCausalLM. The folder appears complete or not at all.")
+    p = argparse.ArgumentParser(
+        prog="ember export",
+        description=COMMANDS["export"] + ". A run started from a Hugging "
+        "Face checkpoint keeps its architecture and tensor names; a run from scratch is a "
+        "LlamaForCausalLM. The folder appears complete or not at all.",
+    )
     p.add_argument("checkpoint", help="a checkpoint folder or a run folder (its latest)")
     p.add_argument("out_dir", help="output folder (created; must not exist or be empty)")
-    p.add_argument("--dtype", default=None, help="bf16, fp16 or fp32 (default: the weights' own, fp32 for a trained run)")
+    p.add_argument(
+        "--dtype", default=None, help="bf16, fp16 or fp32 (default: the weights' own, fp32 for a trained run)"
+    )
     p.add_argument("--max-shard-gb", type=float, default=2.0, help="split the safetensors above this size (default: 2)")
     a = p.parse_args(argv)
     info = export_run(a.checkpoint, a.out_dir, a.dtype, int(a.max_shard_gb * 2**30))
-    print(f"ember export: wrote {info['out_dir']} ({info['architecture']}) from {info['checkpoint']}"
-          + (f", tokenizer files {', '.join(info['tokenizer_files'])}" if info["tokenizer_files"] else ""))
+    print(
+        f"ember export: wrote {info['out_dir']} ({info['architecture']}) from {info['checkpoint']}"
+        + (f", tokenizer files {', '.join(info['tokenizer_files'])}" if info["tokenizer_files"] else "")
+    )
     return 0
 
 
-HANDLERS = {"train": _train, "prepare": _prepare, "score": _score, "eval": _eval, "plot": _plot, "info": _info,
-            "export": _export}
+HANDLERS = {
+    "train": _train,
+    "prepare": _prepare,
+    "score": _score,
+    "eval": _eval,
+    "plot": _plot,
+    "info": _info,
+    "export": _export,
+}
 
 
 def main(argv=None) -> int:
@@ -144,8 +184,13 @@ def main(argv=None) -> int:
     if not argv or argv[0] in ("-h", "--help") or argv[0] not in HANDLERS:
         width = max(map(len, COMMANDS))
         lines = [f"  {c:<{width}}  {h}" for c, h in COMMANDS.items()]
-        print("usage: ember {" + ",".join(COMMANDS) + "} ...\n\nember: cheaper LLM pre-training on Hopper GPUs\n\n" + "\n".join(lines)
-              + "\n\n`ember COMMAND --help` lists a command's options.")
+        print(
+            "usage: ember {"
+            + ",".join(COMMANDS)
+            + "} ...\n\nember: cheaper LLM pre-training on Hopper GPUs\n\n"
+            + "\n".join(lines)
+            + "\n\n`ember COMMAND --help` lists a command's options."
+        )
         if argv and argv[0] not in ("-h", "--help"):
             print(f"\nember: unknown command {argv[0]!r}", file=sys.stderr)
             return 2

@@ -18,7 +18,12 @@ def philox(counters: np.ndarray, seed: int) -> np.ndarray:
     k0, k1 = np.uint64(seed & MASK), np.uint64((seed >> 32) & MASK)
     for _ in range(10):
         p0, p1 = np.uint64(M0) * x, np.uint64(M1) * z
-        x, y, z, w = (p1 >> np.uint64(32)) ^ y ^ k0, p1 & np.uint64(MASK), (p0 >> np.uint64(32)) ^ w ^ k1, p0 & np.uint64(MASK)
+        x, y, z, w = (
+            (p1 >> np.uint64(32)) ^ y ^ k0,
+            p1 & np.uint64(MASK),
+            (p0 >> np.uint64(32)) ^ w ^ k1,
+            p0 & np.uint64(MASK),
+        )
         k0, k1 = (k0 + np.uint64(W0)) & np.uint64(MASK), (k1 + np.uint64(W1)) & np.uint64(MASK)
     return np.stack([x, y, z, w], axis=1)
 
@@ -93,8 +98,21 @@ def projection(rank: int, dim: int, seed: int, stream: int, refresh: int) -> tor
 class ReferenceApollo:
     """The APOLLO rule for one matrix, written plainly (include/ember/apollo.h), in the dtype of `w`."""
 
-    def __init__(self, w: torch.Tensor, rank: int, lr=1e-2, betas=(0.9, 0.999), eps=1e-6, weight_decay=0.0,
-                 scale=1.0, tensor_scale=False, norm_growth_limit=1.01, update_proj_gap=200, seed=0, stream=0):
+    def __init__(
+        self,
+        w: torch.Tensor,
+        rank: int,
+        lr=1e-2,
+        betas=(0.9, 0.999),
+        eps=1e-6,
+        weight_decay=0.0,
+        scale=1.0,
+        tensor_scale=False,
+        norm_growth_limit=1.01,
+        update_proj_gap=200,
+        seed=0,
+        stream=0,
+    ):
         self.w = w.clone()
         self.transposed = w.shape[0] < w.shape[1]
         long_dim = max(w.shape)
@@ -102,9 +120,19 @@ class ReferenceApollo:
         self.v = torch.zeros(long_dim, rank, dtype=w.dtype)
         self.norm_prev = None
         self.t = 0
-        self.__dict__.update(rank=rank, lr=lr, betas=betas, eps=eps, wd=weight_decay, scale=scale,
-                             tensor_scale=tensor_scale, gamma=norm_growth_limit, gap=update_proj_gap, seed=seed,
-                             stream=stream)
+        self.__dict__.update(
+            rank=rank,
+            lr=lr,
+            betas=betas,
+            eps=eps,
+            wd=weight_decay,
+            scale=scale,
+            tensor_scale=tensor_scale,
+            gamma=norm_growth_limit,
+            gap=update_proj_gap,
+            seed=seed,
+            stream=stream,
+        )
 
     def step(self, g: torch.Tensor) -> None:
         self.t += 1

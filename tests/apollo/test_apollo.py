@@ -33,7 +33,9 @@ def test_projection_is_the_reference_bit_for_bit(device, rank, dim, seed, stream
 
 @given(st.integers(1, 40), st.integers(1, 300), st.integers(0, 2**63 - 1), st.integers(0, 2**32 - 1))
 def test_projection_reference_property(rank, dim, seed, stream):
-    assert torch.equal(ember.ops.apollo_projection(rank, dim, seed, stream, 1), reference.projection(rank, dim, seed, stream, 1))
+    assert torch.equal(
+        ember.ops.apollo_projection(rank, dim, seed, stream, 1), reference.projection(rank, dim, seed, stream, 1)
+    )
 
 
 def test_projection_is_standard_normal_over_sqrt_rank():
@@ -41,8 +43,11 @@ def test_projection_is_standard_normal_over_sqrt_rank():
     assert abs(p.mean().item()) < 5e-3 and abs(p.std().item() - 1) < 5e-3
     # fourth moment of N(0, 1) is 3; tails reach past 4σ at this sample size
     assert abs((p**4).mean().item() - 3) < 0.05 and p.abs().max().item() > 4
-    others = [ember.ops.apollo_projection(64, 20000, seed=4), ember.ops.apollo_projection(64, 20000, seed=3, stream=1),
-              ember.ops.apollo_projection(64, 20000, seed=3, refresh=1)]
+    others = [
+        ember.ops.apollo_projection(64, 20000, seed=4),
+        ember.ops.apollo_projection(64, 20000, seed=3, stream=1),
+        ember.ops.apollo_projection(64, 20000, seed=3, refresh=1),
+    ]
     for q in others:  # independent streams: no correlation
         assert abs(torch.corrcoef(torch.stack([p.flatten(), q.flatten()]))[0, 1].item()) < 0.01
 
@@ -62,12 +67,23 @@ def rel(a, b):
 def test_step_matches_the_rule_over_100_steps(device, scale_type):
     # Both orientations (m ≥ n and m < n), odd sizes, a square one; one group, one fused call.
     shapes = [(37, 19), (19, 37), (23, 23)]
-    kw = dict(lr=1e-2, betas=(0.9, 0.999), eps=1e-6, weight_decay=0.1, scale=128.0 if scale_type == "tensor" else 2.0,
-              norm_growth_limit=1.01, update_proj_gap=40, seed=7)
+    kw = dict(
+        lr=1e-2,
+        betas=(0.9, 0.999),
+        eps=1e-6,
+        weight_decay=0.1,
+        scale=128.0 if scale_type == "tensor" else 2.0,
+        norm_growth_limit=1.01,
+        update_proj_gap=40,
+        seed=7,
+    )
     rank = 5
     torch.manual_seed(0)
     w0 = [torch.randn(s) for s in shapes]
-    refs = [reference.ReferenceApollo(w, rank, tensor_scale=scale_type == "tensor", stream=i, **kw) for i, w in enumerate(w0)]
+    refs = [
+        reference.ReferenceApollo(w, rank, tensor_scale=scale_type == "tensor", stream=i, **kw)
+        for i, w in enumerate(w0)
+    ]
     params = [torch.nn.Parameter(w.clone().to(device)) for w in w0]
     opt = Apollo(params, rank=rank, scale_type=scale_type, **kw)
     limited = 0
@@ -75,7 +91,11 @@ def test_step_matches_the_rule_over_100_steps(device, scale_type):
         for p, g, r in zip(params, gs, refs):
             before = r.norm_prev
             r.step(g)
-            limited += before is not None and float(r.norm_prev) < float(before) * 1.0100001 and float(r.norm_prev) > float(before) * 1.0099
+            limited += (
+                before is not None
+                and float(r.norm_prev) < float(before) * 1.0100001
+                and float(r.norm_prev) > float(before) * 1.0099
+            )
             p.grad = g.to(device)
         opt.step()
     assert limited > 10  # the limiter was active on many steps
@@ -87,15 +107,29 @@ def test_step_matches_the_rule_over_100_steps(device, scale_type):
         assert int(state["step"]) == 100
 
 
-@given(st.integers(1, 40), st.integers(1, 40), st.integers(1, 9), st.booleans(), st.integers(0, 2**40),
-       st.floats(1e-3, 1e3))
+@given(
+    st.integers(1, 40),
+    st.integers(1, 40),
+    st.integers(1, 9),
+    st.booleans(),
+    st.integers(0, 2**40),
+    st.floats(1e-3, 1e3),
+)
 def test_step_matches_the_rule_for_any_shape(m, n, rank, tensor_scale, seed, magnitude):
     g = torch.Generator().manual_seed(seed % 1000)
     w0 = torch.randn(m, n, generator=g)
-    ref = reference.ReferenceApollo(w0, rank, tensor_scale=tensor_scale, update_proj_gap=2, seed=seed, weight_decay=0.01)
+    ref = reference.ReferenceApollo(
+        w0, rank, tensor_scale=tensor_scale, update_proj_gap=2, seed=seed, weight_decay=0.01
+    )
     p = torch.nn.Parameter(w0.clone())
-    opt = Apollo([p], rank=rank, scale_type="tensor" if tensor_scale else "channel", update_proj_gap=2, seed=seed,
-                 weight_decay=0.01)
+    opt = Apollo(
+        [p],
+        rank=rank,
+        scale_type="tensor" if tensor_scale else "channel",
+        update_proj_gap=2,
+        seed=seed,
+        weight_decay=0.01,
+    )
     for _ in range(5):
         grad = torch.randn(m, n, generator=g) * magnitude
         ref.step(grad)
@@ -208,7 +242,9 @@ def test_param_groups_for_a_llama():
     lowrank, rest = groups
     names = {id(p): n for n, p in model.named_parameters()}
     low_names = {names[id(p)] for p in lowrank["params"]}
-    assert low_names == {n for n, _ in model.named_parameters() if any(k in n for k in ("wq", "wk", "wv", "wo", "w1", "w2", "w3"))}
+    assert low_names == {
+        n for n, _ in model.named_parameters() if any(k in n for k in ("wq", "wk", "wv", "wo", "w1", "w2", "w3"))
+    }
     assert rest["rank"] is None and lowrank["rank"] == 16 and rest["lr"] == 2e-3
     assert {names[id(p)] for p in rest["params"]} >= {"tok_embeddings.weight", "norm.weight"}
     untied = ember.models.Llama(ember.models.CONFIGS["debug"].replace(tie_embeddings=False))
@@ -219,8 +255,9 @@ def test_param_groups_for_a_llama():
 
 def make_run(dtype=torch.float32, seed=0):
     torch.manual_seed(seed)
-    model = torch.nn.Sequential(torch.nn.Embedding(11, 24), torch.nn.Linear(24, 40), torch.nn.LayerNorm(40),
-                                torch.nn.Linear(40, 11)).to(dtype)
+    model = torch.nn.Sequential(
+        torch.nn.Embedding(11, 24), torch.nn.Linear(24, 40), torch.nn.LayerNorm(40), torch.nn.Linear(40, 11)
+    ).to(dtype)
     opt = Apollo(apollo_param_groups(model, rank=6, update_proj_gap=3, weight_decay=0.01))
     return model, opt
 
@@ -269,11 +306,22 @@ def test_state_memory_is_low_rank():
 # ---- errors ------------------------------------------------------------------------------------------
 @pytest.mark.parametrize(
     "kwargs, match",
-    [(dict(rank=0), "rank"), (dict(betas=(0.9, 1.0)), "betas"), (dict(eps=0.0), "eps"), (dict(lr=-1.0), "lr"),
-     (dict(scale_type="row"), "scale_type"), (dict(update_proj_gap=0), "update_proj_gap"),
-     (dict(norm_growth_limit=0.5), "norm_growth_limit"), (dict(scale=0.0), "scale"), (dict(seed=-1), "seed"),
-     (dict(weight_decay=-0.1), "weight_decay"), (dict(lr=math.inf), "lr"), (dict(eps=math.inf), "eps"),
-     (dict(weight_decay=math.inf), "weight_decay"), (dict(norm_growth_limit=math.inf), "norm_growth_limit")],
+    [
+        (dict(rank=0), "rank"),
+        (dict(betas=(0.9, 1.0)), "betas"),
+        (dict(eps=0.0), "eps"),
+        (dict(lr=-1.0), "lr"),
+        (dict(scale_type="row"), "scale_type"),
+        (dict(update_proj_gap=0), "update_proj_gap"),
+        (dict(norm_growth_limit=0.5), "norm_growth_limit"),
+        (dict(scale=0.0), "scale"),
+        (dict(seed=-1), "seed"),
+        (dict(weight_decay=-0.1), "weight_decay"),
+        (dict(lr=math.inf), "lr"),
+        (dict(eps=math.inf), "eps"),
+        (dict(weight_decay=math.inf), "weight_decay"),
+        (dict(norm_growth_limit=math.inf), "norm_growth_limit"),
+    ],
 )
 def test_bad_hyperparameters(kwargs, match):
     with pytest.raises(ValueError, match=f"ember.optim.Apollo: {match}"):
@@ -308,25 +356,35 @@ def test_a_step_that_raises_does_not_advance_the_step_count():
 
 def step_args(device="cpu", **over):
     w = torch.randn(6, 10, device=device)
-    args = dict(params=[w], grads=[torch.randn(6, 10, device=device)], exp_avg=[torch.zeros(10, 3, device=device)],
-                exp_avg_sq=[torch.zeros(10, 3, device=device)], norm_prev=[torch.zeros((), device=device)], steps=[1],
-                streams=[0])
+    args = dict(
+        params=[w],
+        grads=[torch.randn(6, 10, device=device)],
+        exp_avg=[torch.zeros(10, 3, device=device)],
+        exp_avg_sq=[torch.zeros(10, 3, device=device)],
+        norm_prev=[torch.zeros((), device=device)],
+        steps=[1],
+        streams=[0],
+    )
     args.update(over)
     scalars = (1e-2, 0.9, 0.999, 1e-6, 0.0, 1.0, False, 1.01, 3, 200, 0, True)
-    return [args[k] for k in ("params", "grads", "exp_avg", "exp_avg_sq", "norm_prev", "steps", "streams")] + list(scalars)
+    return [args[k] for k in ("params", "grads", "exp_avg", "exp_avg_sq", "norm_prev", "steps", "streams")] + list(
+        scalars
+    )
 
 
 @pytest.mark.parametrize(
     "over, match",
-    [(dict(grads=[torch.randn(6, 10, dtype=torch.float64)]), "grads\\[0\\] must match"),
-     (dict(exp_avg=[torch.zeros(6, 3)]), "exp_avg\\[0\\] must have shape \\(10, 3\\)"),
-     (dict(exp_avg_sq=[torch.zeros(10, 3, dtype=torch.float64)]), "exp_avg_sq\\[0\\] must be float32"),
-     (dict(norm_prev=[torch.zeros(2)]), "norm_prev\\[0\\]"),
-     (dict(params=[torch.randn(60)]), "params\\[0\\] must be 2-D"),
-     (dict(params=[torch.randn(10, 6).t()]), "params\\[0\\] must be contiguous"),
-     (dict(steps=[0]), "steps\\[0\\] must be >= 1"),
-     (dict(streams=[-1]), "streams\\[0\\]"),
-     (dict(steps=[1, 2]), ".*must have one entry per matrix")],
+    [
+        (dict(grads=[torch.randn(6, 10, dtype=torch.float64)]), "grads\\[0\\] must match"),
+        (dict(exp_avg=[torch.zeros(6, 3)]), "exp_avg\\[0\\] must have shape \\(10, 3\\)"),
+        (dict(exp_avg_sq=[torch.zeros(10, 3, dtype=torch.float64)]), "exp_avg_sq\\[0\\] must be float32"),
+        (dict(norm_prev=[torch.zeros(2)]), "norm_prev\\[0\\]"),
+        (dict(params=[torch.randn(60)]), "params\\[0\\] must be 2-D"),
+        (dict(params=[torch.randn(10, 6).t()]), "params\\[0\\] must be contiguous"),
+        (dict(steps=[0]), "steps\\[0\\] must be >= 1"),
+        (dict(streams=[-1]), "streams\\[0\\]"),
+        (dict(steps=[1, 2]), ".*must have one entry per matrix"),
+    ],
 )
 def test_op_rejects_bad_input_and_changes_nothing(over, match):
     args = step_args(**over)

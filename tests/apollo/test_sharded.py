@@ -26,8 +26,15 @@ def _weights() -> list[torch.Tensor]:
 
 
 def _options(scale_type: str) -> dict:
-    return dict(lr=0.05, rank=3, scale_type=scale_type, update_proj_gap=2, weight_decay=0.1, seed=11,
-                norm_growth_limit=1.01 if scale_type == "channel" else 1.5)
+    return dict(
+        lr=0.05,
+        rank=3,
+        scale_type=scale_type,
+        update_proj_gap=2,
+        weight_decay=0.1,
+        seed=11,
+        norm_growth_limit=1.01 if scale_type == "channel" else 1.5,
+    )
 
 
 def _run_one_process(scale_type: str):
@@ -54,8 +61,11 @@ def _worker(rank: int, world: int, folder: str, scale_type: str) -> None:
                 p.grad = distribute_tensor(g, mesh, [Shard(0)])
             opt.step()
         full = [p.detach().full_tensor() for p in params]
-        states = [{k: opt.state[p][k].full_tensor() for k in ("exp_avg", "exp_avg_sq")} | {"norm_prev": opt.state[p]["norm_prev"]}
-                  for p in params]
+        states = [
+            {k: opt.state[p][k].full_tensor() for k in ("exp_avg", "exp_avg_sq")}
+            | {"norm_prev": opt.state[p]["norm_prev"]}
+            for p in params
+        ]
         local_bytes = sum(opt.state[p][k].to_local().numel() * 4 for p in params for k in ("exp_avg", "exp_avg_sq"))
         torch.save((full, states, local_bytes), f"{folder}/rank{rank}.pt")
         dist.barrier()  # no rank tears the group down while another still uses it

@@ -37,7 +37,9 @@ def make(n, v, dtype, device, seed=0, d=None):
     return logits, target.to(device), weight.to(device)
 
 
-def reference(z, target, weight=None, ignore_index=-100, label_smoothing=0.0, z_loss=0.0, softcap=None, reduction="mean"):
+def reference(
+    z, target, weight=None, ignore_index=-100, label_smoothing=0.0, z_loss=0.0, softcap=None, reduction="mean"
+):
     """float64: (reduced loss, per-token loss, logprobs, entropy), differentiable in z."""
     per, _, lp, ent = reference_rows.rows(z, target, weight, ignore_index, label_smoothing, z_loss, softcap)
     valid = target.cpu() != ignore_index
@@ -124,7 +126,7 @@ def test_cross_entropy_any_shape(n, v, seed):
 # ---- linear + cross-entropy ----------------------------------------------------------------------
 @pytest.fixture(params=["materialized", "fused"])
 def ce_backward(request, monkeypatch):
-    """The two ways the chunked linear CE makes its gradient (csrc/cross_entropy/driver.cpp): the
+    """The two ways the chunked linear CE makes its gradient (csrc/cross_entropy/cross_entropy_driver.cpp): the
     row kernels materialize it, or the softmax-gradient GEMMs make it inside the GEMM and the target
     terms are added after (EMBER_CE_SOFTMAX_GEMM=1 / 0; the CPU runs the same decomposition with
     its GEMMs' gradient materialized). With a bias, or on CUDA outside bf16, it is always the first."""
@@ -273,24 +275,50 @@ def test_opcheck(device):
     _, lse, _, _ = torch.ops.ember.cross_entropy_forward(logits, *args, False, False)
     g = torch.rand(9, device=device)
     torch.library.opcheck(torch.ops.ember.cross_entropy_backward.default, (g, logits, *args[:2], lse, *args[2:]))
-    torch.library.opcheck(torch.ops.ember.cross_entropy_backward_.default, (logits.clone(), g, *args[:2], lse, *args[2:]))
+    torch.library.opcheck(
+        torch.ops.ember.cross_entropy_backward_.default, (logits.clone(), g, *args[:2], lse, *args[2:])
+    )
     h, w, b, target, weight = linear_inputs(11, 5, 13, torch.float32, device, bias=True)
     largs = (h, w, target, weight, b, -100, 0.0, 0.0, 2.0)
     torch.library.opcheck(torch.ops.ember.linear_cross_entropy_forward.default, (*largs, True, True, True))
     _, lse, *_ = torch.ops.ember.linear_cross_entropy_forward(*largs, False, False, False)
-    torch.library.opcheck(torch.ops.ember.linear_cross_entropy_backward.default,
-                          (torch.rand(11, device=device), *largs[:5], lse, *largs[5:]))
+    torch.library.opcheck(
+        torch.ops.ember.linear_cross_entropy_backward.default,
+        (torch.rand(11, device=device), *largs[:5], lse, *largs[5:]),
+    )
 
 
-@pytest.mark.parametrize("call, match", [
-    (lambda: ember.ops.cross_entropy(torch.randn(4, 5), torch.tensor([0, 1, 5, 2])), "target values must be in \\[0, 5\\)"),
-    (lambda: ember.ops.cross_entropy(torch.randn(4, 5), torch.tensor([0, 1, 2])), "target must have shape \\(4\\)"),
-    (lambda: ember.ops.cross_entropy(torch.randn(4, 5, dtype=torch.float64), torch.zeros(4, dtype=torch.long)), "logits must be float32"),
-    (lambda: ember.ops.cross_entropy(torch.randn(4, 5), torch.zeros(4, dtype=torch.long), label_smoothing=1.5), "label_smoothing"),
-    (lambda: ember.ops.cross_entropy(torch.randn(4, 5), torch.zeros(4, dtype=torch.long), z_loss=-1.0), "z_loss"),
-    (lambda: ember.ops.linear_cross_entropy(torch.randn(4, 3), torch.randn(5, 2), torch.zeros(4, dtype=torch.long)), "lm_weight must be \\(V, 3\\)"),
-    (lambda: ember.ops.linear_cross_entropy(torch.randn(4, 3), torch.randn(5, 3).bfloat16(), torch.zeros(4, dtype=torch.long)), "one dtype"),
-])
+@pytest.mark.parametrize(
+    "call, match",
+    [
+        (
+            lambda: ember.ops.cross_entropy(torch.randn(4, 5), torch.tensor([0, 1, 5, 2])),
+            "target values must be in \\[0, 5\\)",
+        ),
+        (lambda: ember.ops.cross_entropy(torch.randn(4, 5), torch.tensor([0, 1, 2])), "target must have shape \\(4\\)"),
+        (
+            lambda: ember.ops.cross_entropy(torch.randn(4, 5, dtype=torch.float64), torch.zeros(4, dtype=torch.long)),
+            "logits must be float32",
+        ),
+        (
+            lambda: ember.ops.cross_entropy(torch.randn(4, 5), torch.zeros(4, dtype=torch.long), label_smoothing=1.5),
+            "label_smoothing",
+        ),
+        (lambda: ember.ops.cross_entropy(torch.randn(4, 5), torch.zeros(4, dtype=torch.long), z_loss=-1.0), "z_loss"),
+        (
+            lambda: ember.ops.linear_cross_entropy(
+                torch.randn(4, 3), torch.randn(5, 2), torch.zeros(4, dtype=torch.long)
+            ),
+            "lm_weight must be \\(V, 3\\)",
+        ),
+        (
+            lambda: ember.ops.linear_cross_entropy(
+                torch.randn(4, 3), torch.randn(5, 3).bfloat16(), torch.zeros(4, dtype=torch.long)
+            ),
+            "one dtype",
+        ),
+    ],
+)
 def test_bad_input(call, match):
     with pytest.raises(RuntimeError, match=match):
         call()
@@ -306,8 +334,9 @@ def test_under_torch_compile_fullgraph():
     logits = torch.randn(37, 50)
 
     def losses(h, w, z):
-        return (ember.ops.linear_cross_entropy(h, w, target, weight, z_loss=1e-3)
-                + ember.ops.cross_entropy(z, target, weight, label_smoothing=0.1))
+        return ember.ops.linear_cross_entropy(h, w, target, weight, z_loss=1e-3) + ember.ops.cross_entropy(
+            z, target, weight, label_smoothing=0.1
+        )
 
     grads = []
     for fn in (losses, torch.compile(losses, fullgraph=True)):

@@ -17,8 +17,12 @@ E4M3, E5M2 = torch.float8_e4m3fn, torch.float8_e5m2
 PAIRS = [(E4M3, E4M3), (E4M3, E5M2), (E5M2, E4M3)]
 OUT_DTYPES = [torch.bfloat16, torch.float16, torch.float32]
 # recipe -> (granularity of a, granularity of b) in quantize_fp8's terms
-RECIPES = {"tensorwise": ("tensor", "tensor"), "rowwise": ("row", "row"), "blockwise": ("block", "tile"),
-           "blockwise_wgrad": ("block", "block")}
+RECIPES = {
+    "tensorwise": ("tensor", "tensor"),
+    "rowwise": ("row", "row"),
+    "blockwise": ("block", "tile"),
+    "blockwise_wgrad": ("block", "block"),
+}
 OUT_EPS = {torch.bfloat16: 2.0**-8, torch.float16: 2.0**-11, torch.float32: 2.0**-23}
 
 
@@ -67,6 +71,7 @@ def sqnr(ref, x):
 
 def _expand(scale, rows, cols):
     from ember.float8.reference import _expand_scale
+
     return _expand_scale(scale.double(), rows, cols)
 
 
@@ -86,8 +91,15 @@ def test_large_k_and_accumulation_modes(device, recipe, fast_accum):
     check_gemm(200, 256, 2048, recipe, (E4M3, E4M3), torch.bfloat16, False, device, fast_accum)
 
 
-@given(m=st.integers(1, 300), n16=st.integers(1, 20), k16=st.integers(1, 40), recipe=st.sampled_from(list(RECIPES)),
-       pair=st.sampled_from(PAIRS), out_dtype=st.sampled_from(OUT_DTYPES), with_bias=st.booleans())
+@given(
+    m=st.integers(1, 300),
+    n16=st.integers(1, 20),
+    k16=st.integers(1, 40),
+    recipe=st.sampled_from(list(RECIPES)),
+    pair=st.sampled_from(PAIRS),
+    out_dtype=st.sampled_from(OUT_DTYPES),
+    with_bias=st.booleans(),
+)
 def test_shapes_hypothesis(m, n16, k16, recipe, pair, out_dtype, with_bias):
     for device in ["cpu"] + (["cuda"] if ember.cuda_available() else []):
         check_gemm(m, 16 * n16, 16 * k16, recipe, pair, out_dtype, with_bias, device)
@@ -155,7 +167,10 @@ def bad_input_cases(device):
         "a must be 2-D": ((qa[None], sa, qb, sb), {}),
         "b must be row-major contiguous": ((qa, sa, qb.t().contiguous().t(), sb), {}),
         "the same K": ((qa, sa, qb[:, :16].contiguous(), sb), {}),
-        "K \\(a.shape\\[1\\]\\) must be a multiple of 16": ((qa[:, :24].contiguous(), sa, qb[:, :24].contiguous(), sb), {}),
+        "K \\(a.shape\\[1\\]\\) must be a multiple of 16": (
+            (qa[:, :24].contiguous(), sa, qb[:, :24].contiguous(), sb),
+            {},
+        ),
         "N \\(b.shape\\[0\\]\\) must be a multiple of 16": ((qa, sa, qb[:12].contiguous(), sb[:12].contiguous()), {}),
         "a_scale must be float32": ((qa, sa.double(), qb, sb), {}),
         "b_scale must be contiguous": ((qa, sa, qb, sb.repeat(2, 1)[::2]), {}),

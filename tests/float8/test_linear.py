@@ -10,14 +10,16 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-import ember
 from ember.float8 import Float8Linear, convert_to_float8_training, quantize_fp8_reference
 from ember.float8.linear import RECIPES
 
 E4M3, E5M2 = torch.float8_e4m3fn, torch.float8_e5m2
 # recipe -> granularity of x / dY, of W (forward) and Wᵀ (dgrad), of xᵀ / dYᵀ (wgrad); dY's fp8
-SPEC = {"tensorwise": ("tensor", "tensor", "tensor", E5M2), "rowwise": ("row", "row", "row", E4M3),
-        "blockwise": ("block", "tile", "block", E4M3)}
+SPEC = {
+    "tensorwise": ("tensor", "tensor", "tensor", E5M2),
+    "rowwise": ("row", "row", "row", E4M3),
+    "blockwise": ("block", "tile", "block", E4M3),
+}
 
 
 def sqnr(ref, x):
@@ -29,6 +31,7 @@ def dq(t, dtype, granularity, transpose=False):
     """t (or tᵀ) quantized by the reference quantizer and dequantized, in float64."""
     q, s = quantize_fp8_reference(t.detach().cpu(), dtype, granularity, 128, transpose)
     from ember.float8.reference import _expand_scale
+
     return q.double() * _expand_scale(s.double(), *q.shape)
 
 
@@ -98,15 +101,21 @@ def test_no_worse_than_torchao(recipe):
     ao = pytest.importorskip("torchao.float8")
     mlp, x, dy = gelu_mlp("cpu")
     ours = mlp_sqnr(lambda m: convert_to_float8_training(m, recipe=recipe), mlp, x, dy)
-    theirs = mlp_sqnr(lambda m: ao.convert_to_float8_training(m, config=ao.Float8LinearConfig.from_recipe_name(recipe)),
-                      mlp, x, dy)
+    theirs = mlp_sqnr(
+        lambda m: ao.convert_to_float8_training(m, config=ao.Float8LinearConfig.from_recipe_name(recipe)), mlp, x, dy
+    )
     assert all(o >= t - 0.05 for o, t in zip(ours, theirs)), f"ember {ours} vs torchao {theirs} (dB: out, dX, dW)"
 
 
 def test_convert_swaps_exactly_the_filtered_layers(caplog):
-    model = nn.ModuleDict({
-        "attn": nn.Linear(64, 64), "mlp": nn.Sequential(nn.Linear(64, 128), nn.ReLU(), nn.Linear(128, 64)),
-        "odd": nn.Linear(64, 24), "head": nn.Linear(64, 100, bias=False)})
+    model = nn.ModuleDict(
+        {
+            "attn": nn.Linear(64, 64),
+            "mlp": nn.Sequential(nn.Linear(64, 128), nn.ReLU(), nn.Linear(128, 64)),
+            "odd": nn.Linear(64, 24),
+            "head": nn.Linear(64, 100, bias=False),
+        }
+    )
     seen = []
 
     def keep(module, fqn):
@@ -118,8 +127,13 @@ def test_convert_swaps_exactly_the_filtered_layers(caplog):
         assert convert_to_float8_training(model, recipe="rowwise", module_filter_fn=keep) is model
     assert sorted(seen) == ["attn", "head", "mlp.0", "mlp.2", "odd"]
     kinds = {n: type(m) for n, m in model.named_modules() if isinstance(m, nn.Linear)}
-    assert kinds == {"attn": Float8Linear, "mlp.0": Float8Linear, "mlp.2": Float8Linear, "odd": nn.Linear,
-                     "head": nn.Linear}
+    assert kinds == {
+        "attn": Float8Linear,
+        "mlp.0": Float8Linear,
+        "mlp.2": Float8Linear,
+        "odd": nn.Linear,
+        "head": nn.Linear,
+    }
     assert all(m.recipe == "rowwise" for m in model.modules() if isinstance(m, Float8Linear))
     assert "odd stays nn.Linear: out_features=24 is not a multiple of 16" in caplog.text
     # Same parameters, same state dict: load a plain checkpoint, save one a plain model loads.

@@ -59,7 +59,9 @@ def test_matches_reference(device, shape, in_dtype, fp8_dtype, granularity, tran
 @pytest.mark.parametrize("granularity", ["block", "tile"])
 @pytest.mark.parametrize("block", [16, 32, 64])
 def test_smaller_blocks(device, block, granularity, transpose):
-    check(random_input((77, 203), torch.bfloat16, device, seed=block), torch.float8_e4m3fn, granularity, block, transpose)
+    check(
+        random_input((77, 203), torch.bfloat16, device, seed=block), torch.float8_e4m3fn, granularity, block, transpose
+    )
 
 
 @pytest.mark.parametrize("shape", [(7,), (3, 5, 11), ()])
@@ -175,7 +177,11 @@ def test_does_not_modify_input(device):
         (lambda d: torch.ones(4, 8, dtype=torch.int32, device=d), {}, "x must be float32, float16 or bfloat16"),
         (lambda d: torch.ones(4, 8, device=d), {"dtype": torch.float16}, "dtype must be torch.float8_e4m3fn"),
         (lambda d: torch.ones(4, 8, device=d), {"granularity": "col"}, "granularity must be"),
-        (lambda d: torch.ones(4, 8, device=d), {"granularity": "block", "block": 100}, "block must be 16, 32, 64 or 128"),
+        (
+            lambda d: torch.ones(4, 8, device=d),
+            {"granularity": "block", "block": 100},
+            "block must be 16, 32, 64 or 128",
+        ),
         (lambda d: torch.ones(8, 4, device=d).t(), {"granularity": "row"}, "x must be contiguous"),
         (lambda d: torch.ones(8, device=d), {"granularity": "row"}, "x must be 2-D"),
         (lambda d: torch.ones(2, 3, 4, device=d), {"transpose": True}, "x must be 2-D"),

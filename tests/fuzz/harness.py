@@ -20,15 +20,20 @@ COVERED: set[str] = set()
 
 def registered_ops() -> set[str]:
     """The names of every op of the `ember` library, from the dispatcher."""
-    return {name.split("::", 1)[1].split(".")[0] for name in torch._C._dispatch_get_all_op_names()
-            if name.startswith("ember::")}
+    return {
+        name.split("::", 1)[1].split(".")[0]
+        for name in torch._C._dispatch_get_all_op_names()
+        if name.startswith("ember::")
+    }
 
 
 def covers(*ops: str):
     """Marks a test as the fuzz test of these ops."""
+
     def mark(fn):
         COVERED.update(ops)
         return fn
+
     return mark
 
 
@@ -60,8 +65,11 @@ def lay_out(t: torch.Tensor, layout: str) -> torch.Tensor:
     if layout == "transposed":
         return t.t().contiguous().t()
     if layout == "row_sliced":
-        wide = torch.full((t.shape[0], t.shape[1] + 3), float("nan"), dtype=t.dtype, device=t.device) \
-            if t.is_floating_point() else torch.zeros((t.shape[0], t.shape[1] + 3), dtype=t.dtype, device=t.device)
+        wide = (
+            torch.full((t.shape[0], t.shape[1] + 3), float("nan"), dtype=t.dtype, device=t.device)
+            if t.is_floating_point()
+            else torch.zeros((t.shape[0], t.shape[1] + 3), dtype=t.dtype, device=t.device)
+        )
         wide[:, : t.shape[1]] = t
         return wide[:, : t.shape[1]]
     if layout == "offset":
@@ -90,8 +98,21 @@ def special_values(dtype: torch.dtype) -> list[float]:
     """±inf, NaN, −0.0, 0, the smallest subnormal and normal, and for fp8 inputs the maxima of
     e4m3 (448) and e5m2 (57344) and values just beyond them."""
     fi = torch.finfo(dtype)
-    return [float("inf"), float("-inf"), float("nan"), -0.0, 0.0, fi.tiny, fi.tiny * fi.eps, -fi.tiny * fi.eps,
-            448.0, -448.0, 464.0, 57344.0, -61440.0]
+    return [
+        float("inf"),
+        float("-inf"),
+        float("nan"),
+        -0.0,
+        0.0,
+        fi.tiny,
+        fi.tiny * fi.eps,
+        -fi.tiny * fi.eps,
+        448.0,
+        -448.0,
+        464.0,
+        57344.0,
+        -61440.0,
+    ]
 
 
 @st.composite
@@ -162,8 +183,9 @@ def clear_error(err: BaseException, op: str, *arguments: str) -> None:
     """The error names the op and one of the arguments it is about."""
     msg = str(err)
     assert op in msg, f"the error does not name the op {op!r}: {msg}"
-    assert not arguments or any(re.search(rf"\b{re.escape(a)}\b", msg) for a in arguments), \
+    assert not arguments or any(re.search(rf"\b{re.escape(a)}\b", msg) for a in arguments), (
         f"the error names none of {arguments}: {msg}"
+    )
 
 
 def assert_matches(out: torch.Tensor, ref: torch.Tensor, rtol: float, what: str, atol: float = 0.0) -> None:
@@ -172,7 +194,9 @@ def assert_matches(out: torch.Tensor, ref: torch.Tensor, rtol: float, what: str,
     out, ref = out.detach().double().cpu(), ref.detach().double().cpu()
     assert out.shape == ref.shape, f"{what}: shape {tuple(out.shape)}, expected {tuple(ref.shape)}"
     nan_o, nan_r = out.isnan(), ref.isnan()
-    assert torch.equal(nan_o, nan_r), f"{what}: NaN at {nan_o.nonzero()[:5].tolist()}, expected at {nan_r.nonzero()[:5].tolist()}"
+    assert torch.equal(nan_o, nan_r), (
+        f"{what}: NaN at {nan_o.nonzero()[:5].tolist()}, expected at {nan_r.nonzero()[:5].tolist()}"
+    )
     inf_o, inf_r = out.isinf(), ref.isinf()
     assert torch.equal(inf_o, inf_r) and torch.equal(out[inf_o], ref[inf_r]), f"{what}: infinities differ"
     fin = ref.isfinite()

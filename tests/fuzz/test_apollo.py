@@ -17,8 +17,20 @@ import torch
 from hypothesis import event, given, strategies as st
 
 from ..apollo import reference
-from .harness import (OnlyInside, Unchanged, assert_matches, clear_error, covers, fuzz, lay_out, layouts, randn, sizes,
-                      special_values, sprinkle)
+from .harness import (
+    OnlyInside,
+    Unchanged,
+    assert_matches,
+    clear_error,
+    covers,
+    fuzz,
+    lay_out,
+    layouts,
+    randn,
+    sizes,
+    special_values,
+    sprinkle,
+)
 
 STEP, PROJ = "ember.apollo_step_", "ember.apollo_projection_"
 NAN, INF = float("nan"), float("inf")
@@ -47,12 +59,19 @@ def step_cases(draw):
     """(hyperparameters, first step, steps, matrices): each matrix's values on the CPU and its layouts."""
     dtype = draw(st.sampled_from([torch.float32, torch.bfloat16]))
     hyper = dict(
-        lr=draw(st.sampled_from([1e-2, 0.3, 0.0])), beta1=draw(st.sampled_from([0.9, 0.0, 0.5])),
-        beta2=draw(st.sampled_from([0.999, 0.9, 0.0])), eps=draw(st.sampled_from([1e-6, 1e-3])),
-        weight_decay=draw(st.sampled_from([0.0, 0.1])), scale=draw(st.sampled_from([1.0, 128.0])),
-        tensor_scale=draw(st.booleans()), norm_growth_limit=draw(st.sampled_from([1.01, 1.0, 4.0])),
-        rank=draw(st.integers(1, 8)), update_proj_gap=draw(st.integers(1, 3)), seed=draw(st.integers(0, 2**63 - 1)),
-        stochastic_rounding=draw(st.booleans()))
+        lr=draw(st.sampled_from([1e-2, 0.3, 0.0])),
+        beta1=draw(st.sampled_from([0.9, 0.0, 0.5])),
+        beta2=draw(st.sampled_from([0.999, 0.9, 0.0])),
+        eps=draw(st.sampled_from([1e-6, 1e-3])),
+        weight_decay=draw(st.sampled_from([0.0, 0.1])),
+        scale=draw(st.sampled_from([1.0, 128.0])),
+        tensor_scale=draw(st.booleans()),
+        norm_growth_limit=draw(st.sampled_from([1.01, 1.0, 4.0])),
+        rank=draw(st.integers(1, 8)),
+        update_proj_gap=draw(st.integers(1, 3)),
+        seed=draw(st.integers(0, 2**63 - 1)),
+        stochastic_rounding=draw(st.booleans()),
+    )
     start = draw(st.sampled_from([1, 1, 2, 200, 10_001]))  # later: a random state, the limiter at once
     steps = draw(st.integers(1, 3))  # with gaps of 1-3 they cross projection refreshes
     any_layout, mats = draw(st.sampled_from([False, False, True])), []  # mostly layouts the op takes
@@ -60,13 +79,19 @@ def step_cases(draw):
         shape = (draw(sizes(0, 70)), draw(sizes(0, 70)))
         s, state_shape = draw(st.integers(0, 2**30)), (max(shape), hyper["rank"])
         w = randn(shape, dtype, s, scale=draw(st.sampled_from([1.0, 1e-20])))
-        m = dict(stream=draw(st.integers(0, 2**32 - 1)),
-                 layout={k: draw(layouts() if any_layout else st.sampled_from(["contiguous", "offset"]))
-                         for k in ("params", "grads", "exp_avg", "exp_avg_sq")} | {"norm_prev": draw(layouts(1))},
-                 params=draw(sprinkle(w, special_values(dtype))),
-                 exp_avg=randn(state_shape, torch.float32, s + 1) * (start > 1),
-                 exp_avg_sq=randn(state_shape, torch.float32, s + 2) ** 2 * (start > 1),
-                 norm_prev=torch.full((1,), draw(st.sampled_from([0.0, 3.0])) * (start > 1)), grads=[])
+        m = dict(
+            stream=draw(st.integers(0, 2**32 - 1)),
+            layout={
+                k: draw(layouts() if any_layout else st.sampled_from(["contiguous", "offset"]))
+                for k in ("params", "grads", "exp_avg", "exp_avg_sq")
+            }
+            | {"norm_prev": draw(layouts(1))},
+            params=draw(sprinkle(w, special_values(dtype))),
+            exp_avg=randn(state_shape, torch.float32, s + 1) * (start > 1),
+            exp_avg_sq=randn(state_shape, torch.float32, s + 2) ** 2 * (start > 1),
+            norm_prev=torch.full((1,), draw(st.sampled_from([0.0, 3.0])) * (start > 1)),
+            grads=[],
+        )
         for t in range(steps):
             # not below 1e-15: ‖U‖² = Σ s_i²·‖G_i‖² squares G in float32 (see the op's docstring)
             g = randn(shape, dtype, s + 3 + t, scale=draw(st.sampled_from([1.0, 1e-3, 1e3, 1e-15])))
@@ -84,24 +109,42 @@ def step_cases(draw):
 
 def place(mats, device, steps, laid_out=True):
     """The op's arguments on the device, in the drawn layouts (or contiguous); grads: one list per step."""
+
     def put(t, layout):
         t = t.to(device).clone()  # the case's tensors stay as drawn
         return lay_out(t, layout) if laid_out else t
+
     args = {k: [put(m[k], m["layout"][k]) for m in mats] for k in ("params", *STATE)}
     args["grads"] = [[put(m["grads"][t], m["layout"]["grads"]) for m in mats] for t in range(steps)]
     return args
 
 
 def step(args, mats, hyper, t, k):
-    torch.ops.ember.apollo_step_(args["params"], args["grads"][k], args["exp_avg"], args["exp_avg_sq"],
-                                 args["norm_prev"], [t] * len(mats), [m["stream"] for m in mats], *hyper.values())
+    torch.ops.ember.apollo_step_(
+        args["params"],
+        args["grads"][k],
+        args["exp_avg"],
+        args["exp_avg_sq"],
+        args["norm_prev"],
+        [t] * len(mats),
+        [m["stream"] for m in mats],
+        *hyper.values(),
+    )
 
 
 def references(args, mats, hyper, t, k, bf16_p):
     """For each matrix: the rule run in float64 and in float32, from the kernel's current weights and state."""
-    kw = dict(lr=hyper["lr"], betas=(hyper["beta1"], hyper["beta2"]), eps=hyper["eps"],
-              weight_decay=hyper["weight_decay"], scale=hyper["scale"], tensor_scale=hyper["tensor_scale"],
-              norm_growth_limit=hyper["norm_growth_limit"], update_proj_gap=hyper["update_proj_gap"], seed=hyper["seed"])
+    kw = dict(
+        lr=hyper["lr"],
+        betas=(hyper["beta1"], hyper["beta2"]),
+        eps=hyper["eps"],
+        weight_decay=hyper["weight_decay"],
+        scale=hyper["scale"],
+        tensor_scale=hyper["tensor_scale"],
+        norm_growth_limit=hyper["norm_growth_limit"],
+        update_proj_gap=hyper["update_proj_gap"],
+        seed=hyper["seed"],
+    )
     p_bf16 = mock.patch.object(reference, "projection", lambda *a, p=reference.projection: p(*a).bfloat16().float())
     out = []
     for i, m in enumerate(mats):
@@ -158,29 +201,73 @@ def test_apollo_step_(device, case):
 
 
 BAD_ARGUMENTS = [
-    ("lr", -1.0), ("lr", NAN), ("lr", INF), ("beta1", 1.0), ("beta1", NAN), ("beta2", -0.5), ("beta2", INF),
-    ("eps", 0.0), ("eps", NAN), ("eps", INF), ("weight_decay", -0.1), ("weight_decay", NAN), ("weight_decay", INF),
-    ("scale", 0.0), ("scale", NAN), ("scale", INF), ("norm_growth_limit", 0.99), ("norm_growth_limit", NAN),
-    ("norm_growth_limit", INF), ("rank", 0), ("update_proj_gap", 0), ("seed", -1), ("steps", 0), ("streams", -1),
-    ("streams", 2**32), ("params", torch.float16), ("params", (2, 3, 4)), ("grads", torch.float64),
-    ("grads", "one row more"), ("exp_avg", "one row more"), ("exp_avg_sq", torch.float64), ("norm_prev", (2,))]
+    ("lr", -1.0),
+    ("lr", NAN),
+    ("lr", INF),
+    ("beta1", 1.0),
+    ("beta1", NAN),
+    ("beta2", -0.5),
+    ("beta2", INF),
+    ("eps", 0.0),
+    ("eps", NAN),
+    ("eps", INF),
+    ("weight_decay", -0.1),
+    ("weight_decay", NAN),
+    ("weight_decay", INF),
+    ("scale", 0.0),
+    ("scale", NAN),
+    ("scale", INF),
+    ("norm_growth_limit", 0.99),
+    ("norm_growth_limit", NAN),
+    ("norm_growth_limit", INF),
+    ("rank", 0),
+    ("update_proj_gap", 0),
+    ("seed", -1),
+    ("steps", 0),
+    ("streams", -1),
+    ("streams", 2**32),
+    ("params", torch.float16),
+    ("params", (2, 3, 4)),
+    ("grads", torch.float64),
+    ("grads", "one row more"),
+    ("exp_avg", "one row more"),
+    ("exp_avg_sq", torch.float64),
+    ("norm_prev", (2,)),
+]
 
 
 @covers("apollo_step_")
 @fuzz
-@given(rows=sizes(1, 20), cols=sizes(1, 20), count=st.integers(1, 3), which=st.data(), bad=st.sampled_from(BAD_ARGUMENTS))
+@given(
+    rows=sizes(1, 20), cols=sizes(1, 20), count=st.integers(1, 3), which=st.data(), bad=st.sampled_from(BAD_ARGUMENTS)
+)
 def test_apollo_step_rejects_bad_arguments(device, rows, cols, count, which, bad):
     """One bad argument (a hyperparameter, or one matrix's tensor): an error naming it, nothing written."""
     name, value = bad
     i = which.draw(st.integers(0, count - 1))
-    args = dict(params=[randn((rows, cols), torch.float32, j, device) for j in range(count)],
-                grads=[randn((rows, cols), torch.float32, 9 + j, device) for j in range(count)],
-                exp_avg=[randn((max(rows, cols), 2), torch.float32, 5, device) for _ in range(count)],
-                exp_avg_sq=[torch.ones(max(rows, cols), 2, device=device) for _ in range(count)],
-                norm_prev=[torch.ones((), device=device) for _ in range(count)], steps=[3] * count,
-                streams=list(range(count)))
-    hyper = dict(lr=1e-2, beta1=0.9, beta2=0.999, eps=1e-6, weight_decay=0.1, scale=1.0, tensor_scale=False,
-                 norm_growth_limit=1.01, rank=2, update_proj_gap=2, seed=0, stochastic_rounding=True)
+    args = dict(
+        params=[randn((rows, cols), torch.float32, j, device) for j in range(count)],
+        grads=[randn((rows, cols), torch.float32, 9 + j, device) for j in range(count)],
+        exp_avg=[randn((max(rows, cols), 2), torch.float32, 5, device) for _ in range(count)],
+        exp_avg_sq=[torch.ones(max(rows, cols), 2, device=device) for _ in range(count)],
+        norm_prev=[torch.ones((), device=device) for _ in range(count)],
+        steps=[3] * count,
+        streams=list(range(count)),
+    )
+    hyper = dict(
+        lr=1e-2,
+        beta1=0.9,
+        beta2=0.999,
+        eps=1e-6,
+        weight_decay=0.1,
+        scale=1.0,
+        tensor_scale=False,
+        norm_growth_limit=1.01,
+        rank=2,
+        update_proj_gap=2,
+        seed=0,
+        stochastic_rounding=True,
+    )
     if name in hyper:
         hyper[name] = value
     elif name in ("steps", "streams"):
@@ -197,15 +284,27 @@ def test_apollo_step_rejects_bad_arguments(device, rows, cols, count, which, bad
 # ---- apollo_projection_ ------------------------------------------------------------------------------
 @covers("apollo_projection_")
 @fuzz
-@given(rank=sizes(0, 40), dim=sizes(0, 70), layout=st.one_of(st.sampled_from(["contiguous", "offset"]), layouts()),
-       dtype=st.sampled_from([torch.float32] * 3 + [torch.bfloat16, torch.float64]),  # mostly what it takes
-       seed=st.integers(-2, 2**63 - 1), stream=st.integers(-1, 2**32), refresh=st.integers(-1, 2**32))
+@given(
+    rank=sizes(0, 40),
+    dim=sizes(0, 70),
+    layout=st.one_of(st.sampled_from(["contiguous", "offset"]), layouts()),
+    dtype=st.sampled_from([torch.float32] * 3 + [torch.bfloat16, torch.float64]),  # mostly what it takes
+    seed=st.integers(-2, 2**63 - 1),
+    stream=st.integers(-1, 2**32),
+    refresh=st.integers(-1, 2**32),
+)
 def test_apollo_projection_(device, rank, dim, layout, dtype, seed, stream, refresh):
     out = lay_out(torch.full((rank, dim), NAN, dtype=dtype, device=device), layout)  # NaN: an element not written shows
-    bad = {"out" for ok in (dtype == torch.float32 or (dtype == torch.bfloat16 and device != "cpu"), out.is_contiguous())
-           if not ok}
-    bad |= {name for name, v, top in (("seed", seed, 2**63), ("stream", stream, 2**32), ("refresh", refresh, 2**32))
-            if not 0 <= v < top}
+    bad = {
+        "out"
+        for ok in (dtype == torch.float32 or (dtype == torch.bfloat16 and device != "cpu"), out.is_contiguous())
+        if not ok
+    }
+    bad |= {
+        name
+        for name, v, top in (("seed", seed, 2**63), ("stream", stream, 2**32), ("refresh", refresh, 2**32))
+        if not 0 <= v < top
+    }
     if bad:
         with Unchanged(out), pytest.raises(RuntimeError) as err:
             torch.ops.ember.apollo_projection_(out, seed, stream, refresh)

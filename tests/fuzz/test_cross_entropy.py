@@ -15,7 +15,19 @@ import torch
 from hypothesis import given, strategies as st
 
 from ..cross_entropy import reference
-from .harness import OnlyInside, Unchanged, assert_matches, clear_error, covers, fuzz, lay_out, layouts, randn, sizes, sprinkle
+from .harness import (
+    OnlyInside,
+    Unchanged,
+    assert_matches,
+    clear_error,
+    covers,
+    fuzz,
+    lay_out,
+    layouts,
+    randn,
+    sizes,
+    sprinkle,
+)
 
 DTYPES = [torch.float32, torch.bfloat16, torch.float16]
 LOGIT_SPECIALS = [float("-inf"), float("-inf"), float("inf"), float("nan"), -0.0, 1e-40, -30.0, 40.0]
@@ -34,10 +46,12 @@ def grad_tol(dtype):
 
 @st.composite
 def options(draw):
-    return dict(ignore_index=draw(st.sampled_from([-100, 0, 3])),
-                label_smoothing=draw(st.sampled_from([0.0, 0.0, 0.1, 1.0])),
-                z_loss=draw(st.sampled_from([0.0, 0.0, 1e-3])),
-                softcap=draw(st.sampled_from([0.0, 0.0, 4.0])))
+    return dict(
+        ignore_index=draw(st.sampled_from([-100, 0, 3])),
+        label_smoothing=draw(st.sampled_from([0.0, 0.0, 0.1, 1.0])),
+        z_loss=draw(st.sampled_from([0.0, 0.0, 1e-3])),
+        softcap=draw(st.sampled_from([0.0, 0.0, 4.0])),
+    )
 
 
 @st.composite
@@ -88,13 +102,20 @@ def call(op, fn, args, arguments):
 def test_cross_entropy_rows(device, order, data):
     z, target, weight, o = data.draw(rows_case(device))
     args = (o["ignore_index"], o["label_smoothing"], o["z_loss"], o["softcap"])
-    out = call("ember.cross_entropy_forward",
-               lambda z, t, w: torch.ops.ember.cross_entropy_forward(z, t, w, *args, True, True),
-               (z, target, weight), ("logits", "target", "weight"))
+    out = call(
+        "ember.cross_entropy_forward",
+        lambda z, t, w: torch.ops.ember.cross_entropy_forward(z, t, w, *args, True, True),
+        (z, target, weight),
+        ("logits", "target", "weight"),
+    )
     bad_target = ((target != o["ignore_index"]) & ((target < 0) | (target >= z.shape[1]))).any()
     if out is None:
-        assert bad_target or not accepted_layout(z) or not target.is_contiguous() or \
-            (weight is not None and not weight.is_contiguous()), "refused a valid case"
+        assert (
+            bad_target
+            or not accepted_layout(z)
+            or not target.is_contiguous()
+            or (weight is not None and not weight.is_contiguous())
+        ), "refused a valid case"
         return
     assert not bad_target, "accepted a target outside [0, V)"
     ref = reference.rows(z, target, weight, o["ignore_index"], o["label_smoothing"], o["z_loss"], o["softcap"] or None)
@@ -104,16 +125,21 @@ def test_cross_entropy_rows(device, order, data):
     for got, want, what in zip(out, ref, ("loss", "lse", "logprob", "entropy")):
         assert_matches(got, want, 1e-5, what, atol=1e-5 * big + (1e-6 if what == "entropy" else 0.0))
     grad_loss = lay_out(torch.rand(z.shape[0], device=device) + 0.5, data.draw(layouts(1)))
-    gref = reference.grad(z, target, grad_loss, weight, o["ignore_index"], o["label_smoothing"], o["z_loss"],
-                          o["softcap"] or None)
+    gref = reference.grad(
+        z, target, grad_loss, weight, o["ignore_index"], o["label_smoothing"], o["z_loss"], o["softcap"] or None
+    )
     lse = out[1]
     # p·(1 + 2·z_loss·lse) − 1 cancels for a confident row: its rounding is bounded by its terms
-    terms = (grad_loss.double().cpu() * (1 if weight is None else weight.double().cpu())).abs() * \
-        (2 + 2 * o["z_loss"] * ref[1].abs())
+    terms = (grad_loss.double().cpu() * (1 if weight is None else weight.double().cpu())).abs() * (
+        2 + 2 * o["z_loss"] * ref[1].abs()
+    )
     gatol = grad_tol(z.dtype) * (terms[terms.isfinite()].max().item() if terms.isfinite().any() else 0.0)
-    g = call("ember.cross_entropy_backward",
-             lambda gl, z, t, w, lse: torch.ops.ember.cross_entropy_backward(gl, z, t, w, lse, *args),
-             (grad_loss, z, target, weight, lse), ("grad_loss", "logits", "target", "weight", "lse"))
+    g = call(
+        "ember.cross_entropy_backward",
+        lambda gl, z, t, w, lse: torch.ops.ember.cross_entropy_backward(gl, z, t, w, lse, *args),
+        (grad_loss, z, target, weight, lse),
+        ("grad_loss", "logits", "target", "weight", "lse"),
+    )
     if g is not None:
         assert g.dtype == z.dtype and g.shape == z.shape
         assert_matches(g, gref, grad_tol(z.dtype), "grad", atol=gatol)
@@ -138,25 +164,33 @@ def test_linear_cross_entropy(device, order, data):
     w = lay_out(randn((v, d), dtype, seed + 1, scale=d**-0.5 * 2).to(device), data.draw(layouts(2)))
     bias = None
     if data.draw(st.booleans()):  # a −inf bias masks classes; a NaN one poisons every row
-        bias = lay_out(data.draw(sprinkle(randn((v,), dtype, seed + 2), [float("-inf"), float("-inf"), float("nan")]))
-                       .to(device), data.draw(layouts(1)))
+        bias = lay_out(
+            data.draw(sprinkle(randn((v,), dtype, seed + 2), [float("-inf"), float("-inf"), float("nan")])).to(device),
+            data.draw(layouts(1)),
+        )
     o = data.draw(options())
     g = torch.Generator().manual_seed(seed + 3)
     target = torch.randint(0, v, (n,), generator=g)
     if n:
         target[torch.rand(n, generator=g) < 0.2] = o["ignore_index"]
     target = target.to(device)
-    weight = data.draw(sprinkle(torch.rand(n, generator=g) * 2, [0.0, 0.0, 1e-40])).to(device) if data.draw(st.booleans()) else None
+    weight = (
+        data.draw(sprinkle(torch.rand(n, generator=g) * 2, [0.0, 0.0, 1e-40])).to(device)
+        if data.draw(st.booleans())
+        else None
+    )
     args = (o["ignore_index"], o["label_smoothing"], o["z_loss"], o["softcap"])
     with Unchanged(h, w, target, *(t for t in (weight, bias) if t is not None)):
-        loss, lse, lp, ent, dh, dw, db = torch.ops.ember.linear_cross_entropy_forward(h, w, target, weight, bias, *args,
-                                                                                       True, True, True)
+        loss, lse, lp, ent, dh, dw, db = torch.ops.ember.linear_cross_entropy_forward(
+            h, w, target, weight, bias, *args, True, True, True
+        )
         grad_loss = torch.rand(n, device=device) + 0.5
         bh, bw, bb = torch.ops.ember.linear_cross_entropy_backward(grad_loss, h, w, target, weight, bias, lse, *args)
     hd, wd = h.double().cpu(), w.double().cpu()
     logits = hd @ wd.t() + (0 if bias is None else bias.double().cpu())
-    rloss, rlse, rlp, rent = reference.rows(logits, target, weight, o["ignore_index"], o["label_smoothing"], o["z_loss"],
-                                            o["softcap"] or None)
+    rloss, rlse, rlp, rent = reference.rows(
+        logits, target, weight, o["ignore_index"], o["label_smoothing"], o["z_loss"], o["softcap"] or None
+    )
     rlse = torch.where(target.cpu() == o["ignore_index"], 0.0, rlse)  # ignored rows never reach a GEMM
     tol = 1e-4
     # lse − z_y cancels: its rounding is bounded by the logits' magnitude, not by the loss
@@ -165,17 +199,22 @@ def test_linear_cross_entropy(device, order, data):
         assert_matches(got, want, tol, what, atol=tol * big + (1e-6 if what == "entropy" else 0.0))
     gtol = 1e-4 if dtype == torch.float32 else 2**-7
     for gl, (gh, gw, gb) in ((torch.ones(()), (dh, dw, db)), (grad_loss, (bh, bw, bb))):
-        gz = reference.grad(logits, target, gl, weight, o["ignore_index"], o["label_smoothing"], o["z_loss"],
-                            o["softcap"] or None)
+        gz = reference.grad(
+            logits, target, gl, weight, o["ignore_index"], o["label_smoothing"], o["z_loss"], o["softcap"] or None
+        )
         live = target.cpu() != o["ignore_index"]  # rows of scale 0 never reach the gradient GEMMs
         if weight is not None:
             live &= weight.cpu() != 0
         # Σ_v |g_iv| ≤ 2·|scale_i|·(1 + 2·z_loss·|lse_i|): the rounding of a sum that cancels to ~0
         # is bounded by its terms, not by its result
-        row = (2 * (gl.double().cpu() * (1 if weight is None else weight.double().cpu())).abs()
-               * (1 + 2 * o["z_loss"] * rlse.abs())).expand(n).nan_to_num(0, 0, 0) * live
+        row = (
+            2
+            * (gl.double().cpu() * (1 if weight is None else weight.double().cpu())).abs()
+            * (1 + 2 * o["z_loss"] * rlse.abs())
+        ).expand(n).nan_to_num(0, 0, 0) * live
         assert_matches(gh, gz @ wd, gtol, "dhidden", atol=gtol * row.max().item() * wd.abs().max().item() if n else 0)
-        assert_matches(gw, gz[live].t() @ hd[live], gtol, "dlm_weight",
-                       atol=gtol * (row @ hd.abs()).max().item() if n else 0)
+        assert_matches(
+            gw, gz[live].t() @ hd[live], gtol, "dlm_weight", atol=gtol * (row @ hd.abs()).max().item() if n else 0
+        )
         if bias is not None:
             assert_matches(gb, gz.sum(0), gtol, "dbias", atol=gtol * row.sum().item())

@@ -22,8 +22,10 @@ ACCEPTED = ("contiguous", "offset")  # the layouts the ops take; the others must
 RECIPES = ("tensorwise", "rowwise", "blockwise", "blockwise_wgrad")
 PAIRS = ((E4M3, E4M3), (E4M3, E5M2), (E5M2, E4M3))
 # Codes that plain rounding rarely makes: every NaN encoding, ±max, ±0, subnormals, ±inf (e5m2).
-FP8_CODES = {E4M3: [0x7F, 0xFF, 0x7E, 0xFE, 0x00, 0x80, 0x01, 0x87, 0x08],
-             E5M2: [0x7C, 0xFC, 0x7D, 0xFE, 0x7B, 0xFB, 0x00, 0x80, 0x01, 0x83, 0x04]}
+FP8_CODES = {
+    E4M3: [0x7F, 0xFF, 0x7E, 0xFE, 0x00, 0x80, 0x01, 0x87, 0x08],
+    E5M2: [0x7C, 0xFC, 0x7D, 0xFE, 0x7B, 0xFB, 0x00, 0x80, 0x01, 0x83, 0x04],
+}
 TINY = torch.finfo(torch.float32).tiny
 SCALE_VALUES = [0.0, float("nan"), 2.0**20, -1.0]
 # Only where each element is dequantized (the CPU): CUDA's kernels scale the fp32 sums instead,
@@ -53,13 +55,17 @@ def place(t, layout):
 
 def assert_bits(out, ref, nan_bits, what):
     """Bit-exact, every NaN being the op's one canonical NaN."""
-    assert out.shape == ref.shape and out.dtype == ref.dtype, f"{what}: {out.dtype}{tuple(out.shape)}, expected {ref.dtype}{tuple(ref.shape)}"
+    assert out.shape == ref.shape and out.dtype == ref.dtype, (
+        f"{what}: {out.dtype}{tuple(out.shape)}, expected {ref.dtype}{tuple(ref.shape)}"
+    )
     as_int = torch.uint8 if ref.element_size() == 1 else torch.int32
     got = out.cpu().view(as_int)
     want = torch.where(ref.float().isnan(), nan_bits, ref.view(as_int))
     diff = (got != want).nonzero()
-    assert len(diff) == 0, f"{what}: {len(diff)} of {ref.numel()} differ, first at {diff[0].tolist()}: " \
-                           f"{got[tuple(diff[0])].item():#x} != {want[tuple(diff[0])].item():#x}"
+    assert len(diff) == 0, (
+        f"{what}: {len(diff)} of {ref.numel()} differ, first at {diff[0].tolist()}: "
+        f"{got[tuple(diff[0])].item():#x} != {want[tuple(diff[0])].item():#x}"
+    )
 
 
 def raises_naming(op, bad, call):
@@ -81,20 +87,24 @@ def test_quantize_fp8(device, data):
     transpose = data.draw(st.booleans(), label="transpose")
     rows, cols = data.draw(sizes(0, 130), label="rows of y"), data.draw(sizes(0, 130), label="cols of y")
     exponent = data.draw(st.one_of(st.integers(-12, 12), st.sampled_from((-140, -125, 60))), label="exponent")
-    y = wide({0: (), 1: (cols,), 2: (rows, cols), 3: (rows % 5, 3, cols)}[dims], data.draw(st.integers(0, 2**20)), exponent)
+    y = wide(
+        {0: (), 1: (cols,), 2: (rows, cols), 3: (rows % 5, 3, cols)}[dims], data.draw(st.integers(0, 2**20)), exponent
+    )
     if dims == 2 and y.numel():  # an all-zero group (amax 0), row, or tensor
         zero = data.draw(st.sampled_from(("none", "group", "row", "all")), label="zeros")
         gr, gc = {"row": (1, cols), "block": (1, block), "tile": (block, block)}.get(granularity, (rows, cols))
         gr, gc = (max(gr, 1), max(gc, 1)) if zero == "group" else (1, cols) if zero == "row" else (rows, cols)
         i, j = data.draw(st.integers(0, (rows - 1) // gr)), data.draw(st.integers(0, (cols - 1) // gc))
         if zero != "none":
-            y[i * gr:(i + 1) * gr, j * gc:(j + 1) * gc] = data.draw(st.sampled_from((0.0, -0.0)))
+            y[i * gr : (i + 1) * gr, j * gc : (j + 1) * gc] = data.draw(st.sampled_from((0.0, -0.0)))
     x = (y.t() if transpose and dims == 2 else y).to(in_dtype)
     if in_dtype.is_floating_point:
         x = data.draw(sprinkle(x, special_values(in_dtype) + [-float("nan")]), label="x")  # NaN's sign is dropped
     x = place(x.to(device), data.draw(layouts() if fault == "layout" else st.sampled_from(ACCEPTED), label="layout"))
 
-    bad = ["x"] * (in_dtype not in FLOATS or not x.is_contiguous() or (x.dim() != 2 and (granularity != "tensor" or transpose)))
+    bad = ["x"] * (
+        in_dtype not in FLOATS or not x.is_contiguous() or (x.dim() != 2 and (granularity != "tensor" or transpose))
+    )
     bad += ["dtype"] * (dtype not in FP8) + ["granularity"] * (granularity not in GRANULARITIES)
     bad += ["block"] * (granularity in ("block", "tile") and block not in BLOCKS)
     with Unchanged(x):
@@ -113,8 +123,12 @@ def test_quantize_fp8(device, data):
 
 def scale_shapes(recipe, m, n, k):
     kb, nb = -(-k // 128), -(-n // 128)
-    return {"tensorwise": ((), ()), "rowwise": ((m, 1), (n, 1)), "blockwise": ((m, kb), (nb, kb)),
-            "blockwise_wgrad": ((m, kb), (n, kb))}[recipe]
+    return {
+        "tensorwise": ((), ()),
+        "rowwise": ((m, 1), (n, 1)),
+        "blockwise": ((m, kb), (nb, kb)),
+        "blockwise_wgrad": ((m, kb), (n, kb)),
+    }[recipe]
 
 
 def gemm_errors(a, sa, b, sb, out_dtype, bias):
@@ -144,17 +158,23 @@ def assert_gemm_close(out, ref, tol):
     fin = ref.isfinite()
     bad = fin & ~((lo <= o) & (o <= hi)) | ~fin & ~((o == ref) | o.isnan() & ref.isnan())
     idx = bad.nonzero()
-    assert len(idx) == 0, f"{len(idx)} of {ref.numel()} outside the bound, first at {idx[0].tolist()}: " \
-                          f"{o[tuple(idx[0])].item()!r} not in [{lo[tuple(idx[0])].item()!r}, {hi[tuple(idx[0])].item()!r}]"
+    assert len(idx) == 0, (
+        f"{len(idx)} of {ref.numel()} outside the bound, first at {idx[0].tolist()}: "
+        f"{o[tuple(idx[0])].item()!r} not in [{lo[tuple(idx[0])].item()!r}, {hi[tuple(idx[0])].item()!r}]"
+    )
 
 
 @covers("fp8_gemm")
 @fuzz
 @given(data=st.data())
 def test_fp8_gemm(device, data):
-    names = ("dtype", "layout", "K", "N", "scale_dtype", "recipe", "out_dtype", "bias") + ("device",) * (device != "cpu")
+    names = ("dtype", "layout", "K", "N", "scale_dtype", "recipe", "out_dtype", "bias") + ("device",) * (
+        device != "cpu"
+    )
     fault = data.draw(faults(*names), label="fault")
-    pair = choose(data, "a, b dtypes", PAIRS, ((E5M2, E5M2), (torch.bfloat16, E4M3), (E4M3, torch.float32)), fault == "dtype")
+    pair = choose(
+        data, "a, b dtypes", PAIRS, ((E5M2, E5M2), (torch.bfloat16, E4M3), (E4M3, torch.float32)), fault == "dtype"
+    )
     recipe = data.draw(st.sampled_from(RECIPES), label="recipe")
     m = data.draw(sizes(0, 130), label="M")
     n = data.draw(sizes(1, 130) if fault == "N" else st.integers(0, 9).map(lambda i: 16 * i), label="N")
@@ -188,14 +208,18 @@ def test_fp8_gemm(device, data):
         bias_fault = fault == "bias" and data.draw(st.sampled_from(("dtype", "shape")), label="bias fault")
         bias_dtype = choose(data, "bias dtype", FLOATS, (torch.float64, torch.int32), bias_fault == "dtype")
         bias = wide((n + (bias_fault == "shape"),), seed + 8, data.draw(st.integers(-8, 8)))
-        bias = data.draw(sprinkle(bias.to(bias_dtype), special_values(bias_dtype) if bias_dtype.is_floating_point else [0]))
+        bias = data.draw(
+            sprinkle(bias.to(bias_dtype), special_values(bias_dtype) if bias_dtype.is_floating_point else [0])
+        )
         bias = place(bias.to(device), data.draw(layouts(1), label="bias layout"))  # any layout will do
     layout = layouts() if fault == "layout" else st.sampled_from(ACCEPTED)
     a, sa, b, sb = (place(t.to(device), data.draw(layout, label="layout")) for t in (a, sa, b, sb))
     if fault == "device":  # one argument left on the CPU
         which = data.draw(st.sampled_from(("b", "a_scale", "b_scale", "bias")), label="on the CPU")
-        a, sa, b, sb, bias = (t.cpu() if name == which and t is not None else t
-                              for name, t in zip(("a", "a_scale", "b", "b_scale", "bias"), (a, sa, b, sb, bias)))
+        a, sa, b, sb, bias = (
+            t.cpu() if name == which and t is not None else t
+            for name, t in zip(("a", "a_scale", "b", "b_scale", "bias"), (a, sa, b, sb, bias))
+        )
     fast_accum = data.draw(st.booleans(), label="fast_accum")
 
     bad = gemm_errors(a, sa, b, sb, out_dtype, bias)

@@ -18,8 +18,19 @@ import pytest
 import torch
 from hypothesis import assume, given, strategies as st
 
-from .harness import (Unchanged, assert_matches, clear_error, covers, fuzz, lay_out, layouts, randn, sizes,
-                      special_values, sprinkle)
+from .harness import (
+    Unchanged,
+    assert_matches,
+    clear_error,
+    covers,
+    fuzz,
+    lay_out,
+    layouts,
+    randn,
+    sizes,
+    special_values,
+    sprinkle,
+)
 
 E = torch.ops.ember
 BLOCKS = (0, 16, 32, 64, 128)  # 0: bitmask
@@ -156,7 +167,9 @@ def test_pack_refuses_a_block_mask_mixed_on_a_tile(device, data):
 @given(data=st.data())
 def test_masked_linear(device, data):
     dtype, block, x, w, mask, m = data.draw(linear_case(device))
-    bias = placed(data.draw, data.draw(values((w.shape[0],), dtype, device)), device) if data.draw(st.booleans()) else None
+    bias = (
+        placed(data.draw, data.draw(values((w.shape[0],), dtype, device)), device) if data.draw(st.booleans()) else None
+    )
     with Unchanged(x, w, mask, bias):
         y = E.masked_linear(x, w, mask, block, bias)
     ref, mag = product(x, masked_weight(w, m))
@@ -192,11 +205,18 @@ def test_masked_linear_backward(device, data):
 # ---- bad arguments ------------------------------------------------------------------------------------
 LINEAR = ("masked_linear", "masked_linear_backward")
 BAD = {  # what goes wrong -> (the ops it applies to, the argument the error must name)
-    "x_dtype": (LINEAR, "x"), "x_shape": (LINEAR, "x"), "integer": (LINEAR, "x"), "weight_dim": (LINEAR, "weight"),
-    "mask_dtype": ((*LINEAR, "unpack_mask"), "mask"), "mask_shape": ((*LINEAR, "unpack_mask"), "mask"),
-    "block": ((*LINEAR, "unpack_mask", "pack_mask"), "block"), "bias": (("masked_linear",), "bias"),
-    "grad": (("masked_linear_backward",), "grad"), "rows": (("unpack_mask",), "rows"),
-    "not_bool": (("pack_mask",), "mask"), "not_2d": (("pack_mask",), "mask"),
+    "x_dtype": (LINEAR, "x"),
+    "x_shape": (LINEAR, "x"),
+    "integer": (LINEAR, "x"),
+    "weight_dim": (LINEAR, "weight"),
+    "mask_dtype": ((*LINEAR, "unpack_mask"), "mask"),
+    "mask_shape": ((*LINEAR, "unpack_mask"), "mask"),
+    "block": ((*LINEAR, "unpack_mask", "pack_mask"), "block"),
+    "bias": (("masked_linear",), "bias"),
+    "grad": (("masked_linear_backward",), "grad"),
+    "rows": (("unpack_mask",), "rows"),
+    "not_bool": (("pack_mask",), "mask"),
+    "not_2d": (("pack_mask",), "mask"),
 }
 
 
@@ -210,9 +230,16 @@ def test_bad_arguments_are_refused_clearly(device, data):
     dtype, block = data.draw(st.sampled_from(DTYPES)), data.draw(st.sampled_from(BLOCKS))
     n, out, inp = data.draw(sizes(1, 40)), data.draw(sizes(1, 40)), data.draw(sizes(1, 40))
     m = data.draw(masks(out, inp, block))
-    a = {"x": randn((n, inp), dtype, 1, device), "weight": randn((out, inp), dtype, 2, device),
-         "mask": E.pack_mask(m.to(device), block), "bias": randn((out,), dtype, 3, device),
-         "grad": randn((n, out), dtype, 4, device), "block": block, "rows": out, "dense": m.to(device)}
+    a = {
+        "x": randn((n, inp), dtype, 1, device),
+        "weight": randn((out, inp), dtype, 2, device),
+        "mask": E.pack_mask(m.to(device), block),
+        "bias": randn((out,), dtype, 3, device),
+        "grad": randn((n, out), dtype, 4, device),
+        "block": block,
+        "rows": out,
+        "dense": m.to(device),
+    }
     other = data.draw(st.sampled_from([d for d in DTYPES if d != dtype]))
     if bad == "x_dtype":
         a["x"] = a["x"].to(other)
@@ -239,11 +266,14 @@ def test_bad_arguments_are_refused_clearly(device, data):
         a["dense"] = a["dense"].to(data.draw(st.sampled_from([torch.uint8, torch.int32, torch.float32])))
     elif bad == "not_2d":
         a["dense"] = a["dense"][None]
-    calls = {"masked_linear": lambda: E.masked_linear(a["x"], a["weight"], a["mask"], a["block"], a["bias"]),
-             "masked_linear_backward": lambda: E.masked_linear_backward(a["grad"], a["x"], a["weight"], a["mask"],
-                                                                        a["block"], True, True),
-             "unpack_mask": lambda: E.unpack_mask(a["mask"], a["rows"], inp, a["block"]),
-             "pack_mask": lambda: E.pack_mask(a["dense"], a["block"])}
+    calls = {
+        "masked_linear": lambda: E.masked_linear(a["x"], a["weight"], a["mask"], a["block"], a["bias"]),
+        "masked_linear_backward": lambda: E.masked_linear_backward(
+            a["grad"], a["x"], a["weight"], a["mask"], a["block"], True, True
+        ),
+        "unpack_mask": lambda: E.unpack_mask(a["mask"], a["rows"], inp, a["block"]),
+        "pack_mask": lambda: E.pack_mask(a["dense"], a["block"]),
+    }
     with Unchanged(*(t for t in a.values() if isinstance(t, torch.Tensor))), pytest.raises(RuntimeError) as err:
         calls[op]()
     clear_error(err.value, op, "packed" if op == "unpack_mask" and name == "mask" else name)

@@ -26,8 +26,9 @@ class OldForm(Llama):
     """Pre-5.0 style: `hidden_states[:, slice_indices, :]`, a return_dict branch, a scale and a
     soft-cap under config conditions, and an aux loss nested under output_router_logits."""
 
-    def forward(self, input_ids=None, labels=None, logits_to_keep=0, return_dict=True, output_router_logits=False,
-                **kwargs):
+    def forward(
+        self, input_ids=None, labels=None, logits_to_keep=0, return_dict=True, output_router_logits=False, **kwargs
+    ):
         outputs = self.model(input_ids=input_ids)
         hidden_states = outputs[0]
         slice_indices = slice(-logits_to_keep, None) if isinstance(logits_to_keep, int) else logits_to_keep
@@ -42,7 +43,7 @@ class OldForm(Llama):
             loss = self.loss_function(logits, labels, self.vocab_size, **kwargs)
         aux_loss = None
         if output_router_logits:
-            aux_loss = (hidden_states ** 2).mean()  # stands in for a router's balance loss
+            aux_loss = (hidden_states**2).mean()  # stands in for a router's balance loss
             if labels is not None:
                 loss += self.config.demo_coef * aux_loss.to(loss.device)
         if not return_dict:
@@ -92,7 +93,7 @@ def _with_line(line: str, *loss_block: str):
     """A Llama-like class whose forward has `line` between the head and the loss (and
     `loss_block` as the statements under `if labels is not None`)."""
     block = "\n        ".join(loss_block or (LOSS,))
-    src = f'''
+    src = f"""
 def forward(self, input_ids=None, labels=None, logits_to_keep=0, **kwargs):
     hidden_states = self.model(input_ids=input_ids).last_hidden_state
     logits = self.lm_head(hidden_states)
@@ -101,27 +102,38 @@ def forward(self, input_ids=None, labels=None, logits_to_keep=0, **kwargs):
     if labels is not None:
         {block}
     return loss, logits
-'''
+"""
     namespace = {}
     exec(compile(src, "<forward>", "exec"), namespace)  # noqa: S102 - a test-built forward
     linecache.cache["<forward>"] = (len(src), None, src.splitlines(True), "<forward>")  # for inspect.getsource
     return type("Variant", (Llama,), {"forward": namespace["forward"]})
 
 
-@pytest.mark.parametrize("line,why", [("logits = logits + 1.0", "unrecognized use of the logits"),
-                                      ("logits = logits[..., :50]", "unrecognized use of the logits"),
-                                      ("logits = logits / torch.rand(())", "unrecognized use of the logits"),
-                                      ("logits = self.norm(logits)", "unrecognized use of the logits")])
+@pytest.mark.parametrize(
+    "line,why",
+    [
+        ("logits = logits + 1.0", "unrecognized use of the logits"),
+        ("logits = logits[..., :50]", "unrecognized use of the logits"),
+        ("logits = logits / torch.rand(())", "unrecognized use of the logits"),
+        ("logits = self.norm(logits)", "unrecognized use of the logits"),
+    ],
+)
 def test_unknown_logit_changes_are_refused_with_the_line(line, why):
     with pytest.raises(Refused, match=f"{why}: `{line[:10]}"):
         analyze(_with_line(line))
 
 
-@pytest.mark.parametrize("block,why", [
-    (("loss = self.loss_function(logits[:, :-1], labels, self.vocab_size, **kwargs)",), "a loss it does not recognize"),
-    (("labels = labels[:, 1:]", LOSS), "labels changed before the loss"),
-    ((LOSS, "loss = loss + 0.1 * logits.logsumexp(-1).pow(2).mean()"), "a loss it does not recognize"),
-])
+@pytest.mark.parametrize(
+    "block,why",
+    [
+        (
+            ("loss = self.loss_function(logits[:, :-1], labels, self.vocab_size, **kwargs)",),
+            "a loss it does not recognize",
+        ),
+        (("labels = labels[:, 1:]", LOSS), "labels changed before the loss"),
+        ((LOSS, "loss = loss + 0.1 * logits.logsumexp(-1).pow(2).mean()"), "a loss it does not recognize"),
+    ],
+)
 def test_unknown_losses_are_refused_with_the_line(block, why):
     with pytest.raises(Refused, match=why):
         analyze(_with_line("pass", *block))

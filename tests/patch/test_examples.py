@@ -20,11 +20,18 @@ EXAMPLE = Path(__file__).parents[2] / "examples" / "hf_trainer_example.py"
 
 @pytest.mark.slow
 def test_trainer_example_prints_the_three_runs():
-    r = subprocess.run([sys.executable, str(EXAMPLE), "--vocab", "4000", "--seq", "64", "--batch", "4", "--steps", "3"],
-                       capture_output=True, text=True, timeout=600)
+    r = subprocess.run(
+        [sys.executable, str(EXAMPLE), "--vocab", "4000", "--seq", "64", "--batch", "4", "--steps", "3"],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert r.returncode == 0, r.stderr[-3000:]
-    rows = {line.split()[0]: line.split() for line in r.stdout.splitlines() if line.split()
-            and line.split()[0] in ("plain", "plain+Apollo", "ember")}
+    rows = {
+        line.split()[0]: line.split()
+        for line in r.stdout.splitlines()
+        if line.split() and line.split()[0] in ("plain", "plain+Apollo", "ember")
+    }
     assert rows.keys() == {"plain", "plain+Apollo", "ember"}
     assert all(float(v[1]) > 0 for v in rows.values())  # a finite last loss for each run
 
@@ -55,9 +62,19 @@ def _train(tmp_path, patched: bool):
     model = tiny_model("llama").train()
     if patched:
         apply_ember(model)
-    args = TrainingArguments(output_dir=str(tmp_path / str(patched)), per_device_train_batch_size=2,
-                             gradient_accumulation_steps=3, max_steps=2, logging_steps=1, save_strategy="no",
-                             report_to=[], use_cpu=True, seed=0, disable_tqdm=True, dataloader_num_workers=0)
+    args = TrainingArguments(
+        output_dir=str(tmp_path / str(patched)),
+        per_device_train_batch_size=2,
+        gradient_accumulation_steps=3,
+        max_steps=2,
+        logging_steps=1,
+        save_strategy="no",
+        report_to=[],
+        use_cpu=True,
+        seed=0,
+        disable_tqdm=True,
+        dataloader_num_workers=0,
+    )
     opt = torch.optim.SGD(model.parameters(), lr=0.5)
     trainer = Trainer(model=model, args=args, train_dataset=_Padded(), optimizers=(opt, None))
     trainer.train()

@@ -55,8 +55,10 @@ def _worker(rank: int, world: int, folder: str, parallel: str) -> None:
             assert out.logits is None
             (out.loss / MICRO_BATCHES).backward()
             losses.append(out.loss.detach())
-        grads = {n.removeprefix("module."): p.grad.full_tensor() if parallel == "fsdp2" else p.grad
-                 for n, p in wrapped.named_parameters()}
+        grads = {
+            n.removeprefix("module."): p.grad.full_tensor() if parallel == "fsdp2" else p.grad
+            for n, p in wrapped.named_parameters()
+        }
         torch.save((losses, grads, len(head_calls)), f"{folder}/rank{rank}.pt")
         dist.barrier()
     finally:

@@ -19,8 +19,25 @@ import ember  # noqa: E402
 from ember.patch import apply_ember, apply_ember_to_llama, refused, supported, unpatch  # noqa: E402
 
 # the list, by config.model_type (Gemma 3 text-only is gemma3_text)
-NAMED = ["llama", "mistral", "mixtral", "qwen2", "qwen2_moe", "qwen3", "qwen3_moe", "gemma", "gemma2", "gemma3_text",
-         "phi3", "olmo2", "granite", "cohere", "starcoder2", "smollm3", "glm4"]
+NAMED = [
+    "llama",
+    "mistral",
+    "mixtral",
+    "qwen2",
+    "qwen2_moe",
+    "qwen3",
+    "qwen3_moe",
+    "gemma",
+    "gemma2",
+    "gemma3_text",
+    "phi3",
+    "olmo2",
+    "granite",
+    "cohere",
+    "starcoder2",
+    "smollm3",
+    "glm4",
+]
 MOE = {"mixtral", "qwen2_moe", "qwen3_moe"}
 NAMED_HERE = [t for t in NAMED if t in transformers.models.auto.modeling_auto.MODEL_FOR_CAUSAL_LM_MAPPING_NAMES]
 
@@ -96,8 +113,9 @@ def test_same_loss_and_gradients_no_logits_and_eval_untouched(model_type):
     assert seen.largest < ids.numel() * VOCAB  # never the (tokens × vocabulary) logits
     torch.testing.assert_close(got.loss, ref.loss, rtol=1e-4, atol=0)
     assert_grads_close(grads, ref_grads)
-    torch.testing.assert_close(model(input_ids=ids, labels=labels, num_items_in_batch=n_items).loss, ref_n,
-                               rtol=1e-4, atol=0)
+    torch.testing.assert_close(
+        model(input_ids=ids, labels=labels, num_items_in_batch=n_items).loss, ref_n, rtol=1e-4, atol=0
+    )
 
     model.eval()
     with torch.no_grad():  # eval and generation take the original path
@@ -145,8 +163,9 @@ def test_class_patch_all_classes_and_unpatch():
     forwards = {c: c.forward for c in (transformers.LlamaForCausalLM, transformers.Gemma2ForCausalLM)}
     changes = apply_ember()
     try:
-        assert len(changes) == len({transformers.models.auto.modeling_auto.MODEL_FOR_CAUSAL_LM_MAPPING_NAMES[t]
-                                    for t in supported()})
+        assert len(changes) == len(
+            {transformers.models.auto.modeling_auto.MODEL_FOR_CAUSAL_LM_MAPPING_NAMES[t] for t in supported()}
+        )
         assert any(c.startswith("Gemma2ForCausalLM.forward") and "soft-capped" in c for c in changes)
         ids, labels = batch()
         model = tiny_model("llama").train()
@@ -188,8 +207,9 @@ def test_sparsity_changes_exactly_the_decoder_linears_and_trains_with_apollo():
     assert not any(isinstance(m, SparseLinear) for m in model.modules())
 
 
-@pytest.mark.parametrize("model_type,recipe", [("llama", "tensorwise"), ("llama", "rowwise"), ("llama", "blockwise"),
-                                               ("mixtral", "rowwise")])
+@pytest.mark.parametrize(
+    "model_type,recipe", [("llama", "tensorwise"), ("llama", "rowwise"), ("llama", "blockwise"), ("mixtral", "rowwise")]
+)
 def test_float8_converts_the_decoder_linears(model_type, recipe):
     from ember.float8 import Float8Linear
 
@@ -197,8 +217,11 @@ def test_float8_converts_the_decoder_linears(model_type, recipe):
     ids, labels = batch()
     ref, ref_grads = loss_and_grads(model, ids, labels)
     experts = model.config.num_local_experts if model_type == "mixtral" else None
-    linears = {n for n, m in model.named_modules() if type(m) is torch.nn.Linear and n.startswith("model.layers.")
-               and m.out_features != experts}  # MoE routers stay in high precision
+    linears = {
+        n
+        for n, m in model.named_modules()
+        if type(m) is torch.nn.Linear and n.startswith("model.layers.") and m.out_features != experts
+    }  # MoE routers stay in high precision
     assert linears
     changes = apply_ember(model, float8=recipe)
     converted = {n for n, m in model.named_modules() if isinstance(m, Float8Linear)}
@@ -226,10 +249,12 @@ def test_errors_change_nothing():
     with pytest.raises(ValueError, match="float8 converts a model's Linear layers: pass the model instance"):
         apply_ember(float8="rowwise")
     model = tiny_model("llama")
-    for kw, msg in [(dict(float8="rowwise", sparsity=dict(target=0.5)), "float8 and sparsity cannot be combined"),
-                    (dict(float8="delayed"), "recipe must be one of"),
-                    (dict(sparsity=dict(method="erk")), "sparsity needs a 'target'"),
-                    (dict(token_weights=True, linear_cross_entropy=False), "token_weights=True needs")]:
+    for kw, msg in [
+        (dict(float8="rowwise", sparsity=dict(target=0.5)), "float8 and sparsity cannot be combined"),
+        (dict(float8="delayed"), "recipe must be one of"),
+        (dict(sparsity=dict(method="erk")), "sparsity needs a 'target'"),
+        (dict(token_weights=True, linear_cross_entropy=False), "token_weights=True needs"),
+    ]:
         with pytest.raises(ValueError, match=msg):
             apply_ember(model, **kw)
         assert "forward" not in model.__dict__

@@ -10,89 +10,229 @@ from __future__ import annotations
 import torch
 
 VOCAB = 101
-BASE = dict(vocab_size=VOCAB, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
-            num_key_value_heads=2, head_dim=8, max_position_embeddings=64, tie_word_embeddings=False,
-            pad_token_id=0, bos_token_id=1, eos_token_id=2,
-            # MoE (keys a dense config does not know are ignored)
-            num_local_experts=4, num_experts=4, n_routed_experts=4, num_experts_per_tok=2, moe_intermediate_size=32,
-            shared_expert_intermediate_size=32, n_shared_experts=1, output_router_logits=True,
-            router_aux_loss_coef=0.37, n_group=1, topk_group=1, first_k_dense_replace=1,
-            # multi-head latent attention (DeepSeek-style)
-            kv_lora_rank=16, q_lora_rank=16, qk_rope_head_dim=8, qk_nope_head_dim=8, v_head_dim=8)
-SEQ2SEQ_DECODER = dict(d_model=32, decoder_layers=2, encoder_layers=2, decoder_attention_heads=4,
-                       encoder_attention_heads=4, decoder_ffn_dim=64, encoder_ffn_dim=64)
+BASE = dict(
+    vocab_size=VOCAB,
+    hidden_size=32,
+    intermediate_size=64,
+    num_hidden_layers=2,
+    num_attention_heads=4,
+    num_key_value_heads=2,
+    head_dim=8,
+    max_position_embeddings=64,
+    tie_word_embeddings=False,
+    pad_token_id=0,
+    bos_token_id=1,
+    eos_token_id=2,
+    # MoE (keys a dense config does not know are ignored)
+    num_local_experts=4,
+    num_experts=4,
+    n_routed_experts=4,
+    num_experts_per_tok=2,
+    moe_intermediate_size=32,
+    shared_expert_intermediate_size=32,
+    n_shared_experts=1,
+    output_router_logits=True,
+    router_aux_loss_coef=0.37,
+    n_group=1,
+    topk_group=1,
+    first_k_dense_replace=1,
+    # multi-head latent attention (DeepSeek-style)
+    kv_lora_rank=16,
+    q_lora_rank=16,
+    qk_rope_head_dim=8,
+    qk_nope_head_dim=8,
+    v_head_dim=8,
+)
+SEQ2SEQ_DECODER = dict(
+    d_model=32,
+    decoder_layers=2,
+    encoder_layers=2,
+    decoder_attention_heads=4,
+    encoder_attention_heads=4,
+    decoder_ffn_dim=64,
+    encoder_ffn_dim=64,
+)
 
 # BLT: a byte-level local encoder/decoder around a global transformer over patches, cut by the
 # entropy of a small byte LM (the patcher); the global width is the encoder's times cross_attn_k
-_BLT_LOCAL = dict(vocab_size=VOCAB, hidden_size=32, hidden_size_global=64, num_attention_heads=4, num_key_value_heads=4,
-                  intermediate_size=64, max_position_embeddings=64, num_hidden_layers=1)
-BLT = dict(encoder_hash_byte_group_vocab=VOCAB, encoder_hash_byte_group_size=[3, 4], local_attention_window_len=8,
-           cross_attn_k=2,
-           patcher_config=dict(vocab_size=VOCAB, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
-                               num_key_value_heads=4, head_dim=8, intermediate_size=64, max_position_embeddings=64),
-           encoder_config=_BLT_LOCAL, decoder_config={**_BLT_LOCAL, "num_hidden_layers": 2, "head_dim": 8},
-           global_config=dict(hidden_size=64, num_attention_heads=4, num_key_value_heads=4, head_dim=16,
-                              num_hidden_layers=2, intermediate_size=64, max_position_embeddings=64))
+_BLT_LOCAL = dict(
+    vocab_size=VOCAB,
+    hidden_size=32,
+    hidden_size_global=64,
+    num_attention_heads=4,
+    num_key_value_heads=4,
+    intermediate_size=64,
+    max_position_embeddings=64,
+    num_hidden_layers=1,
+)
+BLT = dict(
+    encoder_hash_byte_group_vocab=VOCAB,
+    encoder_hash_byte_group_size=[3, 4],
+    local_attention_window_len=8,
+    cross_attn_k=2,
+    patcher_config=dict(
+        vocab_size=VOCAB,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=4,
+        head_dim=8,
+        intermediate_size=64,
+        max_position_embeddings=64,
+    ),
+    encoder_config=_BLT_LOCAL,
+    decoder_config={**_BLT_LOCAL, "num_hidden_layers": 2, "head_dim": 8},
+    global_config=dict(
+        hidden_size=64,
+        num_attention_heads=4,
+        num_key_value_heads=4,
+        head_dim=16,
+        num_hidden_layers=2,
+        intermediate_size=64,
+        max_position_embeddings=64,
+    ),
+)
 
 # model type -> config keys on top of BASE (what makes that architecture differ, small)
 OVERRIDES = {
     "qwen2_moe": dict(decoder_sparse_step=1),
     "qwen3_moe": dict(decoder_sparse_step=1),
-    "gemma2": dict(final_logit_softcapping=3.0, attn_logit_softcapping=50.0, query_pre_attn_scalar=8,
-                   sliding_window=8),
+    "gemma2": dict(final_logit_softcapping=3.0, attn_logit_softcapping=50.0, query_pre_attn_scalar=8, sliding_window=8),
     "gemma3_text": dict(final_logit_softcapping=3.0, query_pre_attn_scalar=8, sliding_window=8),
     "granite": dict(logits_scaling=2.5, embedding_multiplier=1.5, residual_multiplier=0.5, attention_multiplier=0.3),
     "cohere": dict(logit_scale=0.4, tie_word_embeddings=True),
     "gemma": dict(tie_word_embeddings=True),
-    **{t: dict(num_key_value_heads=4) for t in ("axk1", "axk2", "bailing_hybrid", "deepseek_v2", "deepseek_v3",
-                                                "deepseek_v32", "glm4_moe_lite", "glm_moe_dsa", "kimi_linear",
-                                                "longcat_flash", "minicpm3", "sarvam_mla", "youtu")},  # MLA
+    **{
+        t: dict(num_key_value_heads=4)
+        for t in (
+            "axk1",
+            "axk2",
+            "bailing_hybrid",
+            "deepseek_v2",
+            "deepseek_v3",
+            "deepseek_v32",
+            "glm4_moe_lite",
+            "glm_moe_dsa",
+            "kimi_linear",
+            "longcat_flash",
+            "minicpm3",
+            "sarvam_mla",
+            "youtu",
+        )
+    },  # MLA
     "gemma4_text": dict(vocab_size_per_layer_input=VOCAB, hidden_size_per_layer_input=8),
-    "gemma3n_text": dict(vocab_size_per_layer_input=VOCAB, hidden_size_per_layer_input=8, num_kv_shared_layers=0,
-                         laurel_rank=8, altup_num_inputs=2),
+    "gemma3n_text": dict(
+        vocab_size_per_layer_input=VOCAB,
+        hidden_size_per_layer_input=8,
+        num_kv_shared_layers=0,
+        laurel_rank=8,
+        altup_num_inputs=2,
+    ),
     "zaya": dict(num_experts_per_tok=1),
     # MoE whose defaults make both tiny layers dense (no router logits, so no aux loss): one sparse
     "flint": dict(mlp_only_layers=[0]),
     "laguna": dict(mlp_layer_types=["dense", "sparse"]),
     "doge": dict(is_moe=True),  # its product-key experts (4 = 2 x 2 keys) instead of the dense MLP
-    **{t: dict(indexer_n_heads=2, indexer_kv_heads=1, indexer_head_dim=8, indexer_budget=8, indexer_compress_ratio=2,
-                linear_key_head_dim=8, linear_value_head_dim=8, linear_num_key_heads=2, linear_num_value_heads=4,
-                hc_lowrank=8) for t in ("qwen4_exp", "qwen4_exp_text")},
-    "granitemoehybrid": dict(layer_types=["linear_attention", "full_attention"], logits_scaling=2.5, mamba_n_heads=8,
-                             mamba_d_state=16, mamba_chunk_size=16),
+    **{
+        t: dict(
+            indexer_n_heads=2,
+            indexer_kv_heads=1,
+            indexer_head_dim=8,
+            indexer_budget=8,
+            indexer_compress_ratio=2,
+            linear_key_head_dim=8,
+            linear_value_head_dim=8,
+            linear_num_key_heads=2,
+            linear_num_value_heads=4,
+            hc_lowrank=8,
+        )
+        for t in ("qwen4_exp", "qwen4_exp_text")
+    },
+    "granitemoehybrid": dict(
+        layer_types=["linear_attention", "full_attention"],
+        logits_scaling=2.5,
+        mamba_n_heads=8,
+        mamba_d_state=16,
+        mamba_chunk_size=16,
+    ),
     "lfm2_moe": dict(layer_types=["conv", "full_attention"], num_dense_layers=1),
     # Mamba then attention (the pattern "M*"; a stack without attention has no sequence length to cache)
-    "nemotron_h": dict(layer_types=["linear_attention", "full_attention"], mamba_num_heads=8, mamba_head_dim=8,
-                       n_groups=1, ssm_state_size=16, chunk_size=16),
+    "nemotron_h": dict(
+        layer_types=["linear_attention", "full_attention"],
+        mamba_num_heads=8,
+        mamba_head_dim=8,
+        n_groups=1,
+        ssm_state_size=16,
+        chunk_size=16,
+    ),
     # rope parameters per layer type (multimodal rope sections sized to head_dim 8)
-    "cohere_compass_text": dict(layer_types=["sliding_attention", "full_attention"], sliding_window=8, logit_scale=0.4,
-                                rope_parameters={t: dict(rope_type="default", rope_theta=10000.0,
-                                                         mrope_section=[2, 1, 1])
-                                                 for t in ("sliding_attention", "full_attention")}),
+    "cohere_compass_text": dict(
+        layer_types=["sliding_attention", "full_attention"],
+        sliding_window=8,
+        logit_scale=0.4,
+        rope_parameters={
+            t: dict(rope_type="default", rope_theta=10000.0, mrope_section=[2, 1, 1])
+            for t in ("sliding_attention", "full_attention")
+        },
+    ),
     "blt": BLT,
     # MLA with an indexer on the DSA layers and its own head sizes on the sliding-window ones (swa_*)
-    **{t: dict(num_key_value_heads=4, index_n_heads=2, index_head_dim=8, index_topk=4, sliding_window=8,
-               shared_experts_intermediate_size=32, swa_num_attention_heads=4, swa_num_key_value_heads=4,
-               swa_q_lora_rank=16, swa_kv_lora_rank=16, swa_head_dim=16, swa_qk_nope_head_dim=8, swa_v_head_dim=8)
-       for t in ("dots3_note", "dots3_note_text")},
+    **{
+        t: dict(
+            num_key_value_heads=4,
+            index_n_heads=2,
+            index_head_dim=8,
+            index_topk=4,
+            sliding_window=8,
+            shared_experts_intermediate_size=32,
+            swa_num_attention_heads=4,
+            swa_num_key_value_heads=4,
+            swa_q_lora_rank=16,
+            swa_kv_lora_rank=16,
+            swa_head_dim=16,
+            swa_qk_nope_head_dim=8,
+            swa_v_head_dim=8,
+        )
+        for t in ("dots3_note", "dots3_note_text")
+    },
     **{t: dict(intermediate_size_mlp=64) for t in ("llama4", "llama4_text")},  # the dense layers' width
-    **{t: dict(linear_key_head_dim=8, linear_value_head_dim=8, linear_num_key_heads=2, linear_num_value_heads=4)
-       for t in ("qwen3_5", "qwen3_5_text", "qwen3_5_moe", "qwen3_5_moe_text")},  # gated delta-net heads
+    **{
+        t: dict(linear_key_head_dim=8, linear_value_head_dim=8, linear_num_key_heads=2, linear_num_value_heads=4)
+        for t in ("qwen3_5", "qwen3_5_text", "qwen3_5_moe", "qwen3_5_moe_text")
+    },  # gated delta-net heads
     "mamba2": dict(num_heads=8, head_dim=8, n_groups=1, expand=2),
-    "dbrx": dict(d_model=32, n_heads=4, n_layers=2, attn_config=dict(kv_n_heads=2, rope_theta=10000.0, clip_qkv=8.0),
-                 ffn_config=dict(ffn_hidden_size=64, moe_num_experts=4, moe_top_k=2)),
+    "dbrx": dict(
+        d_model=32,
+        n_heads=4,
+        n_layers=2,
+        attn_config=dict(kv_n_heads=2, rope_theta=10000.0, clip_qkv=8.0),
+        ffn_config=dict(ffn_hidden_size=64, moe_num_experts=4, moe_top_k=2),
+    ),
     "codegen": dict(rotary_dim=4),
     "gptj": dict(rotary_dim=4),
     "falcon": dict(head_dim=None),
     "xlnet": dict(max_position_embeddings=None, d_model=32, n_head=4, d_head=8, n_layer=2, d_inner=64),
     "jamba": dict(attn_layer_period=2, attn_layer_offset=1, expert_layer_period=2, expert_layer_offset=1),
-    **{t: SEQ2SEQ_DECODER for t in ("bart", "bigbird_pegasus", "blenderbot", "blenderbot-small", "marian", "mbart",
-                                    "mvp", "pegasus", "plbart")},
+    **{
+        t: SEQ2SEQ_DECODER
+        for t in (
+            "bart",
+            "bigbird_pegasus",
+            "blenderbot",
+            "blenderbot-small",
+            "marian",
+            "mbart",
+            "mvp",
+            "pegasus",
+            "plbart",
+        )
+    },
 }
 # composite model type -> keys of the composite itself (its other parts must agree with the tiny text part)
 COMPOSITE = {
-    "dots3_note": dict(vision_config=dict(adapter_out_dim=BASE["hidden_size"]),
-                       audio_config=dict(adapter_out_dim=BASE["hidden_size"])),
+    "dots3_note": dict(
+        vision_config=dict(adapter_out_dim=BASE["hidden_size"]), audio_config=dict(adapter_out_dim=BASE["hidden_size"])
+    ),
 }
 _NOISE = ("dropout", "pdrop", "jitter")  # off: the patched and plain runs must see the same function
 

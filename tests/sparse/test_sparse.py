@@ -8,7 +8,6 @@ import pytest
 import torch
 from hypothesis import given, strategies as st
 
-import ember
 from ember.ops import masked_linear, pack_mask, unpack_mask
 from ember.sparse import SparseLinear, densities_for_shapes, layerwise_densities, random_prune, sparsity_report
 
@@ -16,7 +15,7 @@ from ember.sparse import SparseLinear, densities_for_shapes, layerwise_densities
 def block_mask(rows, cols, block, density, seed=0):
     g = torch.Generator().manual_seed(seed)
     tiles = torch.rand(-(-rows // block), -(-cols // block), generator=g) < density
-    tiles[0, :] = True   # a fully dense tile row
+    tiles[0, :] = True  # a fully dense tile row
     if tiles.shape[1] > 1:
         tiles[:, -1] = False  # a fully empty tile column
     return tiles.repeat_interleave(block, 0).repeat_interleave(block, 1)[:rows, :cols].contiguous()
@@ -25,7 +24,7 @@ def block_mask(rows, cols, block, density, seed=0):
 def element_mask(rows, cols, density, seed=0):
     m = torch.rand(rows, cols, generator=torch.Generator().manual_seed(seed)) < density
     m[1, :] = False  # an empty row
-    m[:, 2] = True   # a dense column
+    m[:, 2] = True  # a dense column
     return m
 
 
@@ -57,7 +56,9 @@ def test_pack_errors():
     with pytest.raises(RuntimeError, match="2-D bool"):
         pack_mask(torch.ones(4, 4), block=None)
     with pytest.raises(RuntimeError, match="uint8 block mask of a 40×40 weight"):
-        masked_linear(torch.randn(3, 40), torch.randn(40, 40), pack_mask(torch.ones(40, 40, dtype=torch.bool)), block=16)
+        masked_linear(
+            torch.randn(3, 40), torch.randn(40, 40), pack_mask(torch.ones(40, 40, dtype=torch.bool)), block=16
+        )
 
 
 # ---- masked_linear ------------------------------------------------------------------------------------
@@ -95,17 +96,26 @@ def test_bitmask_in_every_width_and_nonfinite_pruned_weights(device, dtype):
     g = torch.Generator().manual_seed(2)
     w = torch.randn(out, inp, generator=g, dtype=torch.float64)
     w_bad = w.clone()
-    w_bad[~m] = torch.tensor([float("inf"), float("nan"), -float("inf")]).repeat(int((~m).sum()) // 3 + 1)[: int((~m).sum())].double()
+    w_bad[~m] = (
+        torch.tensor([float("inf"), float("nan"), -float("inf")])
+        .repeat(int((~m).sum()) // 3 + 1)[: int((~m).sum())]
+        .double()
+    )
     x = torch.randn(9, inp, generator=g, dtype=torch.float64)
     gy = torch.randn(9, out, generator=g, dtype=torch.float64)
     packed = pack_mask(m.to(device))
     wd = w_bad.to(dtype).to(device)
     y = masked_linear(x.to(dtype).to(device), wd, packed)
-    dx, dw = torch.ops.ember.masked_linear_backward(gy.to(dtype).to(device), x.to(dtype).to(device), wd, packed, 0, True, True)
+    dx, dw = torch.ops.ember.masked_linear_backward(
+        gy.to(dtype).to(device), x.to(dtype).to(device), wd, packed, 0, True, True
+    )
     tol = 1e-12 if dtype == torch.float64 else 2e-3
     wm = w.to(dtype).double() * m
-    for got, want in ((y, x.to(dtype).double() @ wm.t()), (dx, gy.to(dtype).double() @ wm),
-                      (dw, (gy.to(dtype).double().t() @ x.to(dtype).double()) * m)):
+    for got, want in (
+        (y, x.to(dtype).double() @ wm.t()),
+        (dx, gy.to(dtype).double() @ wm),
+        (dw, (gy.to(dtype).double().t() @ x.to(dtype).double()) * m),
+    ):
         assert got.isfinite().all()
         assert (got.cpu().double() - want).abs().max() <= tol * want.abs().max()
     assert (dw.cpu()[~m] == 0).all() and torch.equal(wd.cpu().isnan(), w_bad.to(dtype).isnan())  # w untouched
@@ -123,7 +133,9 @@ def test_block_mask_grouped_gemm_in_bf16(device, block, monkeypatch):
     x, w, gy = (torch.randn(s, generator=g).to(torch.bfloat16) for s in [(n, inp), (out, inp), (n, out)])
     packed = pack_mask(m.to(device), block)
     y = masked_linear(x.to(device), w.to(device), packed, block=block)
-    dx, dw = torch.ops.ember.masked_linear_backward(gy.to(device), x.to(device), w.to(device), packed, block, True, True)
+    dx, dw = torch.ops.ember.masked_linear_backward(
+        gy.to(device), x.to(device), w.to(device), packed, block, True, True
+    )
     wm = w.double() * m
     for got, want in ((y, x.double() @ wm.t()), (dx, gy.double() @ wm), (dw, (gy.double().t() @ x.double()) * m)):
         err = (got.cpu().double() - want).abs().max() / want.abs().max()
@@ -151,8 +163,11 @@ def test_bitmask_gemms_without_a_masked_copy(device, dtype, small_tiles, monkeyp
     dx, dw = torch.ops.ember.masked_linear_backward(gy.to(device), x.to(device), w.to(device), packed, 0, True, True)
     wm = w.double() * m
     tol = 1e-2 if dtype == torch.bfloat16 else 1e-5
-    for got, want, what in ((y, x.double() @ wm.t() + b.double(), "y"), (dx, gy.double() @ wm, "dx"),
-                            (dw, (gy.double().t() @ x.double()) * m, "dw")):
+    for got, want, what in (
+        (y, x.double() @ wm.t() + b.double(), "y"),
+        (dx, gy.double() @ wm, "dx"),
+        (dw, (gy.double().t() @ x.double()) * m, "dw"),
+    ):
         err = (got.cpu().double() - want).abs().max() / want.abs().max()
         assert err <= tol, f"{what}: {err}"
     assert (dw.cpu()[~m] == 0).all()
@@ -166,7 +181,11 @@ def test_bitmask_empty_dims(device, n, out, inp):
     y = masked_linear(x, w, packed)
     dx, dw = torch.ops.ember.masked_linear_backward(torch.ones(n, out, device=device), x, w, packed, 0, True, True)
     assert y.shape == (n, out) and dx.shape == (n, inp) and dw.shape == (out, inp)
-    assert torch.equal(y, x @ w.t()) and (dx == 0).all() == (out == 0 or inp == 0 or n == 0) and (dw == 0).all() == (n == 0 or out * inp == 0)
+    assert (
+        torch.equal(y, x @ w.t())
+        and (dx == 0).all() == (out == 0 or inp == 0 or n == 0)
+        and (dw == 0).all() == (n == 0 or out * inp == 0)
+    )
 
 
 def test_bool_mask_and_leading_dims():
@@ -180,8 +199,10 @@ def test_opcheck(device):
     x, w, b = (torch.randn(s, device=device) for s in [(7, 50), (40, 50), (40,)])
     for mask, block in ((pack_mask(m, 16), 16), (pack_mask(m), 0)):
         torch.library.opcheck(torch.ops.ember.masked_linear.default, (x, w, mask, block, b))
-        torch.library.opcheck(torch.ops.ember.masked_linear_backward.default,
-                              (torch.randn(7, 40, device=device), x, w, mask, block, True, True))
+        torch.library.opcheck(
+            torch.ops.ember.masked_linear_backward.default,
+            (torch.randn(7, 40, device=device), x, w, mask, block, True, True),
+        )
     torch.library.opcheck(torch.ops.ember.pack_mask.default, (m, 16))
     torch.library.opcheck(torch.ops.ember.unpack_mask.default, (pack_mask(m), 40, 50, 0))
 
@@ -189,8 +210,11 @@ def test_opcheck(device):
 @pytest.mark.parametrize("block", [None, 16])
 def test_masked_weights_stay_zero_under_adamw(device, block):
     torch.manual_seed(0)
-    layer = SparseLinear.from_linear(torch.nn.Linear(50, 40).to(device),
-                                     (block_mask(40, 50, 16, 0.5) if block else element_mask(40, 50, 0.3)).to(device), block)
+    layer = SparseLinear.from_linear(
+        torch.nn.Linear(50, 40).to(device),
+        (block_mask(40, 50, 16, 0.5) if block else element_mask(40, 50, 0.3)).to(device),
+        block,
+    )
     opt = torch.optim.AdamW(layer.parameters(), lr=1e-2, weight_decay=0.1)
     dead = ~layer.dense_mask()
     assert (layer.weight[dead] == 0).all()
@@ -242,8 +266,13 @@ def test_uniform_and_uniform_plus():
 # ---- random pruning --------------------------------------------------------------------------------
 def small_model():
     torch.manual_seed(0)
-    return torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3), torch.nn.Flatten(), torch.nn.Linear(8 * 6 * 6, 150),
-                               torch.nn.ReLU(), torch.nn.Linear(150, 10))
+    return torch.nn.Sequential(
+        torch.nn.Conv2d(3, 8, 3),
+        torch.nn.Flatten(),
+        torch.nn.Linear(8 * 6 * 6, 150),
+        torch.nn.ReLU(),
+        torch.nn.Linear(150, 10),
+    )
 
 
 @pytest.mark.parametrize("block", [None, 16])
@@ -257,7 +286,9 @@ def test_random_prune_counts_reproducibility_and_state_dict(block):
             assert layer["params"] == round(want[layer["name"]] * numel)
         else:  # whole tiles: within one tile of the target
             assert abs(layer["params"] - want[layer["name"]] * numel) <= block * block
-    assert isinstance(model[2], SparseLinear) and isinstance(model[4], SparseLinear) and hasattr(model[0], "weight_mask")
+    assert (
+        isinstance(model[2], SparseLinear) and isinstance(model[4], SparseLinear) and hasattr(model[0], "weight_mask")
+    )
     again = small_model()
     random_prune(again, 0.7, "erk", block=block, seed=3)
     assert torch.equal(again[2].mask, model[2].mask) and torch.equal(again[0].weight_mask, model[0].weight_mask)

@@ -10,11 +10,27 @@ from pathlib import Path
 
 from ember.train import parse_config, train
 
-TINY = ["--model.dim=64", "--model.n_layers=2", "--model.n_heads=4", "--model.n_kv_heads=2", "--model.ffn_hidden=128",
-        "--data.seq_len=64", "--training.batch_size=8", "--training.steps=6", "--lr_scheduler.warmup_steps=2",
-        "--eval.every=0", "--eval.batches=1", "--eval.batch_size=8", "--checkpoint.every=0", "--metrics.log_every=1",
-        "--metrics.progress=false", "--metrics.tensorboard=false", "--metrics.plot=false",
-        "--checkpoint.export_safetensors=false", "--job.device=cpu"]
+TINY = [
+    "--model.dim=64",
+    "--model.n_layers=2",
+    "--model.n_heads=4",
+    "--model.n_kv_heads=2",
+    "--model.ffn_hidden=128",
+    "--data.seq_len=64",
+    "--training.batch_size=8",
+    "--training.steps=6",
+    "--lr_scheduler.warmup_steps=2",
+    "--eval.every=0",
+    "--eval.batches=1",
+    "--eval.batch_size=8",
+    "--checkpoint.every=0",
+    "--metrics.log_every=1",
+    "--metrics.progress=false",
+    "--metrics.tensorboard=false",
+    "--metrics.plot=false",
+    "--checkpoint.export_safetensors=false",
+    "--job.device=cpu",
+]
 
 
 def flags(tmp: Path, name: str, *extra: str) -> list[str]:
@@ -36,7 +52,16 @@ def losses(run_dir: Path) -> dict[int, float]:
 def command(*args: str, nproc: int = 0) -> list[str]:
     """`ember ARGS`, or `torchrun --nproc-per-node N -m ember ARGS`."""
     if nproc:
-        return [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}", "-m", "ember", *args]
+        return [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            f"--nproc-per-node={nproc}",
+            "-m",
+            "ember",
+            *args,
+        ]
     return [sys.executable, "-m", "ember", *args]
 
 
@@ -47,5 +72,6 @@ def cli_env(**extra: str) -> dict[str, str]:
 def cli(*args: str, nproc: int = 0, timeout: int = 300, env: dict | None = None) -> subprocess.CompletedProcess:
     """`ember ARGS` (or `torchrun --nproc-per-node N -m ember ARGS`) in a fresh process; `env`
     adds environment variables."""
-    return subprocess.run(command(*args, nproc=nproc), capture_output=True, text=True, timeout=timeout,
-                          env=cli_env(**(env or {})))
+    return subprocess.run(
+        command(*args, nproc=nproc), capture_output=True, text=True, timeout=timeout, env=cli_env(**(env or {}))
+    )

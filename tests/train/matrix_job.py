@@ -19,6 +19,17 @@ dist.init_process_group("gloo")
 distributed.shutdown = lambda: None  # train() joins this group and leaves it up for the next cell
 extra = ["--training.hsdp_shard=2"] if parallel == "hsdp" else []
 for name in names:
-    train(parse_config(flags(root, name, f"--training.steps={STEPS}", "--job.deterministic=true",
-                             f"--training.parallel={parallel}", *extra, *FEATURES[name](root.parent))))
+    train(
+        parse_config(
+            flags(
+                root,
+                name,
+                f"--training.steps={STEPS}",
+                "--job.deterministic=true",
+                f"--training.parallel={parallel}",
+                *extra,
+                *FEATURES[name](root.parent),
+            )
+        )
+    )
 dist.destroy_process_group()

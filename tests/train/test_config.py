@@ -15,7 +15,7 @@ def test_defaults_are_the_shipped_debug_config():
 
 def test_overrides_win_over_the_file_and_are_typed(tmp_path):
     f = tmp_path / "c.toml"
-    f.write_text('[training]\nsteps = 7\nbatch_size = 4\n[optimizer]\nlr = 0.5\n')
+    f.write_text("[training]\nsteps = 7\nbatch_size = 4\n[optimizer]\nlr = 0.5\n")
     cfg = parse_config(["--config", str(f), "--training.steps=9", "--optimizer.betas", "0.8,0.9", "--compile"])
     assert (cfg.training.steps, cfg.training.batch_size, cfg.optimizer.lr) == (9, 4, 0.5)
     assert cfg.optimizer.betas == (0.8, 0.9) and cfg.training.compile is True
@@ -30,15 +30,18 @@ def test_resolved_config_round_trips_through_toml(tmp_path):
     assert parse_config(["--config", str(f)]) == cfg
 
 
-@pytest.mark.parametrize("toml, message", [
-    ("[training]\nstepz = 3\n", "unknown key 'training.stepz' (did you mean 'training.steps'?)"),
-    ("[trainig]\nsteps = 3\n", "unknown section 'trainig' (did you mean 'training'?)"),
-    ('[training]\nsteps = "many"\n', "training.steps must be an int, got str 'many'"),
-    ("[training]\ncompile = 3\n", "training.compile must be a bool"),
-    ('[lr_scheduler]\ndecay = "exp"\n', "lr_scheduler.decay must be one of cosine, linear, wsd, constant"),
-    ("steps = 3\n", "top-level key 'steps' must be a [section]"),
-    ("[training\n", "is not valid TOML"),
-])
+@pytest.mark.parametrize(
+    "toml, message",
+    [
+        ("[training]\nstepz = 3\n", "unknown key 'training.stepz' (did you mean 'training.steps'?)"),
+        ("[trainig]\nsteps = 3\n", "unknown section 'trainig' (did you mean 'training'?)"),
+        ('[training]\nsteps = "many"\n', "training.steps must be an int, got str 'many'"),
+        ("[training]\ncompile = 3\n", "training.compile must be a bool"),
+        ('[lr_scheduler]\ndecay = "exp"\n', "lr_scheduler.decay must be one of cosine, linear, wsd, constant"),
+        ("steps = 3\n", "top-level key 'steps' must be a [section]"),
+        ("[training\n", "is not valid TOML"),
+    ],
+)
 def test_bad_config_files_are_rejected(tmp_path, toml, message):
     f = tmp_path / "bad.toml"
     f.write_text(toml)

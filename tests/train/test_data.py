@@ -45,7 +45,10 @@ def test_prepare_byte_shards(tmp_path, jsonl_dir):
     docs = bytes(int(t) if t < 256 else 0 for t in tokens).split(b"\0")[:-1]
     assert sorted(docs) == sorted([t.encode() for t in DOCS] + [b"a plain text file is one document"])
     train = index["splits"]["train"]
-    assert len(train) > 1 and sum(e["documents"] for e in train) + sum(e["documents"] for e in index["splits"]["val"]) == 301
+    assert (
+        len(train) > 1
+        and sum(e["documents"] for e in train) + sum(e["documents"] for e in index["splits"]["val"]) == 301
+    )
     for e in train:  # shards end at document boundaries
         assert np.asarray(np.memmap(tmp_path / "out" / e["file"], dtype=np.uint16, mode="r"))[-1] == 256
 
@@ -60,7 +63,7 @@ def test_prepare_output_does_not_depend_on_workers(tmp_path, jsonl_dir):
 def test_prepare_parquet_and_hf_tokenizer(tmp_path):
     pa = pytest.importorskip("pyarrow")
     pq = pytest.importorskip("pyarrow.parquet")
-    tokenizers = pytest.importorskip("tokenizers")
+    pytest.importorskip("tokenizers")
     from tokenizers import Tokenizer, models, pre_tokenizers, trainers
 
     tok = Tokenizer(models.BPE(unk_token="<unk>"))
@@ -68,7 +71,9 @@ def test_prepare_parquet_and_hf_tokenizer(tmp_path):
     tok.train_from_iterator(DOCS, trainers.BpeTrainer(vocab_size=120, special_tokens=["<unk>", "</s>"]))
     tok.save(str(tmp_path / "tokenizer.json"))
     pq.write_table(pa.table({"text": DOCS}), tmp_path / "docs.parquet")
-    index = prepare([str(tmp_path / "docs.parquet")], tmp_path / "out", tokenizer=str(tmp_path / "tokenizer.json"), progress=False)
+    index = prepare(
+        [str(tmp_path / "docs.parquet")], tmp_path / "out", tokenizer=str(tmp_path / "tokenizer.json"), progress=False
+    )
     hf = HFTokenizer(tmp_path / "out" / "tokenizer.json")
     assert index["eos_id"] == hf.eos_id == tok.token_to_id("</s>") and index["vocab_size"] == tok.get_vocab_size()
     tokens = np.concatenate([np.asarray(s) for s in open_split(tmp_path / "out", "train").shards])

@@ -16,8 +16,16 @@ MICRO = 3  # micro-batches per step
 
 
 def _config(tied: bool):
-    return CONFIGS["debug"].replace(dim=64, n_layers=2, n_heads=4, n_kv_heads=2, ffn_hidden=128, vocab_size=1031,
-                                    max_seq_len=32, tie_embeddings=tied)
+    return CONFIGS["debug"].replace(
+        dim=64,
+        n_layers=2,
+        n_heads=4,
+        n_kv_heads=2,
+        ffn_hidden=128,
+        vocab_size=1031,
+        max_seq_len=32,
+        tie_embeddings=tied,
+    )
 
 
 def _batches():

@@ -20,9 +20,21 @@ from .helpers import losses
 
 GOLDEN = pathlib.Path(__file__).with_name("golden_debug.json")
 TOLERANCE = 2e-3  # nats per byte, per step
-FLAGS = ["--config=debug", "--training.steps=20", "--training.batch_size=8", "--data.seq_len=128", "--eval.every=0",
-         "--checkpoint.every=0", "--job.deterministic=true", "--metrics.log_every=1", "--metrics.progress=false",
-         "--metrics.tensorboard=false", "--metrics.plot=false", "--checkpoint.export_safetensors=false", "--job.device=cpu"]
+FLAGS = [
+    "--config=debug",
+    "--training.steps=20",
+    "--training.batch_size=8",
+    "--data.seq_len=128",
+    "--eval.every=0",
+    "--checkpoint.every=0",
+    "--job.deterministic=true",
+    "--metrics.log_every=1",
+    "--metrics.progress=false",
+    "--metrics.tensorboard=false",
+    "--metrics.plot=false",
+    "--checkpoint.export_safetensors=false",
+    "--job.device=cpu",
+]
 
 pytestmark = pytest.mark.slow
 
@@ -36,11 +48,23 @@ def test_debug_losses_match_golden(tmp_path):
     train(parse_config([*FLAGS, f"--job.dir={tmp_path}", "--job.name=g"]))
     got = losses(tmp_path / "g")
     if os.environ.get("EMBER_UPDATE_GOLDEN"):
-        GOLDEN.write_text(json.dumps({"flags": FLAGS, "corpus": corpus_fingerprint(), "tolerance": TOLERANCE,
-                                      "losses": {str(k): v for k, v in got.items()}}, indent=1) + "\n")
+        GOLDEN.write_text(
+            json.dumps(
+                {
+                    "flags": FLAGS,
+                    "corpus": corpus_fingerprint(),
+                    "tolerance": TOLERANCE,
+                    "losses": {str(k): v for k, v in got.items()},
+                },
+                indent=1,
+            )
+            + "\n"
+        )
     golden = json.loads(GOLDEN.read_text())
     if golden["corpus"] != corpus_fingerprint():
-        pytest.skip(f"golden losses were made on another standard library ({golden['corpus']} vs {corpus_fingerprint()})")
+        pytest.skip(
+            f"golden losses were made on another standard library ({golden['corpus']} vs {corpus_fingerprint()})"
+        )
     assert golden["flags"] == FLAGS
     want = {int(k): v for k, v in golden["losses"].items()}
     assert list(got) == list(want)

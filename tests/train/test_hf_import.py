@@ -11,15 +11,37 @@ from ember.models.hf import HFCheckpointError, resolve_hf_path
 
 transformers = pytest.importorskip("transformers")
 
-SIZE = dict(hidden_size=64, intermediate_size=96, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
-            vocab_size=101, max_position_embeddings=128, rms_norm_eps=1e-6)
+SIZE = dict(
+    hidden_size=64,
+    intermediate_size=96,
+    num_hidden_layers=2,
+    num_attention_heads=4,
+    num_key_value_heads=2,
+    vocab_size=101,
+    max_position_embeddings=128,
+    rms_norm_eps=1e-6,
+)
 FAMILIES = {
     # Llama 3.1's RoPE scaling, with an original context short enough that it changes the frequencies
-    "llama": ("LlamaConfig", "LlamaForCausalLM", dict(rope_parameters={
-        "rope_type": "llama3", "rope_theta": 500000.0, "factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
-        "original_max_position_embeddings": 32})),
-    "mistral": ("MistralConfig", "MistralForCausalLM",
-                dict(sliding_window=None, rope_parameters={"rope_type": "default", "rope_theta": 20000.0})),
+    "llama": (
+        "LlamaConfig",
+        "LlamaForCausalLM",
+        dict(
+            rope_parameters={
+                "rope_type": "llama3",
+                "rope_theta": 500000.0,
+                "factor": 8.0,
+                "low_freq_factor": 1.0,
+                "high_freq_factor": 4.0,
+                "original_max_position_embeddings": 32,
+            }
+        ),
+    ),
+    "mistral": (
+        "MistralConfig",
+        "MistralForCausalLM",
+        dict(sliding_window=None, rope_parameters={"rope_type": "default", "rope_theta": 20000.0}),
+    ),
     "qwen2": ("Qwen2Config", "Qwen2ForCausalLM", dict(tie_word_embeddings=True)),  # q/k/v biases, tied head
     "qwen3": ("Qwen3Config", "Qwen3ForCausalLM", dict(head_dim=32)),  # q/k norms, head_dim != hidden/heads
 }
@@ -95,7 +117,10 @@ def test_export_round_trip(tmp_path, family):
         assert rel_err(hf_logits(back, x), model(x)) <= 1e-5
     from safetensors import safe_open
 
-    with safe_open(str(src / "model.safetensors"), "pt") as a, safe_open(str(tmp_path / "out" / "model.safetensors"), "pt") as b:
+    with (
+        safe_open(str(src / "model.safetensors"), "pt") as a,
+        safe_open(str(tmp_path / "out" / "model.safetensors"), "pt") as b,
+    ):
         assert set(b.keys()) == set(a.keys()) - ({"lm_head.weight"} if family == "qwen2" else set())
 
 
@@ -148,11 +173,14 @@ def test_unsupported_architecture_is_named(tmp_path):
         from_hf(path)
 
 
-@pytest.mark.parametrize("change, message", [
-    (dict(hidden_act="gelu"), "hidden_act='gelu'"),
-    (dict(mlp_bias=True), "mlp_bias"),
-    (dict(rope_parameters={"rope_type": "yarn", "rope_theta": 1e4, "factor": 4.0}), "'yarn' is not supported"),
-])
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        (dict(hidden_act="gelu"), "hidden_act='gelu'"),
+        (dict(mlp_bias=True), "mlp_bias"),
+        (dict(rope_parameters={"rope_type": "yarn", "rope_theta": 1e4, "factor": 4.0}), "'yarn' is not supported"),
+    ],
+)
 def test_unsupported_options_are_named(tmp_path, change, message):
     path = _saved(tmp_path)
     _edit_config(path, **change)

@@ -21,13 +21,22 @@ def model_folder(tmp_path, bos="<s>", eos="</s>", add_bos=True, vocab=300):
     tok = Tokenizer(models.BPE(unk_token="<unk>"))
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
-    tok.train_from_iterator(TEXTS, trainers.BpeTrainer(vocab_size=vocab, special_tokens=["<unk>", "<s>", "</s>", "<|endoftext|>"],
-                                                       initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
+    tok.train_from_iterator(
+        TEXTS,
+        trainers.BpeTrainer(
+            vocab_size=vocab,
+            special_tokens=["<unk>", "<s>", "</s>", "<|endoftext|>"],
+            initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        ),
+    )
     folder = tmp_path / "model"
     folder.mkdir(exist_ok=True)
     tok.save(str(folder / "tokenizer.json"))
-    (folder / "tokenizer_config.json").write_text(json.dumps({
-        "tokenizer_class": "PreTrainedTokenizerFast", "bos_token": bos, "eos_token": eos, "add_bos_token": add_bos}))
+    (folder / "tokenizer_config.json").write_text(
+        json.dumps(
+            {"tokenizer_class": "PreTrainedTokenizerFast", "bos_token": bos, "eos_token": eos, "add_bos_token": add_bos}
+        )
+    )
     return folder
 
 
@@ -38,8 +47,11 @@ def test_folder_tokens(tmp_path):
     ids = tok.encode_document(TEXTS[3])
     assert ids[0] == tok.bos_id and tok.decode(ids[1:]) == TEXTS[3]
     # the older form of a special token, and add_bos_token false
-    (folder / "tokenizer_config.json").write_text(json.dumps({"bos_token": "<s>", "add_bos_token": False,
-                                                              "eos_token": {"__type": "AddedToken", "content": "<unk>"}}))
+    (folder / "tokenizer_config.json").write_text(
+        json.dumps(
+            {"bos_token": "<s>", "add_bos_token": False, "eos_token": {"__type": "AddedToken", "content": "<unk>"}}
+        )
+    )
     tok = load_tokenizer(str(folder))
     assert tok.bos_id is None and tok.eos_id == tok._tok.token_to_id("<unk>")
     # Qwen-like: no bos, eos named "<|endoftext|>"
@@ -62,7 +74,10 @@ def test_prepare_with_model_folder(tmp_path):
     folder = model_folder(tmp_path)
     docs = tmp_path / "docs.jsonl"
     docs.write_text("".join(json.dumps({"text": t}) + "\n" for t in TEXTS))
-    assert ember_main(["prepare", str(docs), "--out", str(tmp_path / "tok"), "--tokenizer", str(folder), "--workers", "1"]) == 0
+    assert (
+        ember_main(["prepare", str(docs), "--out", str(tmp_path / "tok"), "--tokenizer", str(folder), "--workers", "1"])
+        == 0
+    )
     index = read_index(tmp_path / "tok")
     tok = load_tokenizer(str(folder))
     assert (index["eos_id"], index["bos_id"], index["vocab_size"]) == (tok.eos_id, tok.bos_id, tok.vocab_size)
@@ -83,8 +98,23 @@ def test_init_from_with_its_tokenizer_exports_it(tmp_path):
     hf_model("llama", vocab_size=vocab + 4).save_pretrained(folder)  # the model beside its tokenizer
     docs = tmp_path / "docs.jsonl"
     docs.write_text("".join(json.dumps({"text": t * 4}) + "\n" for t in TEXTS))
-    assert ember_main(["prepare", str(docs), "--out", str(tmp_path / "tok"), "--tokenizer", str(folder), "--workers", "1",
-                       "--val-per-mille", "100"]) == 0
+    assert (
+        ember_main(
+            [
+                "prepare",
+                str(docs),
+                "--out",
+                str(tmp_path / "tok"),
+                "--tokenizer",
+                str(folder),
+                "--workers",
+                "1",
+                "--val-per-mille",
+                "100",
+            ]
+        )
+        == 0
+    )
     run(tmp_path, "r", f"--model.init_from={folder}", f"--data.sources={tmp_path}/tok", "--training.steps=2")
     assert ember_main(["export", str(tmp_path / "r"), str(tmp_path / "out")]) == 0
     assert (tmp_path / "out" / "tokenizer.json").read_bytes() == (folder / "tokenizer.json").read_bytes()

@@ -56,6 +56,7 @@ def val_rows(run_dir):
 
 # --- refused before any run folder ---------------------------------------------------------
 
+
 def refused(tmp_path, *extra) -> str:
     with pytest.raises(ConfigError) as info:
         train(parse_config(flags(tmp_path, "bad", *extra)))
@@ -88,7 +89,9 @@ def test_missing_unknown_and_wrong_dtype(tmp_path):
     from safetensors.torch import load_file, save_file
 
     sd = load_file(str(path / "model.safetensors"))
-    save_file({**sd, "model.norm.weight": sd["model.norm.weight"].to(torch.float8_e4m3fn)}, str(path / "model.safetensors"))
+    save_file(
+        {**sd, "model.norm.weight": sd["model.norm.weight"].to(torch.float8_e4m3fn)}, str(path / "model.safetensors")
+    )
     assert "model.norm.weight is F8_E4M3, not a float tensor" in refused(tmp_path, f"--model.init_from={path}")
     (path / "model.safetensors").unlink()
     assert "no model.safetensors" in refused(tmp_path, f"--model.init_from={path}")
@@ -144,8 +147,13 @@ def test_init_from_token_weights_and_export(tmp_path):
 
     path = checkpoint(tmp_path, "qwen3")
     docs = tmp_path / "docs.jsonl"
-    docs.write_text("".join(json.dumps({"text": f"def f{i}(x):\n    return x * {i} + {i * i}\n" * 3}) + "\n" for i in range(300)))
-    assert ember_main(["prepare", str(docs), "--out", str(tmp_path / "tok"), "--workers", "1", "--val-per-mille", "100"]) == 0
+    docs.write_text(
+        "".join(json.dumps({"text": f"def f{i}(x):\n    return x * {i} + {i * i}\n" * 3}) + "\n" for i in range(300))
+    )
+    assert (
+        ember_main(["prepare", str(docs), "--out", str(tmp_path / "tok"), "--workers", "1", "--val-per-mille", "100"])
+        == 0
+    )
     src = [f"--data.sources={tmp_path}/tok", f"--model.init_from={path}"]
     run(tmp_path, "ref", *src)
     score(tmp_path / "ref", tmp_path / "tok", 1.0, 8, torch.device("cpu"))
@@ -163,7 +171,10 @@ def test_init_from_token_weights_and_export(tmp_path):
         assert ((back(x).logits - want).abs().max() / want.abs().max()).item() <= 1e-5
     from safetensors import safe_open
 
-    with safe_open(str(path / "model.safetensors"), "pt") as a, safe_open(str(tmp_path / "out" / "model.safetensors"), "pt") as b:
+    with (
+        safe_open(str(path / "model.safetensors"), "pt") as a,
+        safe_open(str(tmp_path / "out" / "model.safetensors"), "pt") as b,
+    ):
         assert set(a.keys()) == set(b.keys())
     assert ember_main(["export", str(tmp_path / "w"), str(tmp_path / "half"), "--dtype", "bf16"]) == 0
     size = lambda d: (d / "model.safetensors").stat().st_size  # noqa: E731
@@ -194,8 +205,11 @@ def test_fsdp_two_processes_equal_one(tmp_path):
     path = tmp_path / "sharded"
     hf_model("qwen2", seed=4, vocab_size=VOCAB).save_pretrained(path, max_shard_size="40KB")
     one = run(tmp_path, "one", f"--model.init_from={path}", "--training.steps=4")["losses"]
-    r = cli("train", *flags(tmp_path, "two", f"--model.init_from={path}", "--training.steps=4", "--training.parallel=fsdp"),
-            nproc=2)
+    r = cli(
+        "train",
+        *flags(tmp_path, "two", f"--model.init_from={path}", "--training.steps=4", "--training.parallel=fsdp"),
+        nproc=2,
+    )
     assert r.returncode == 0, r.stderr[-3000:]
     two = losses(tmp_path / "two")
     assert list(two) == list(one)
@@ -263,8 +277,13 @@ def test_fsdp_ranks_read_only_their_slices(tmp_path):
     hf_model("llama", seed=2, vocab_size=VOCAB).save_pretrained(path, max_shard_size="40KB")
     script = tmp_path / "reads.py"
     script.write_text(READS)
-    r = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2", str(script),
-                        str(path)], capture_output=True, text=True, timeout=300, env=cli_env())
+    r = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2", str(script), str(path)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=cli_env(),
+    )
     assert r.returncode == 0, r.stderr[-3000:]
     reads = [json.loads(line.split("READ ", 1)[1]) for line in r.stdout.splitlines() if "READ " in line]
     assert sorted(x["rank"] for x in reads) == [0, 1]

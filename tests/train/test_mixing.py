@@ -35,8 +35,11 @@ def test_parse_options():
     assert (b.path, b.weight, b.tokens) == ("C:/data/b", 1.0, 1_500_000)
     assert [a.weight_at(s) for s in (1, 499, 500, 999, 1000, 5000)] == [0.3, 0.3, 0.2, 0.2, 0.1, 0.1]
     assert parse_sources("new:0:100=1,old")[0].weight_at(100) == 1  # a source that starts later
-    for bad, message in [("a:0", "must be > 0"), ("a:1:5=0", "every weight is 0 from step 5"),
-                         ("a:1:0=2", "schedule step >= 1")]:
+    for bad, message in [
+        ("a:0", "must be > 0"),
+        ("a:1:5=0", "every weight is 0 from step 5"),
+        ("a:1:0=2", "schedule step >= 1"),
+    ]:
         with pytest.raises(ValueError, match=message):
             parse_sources(bad)
 
@@ -88,8 +91,15 @@ def test_eval_source_errors_make_no_folder(tmp_path):
 @pytest.mark.slow
 def test_held_out_source_curves(tmp_path):
     a, b = token_folder(tmp_path, "a", "a", docs=200), token_folder(tmp_path, "b", "b", docs=200)
-    out = run(tmp_path, "r", f"--data.sources={b}:tokens=2000", f"--eval.sources={a}", "--eval.every=3", "--data.seq_len=16",
-              "--metrics.plot=true")
+    out = run(
+        tmp_path,
+        "r",
+        f"--data.sources={b}:tokens=2000",
+        f"--eval.sources={a}",
+        "--eval.every=3",
+        "--data.seq_len=16",
+        "--metrics.plot=true",
+    )
     rows = [r for r in map(json.loads, (tmp_path / "r" / "metrics.jsonl").read_text().splitlines()) if "val_loss" in r]
     assert [r["step"] for r in rows] == [0, 3, 6]
     for r in rows:  # val_loss: the trained source's; the held-out one beside it

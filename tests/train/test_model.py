@@ -35,6 +35,7 @@ def reference_attention(block, x, cos, sin):
     q = att.wq(x).view(b, t, att.n_heads, att.head_dim).transpose(1, 2)
     k = att.wk(x).view(b, t, att.kv_heads, att.head_dim).transpose(1, 2)
     v = att.wv(x).view(b, t, att.kv_heads, att.head_dim).transpose(1, 2)
+
     # RoPE as complex rotation of the pairs (i, i + D/2)
     def rot(z):
         half = z.shape[-1] // 2
@@ -43,6 +44,7 @@ def reference_attention(block, x, cos, sin):
         freqs = 1.0 / CFG.rope_theta ** (torch.arange(0, z.shape[-1], 2, dtype=torch.float64) / z.shape[-1])
         zc = zc * torch.polar(torch.ones(t, half, dtype=torch.float64), pos * freqs)
         return torch.cat([zc.real, zc.imag], -1)
+
     q, k, v = rot(q), rot(k), v.double()
     rep = att.n_heads // att.kv_heads
     k, v = k.repeat_interleave(rep, 1), v.repeat_interleave(rep, 1)
@@ -56,7 +58,9 @@ def test_attention_matches_reference():
     m = make()
     x = torch.randn(3, 29, CFG.dim)
     got = m.layers[0].attention(x, m.rope_cos, m.rope_sin)
-    torch.testing.assert_close(got.double(), reference_attention(m.layers[0], x, m.rope_cos, m.rope_sin), rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(
+        got.double(), reference_attention(m.layers[0], x, m.rope_cos, m.rope_sin), rtol=1e-4, atol=1e-5
+    )
 
 
 def test_rope_preserves_norms_and_relative_positions():
@@ -64,10 +68,12 @@ def test_rope_preserves_norms_and_relative_positions():
     x = torch.randn(1, 1, 29, CFG.head_dim)
     torch.testing.assert_close(apply_rope(x, cos, sin).norm(dim=-1), x.norm(dim=-1))
     q, k = torch.randn(CFG.head_dim), torch.randn(CFG.head_dim)
+
     def dot(i, j):
         qs = apply_rope(q.expand(1, 1, 29, -1), cos, sin)[0, 0, i]
         ks = apply_rope(k.expand(1, 1, 29, -1), cos, sin)[0, 0, j]
         return (qs @ ks).item()
+
     assert dot(5, 2) == pytest.approx(dot(20, 17), rel=1e-4)
 
 
@@ -81,7 +87,9 @@ def test_causal_and_loss_matches_logits():
     targets = torch.randint(0, CFG.vocab_size, (2, 31))
     targets[0, :3] = -100
     w = torch.rand(2, 31)
-    ref = (F.cross_entropy(logits.flatten(0, 1), targets.flatten(), reduction="none", ignore_index=-100) * w.flatten()).sum()
+    ref = (
+        F.cross_entropy(logits.flatten(0, 1), targets.flatten(), reduction="none", ignore_index=-100) * w.flatten()
+    ).sum()
     torch.testing.assert_close(m(tokens, targets, w), ref, rtol=1e-5, atol=1e-4)  # ember's fused kernel
     m.fused_linear_ce = False
     torch.testing.assert_close(m(tokens, targets, w), ref)

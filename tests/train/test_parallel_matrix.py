@@ -4,13 +4,11 @@ each cell against one process with the same global batch, over 20 steps in fp32,
 mode. The README's matrix is this file's."""
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
-import torch
 
 from .helpers import cli, cli_env, losses, run
 
@@ -29,8 +27,12 @@ def _token_weights(root: Path) -> list[str]:
 
 FEATURES = {
     "adamw": lambda root: [],
-    "apollo": lambda root: ["--optimizer.name=apollo", "--optimizer.lr=0.01", "--optimizer.rank=8",
-                            "--optimizer.update_proj_gap=5"],
+    "apollo": lambda root: [
+        "--optimizer.name=apollo",
+        "--optimizer.lr=0.01",
+        "--optimizer.rank=8",
+        "--optimizer.update_proj_gap=5",
+    ],
     # lr 3e-3: at 1e-2 this tiny model's APOLLO-Mini steps (√128-scaled) amplify the 1e-7 that a
     # reduction order changes into 1e-2 within 20 steps, under DDP's unchanged native step too
     "apollo_mini": lambda root: ["--optimizer.name=apollo_mini", "--optimizer.lr=0.003"],
@@ -57,8 +59,17 @@ def matrix(tmp_path_factory):
         out["one"][name] = losses(root / "one" / name)
     for parallel, ranks in CELLS:
         folder = root / f"{parallel}{ranks}"
-        cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={ranks}",
-               str(Path(__file__).with_name("matrix_job.py")), str(folder), parallel, *FEATURES]
+        cmd = [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            f"--nproc-per-node={ranks}",
+            str(Path(__file__).with_name("matrix_job.py")),
+            str(folder),
+            parallel,
+            *FEATURES,
+        ]
         r = subprocess.run(cmd, capture_output=True, text=True, timeout=1200, env=cli_env())
         assert r.returncode == 0, r.stderr[-4000:]
         out[(parallel, ranks)] = {name: losses(folder / name) for name in FEATURES}
@@ -69,7 +80,9 @@ def matrix(tmp_path_factory):
 def _weighted_data(root: Path) -> None:
     """A token folder with PRIOR weights (prepare, a 2-step reference run, score)."""
     docs = root / "docs.jsonl"
-    docs.write_text("".join(json.dumps({"text": f"def f{i}(x):\n    return x * {i} + {i * i}\n" * 3}) + "\n" for i in range(400)))
+    docs.write_text(
+        "".join(json.dumps({"text": f"def f{i}(x):\n    return x * {i} + {i * i}\n" * 3}) + "\n" for i in range(400))
+    )
     for args in (("prepare", str(docs), "--out", str(root / "tok"), "--val-per-mille", "100"),):
         r = cli(*args)
         assert r.returncode == 0, r.stderr

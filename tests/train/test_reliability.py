@@ -98,8 +98,9 @@ def _worker_pid(parent: int, rank: int) -> int:
 @contextlib.contextmanager
 def running(*args: str, nproc: int = 0):
     """A background `ember ARGS`; killed, with its torchrun workers, if a failing test leaves it running."""
-    proc = subprocess.Popen(command(*args, nproc=nproc), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env=cli_env())
+    proc = subprocess.Popen(
+        command(*args, nproc=nproc), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=cli_env()
+    )
     try:
         yield proc
     finally:
@@ -133,8 +134,11 @@ def test_sigterm_stops_after_a_step_with_a_checkpoint_and_resume_continues_exact
         proc.send_signal(signal.SIGTERM)
         _, err = proc.communicate(timeout=120)
     assert proc.returncode == EXIT_PREEMPTED == 75, err[-2000:]
-    stopped = re.search(r"stopped by SIGTERM after step (\d+); checkpoint (\S+)\. To continue, run the same command with "
-                        r"(--checkpoint\.resume=\S+)", err)
+    stopped = re.search(
+        r"stopped by SIGTERM after step (\d+); checkpoint (\S+)\. To continue, run the same command with "
+        r"(--checkpoint\.resume=\S+)",
+        err,
+    )
     assert stopped, err[-2000:]
     step = int(stopped[1])
     assert Path(stopped[2]) == ckpt.find_checkpoint(run_dir) == run_dir / "checkpoints" / f"step-{step:08d}"
@@ -229,8 +233,9 @@ def _empty(d):  # `ember prepare` of an input with no documents
     return "index.json: no training data: 0 tokens"
 
 
-@pytest.mark.parametrize("spoil", [_recorded_id_past_vocab, _id_past_vocab_unrecorded, _truncated, _written_over,
-                                   _index_not_json, _empty])
+@pytest.mark.parametrize(
+    "spoil", [_recorded_id_past_vocab, _id_past_vocab_unrecorded, _truncated, _written_over, _index_not_json, _empty]
+)
 def test_bad_data_is_refused_before_a_run_folder_exists(tmp_path, tokens, spoil):
     message = spoil(tokens)
     with pytest.raises(ConfigError, match=f"{re.escape(str(tokens))}/{message}"):
@@ -251,8 +256,13 @@ def _write_weights(d: Path, short_by: int = 0) -> None:
         np.ones(e["tokens"] - short_by, np.float32).tofile(d / f"weights-{e['file']}")
 
 
-@pytest.mark.parametrize("kind, message", [("short", "[0-9,]+ bytes of float32 weights for a shard of"),
-                                           ("missing", "missing: the folder has token weights")])
+@pytest.mark.parametrize(
+    "kind, message",
+    [
+        ("short", "[0-9,]+ bytes of float32 weights for a shard of"),
+        ("missing", "missing: the folder has token weights"),
+    ],
+)
 def test_token_weights_that_do_not_match_their_shards_are_refused(tmp_path, tokens, kind, message):
     weighted = [f"--data.sources={tokens}", f"--loss.token_weights={tokens}"]
     _write_weights(tokens)

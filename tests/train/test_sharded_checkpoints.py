@@ -3,8 +3,6 @@ a kill mid-save leaves the previous checkpoint, a resume at the same world size 
 bit, and a checkpoint resumes at another world size or parallelism (2 → 1, 2 → 4, FSDP2 → DDP,
 1 → 2) with the loader at the same global position; asynchronous saves give the same checkpoints. APOLLO, whose state is sharded too, is the optimizer."""
 
-import signal
-
 import pytest
 
 from ember.train import checkpoint as ckpt
@@ -12,8 +10,16 @@ from ember.train.faults import ENV as CRASH_AT
 
 from .helpers import cli, flags, losses, run
 
-OPTS = ("--training.steps=6", "--checkpoint.every=2", "--checkpoint.keep=0", "--optimizer.name=apollo",
-        "--optimizer.lr=0.01", "--optimizer.rank=8", "--optimizer.update_proj_gap=3", "--job.deterministic=true")
+OPTS = (
+    "--training.steps=6",
+    "--checkpoint.every=2",
+    "--checkpoint.keep=0",
+    "--optimizer.name=apollo",
+    "--optimizer.lr=0.01",
+    "--optimizer.rank=8",
+    "--optimizer.update_proj_gap=3",
+    "--job.deterministic=true",
+)
 
 
 def train_fsdp(tmp, name, *extra, ranks=2, env=None):
@@ -62,8 +68,17 @@ def test_resume_at_another_world_size(tmp_path, uninterrupted, how):
 @pytest.mark.slow
 def test_one_process_checkpoint_resumes_sharded(tmp_path):
     one = run(tmp_path, "one", *OPTS)
-    r = cli("train", *flags(tmp_path, "r", *OPTS, "--training.parallel=fsdp",
-                            f"--checkpoint.resume={tmp_path}/one/checkpoints/step-00000002"), nproc=2)
+    r = cli(
+        "train",
+        *flags(
+            tmp_path,
+            "r",
+            *OPTS,
+            "--training.parallel=fsdp",
+            f"--checkpoint.resume={tmp_path}/one/checkpoints/step-00000002",
+        ),
+        nproc=2,
+    )
     assert r.returncode == 0, r.stderr[-3000:]
     got = losses(tmp_path / "r")
     assert list(got) == [3, 4, 5, 6]

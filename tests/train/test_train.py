@@ -15,8 +15,18 @@ pytestmark = pytest.mark.slow
 
 
 def test_loss_falls_and_the_run_folder_has_everything(tmp_path):
-    s = run(tmp_path, "r", "--training.steps=30", "--optimizer.lr=0.01", "--eval.every=15", "--checkpoint.every=10",
-            "--checkpoint.keep=2", "--metrics.plot=true", "--checkpoint.export_safetensors=true", "--metrics.tensorboard=true")
+    s = run(
+        tmp_path,
+        "r",
+        "--training.steps=30",
+        "--optimizer.lr=0.01",
+        "--eval.every=15",
+        "--checkpoint.every=10",
+        "--checkpoint.keep=2",
+        "--metrics.plot=true",
+        "--checkpoint.export_safetensors=true",
+        "--metrics.tensorboard=true",
+    )
     rows = [json.loads(x) for x in (tmp_path / "r" / "metrics.jsonl").read_text().splitlines()]
     val = [r["val_loss"] for r in rows if "val_loss" in r]
     assert len(val) == 3 and val[0] > 5.0 and val[-1] < val[0] - 1.5, val
@@ -33,7 +43,7 @@ def test_loss_falls_and_the_run_folder_has_everything(tmp_path):
 
 
 def test_trains_on_each_device(tmp_path, device):
-    s = run(tmp_path, "d", f"--job.device={device}", "--training.steps=12", "--optimizer.lr=0.01", "--eval.every=12")
+    run(tmp_path, "d", f"--job.device={device}", "--training.steps=12", "--optimizer.lr=0.01", "--eval.every=12")
     rows = [json.loads(x) for x in (tmp_path / "d" / "metrics.jsonl").read_text().splitlines()]
     val = [r["val_loss"] for r in rows if "val_loss" in r]
     assert val[-1] < val[0] - 0.5, val
@@ -43,7 +53,9 @@ def test_trains_on_each_device(tmp_path, device):
 
 def test_resume_reproduces_the_uninterrupted_losses_exactly(tmp_path):
     full = run(tmp_path, "full", "--training.steps=8", "--checkpoint.every=4", "--checkpoint.keep=0")["losses"]
-    resumed = run(tmp_path, "resumed", "--training.steps=8", f"--checkpoint.resume={tmp_path}/full/checkpoints/step-00000004")
+    resumed = run(
+        tmp_path, "resumed", "--training.steps=8", f"--checkpoint.resume={tmp_path}/full/checkpoints/step-00000004"
+    )
     assert list(resumed["losses"]) == [5, 6, 7, 8]
     assert resumed["losses"] == {k: v for k, v in full.items() if k > 4}  # bit for bit
     # resuming "latest" in its own folder after the end trains nothing more and keeps the losses
@@ -54,8 +66,13 @@ def test_resume_reproduces_the_uninterrupted_losses_exactly(tmp_path):
 @pytest.mark.parametrize("name", ["apollo", "apollo_mini"])
 def test_apollo_resume_reproduces_the_losses_exactly(tmp_path, name):
     # The projection refreshes every 3 steps: the resumed half redraws P from the seed alone.
-    opts = [f"--optimizer.name={name}", "--optimizer.lr=0.01", "--optimizer.rank=4", "--optimizer.update_proj_gap=3",
-            "--training.steps=8"]
+    opts = [
+        f"--optimizer.name={name}",
+        "--optimizer.lr=0.01",
+        "--optimizer.rank=4",
+        "--optimizer.update_proj_gap=3",
+        "--training.steps=8",
+    ]
     full = run(tmp_path, "full", *opts, "--checkpoint.every=4", "--checkpoint.keep=0")["losses"]
     resumed = run(tmp_path, "resumed", *opts, f"--checkpoint.resume={tmp_path}/full/checkpoints/step-00000004")
     assert resumed["losses"] == {k: v for k, v in full.items() if k > 4}  # bit for bit
@@ -74,8 +91,14 @@ def test_sparse_run_keeps_its_masks_and_reports_densities(tmp_path):
     assert len(sparse) == 7 * model.config.n_layers
     for m in sparse:  # after 6 AdamW steps the pruned weights are still exactly zero
         assert (m.weight[~m.dense_mask()] == 0).all()
-    resumed = run(tmp_path, "sp2", "--training.steps=6", "--sparsity.target=0.75", "--sparsity.block=16",
-                  f"--checkpoint.resume={tmp_path}/sp/checkpoints/step-00000003")
+    resumed = run(
+        tmp_path,
+        "sp2",
+        "--training.steps=6",
+        "--sparsity.target=0.75",
+        "--sparsity.block=16",
+        f"--checkpoint.resume={tmp_path}/sp/checkpoints/step-00000003",
+    )
     assert resumed["losses"] == {k: v for k, v in losses(tmp_path / "sp").items() if k > 3}
 
 
@@ -86,18 +109,21 @@ def test_gradient_accumulation_matches_one_big_batch(tmp_path):
         assert b[k] == pytest.approx(a[k], rel=1e-5)
 
 
-@pytest.mark.parametrize("switch", [
-    ["--compile"],
-    ["--activation_checkpointing"],
-    ["--loss.fused_linear_ce=false"],
-    ["--training.dtype=bf16"],
-    ["--optimizer.name=sgd", "--optimizer.lr=0.3"],
-    ["--optimizer.name=apollo", "--optimizer.lr=0.01", "--optimizer.rank=8", "--optimizer.update_proj_gap=2"],
-    ["--optimizer.name=apollo_mini", "--optimizer.lr=0.01"],
-    ["--sparsity.target=0.5", "--sparsity.method=er"],
-    ["--lr_scheduler.decay=wsd"],
-    ["--lr_scheduler.decay=linear", "--job.deterministic=true"],
-])
+@pytest.mark.parametrize(
+    "switch",
+    [
+        ["--compile"],
+        ["--activation_checkpointing"],
+        ["--loss.fused_linear_ce=false"],
+        ["--training.dtype=bf16"],
+        ["--optimizer.name=sgd", "--optimizer.lr=0.3"],
+        ["--optimizer.name=apollo", "--optimizer.lr=0.01", "--optimizer.rank=8", "--optimizer.update_proj_gap=2"],
+        ["--optimizer.name=apollo_mini", "--optimizer.lr=0.01"],
+        ["--sparsity.target=0.5", "--sparsity.method=er"],
+        ["--lr_scheduler.decay=wsd"],
+        ["--lr_scheduler.decay=linear", "--job.deterministic=true"],
+    ],
+)
 def test_each_switch_trains(tmp_path, switch):
     s = run(tmp_path, "s", "--training.steps=4", *switch)
     assert len(s["losses"]) == 4 and all(torch.isfinite(torch.tensor(list(s["losses"].values()))))
@@ -105,8 +131,15 @@ def test_each_switch_trains(tmp_path, switch):
 
 @pytest.mark.parametrize("decay", ["cosine", "linear", "wsd", "constant"])
 def test_schedules(decay):
-    cfg = parse_config(["--training.steps=100", "--lr_scheduler.warmup_steps=10", f"--lr_scheduler.decay={decay}",
-                        "--lr_scheduler.min_lr_ratio=0.1", "--lr_scheduler.decay_ratio=0.3"])
+    cfg = parse_config(
+        [
+            "--training.steps=100",
+            "--lr_scheduler.warmup_steps=10",
+            f"--lr_scheduler.decay={decay}",
+            "--lr_scheduler.min_lr_ratio=0.1",
+            "--lr_scheduler.decay_ratio=0.3",
+        ]
+    )
     f = [lr_factor(s, cfg) for s in range(100)]
     assert f[0] == pytest.approx(0.1) and f[9] == pytest.approx(1.0)
     assert all(a >= b - 1e-12 for a, b in zip(f[9:], f[10:]))  # never rises after warmup
@@ -132,14 +165,17 @@ def test_non_finite_loss_stops_the_step(tmp_path, monkeypatch):
     assert list(losses(tmp_path / "nan")) == [1, 2]
 
 
-@pytest.mark.parametrize("flag, message", [
-    ("--data.sources=/nonexistent/tokens", "/nonexistent/tokens: no such folder"),
-    ("--model.name=huge", "model.name must be one of"),
-    ("--training.batch_size=6", "training.micro_batch_size 4 must divide the per-rank batch 6"),
-    ("--loss.token_weights=/tmp", "must also be a data source"),
-    ("--checkpoint.resume=/nonexistent/run", "no such run or checkpoint folder"),
-    ("--optimizer.lr=-1", "optimizer.lr must be > 0"),
-])
+@pytest.mark.parametrize(
+    "flag, message",
+    [
+        ("--data.sources=/nonexistent/tokens", "/nonexistent/tokens: no such folder"),
+        ("--model.name=huge", "model.name must be one of"),
+        ("--training.batch_size=6", "training.micro_batch_size 4 must divide the per-rank batch 6"),
+        ("--loss.token_weights=/tmp", "must also be a data source"),
+        ("--checkpoint.resume=/nonexistent/run", "no such run or checkpoint folder"),
+        ("--optimizer.lr=-1", "optimizer.lr must be > 0"),
+    ],
+)
 def test_bad_configs_fail_before_any_work(tmp_path, flag, message):
     extra = ["--training.micro_batch_size=4"] if "batch_size=6" in flag else []
     with pytest.raises(ConfigError, match=message.replace("(", r"\(")):
@@ -189,7 +225,9 @@ def test_two_gloo_processes_equal_one(tmp_path, parallel):
     ratio = mem[1]["optimizer_state_bytes"] / mem[0]["optimizer_state_bytes"]
     assert ratio < 0.6 if parallel == "fsdp" else ratio == 1, ratio
     # a checkpoint written by 2 ranks resumes in 1 process
-    resumed = run(tmp_path, "three", "--training.steps=4", f"--checkpoint.resume={tmp_path}/two/checkpoints/step-00000004")
+    resumed = run(
+        tmp_path, "three", "--training.steps=4", f"--checkpoint.resume={tmp_path}/two/checkpoints/step-00000004"
+    )
     assert resumed["step"] == 4
 
 
@@ -199,7 +237,9 @@ def _step_rows(run_dir):
 
 def test_prepare_eval_score_and_weighted_training(tmp_path):
     docs = tmp_path / "docs.jsonl"
-    docs.write_text("".join(json.dumps({"text": f"def f{i}(x):\n    return x * {i} + {i * i}\n" * 3}) + "\n" for i in range(400)))
+    docs.write_text(
+        "".join(json.dumps({"text": f"def f{i}(x):\n    return x * {i} + {i * i}\n" * 3}) + "\n" for i in range(400))
+    )
     r = cli("prepare", str(docs), "--out", str(tmp_path / "tok"), "--workers", "2", "--val-per-mille", "100")
     assert r.returncode == 0, r.stderr
     ref = run(tmp_path, "ref", f"--data.sources={tmp_path}/tok")

@@ -120,13 +120,17 @@ def open_source(spec: SourceSpec, split: str, tokenizer: str = "byte", with_weig
     if spec.path != corpus.NAME:
         return open_split(spec.path, split, with_weights)
     if with_weights:
-        raise ValueError("the built-in corpus has no token weights: `ember prepare stdlib --out DIR`, then `ember score`")
+        raise ValueError(
+            "the built-in corpus has no token weights: `ember prepare stdlib --out DIR`, then `ember score`"
+        )
     key = (split, tokenizer)
     if key not in _stdlib_cache:  # tokenized once per process
         tok = load_tokenizer(tokenizer)
         docs = corpus.stdlib_documents(split)
         eos = np.array([tok.eos_id], dtype=np.uint32)
-        _stdlib_cache[key] = np.concatenate([np.concatenate([tok.encode_document(d), eos]) for d in docs]).astype(np.int32)
+        _stdlib_cache[key] = np.concatenate([np.concatenate([tok.encode_document(d), eos]) for d in docs]).astype(
+            np.int32
+        )
     return TokenSplit([_stdlib_cache[key]])
 
 
@@ -150,13 +154,25 @@ class Windows:
 
 
 class PackedLoader:
-    def __init__(self, sources: list[SourceSpec], seq_len: int, batch_size: int, seed: int = 0, rank: int = 0,
-                 world_size: int = 1, tokenizer: str = "byte", token_weights: str | None = None):
+    def __init__(
+        self,
+        sources: list[SourceSpec],
+        seq_len: int,
+        batch_size: int,
+        seed: int = 0,
+        rank: int = 0,
+        world_size: int = 1,
+        tokenizer: str = "byte",
+        token_weights: str | None = None,
+    ):
         if batch_size % world_size:
             raise ValueError(f"loader: batch size {batch_size} is not divisible by {world_size} ranks")
         self.batch_size, self.seed, self.rank, self.world_size = batch_size, seed, rank, world_size
         self.local = batch_size // world_size
-        self.windows = [Windows(open_source(s, "train", tokenizer, with_weights=same_path(s.path, token_weights)), seq_len) for s in sources]
+        self.windows = [
+            Windows(open_source(s, "train", tokenizer, with_weights=same_path(s.path, token_weights)), seq_len)
+            for s in sources
+        ]
         for spec, w in zip(sources, self.windows):
             if w.n == 0:
                 raise ValueError(f"data source {spec.path}: fewer than {seq_len + 1} training tokens")
@@ -174,8 +190,10 @@ class PackedLoader:
 
     def load_state_dict(self, state: dict) -> None:
         if state["seed"] != self.seed or state["batch_size"] != self.batch_size:
-            raise ValueError(f"loader: checkpoint was made with seed {state['seed']} and batch size {state['batch_size']}, "
-                             f"this run has {self.seed} and {self.batch_size}")
+            raise ValueError(
+                f"loader: checkpoint was made with seed {state['seed']} and batch size {state['batch_size']}, "
+                f"this run has {self.seed} and {self.batch_size}"
+            )
         self.batch, self.counters = state["batch"], list(state["counters"])
 
     def _subset(self, source: int, tokens: int, seq_len: int) -> np.ndarray | None:
@@ -185,8 +203,10 @@ class PackedLoader:
             return None
         keep = -(-tokens // seq_len)
         if keep > n:
-            raise ValueError(f"data source {self.sources[source].path}: tokens={tokens:,} is more than its "
-                             f"{n * seq_len:,} training tokens")
+            raise ValueError(
+                f"data source {self.sources[source].path}: tokens={tokens:,} is more than its "
+                f"{n * seq_len:,} training tokens"
+            )
         return np.sort(np.random.default_rng([self.seed, source, 1 << 30]).permutation(n)[:keep])
 
     def _size(self, source: int) -> int:
@@ -211,8 +231,9 @@ class PackedLoader:
     def _choices(self) -> np.ndarray:
         if len(self.windows) == 1:
             return np.zeros(self.batch_size, dtype=np.int64)
-        return np.random.default_rng([self.seed, 1 << 20, self.batch]).choice(len(self.windows), self.batch_size,
-                                                                               p=self.mixture_at(self.batch))
+        return np.random.default_rng([self.seed, 1 << 20, self.batch]).choice(
+            len(self.windows), self.batch_size, p=self.mixture_at(self.batch)
+        )
 
     def next_batch(self) -> dict:
         """This rank's rows of the next global batch: inputs, targets (local_batch, seq_len) and
@@ -241,12 +262,22 @@ def same_path(path: str, other: str | None) -> bool:
     return other is not None and Path(path).resolve() == Path(other).resolve()
 
 
-def validation_batches(spec: SourceSpec, seq_len: int, batch_size: int, batches: int, rank: int = 0, world_size: int = 1,
-                       tokenizer: str = "byte") -> list[torch.Tensor]:
+def validation_batches(
+    spec: SourceSpec,
+    seq_len: int,
+    batch_size: int,
+    batches: int,
+    rank: int = 0,
+    world_size: int = 1,
+    tokenizer: str = "byte",
+) -> list[torch.Tensor]:
     """The first batches·batch_size windows of a source's validation split (fewer when the split
     is short), as tensors of (rows, seq_len+1); rank r keeps rows r, r+world, ... (every rank
     the same number: sharded models run collectives in each forward)."""
     windows = Windows(open_source(spec, "val", tokenizer), seq_len)
     n = min(windows.n, batches * batch_size) // world_size * world_size
     mine = list(range(rank, n, world_size))
-    return [torch.from_numpy(np.stack([windows.get(k)[0] for k in mine[i : i + batch_size]])) for i in range(0, len(mine), batch_size)]
+    return [
+        torch.from_numpy(np.stack([windows.get(k)[0] for k in mine[i : i + batch_size]]))
+        for i in range(0, len(mine), batch_size)
+    ]

@@ -90,8 +90,17 @@ def _tokenize_file(job):
     return {s: (np.concatenate(v) if v else np.zeros(0, np.uint32), len(v) // 2) for s, v in parts.items()}
 
 
-def prepare(inputs: list[str], out: str | Path, tokenizer: str = "byte", workers: int = 0, text_key: str = "text",
-            val_per_mille: int = 5, shard_tokens: int = 1 << 28, eos_token: str | None = None, progress: bool = True) -> dict:
+def prepare(
+    inputs: list[str],
+    out: str | Path,
+    tokenizer: str = "byte",
+    workers: int = 0,
+    text_key: str = "text",
+    val_per_mille: int = 5,
+    shard_tokens: int = 1 << 28,
+    eos_token: str | None = None,
+    progress: bool = True,
+) -> dict:
     """Tokenize `inputs` into token shards in `out` and return the index."""
     out = Path(out)
     files = expand_inputs(inputs)
@@ -104,7 +113,11 @@ def prepare(inputs: list[str], out: str | Path, tokenizer: str = "byte", workers
     workers = workers or min(len(files), mp.cpu_count())
     jobs = [(f, text_key, val_per_mille) for f in files]
     bar = tqdm(total=len(files), desc="tokenizing", unit="file", disable=not progress)
-    with mp.get_context("spawn").Pool(workers, _init_worker, (tokenizer, eos_token)) if workers > 1 else _Inline(tokenizer, eos_token) as pool:
+    with (
+        mp.get_context("spawn").Pool(workers, _init_worker, (tokenizer, eos_token))
+        if workers > 1
+        else _Inline(tokenizer, eos_token) as pool
+    ):
         for parts in pool.imap(_tokenize_file, jobs):
             for split, (tokens, docs) in parts.items():
                 if docs:

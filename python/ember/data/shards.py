@@ -78,26 +78,36 @@ def _check_shard(path: Path, entry: dict, dtype: np.dtype, eos_id: int, vocab_si
         raise ValueError(f"{path}: missing (index.json lists it with {n:,} tokens)")
     size, expected = path.stat().st_size, n * dtype.itemsize
     if size != expected:
-        raise ValueError(f"{path}: {size:,} bytes where index.json says {n:,} {dtype.name} tokens ({expected:,} bytes): "
-                         f"truncated or written over; run `ember prepare` again")
+        raise ValueError(
+            f"{path}: {size:,} bytes where index.json says {n:,} {dtype.name} tokens ({expected:,} bytes): "
+            f"truncated or written over; run `ember prepare` again"
+        )
     tokens = np.memmap(path, dtype=dtype, mode="r")
     if tokens[-1] != eos_id:  # every shard ends at a document boundary
-        raise ValueError(f"{path}: corrupted: it ends with token {int(tokens[-1])}, not the end-of-document token "
-                         f"{eos_id}; run `ember prepare` again")
+        raise ValueError(
+            f"{path}: corrupted: it ends with token {int(tokens[-1])}, not the end-of-document token "
+            f"{eos_id}; run `ember prepare` again"
+        )
     top = entry["max_id"] if "max_id" in entry else int(tokens.max())
     if top >= vocab_size:
-        raise ValueError(f"{path}: token id {top} is outside the model's vocabulary of {vocab_size} (ids 0..{vocab_size - 1}): "
-                         f"a tokenizer whose ids go past its vocab_size (set --model.vocab_size), or corrupted data")
+        raise ValueError(
+            f"{path}: token id {top} is outside the model's vocabulary of {vocab_size} (ids 0..{vocab_size - 1}): "
+            f"a tokenizer whose ids go past its vocab_size (set --model.vocab_size), or corrupted data"
+        )
 
 
 def _check_weights(path: Path, tokens: int) -> None:
     if not path.is_file():
-        raise ValueError(f"{path}: missing: the folder has token weights ({WEIGHTS_INDEX}) but none for this shard; "
-                         f"run `ember score` again")
+        raise ValueError(
+            f"{path}: missing: the folder has token weights ({WEIGHTS_INDEX}) but none for this shard; "
+            f"run `ember score` again"
+        )
     size = path.stat().st_size
     if size != tokens * 4:
-        raise ValueError(f"{path}: {size:,} bytes of float32 weights for a shard of {tokens:,} tokens ({tokens * 4:,} bytes): "
-                         f"it does not match its shard; run `ember score` again")
+        raise ValueError(
+            f"{path}: {size:,} bytes of float32 weights for a shard of {tokens:,} tokens ({tokens * 4:,} bytes): "
+            f"it does not match its shard; run `ember score` again"
+        )
 
 
 @dataclass
@@ -118,14 +128,20 @@ def open_split(directory: str | Path, split: str, with_weights: bool = False) ->
     index = read_index(directory)
     entries = index["splits"].get(split, [])
     dtype = np.dtype(index["dtype"])
-    shards = [np.memmap(directory / e["file"], dtype=dtype, mode="r") if e["tokens"] else np.zeros(0, dtype) for e in entries]
+    shards = [
+        np.memmap(directory / e["file"], dtype=dtype, mode="r") if e["tokens"] else np.zeros(0, dtype) for e in entries
+    ]
     weights = None
     if with_weights:
         if not (directory / WEIGHTS_INDEX).is_file():
             raise FileNotFoundError(f"{directory}: no token weights ({WEIGHTS_INDEX}); make them with `ember score`")
         weights = []
         for e, s in zip(entries, shards):
-            w = np.memmap(directory / weights_file(e["file"]), dtype=np.float32, mode="r") if len(s) else np.zeros(0, np.float32)
+            w = (
+                np.memmap(directory / weights_file(e["file"]), dtype=np.float32, mode="r")
+                if len(s)
+                else np.zeros(0, np.float32)
+            )
             if len(w) != len(s):
                 raise ValueError(f"{directory}: {weights_file(e['file'])} has {len(w)} weights for {len(s)} tokens")
             weights.append(w)

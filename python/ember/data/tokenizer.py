@@ -82,12 +82,16 @@ class HFTokenizer:
         if declared_id is not None and not eos_token and not declared_eos:  # the folder's word before a guess by name
             found = [int(declared_id)]
         if not found:
-            raise ValueError(f"tokenizer {self.path}: no end-of-document token among {names}; name one with --eos-token")
+            raise ValueError(
+                f"tokenizer {self.path}: no end-of-document token among {names}; name one with --eos-token"
+            )
         self.eos_id = found[0]
         if bos is not None:
             bos_id = self._tok.token_to_id(bos)
             if bos_id is None:
-                raise ValueError(f"tokenizer {folder}: tokenizer_config.json names bos_token {bos!r}, which the tokenizer lacks")
+                raise ValueError(
+                    f"tokenizer {folder}: tokenizer_config.json names bos_token {bos!r}, which the tokenizer lacks"
+                )
             self.bos_id = bos_id if bos_id != self.eos_id else None
 
     def encode(self, text: str | bytes) -> np.ndarray:

@@ -4,5 +4,11 @@ from .convert import convert_to_float8_training
 from .linear import RECIPES, Float8Linear, float8_linear
 from .reference import fp8_gemm_reference, quantize_fp8_reference
 
-__all__ = ["RECIPES", "Float8Linear", "convert_to_float8_training", "float8_linear", "fp8_gemm_reference",
-           "quantize_fp8_reference"]
+__all__ = [
+    "RECIPES",
+    "Float8Linear",
+    "convert_to_float8_training",
+    "float8_linear",
+    "fp8_gemm_reference",
+    "quantize_fp8_reference",
+]

@@ -25,8 +25,11 @@ def convert_to_float8_training(
         raise ValueError(f"ember.float8.convert_to_float8_training: recipe must be one of {RECIPES}, got {recipe!r}")
     if type(model) is nn.Linear:
         raise ValueError("ember.float8.convert_to_float8_training: pass the module holding the Linear, not the Linear")
-    targets = [(fqn, m) for fqn, m in model.named_modules() if type(m) is nn.Linear
-               and (module_filter_fn is None or module_filter_fn(m, fqn))]
+    targets = [
+        (fqn, m)
+        for fqn, m in model.named_modules()
+        if type(m) is nn.Linear and (module_filter_fn is None or module_filter_fn(m, fqn))
+    ]
     for fqn, linear in targets:
         reason = fits_float8(linear.in_features, linear.out_features)
         if reason:

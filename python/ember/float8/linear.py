@@ -81,8 +81,9 @@ class _Float8Matmul(torch.autograd.Function):
         return dx, dw, db, None
 
 
-def float8_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None,
-                  recipe: str = "tensorwise") -> torch.Tensor:
+def float8_linear(
+    x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None, recipe: str = "tensorwise"
+) -> torch.Tensor:
     """F.linear with its forward and both backward GEMMs in fp8 (the recipe as in Float8Linear)."""
     if recipe not in _GRANULARITY:
         raise ValueError(f"ember.float8: recipe must be one of {RECIPES}, got {recipe!r}")
@@ -93,8 +94,11 @@ def float8_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | No
 
 def fits_float8(in_features: int, out_features: int) -> str | None:
     """Why a Linear cannot run in fp8, or None when it can."""
-    bad = [f"{name}={v} is not a multiple of {ALIGN}" for name, v in (("in_features", in_features),
-                                                                      ("out_features", out_features)) if v % ALIGN]
+    bad = [
+        f"{name}={v} is not a multiple of {ALIGN}"
+        for name, v in (("in_features", in_features), ("out_features", out_features))
+        if v % ALIGN
+    ]
     return "; ".join(bad) or None
 
 
@@ -102,8 +106,15 @@ class Float8Linear(nn.Linear):
     """A drop-in nn.Linear whose GEMMs run in fp8 (``recipe``: "tensorwise", "rowwise" or
     "blockwise"; see this module's docstring). Parameters and state dict are nn.Linear's."""
 
-    def __init__(self, in_features: int, out_features: int, bias: bool = True, device=None, dtype=None,
-                 recipe: str = "tensorwise"):
+    def __init__(
+        self,
+        in_features: int,
+        out_features: int,
+        bias: bool = True,
+        device=None,
+        dtype=None,
+        recipe: str = "tensorwise",
+    ):
         if recipe not in RECIPES:
             raise ValueError(f"ember.float8.Float8Linear: recipe must be one of {RECIPES}, got {recipe!r}")
         reason = fits_float8(in_features, out_features)

@@ -21,7 +21,9 @@ from torch.utils.checkpoint import checkpoint
 from .lm import IGNORE_INDEX
 
 
-def kl_to_teacher_sum(student_logits: torch.Tensor, teacher_logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+def kl_to_teacher_sum(
+    student_logits: torch.Tensor, teacher_logits: torch.Tensor, targets: torch.Tensor
+) -> torch.Tensor:
     """Σ over tokens whose target is not IGNORE_INDEX of KL(softmax(teacher) ‖ softmax(student)),
     in fp32."""
     s = F.log_softmax(student_logits.float(), dim=-1)
@@ -46,14 +48,22 @@ class Distillation:
         self.teacher = teacher.eval().requires_grad_(False)
         self.weight = weight
 
-    def loss_sum(self, tokens: torch.Tensor, hidden: torch.Tensor, head_weight: torch.Tensor,
-                 targets: torch.Tensor) -> torch.Tensor:
+    def loss_sum(
+        self, tokens: torch.Tensor, hidden: torch.Tensor, head_weight: torch.Tensor, targets: torch.Tensor
+    ) -> torch.Tensor:
         with torch.no_grad():
             teacher_hidden = self.teacher.hidden(tokens).flatten(0, -2)
         h, y = hidden.flatten(0, -2), targets.flatten()
         total = hidden.new_zeros((), dtype=torch.float32)
         for i in range(0, h.shape[0], self.CHUNK):
             part = slice(i, i + self.CHUNK)
-            total = total + checkpoint(_chunk_kl, h[part], head_weight, teacher_hidden[part], self.teacher.output_weight,
-                                       y[part], use_reentrant=False)
+            total = total + checkpoint(
+                _chunk_kl,
+                h[part],
+                head_weight,
+                teacher_hidden[part],
+                self.teacher.output_weight,
+                y[part],
+                use_reentrant=False,
+            )
         return self.weight * total

@@ -20,18 +20,41 @@ class LinearCrossEntropyLoss(nn.Module):
         loss = self.loss_fn(h, self.lm_head.weight, labels, weight=token_weights)
     """
 
-    def __init__(self, ignore_index: int = IGNORE_INDEX, label_smoothing: float = 0.0, z_loss: float = 0.0,
-                 softcap: float | None = None, reduction: str = "mean"):
+    def __init__(
+        self,
+        ignore_index: int = IGNORE_INDEX,
+        label_smoothing: float = 0.0,
+        z_loss: float = 0.0,
+        softcap: float | None = None,
+        reduction: str = "mean",
+    ):
         super().__init__()
         self.ignore_index, self.label_smoothing, self.z_loss = ignore_index, label_smoothing, z_loss
         self.softcap, self.reduction = softcap, reduction
 
-    def forward(self, hidden: torch.Tensor, lm_weight: torch.Tensor, target: torch.Tensor,
-                weight: torch.Tensor | None = None, bias: torch.Tensor | None = None) -> torch.Tensor:
-        return linear_cross_entropy(hidden, lm_weight, target, weight, bias, ignore_index=self.ignore_index,
-                                    label_smoothing=self.label_smoothing, z_loss=self.z_loss, softcap=self.softcap,
-                                    reduction=self.reduction)
+    def forward(
+        self,
+        hidden: torch.Tensor,
+        lm_weight: torch.Tensor,
+        target: torch.Tensor,
+        weight: torch.Tensor | None = None,
+        bias: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        return linear_cross_entropy(
+            hidden,
+            lm_weight,
+            target,
+            weight,
+            bias,
+            ignore_index=self.ignore_index,
+            label_smoothing=self.label_smoothing,
+            z_loss=self.z_loss,
+            softcap=self.softcap,
+            reduction=self.reduction,
+        )
 
     def extra_repr(self) -> str:
-        return (f"ignore_index={self.ignore_index}, label_smoothing={self.label_smoothing}, z_loss={self.z_loss}, "
-                f"softcap={self.softcap}, reduction={self.reduction!r}")
+        return (
+            f"ignore_index={self.ignore_index}, label_smoothing={self.label_smoothing}, z_loss={self.z_loss}, "
+            f"softcap={self.softcap}, reduction={self.reduction!r}"
+        )

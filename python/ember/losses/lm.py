@@ -10,8 +10,13 @@ import torch.nn.functional as F
 IGNORE_INDEX = -100
 
 
-def causal_lm_loss_sum(hidden: torch.Tensor, head_weight: torch.Tensor, targets: torch.Tensor,
-                       token_weights: torch.Tensor | None = None, fused_linear_ce: bool = True) -> torch.Tensor:
+def causal_lm_loss_sum(
+    hidden: torch.Tensor,
+    head_weight: torch.Tensor,
+    targets: torch.Tensor,
+    token_weights: torch.Tensor | None = None,
+    fused_linear_ce: bool = True,
+) -> torch.Tensor:
     """hidden (..., d), head_weight (V, d), targets (...) with IGNORE_INDEX for ignored tokens,
     token_weights (...) or None. Cross-entropy in fp32 whatever the compute dtype.
 
@@ -26,8 +31,9 @@ def causal_lm_loss_sum(hidden: torch.Tensor, head_weight: torch.Tensor, targets:
 
         # Under autocast the GEMMs run in its dtype, as F.linear's would; the op takes one dtype.
         dtype = autocast_dtype_of(h)
-        return linear_cross_entropy(h.to(dtype), head_weight.to(dtype), y, weight=w, ignore_index=IGNORE_INDEX,
-                                    reduction="sum")
+        return linear_cross_entropy(
+            h.to(dtype), head_weight.to(dtype), y, weight=w, ignore_index=IGNORE_INDEX, reduction="sum"
+        )
     logits = F.linear(h, head_weight).float()
     per_token = F.cross_entropy(logits, y, reduction="none", ignore_index=IGNORE_INDEX)
     if w is not None:

@@ -9,8 +9,12 @@ from __future__ import annotations
 import torch
 
 
-def prior_token_weights(ref_logprobs: torch.Tensor, alpha: float = 1.0, segment_ids: torch.Tensor | None = None,
-                        ignore_mask: torch.Tensor | None = None) -> torch.Tensor:
+def prior_token_weights(
+    ref_logprobs: torch.Tensor,
+    alpha: float = 1.0,
+    segment_ids: torch.Tensor | None = None,
+    ignore_mask: torch.Tensor | None = None,
+) -> torch.Tensor:
     """Per-token weights (float32, the shape of ref_logprobs) from the reference model's
     log p(target). segment_ids (same shape, any integers): tokens with equal ids are one segment;
     None: one segment. ignore_mask (bool, same shape): those tokens get weight 0 and are not
@@ -21,7 +25,9 @@ def prior_token_weights(ref_logprobs: torch.Tensor, alpha: float = 1.0, segment_
         raise ValueError(f"prior_token_weights: alpha must be >= 0, got {alpha}")
     for name, t in (("segment_ids", segment_ids), ("ignore_mask", ignore_mask)):
         if t is not None and t.shape != ref_logprobs.shape:
-            raise ValueError(f"prior_token_weights: {name} has shape {tuple(t.shape)}, ref_logprobs {tuple(ref_logprobs.shape)}")
+            raise ValueError(
+                f"prior_token_weights: {name} has shape {tuple(t.shape)}, ref_logprobs {tuple(ref_logprobs.shape)}"
+            )
     lp = ref_logprobs.detach().double().flatten()
     if torch.isnan(lp).any():
         raise ValueError("prior_token_weights: ref_logprobs contains NaN")

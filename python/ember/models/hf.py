@@ -22,8 +22,14 @@ from .llama import Llama, LlamaConfig
 ARCHITECTURES = ("LlamaForCausalLM", "MistralForCausalLM", "Qwen2ForCausalLM", "Qwen3ForCausalLM")
 INDEX = "model.safetensors.index.json"
 SINGLE = "model.safetensors"
-DTYPES = {"fp32": torch.float32, "float32": torch.float32, "bf16": torch.bfloat16, "bfloat16": torch.bfloat16,
-          "fp16": torch.float16, "float16": torch.float16}
+DTYPES = {
+    "fp32": torch.float32,
+    "float32": torch.float32,
+    "bf16": torch.bfloat16,
+    "bfloat16": torch.bfloat16,
+    "fp16": torch.float16,
+    "float16": torch.float16,
+}
 DTYPE_NAMES = {torch.float32: "float32", torch.bfloat16: "bfloat16", torch.float16: "float16", torch.float64: "float64"}
 # safetensors' dtype tags of floating-point tensors that load into a trainable model.
 FLOAT_TAGS = {"F32", "BF16", "F16", "F64"}
@@ -45,10 +51,13 @@ def parse_dtype(dtype, where: str) -> torch.dtype | None:
 
 # --- finding the folder ------------------------------------------------------------------
 
+
 def _hub_cache() -> Path:
     if os.environ.get("HF_HUB_CACHE"):
         return Path(os.environ["HF_HUB_CACHE"])
-    home = os.environ.get("HF_HOME") or os.path.join(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache"), "huggingface")
+    home = os.environ.get("HF_HOME") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache"), "huggingface"
+    )
     return Path(home) / "hub"
 
 
@@ -68,8 +77,10 @@ def resolve_hf_path(spec: str | os.PathLike) -> Path:
         found = sorted(snapshots.iterdir(), key=lambda p: p.stat().st_mtime)
         if found:
             return found[-1]
-    raise FileNotFoundError(f"Hugging Face checkpoint {name!r}: no such folder, and not in the local Hugging Face "
-                            f"cache ({_hub_cache()}); nothing is downloaded: download it first (e.g. `hf download`)")
+    raise FileNotFoundError(
+        f"Hugging Face checkpoint {name!r}: no such folder, and not in the local Hugging Face "
+        f"cache ({_hub_cache()}); nothing is downloaded: download it first (e.g. `hf download`)"
+    )
 
 
 def read_hf_config(path: Path) -> dict:
@@ -90,7 +101,9 @@ def weight_files(path: Path) -> dict[str, Path]:
         out = {name: path / file for name, file in weight_map.items()}
         missing = sorted({str(f.name) for f in out.values() if not f.is_file()})
         if missing:
-            raise FileNotFoundError(f"Hugging Face checkpoint {path}: {INDEX} names missing files: {', '.join(missing)}")
+            raise FileNotFoundError(
+                f"Hugging Face checkpoint {path}: {INDEX} names missing files: {', '.join(missing)}"
+            )
         return out
     if (path / SINGLE).is_file():
         from safetensors import safe_open
@@ -104,6 +117,7 @@ def weight_files(path: Path) -> dict[str, Path]:
 
 # --- config ------------------------------------------------------------------------------
 
+
 def _rope(hf: dict) -> tuple[float, dict | None]:
     """(rope_theta, scaling or None) from either config format (transformers 5's
     rope_parameters, or the older rope_theta + rope_scaling)."""
@@ -116,7 +130,11 @@ def _rope(hf: dict) -> tuple[float, dict | None]:
         return float(theta), None
     if kind not in ("linear", "llama3"):
         raise HFCheckpointError(f"from_hf: RoPE scaling type {kind!r} is not supported (default, linear, llama3)")
-    keys = ("factor",) if kind == "linear" else ("factor", "low_freq_factor", "high_freq_factor", "original_max_position_embeddings")
+    keys = (
+        ("factor",)
+        if kind == "linear"
+        else ("factor", "low_freq_factor", "high_freq_factor", "original_max_position_embeddings")
+    )
     missing = [k for k in keys if k not in scaling]
     if missing:
         raise HFCheckpointError(f"from_hf: RoPE scaling {kind!r} lacks {', '.join(missing)}")
@@ -129,8 +147,10 @@ def llama_config_from_hf(hf: dict, max_seq_len: int | None = None) -> LlamaConfi
     archs = hf.get("architectures") or []
     arch = archs[0] if archs else None
     if arch not in ARCHITECTURES:
-        raise HFCheckpointError(f"from_hf: architecture {arch or hf.get('model_type')!r} is not supported "
-                                f"(supported: {', '.join(ARCHITECTURES)})")
+        raise HFCheckpointError(
+            f"from_hf: architecture {arch or hf.get('model_type')!r} is not supported "
+            f"(supported: {', '.join(ARCHITECTURES)})"
+        )
     bad = []
     if hf.get("hidden_act", "silu") != "silu":
         bad.append(f"hidden_act={hf['hidden_act']!r} (only silu)")
@@ -147,28 +167,52 @@ def llama_config_from_hf(hf: dict, max_seq_len: int | None = None) -> LlamaConfi
     window = hf.get("sliding_window")
     uses_window = arch == "MistralForCausalLM" or hf.get("use_sliding_window")
     if uses_window and window is not None and window < length:
-        raise HFCheckpointError(f"from_hf: {arch} attends within a sliding window of {window} tokens, which changes the "
-                                f"result at sequences of {length}; use a max length <= {window} (data.seq_len)")
+        raise HFCheckpointError(
+            f"from_hf: {arch} attends within a sliding window of {window} tokens, which changes the "
+            f"result at sequences of {length}; use a max length <= {window} (data.seq_len)"
+        )
     heads = hf["num_attention_heads"]
     head_dim = hf.get("head_dim") or hf["hidden_size"] // heads
     return LlamaConfig(
-        dim=hf["hidden_size"], n_layers=hf["num_hidden_layers"], n_heads=heads,
-        n_kv_heads=hf.get("num_key_value_heads") or heads, vocab_size=hf["vocab_size"],
-        ffn_hidden=hf["intermediate_size"], norm_eps=float(hf.get("rms_norm_eps", 1e-6)), rope_theta=theta,
-        rope_scaling=scaling, max_seq_len=length, tie_embeddings=bool(hf.get("tie_word_embeddings", False)),
+        dim=hf["hidden_size"],
+        n_layers=hf["num_hidden_layers"],
+        n_heads=heads,
+        n_kv_heads=hf.get("num_key_value_heads") or heads,
+        vocab_size=hf["vocab_size"],
+        ffn_hidden=hf["intermediate_size"],
+        norm_eps=float(hf.get("rms_norm_eps", 1e-6)),
+        rope_theta=theta,
+        rope_scaling=scaling,
+        max_seq_len=length,
+        tie_embeddings=bool(hf.get("tie_word_embeddings", False)),
         init_std=float(hf.get("initializer_range", 0.02)),
         head_size=head_dim if head_dim != hf["hidden_size"] // heads else 0,
-        attn_bias=arch == "Qwen2ForCausalLM", qk_norm=arch == "Qwen3ForCausalLM", hf_config=hf)
+        attn_bias=arch == "Qwen2ForCausalLM",
+        qk_norm=arch == "Qwen3ForCausalLM",
+        hf_config=hf,
+    )
 
 
 # --- tensor names ------------------------------------------------------------------------
 
-_LAYER = {"attention.wq": "self_attn.q_proj", "attention.wk": "self_attn.k_proj", "attention.wv": "self_attn.v_proj",
-          "attention.wo": "self_attn.o_proj", "attention.q_norm": "self_attn.q_norm", "attention.k_norm": "self_attn.k_norm",
-          "attention_norm": "input_layernorm", "ffn_norm": "post_attention_layernorm",
-          "feed_forward.w1": "mlp.gate_proj", "feed_forward.w3": "mlp.up_proj", "feed_forward.w2": "mlp.down_proj"}
-_TOP = {"tok_embeddings.weight": "model.embed_tokens.weight", "norm.weight": "model.norm.weight",
-        "output.weight": "lm_head.weight"}
+_LAYER = {
+    "attention.wq": "self_attn.q_proj",
+    "attention.wk": "self_attn.k_proj",
+    "attention.wv": "self_attn.v_proj",
+    "attention.wo": "self_attn.o_proj",
+    "attention.q_norm": "self_attn.q_norm",
+    "attention.k_norm": "self_attn.k_norm",
+    "attention_norm": "input_layernorm",
+    "ffn_norm": "post_attention_layernorm",
+    "feed_forward.w1": "mlp.gate_proj",
+    "feed_forward.w3": "mlp.up_proj",
+    "feed_forward.w2": "mlp.down_proj",
+}
+_TOP = {
+    "tok_embeddings.weight": "model.embed_tokens.weight",
+    "norm.weight": "model.norm.weight",
+    "output.weight": "lm_head.weight",
+}
 _LAYER_RE = re.compile(r"layers\.(\d+)\.(.+)\.(weight|bias)")
 
 
@@ -189,6 +233,7 @@ def _source_name(name: str) -> str:
 
 # --- loading -----------------------------------------------------------------------------
 
+
 def check_weights(path: Path, model_cfg: LlamaConfig) -> dict[str, Path]:
     """The checkpoint's tensors exactly match the model's parameters (names, shapes) and are
     floating point; returns weight_files(path). Reads headers only."""
@@ -201,9 +246,11 @@ def check_weights(path: Path, model_cfg: LlamaConfig) -> dict[str, Path]:
     names = {n for n in files if n not in ignored and not n.endswith("rotary_emb.inv_freq")}
     missing, extra = sorted(set(shapes) - names), sorted(names - set(shapes))
     if missing or extra:
-        raise HFCheckpointError(f"Hugging Face checkpoint {path}: tensors do not match its config.json"
-                                + (f"; missing {', '.join(missing[:5])}" if missing else "")
-                                + (f"; unexpected {', '.join(extra[:5])}" if extra else ""))
+        raise HFCheckpointError(
+            f"Hugging Face checkpoint {path}: tensors do not match its config.json"
+            + (f"; missing {', '.join(missing[:5])}" if missing else "")
+            + (f"; unexpected {', '.join(extra[:5])}" if extra else "")
+        )
     by_file: dict[Path, list[str]] = {}
     for n in shapes:
         by_file.setdefault(files[n], []).append(n)
@@ -212,11 +259,15 @@ def check_weights(path: Path, model_cfg: LlamaConfig) -> dict[str, Path]:
             for n in group:
                 s = f.get_slice(n)
                 if tuple(s.get_shape()) != shapes[n]:
-                    raise HFCheckpointError(f"Hugging Face checkpoint {path}: {n} has shape {tuple(s.get_shape())}, "
-                                            f"the config says {shapes[n]}")
+                    raise HFCheckpointError(
+                        f"Hugging Face checkpoint {path}: {n} has shape {tuple(s.get_shape())}, "
+                        f"the config says {shapes[n]}"
+                    )
                 if s.get_dtype() not in FLOAT_TAGS:
-                    raise HFCheckpointError(f"Hugging Face checkpoint {path}: {n} is {s.get_dtype()}, not a float "
-                                            f"tensor (quantized checkpoints are not supported; use bf16/fp16/fp32 weights)")
+                    raise HFCheckpointError(
+                        f"Hugging Face checkpoint {path}: {n} is {s.get_dtype()}, not a float "
+                        f"tensor (quantized checkpoints are not supported; use bf16/fp16/fp32 weights)"
+                    )
     return files
 
 
@@ -244,8 +295,11 @@ def load_hf_weights(model: Llama, path: str | Path, files: dict[str, Path] | Non
                     shape, offset = compute_local_shape_and_global_offset(p.shape, p.device_mesh, p.placements)
                     local = f.get_slice(n)[tuple(slice(o, o + s) for o, s in zip(offset, shape))]
                     local = local.to(device=p.to_local().device, dtype=p.dtype)
-                    p.copy_(DTensor.from_local(local, p.device_mesh, p.placements, shape=p.shape, stride=p.stride(),
-                                               run_check=False))
+                    p.copy_(
+                        DTensor.from_local(
+                            local, p.device_mesh, p.placements, shape=p.shape, stride=p.stride(), run_check=False
+                        )
+                    )
                 else:
                     p.copy_(f.get_tensor(n))
     model.init_buffers()
@@ -260,7 +314,9 @@ def _checkpoint_dtype(files: dict[str, Path]) -> torch.dtype:
     return {"F32": torch.float32, "BF16": torch.bfloat16, "F16": torch.float16, "F64": torch.float64}[tag]
 
 
-def from_hf(path: str | os.PathLike, dtype=None, max_seq_len: int | None = None, device: str | torch.device = "cpu") -> Llama:
+def from_hf(
+    path: str | os.PathLike, dtype=None, max_seq_len: int | None = None, device: str | torch.device = "cpu"
+) -> Llama:
     """ember's Llama with the weights of a local Hugging Face checkpoint (a folder, or a name in
     the local HF cache). dtype: None keeps the checkpoint's; max_seq_len: None takes the config's
     max_position_embeddings."""
@@ -281,26 +337,45 @@ def from_hf(path: str | os.PathLike, dtype=None, max_seq_len: int | None = None,
 
 # --- export ------------------------------------------------------------------------------
 
-def hf_config_for(cfg: LlamaConfig, dtype: torch.dtype, eos_token_id: int | None = None,
-                  bos_token_id: int | None = None) -> dict:
+
+def hf_config_for(
+    cfg: LlamaConfig, dtype: torch.dtype, eos_token_id: int | None = None, bos_token_id: int | None = None
+) -> dict:
     """config.json of a model: the imported one (same architecture and fields) or, for a model
     trained from scratch, a LlamaForCausalLM (Qwen2 / Qwen3 when it has their options)."""
     if cfg.hf_config is not None:
         out = dict(cfg.hf_config)
     else:
-        arch = {(False, False): "LlamaForCausalLM", (True, False): "Qwen2ForCausalLM",
-                (False, True): "Qwen3ForCausalLM"}.get((cfg.attn_bias, cfg.qk_norm))
+        arch = {
+            (False, False): "LlamaForCausalLM",
+            (True, False): "Qwen2ForCausalLM",
+            (False, True): "Qwen3ForCausalLM",
+        }.get((cfg.attn_bias, cfg.qk_norm))
         if arch is None:
             raise ValueError("to_hf: a model with both q/k/v biases and q/k norms has no Hugging Face architecture")
-        out = {"architectures": [arch], "model_type": arch.removesuffix("ForCausalLM").lower(), "hidden_act": "silu",
-               "hidden_size": cfg.dim, "intermediate_size": cfg.hidden, "num_hidden_layers": cfg.n_layers,
-               "num_attention_heads": cfg.n_heads, "num_key_value_heads": cfg.kv_heads, "head_dim": cfg.head_dim,
-               "vocab_size": cfg.vocab_size, "rms_norm_eps": cfg.norm_eps, "max_position_embeddings": cfg.max_seq_len,
-               "tie_word_embeddings": cfg.tie_embeddings, "initializer_range": cfg.init_std,
-               "rope_theta": cfg.rope_theta,
-               "rope_parameters": {"rope_type": "default", "rope_theta": cfg.rope_theta, **(cfg.rope_scaling or {})},
-               "attention_bias": False, "mlp_bias": False, "use_cache": True,
-               "bos_token_id": bos_token_id, "eos_token_id": eos_token_id}
+        out = {
+            "architectures": [arch],
+            "model_type": arch.removesuffix("ForCausalLM").lower(),
+            "hidden_act": "silu",
+            "hidden_size": cfg.dim,
+            "intermediate_size": cfg.hidden,
+            "num_hidden_layers": cfg.n_layers,
+            "num_attention_heads": cfg.n_heads,
+            "num_key_value_heads": cfg.kv_heads,
+            "head_dim": cfg.head_dim,
+            "vocab_size": cfg.vocab_size,
+            "rms_norm_eps": cfg.norm_eps,
+            "max_position_embeddings": cfg.max_seq_len,
+            "tie_word_embeddings": cfg.tie_embeddings,
+            "initializer_range": cfg.init_std,
+            "rope_theta": cfg.rope_theta,
+            "rope_parameters": {"rope_type": "default", "rope_theta": cfg.rope_theta, **(cfg.rope_scaling or {})},
+            "attention_bias": False,
+            "mlp_bias": False,
+            "use_cache": True,
+            "bos_token_id": bos_token_id,
+            "eos_token_id": eos_token_id,
+        }
     out["dtype"] = out["torch_dtype"] = DTYPE_NAMES[dtype]  # transformers 5 reads dtype, 4 torch_dtype
     return out
 
@@ -317,8 +392,16 @@ def _shards(tensors: dict[str, torch.Tensor], max_bytes: int) -> list[dict[str, 
     return groups
 
 
-def to_hf(model: Llama, out_dir: str | os.PathLike, dtype=None, *, tokenizer_files=(), eos_token_id: int | None = None,
-          bos_token_id: int | None = None, max_shard_bytes: int = 2 << 30) -> Path:
+def to_hf(
+    model: Llama,
+    out_dir: str | os.PathLike,
+    dtype=None,
+    *,
+    tokenizer_files=(),
+    eos_token_id: int | None = None,
+    bos_token_id: int | None = None,
+    max_shard_bytes: int = 2 << 30,
+) -> Path:
     """Write `model` as a Hugging Face checkpoint folder (config.json, safetensors sharded above
     max_shard_bytes, the given tokenizer files). dtype: None keeps the weights' own (fp32 master
     weights stay fp32). The folder appears complete or not at all (written beside, then
@@ -351,7 +434,9 @@ def to_hf(model: Llama, out_dir: str | os.PathLike, dtype=None, *, tokenizer_fil
                 save_file(group, str(tmp / file), metadata={"format": "pt"})
                 weight_map.update({n: file for n in group})
             total = sum(t.numel() * t.element_size() for t in tensors.values())
-            (tmp / INDEX).write_text(json.dumps({"metadata": {"total_size": total}, "weight_map": weight_map}, indent=1))
+            (tmp / INDEX).write_text(
+                json.dumps({"metadata": {"total_size": total}, "weight_map": weight_map}, indent=1)
+            )
         (tmp / "config.json").write_text(json.dumps(config, indent=1) + "\n")
         for f in tokenizer_files:
             shutil.copyfile(f, tmp / Path(f).name)

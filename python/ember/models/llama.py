@@ -85,14 +85,31 @@ class LlamaConfig:
 # APOLLO papers (their vocabulary: the 32000-token T5 tokenizer, 256-token context); "8b" is
 # Llama 3.1 8B. The trainer replaces vocab_size with its tokenizer's.
 CONFIGS: dict[str, LlamaConfig] = {
-    "debug": LlamaConfig(dim=128, n_layers=4, n_heads=4, n_kv_heads=2, ffn_hidden=384, vocab_size=257, max_seq_len=1024, tie_embeddings=True),
+    "debug": LlamaConfig(
+        dim=128,
+        n_layers=4,
+        n_heads=4,
+        n_kv_heads=2,
+        ffn_hidden=384,
+        vocab_size=257,
+        max_seq_len=1024,
+        tie_embeddings=True,
+    ),
     "60m": LlamaConfig(dim=512, n_layers=8, n_heads=8, ffn_hidden=1376, vocab_size=32000, max_seq_len=1024),
     "130m": LlamaConfig(dim=768, n_layers=12, n_heads=12, ffn_hidden=2048, vocab_size=32000, max_seq_len=1024),
     "350m": LlamaConfig(dim=1024, n_layers=24, n_heads=16, ffn_hidden=2736, vocab_size=32000, max_seq_len=1024),
     "1b": LlamaConfig(dim=2048, n_layers=24, n_heads=32, ffn_hidden=5461, vocab_size=32000, max_seq_len=1024),
     "7b": LlamaConfig(dim=4096, n_layers=32, n_heads=32, ffn_hidden=11008, vocab_size=32000, max_seq_len=2048),
-    "8b": LlamaConfig(dim=4096, n_layers=32, n_heads=32, n_kv_heads=8, ffn_hidden=14336, vocab_size=128256,
-                      rope_theta=500000.0, max_seq_len=8192),
+    "8b": LlamaConfig(
+        dim=4096,
+        n_layers=32,
+        n_heads=32,
+        n_kv_heads=8,
+        ffn_hidden=14336,
+        vocab_size=128256,
+        rope_theta=500000.0,
+        max_seq_len=8192,
+    ),
 }
 
 
@@ -229,7 +246,13 @@ class Llama(nn.Module):
         normal_(self.tok_embeddings.weight, cfg.init_std)
         deep = cfg.init_std / math.sqrt(2 * cfg.n_layers)
         for layer in self.layers:
-            for lin in (layer.attention.wq, layer.attention.wk, layer.attention.wv, layer.feed_forward.w1, layer.feed_forward.w3):
+            for lin in (
+                layer.attention.wq,
+                layer.attention.wk,
+                layer.attention.wv,
+                layer.feed_forward.w1,
+                layer.feed_forward.w3,
+            ):
                 normal_(lin.weight, cfg.init_std)
             normal_(layer.attention.wo.weight, deep)
             normal_(layer.feed_forward.w2.weight, deep)
@@ -266,8 +289,9 @@ class Llama(nn.Module):
                 x = layer(x, self.rope_cos, self.rope_sin)
         return self.norm(x)
 
-    def forward(self, tokens: torch.Tensor, targets: torch.Tensor | None = None,
-                token_weights: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(
+        self, tokens: torch.Tensor, targets: torch.Tensor | None = None, token_weights: torch.Tensor | None = None
+    ) -> torch.Tensor:
         """Logits (B, T, vocab); with targets, the loss summed over the tokens instead
         (Σ w_i·CE_i, targets of -100 ignored; see ember.losses.lm), computed inside forward so
         that DDP / FSDP wrappers see the output head used."""

@@ -6,6 +6,14 @@ from .float8 import fp8_gemm, quantize_fp8
 from .sparse import masked_linear, pack_mask, unpack_mask
 
 __all__ = [
-    "apollo_projection", "apollo_step_", "cross_entropy", "cross_entropy_stats", "fp8_gemm", "linear_cross_entropy", "masked_linear", "pack_mask",
-    "quantize_fp8", "unpack_mask",
+    "apollo_projection",
+    "apollo_step_",
+    "cross_entropy",
+    "cross_entropy_stats",
+    "fp8_gemm",
+    "linear_cross_entropy",
+    "masked_linear",
+    "pack_mask",
+    "quantize_fp8",
+    "unpack_mask",
 ]

@@ -65,8 +65,25 @@ def apollo_step_(
     if not params:
         return
     torch.ops.ember.apollo_step_(
-        params, grads, exp_avg, exp_avg_sq, norm_prev, steps, streams, lr, beta1, beta2, eps, weight_decay, scale,
-        tensor_scale, norm_growth_limit, rank, update_proj_gap, seed, stochastic_rounding,
+        params,
+        grads,
+        exp_avg,
+        exp_avg_sq,
+        norm_prev,
+        steps,
+        streams,
+        lr,
+        beta1,
+        beta2,
+        eps,
+        weight_decay,
+        scale,
+        tensor_scale,
+        norm_growth_limit,
+        rank,
+        update_proj_gap,
+        seed,
+        stochastic_rounding,
     )
 
 

@@ -84,8 +84,9 @@ def cross_entropy_stats(logits, target, ignore_index: int = -100, softcap: float
     """(log p(target), entropy) per token, fp32, 0 for ignored tokens. No gradient."""
     vocab = logits.shape[-1]
     y, _ = _rows(target, None)
-    _, _, lp, ent = torch.ops.ember.cross_entropy_forward(logits.detach().reshape(-1, vocab), y, None, ignore_index, 0.0,
-                                                          0.0, float(softcap or 0.0), True, True)
+    _, _, lp, ent = torch.ops.ember.cross_entropy_forward(
+        logits.detach().reshape(-1, vocab), y, None, ignore_index, 0.0, 0.0, float(softcap or 0.0), True, True
+    )
     return lp.view(target.shape), ent.view(target.shape)
 
 
@@ -132,8 +133,19 @@ def linear_cross_entropy(
     needs_grad = torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in (hidden, lm_weight, bias))
     compute_grad = needs_grad and reduction != "none"
     loss, _, lp, ent, *_ = torch.ops.ember.linear_cross_entropy_forward(
-        h, lm_weight, y, w, bias, ignore_index, float(label_smoothing), float(z_loss), float(softcap or 0.0),
-        compute_grad, return_logprobs, return_entropy)
+        h,
+        lm_weight,
+        y,
+        w,
+        bias,
+        ignore_index,
+        float(label_smoothing),
+        float(z_loss),
+        float(softcap or 0.0),
+        compute_grad,
+        return_logprobs,
+        return_entropy,
+    )
     out = _reduce(loss, y, ignore_index, reduction, target.shape)
     if not return_logprobs:
         return out
@@ -144,7 +156,9 @@ def linear_cross_entropy(
 # ---- fake kernels ------------------------------------------------------------------------------------
 @torch.library.register_fake("ember::cross_entropy_forward")
 def _ce_forward_fake(logits, target, weight, ignore_index, ls, zl, cap, logprobs, entropy):
-    torch._check(logits.dim() == 2, lambda: f"ember.cross_entropy_forward: logits must be 2-D, got {tuple(logits.shape)}")
+    torch._check(
+        logits.dim() == 2, lambda: f"ember.cross_entropy_forward: logits must be 2-D, got {tuple(logits.shape)}"
+    )
     n = logits.shape[0]
     f = lambda k: logits.new_empty((k,), dtype=torch.float32)  # noqa: E731
     return f(n), f(n), f(n if logprobs else 0), f(n if entropy else 0)
@@ -161,19 +175,29 @@ def _ce_backward_inplace_fake(logits, grad_loss, target, weight, lse, *args):
 
 
 @torch.library.register_fake("ember::linear_cross_entropy_forward")
-def _linear_forward_fake(hidden, lm_weight, target, weight, bias, ignore_index, ls, zl, cap, compute_grad, logprobs, entropy):
+def _linear_forward_fake(
+    hidden, lm_weight, target, weight, bias, ignore_index, ls, zl, cap, compute_grad, logprobs, entropy
+):
     n, d, v = hidden.shape[0], hidden.shape[1], lm_weight.shape[0]
     f = lambda *shape, dtype=torch.float32: hidden.new_empty(shape, dtype=dtype)  # noqa: E731
-    return (f(n), f(n), f(n if logprobs else 0), f(n if entropy else 0),
-            f(n, d, dtype=hidden.dtype) if compute_grad else f(0),
-            f(v, d, dtype=lm_weight.dtype) if compute_grad else f(0),
-            f(v, dtype=bias.dtype) if compute_grad and bias is not None else f(0))
+    return (
+        f(n),
+        f(n),
+        f(n if logprobs else 0),
+        f(n if entropy else 0),
+        f(n, d, dtype=hidden.dtype) if compute_grad else f(0),
+        f(v, d, dtype=lm_weight.dtype) if compute_grad else f(0),
+        f(v, dtype=bias.dtype) if compute_grad and bias is not None else f(0),
+    )
 
 
 @torch.library.register_fake("ember::linear_cross_entropy_backward")
 def _linear_backward_fake(grad_loss, hidden, lm_weight, target, weight, bias, lse, *args):
-    return (torch.empty_like(hidden), torch.empty_like(lm_weight),
-            torch.empty_like(bias) if bias is not None else hidden.new_empty((0,), dtype=torch.float32))
+    return (
+        torch.empty_like(hidden),
+        torch.empty_like(lm_weight),
+        torch.empty_like(bias) if bias is not None else hidden.new_empty((0,), dtype=torch.float32),
+    )
 
 
 # ---- autograd ----------------------------------------------------------------------------------------
@@ -222,8 +246,9 @@ def _linear_backward(ctx, grad_loss, *_):
         dh, dw = dh.mul_(s), dw.mul_(s.to(dw.dtype))
         db = db.mul_(s.to(db.dtype)) if has_bias else None
     else:
-        dh, dw, db = torch.ops.ember.linear_cross_entropy_backward(grad_loss.float(), hidden, lm_weight, target, weight,
-                                                                   bias, lse, *ctx.args)
+        dh, dw, db = torch.ops.ember.linear_cross_entropy_backward(
+            grad_loss.float(), hidden, lm_weight, target, weight, bias, lse, *ctx.args
+        )
         db = db if has_bias else None
     return (dh, dw, None, None, db) + (None,) * 7
 

@@ -1,6 +1,5 @@
 """float8 ops: quantize_fp8 and fp8_gemm."""
 
-
 import torch
 
 _GRANULARITIES = ("tensor", "row", "block", "tile")
@@ -42,8 +41,10 @@ def _quantize_fp8_fake(x, dtype, granularity, block, transpose):
     torch._check(granularity in _GRANULARITIES, lambda: f"ember.quantize_fp8: bad granularity {granularity!r}")
     if transpose or granularity != "tensor":
         torch._check(x.dim() == 2, lambda: f"ember.quantize_fp8: x must be 2-D, got shape {tuple(x.shape)}")
-    torch._check(granularity in ("tensor", "row") or block in (16, 32, 64, 128),
-                 lambda: f"ember.quantize_fp8: block must be 16, 32, 64 or 128, got {block}")
+    torch._check(
+        granularity in ("tensor", "row") or block in (16, 32, 64, 128),
+        lambda: f"ember.quantize_fp8: block must be 16, 32, 64 or 128, got {block}",
+    )
     shape = (x.shape[1], x.shape[0]) if transpose else tuple(x.shape)
     q = x.new_empty(shape, dtype=dtype)
     if granularity == "tensor":
@@ -93,11 +94,11 @@ def fp8_gemm(
 @torch.library.register_fake("ember::fp8_gemm")
 def _fp8_gemm_fake(a, a_scale, b, b_scale, out_dtype, bias, fast_accum):
     torch._check(a.dim() == 2 and b.dim() == 2, lambda: "ember.fp8_gemm: a and b must be 2-D")
-    torch._check(a.shape[1] == b.shape[1], lambda: f"ember.fp8_gemm: a {tuple(a.shape)} and b {tuple(b.shape)} differ in K")
+    torch._check(
+        a.shape[1] == b.shape[1], lambda: f"ember.fp8_gemm: a {tuple(a.shape)} and b {tuple(b.shape)} differ in K"
+    )
     return a.new_empty((a.shape[0], b.shape[0]), dtype=out_dtype)
 
 
 def _ceil_div(a, b):
     return (a + b - 1) // b  # also right for SymInts under torch.compile(dynamic=True)
-
-

@@ -35,8 +35,13 @@ def unpack_mask(packed: torch.Tensor, shape, block: int | None = None) -> torch.
     return torch.ops.ember.unpack_mask(packed, rows, cols, _block("unpack_mask", block))
 
 
-def masked_linear(x: torch.Tensor, weight: torch.Tensor, mask: torch.Tensor, bias: torch.Tensor | None = None,
-                  block: int | None = None) -> torch.Tensor:
+def masked_linear(
+    x: torch.Tensor,
+    weight: torch.Tensor,
+    mask: torch.Tensor,
+    bias: torch.Tensor | None = None,
+    block: int | None = None,
+) -> torch.Tensor:
     """y = x·(W⊙M)ᵀ + bias for x (..., in), W (out, in). mask: packed (pack_mask; give its block
     for a block mask) or a bool tensor of W's shape (packed here as a bitmask). dW is (gᵀ·x)⊙M:
     masked weights get exactly zero gradient.
@@ -73,7 +78,10 @@ def _masked_linear_fake(x, weight, mask, block, bias):
 
 @torch.library.register_fake("ember::masked_linear_backward")
 def _masked_linear_backward_fake(grad, x, weight, mask, block, need_x, need_w):
-    return (torch.empty_like(x) if need_x else x.new_empty((0,)), torch.empty_like(weight) if need_w else weight.new_empty((0,)))
+    return (
+        torch.empty_like(x) if need_x else x.new_empty((0,)),
+        torch.empty_like(weight) if need_w else weight.new_empty((0,)),
+    )
 
 
 def _setup(ctx, inputs, output):

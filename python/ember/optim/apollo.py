@@ -63,8 +63,16 @@ class Apollo(torch.optim.Optimizer):
         stochastic_rounding: bool = True,
     ):
         defaults = dict(
-            lr=lr, rank=rank, scale=scale, scale_type=scale_type, update_proj_gap=update_proj_gap, betas=betas,
-            eps=eps, weight_decay=weight_decay, norm_growth_limit=norm_growth_limit, seed=seed,
+            lr=lr,
+            rank=rank,
+            scale=scale,
+            scale_type=scale_type,
+            update_proj_gap=update_proj_gap,
+            betas=betas,
+            eps=eps,
+            weight_decay=weight_decay,
+            norm_growth_limit=norm_growth_limit,
+            seed=seed,
             stochastic_rounding=stochastic_rounding,
         )
         _check_hyperparameters(type(self).__name__, defaults)
@@ -77,11 +85,15 @@ class Apollo(torch.optim.Optimizer):
         _check_hyperparameters(type(self).__name__, group)
         for p in group["params"]:
             if p.is_complex():
-                raise ValueError(f"ember.optim.{type(self).__name__}: complex parameters are not supported "
-                                 f"(got a {p.dtype} parameter of shape {tuple(p.shape)})")
+                raise ValueError(
+                    f"ember.optim.{type(self).__name__}: complex parameters are not supported "
+                    f"(got a {p.dtype} parameter of shape {tuple(p.shape)})"
+                )
             if self._lowrank(p, group) and p.dtype not in (torch.float32, torch.bfloat16):
-                raise ValueError(f"ember.optim.{type(self).__name__}: low-rank parameters must be float32 or "
-                                 f"bfloat16, got {p.dtype} for a parameter of shape {tuple(p.shape)}")
+                raise ValueError(
+                    f"ember.optim.{type(self).__name__}: low-rank parameters must be float32 or "
+                    f"bfloat16, got {p.dtype} for a parameter of shape {tuple(p.shape)}"
+                )
 
     @staticmethod
     def _lowrank(p: torch.Tensor, group: dict) -> bool:
@@ -101,30 +113,37 @@ class Apollo(torch.optim.Optimizer):
         streams = None
         for group in self.param_groups:
             lowrank = defaultdict(lambda: defaultdict(list))  # device -> lists for the native step
-            sharded = defaultdict(list)                       # FSDP2's DTensors: apollo_sharded.step
-            adamw = defaultdict(lambda: defaultdict(list))    # (device, dtype) -> lists for fused AdamW
+            sharded = defaultdict(list)  # FSDP2's DTensors: apollo_sharded.step
+            adamw = defaultdict(lambda: defaultdict(list))  # (device, dtype) -> lists for fused AdamW
             for p in group["params"]:
                 if p.grad is None:
                     continue
                 grad = p.grad
                 if grad.is_sparse:
-                    raise RuntimeError(f"ember.optim.{type(self).__name__}: sparse gradients are not supported "
-                                       f"(parameter of shape {tuple(p.shape)})")
+                    raise RuntimeError(
+                        f"ember.optim.{type(self).__name__}: sparse gradients are not supported "
+                        f"(parameter of shape {tuple(p.shape)})"
+                    )
                 state = self.state[p]
                 if self._lowrank(p, group):
                     streams = streams or self._stream_of()
                     is_dtensor = isinstance(p, DTensor)
                     if not state:
                         long_dim = max(p.shape)
-                        zeros = ((lambda: apollo_sharded.new_state(p, group["rank"])) if is_dtensor else
-                                 (lambda: torch.zeros(long_dim, group["rank"], device=p.device)))
+                        zeros = (
+                            (lambda: apollo_sharded.new_state(p, group["rank"]))
+                            if is_dtensor
+                            else (lambda: torch.zeros(long_dim, group["rank"], device=p.device))
+                        )
                         state["step"] = torch.tensor(0.0)  # on the host: reading it never syncs
                         state["exp_avg"], state["exp_avg_sq"] = zeros(), zeros()
                         state["norm_prev"] = torch.zeros((), device=p.to_local().device if is_dtensor else p.device)
                     elif state["exp_avg"].shape[1] != group["rank"]:
-                        raise RuntimeError(f"ember.optim.{type(self).__name__}: the state of a parameter of shape "
-                                           f"{tuple(p.shape)} has rank {state['exp_avg'].shape[1]}, the group asks "
-                                           f"for rank {group['rank']}")
+                        raise RuntimeError(
+                            f"ember.optim.{type(self).__name__}: the state of a parameter of shape "
+                            f"{tuple(p.shape)} has rank {state['exp_avg'].shape[1]}, the group asks "
+                            f"for rank {group['rank']}"
+                        )
                     if is_dtensor:
                         for key, value in (("params", p), ("states", state), ("streams", streams[p])):
                             sharded[key].append(value)
@@ -153,11 +172,24 @@ class Apollo(torch.optim.Optimizer):
             beta1, beta2 = group["betas"]
             for lists in lowrank.values():
                 ops.apollo_step_(
-                    lists["params"], lists["grads"], lists["exp_avg"], lists["exp_avg_sq"], lists["norm_prev"],
-                    lists["steps"], lists["streams"], lr=float(group["lr"]), beta1=beta1, beta2=beta2,
-                    eps=group["eps"], weight_decay=group["weight_decay"], scale=group["scale"],
-                    tensor_scale=group["scale_type"] == "tensor", norm_growth_limit=group["norm_growth_limit"],
-                    rank=group["rank"], update_proj_gap=group["update_proj_gap"], seed=group["seed"],
+                    lists["params"],
+                    lists["grads"],
+                    lists["exp_avg"],
+                    lists["exp_avg_sq"],
+                    lists["norm_prev"],
+                    lists["steps"],
+                    lists["streams"],
+                    lr=float(group["lr"]),
+                    beta1=beta1,
+                    beta2=beta2,
+                    eps=group["eps"],
+                    weight_decay=group["weight_decay"],
+                    scale=group["scale"],
+                    tensor_scale=group["scale_type"] == "tensor",
+                    norm_growth_limit=group["norm_growth_limit"],
+                    rank=group["rank"],
+                    update_proj_gap=group["update_proj_gap"],
+                    seed=group["seed"],
                     stochastic_rounding=group["stochastic_rounding"],
                 )
                 for count in lists["step_counts"]:  # only once the step was taken: an error changes nothing
@@ -169,10 +201,21 @@ class Apollo(torch.optim.Optimizer):
             for lists in adamw.values():
                 torch._foreach_add_(lists["steps"], 1)
                 torch._fused_adamw_(
-                    lists["params"], lists["grads"], lists["exp_avg"], lists["exp_avg_sq"], [], lists["steps"],
-                    amsgrad=False, lr=float(group["lr"]), beta1=beta1, beta2=beta2,
-                    weight_decay=group["weight_decay"], eps=group["eps"], maximize=False,
-                    grad_scale=None, found_inf=None,
+                    lists["params"],
+                    lists["grads"],
+                    lists["exp_avg"],
+                    lists["exp_avg_sq"],
+                    [],
+                    lists["steps"],
+                    amsgrad=False,
+                    lr=float(group["lr"]),
+                    beta1=beta1,
+                    beta2=beta2,
+                    weight_decay=group["weight_decay"],
+                    eps=group["eps"],
+                    maximize=False,
+                    grad_scale=None,
+                    found_inf=None,
                 )
         return loss
 
@@ -180,8 +223,11 @@ class Apollo(torch.optim.Optimizer):
     def load_state_dict(self, state_dict: dict) -> None:
         # torch casts every floating state tensor to its parameter's dtype; the low-rank moments
         # stay float32 whatever the weights are.
-        saved = {k: {name: st[name] for name in _LOWRANK_KEYS} for k, st in state_dict["state"].items()
-                 if all(name in st for name in _LOWRANK_KEYS)}
+        saved = {
+            k: {name: st[name] for name in _LOWRANK_KEYS}
+            for k, st in state_dict["state"].items()
+            if all(name in st for name in _LOWRANK_KEYS)
+        }
         # Saved keys (indices, or names from torch.distributed.checkpoint) pair with the
         # parameters in group order, as torch pairs them.
         keys = [k for g in state_dict["param_groups"] for k in g["params"]]
@@ -197,8 +243,15 @@ class Apollo(torch.optim.Optimizer):
 class ApolloMini(Apollo):
     """APOLLO-Mini: rank 1, one scaling factor per tensor, scale 128 (optimizer state ~0)."""
 
-    def __init__(self, params: Iterable, lr: float = 1e-2, rank: int | None = 1, scale: float = 128.0,
-                 scale_type: str = "tensor", **kwargs: Any):
+    def __init__(
+        self,
+        params: Iterable,
+        lr: float = 1e-2,
+        rank: int | None = 1,
+        scale: float = 128.0,
+        scale_type: str = "tensor",
+        **kwargs: Any,
+    ):
         super().__init__(params, lr=lr, rank=rank, scale=scale, scale_type=scale_type, **kwargs)
 
 
@@ -215,8 +268,11 @@ def apollo_param_groups(model: nn.Module, **apollo_kwargs: Any) -> list[dict]:
     for name, module in model.named_modules():
         if not isinstance(module, nn.Linear) or module.weight.dim() != 2:
             continue
-        is_head = (id(module.weight) in embedding_weights or module.out_features in vocab_sizes
-                   or name.rsplit(".", 1)[-1] in ("lm_head", "output"))
+        is_head = (
+            id(module.weight) in embedding_weights
+            or module.out_features in vocab_sizes
+            or name.rsplit(".", 1)[-1] in ("lm_head", "output")
+        )
         if not is_head:
             lowrank_ids.add(id(module.weight))
     lowrank, rest = [], []
@@ -244,7 +300,11 @@ def _check_hyperparameters(name: str, h: dict) -> None:
     elif not isinstance(lr, (int, float)) or not 0 <= lr < math.inf:
         bad("lr", "a finite float >= 0")
     betas = h.get("betas")
-    if not (isinstance(betas, (tuple, list)) and len(betas) == 2 and all(isinstance(b, (int, float)) and 0 <= b < 1 for b in betas)):
+    if not (
+        isinstance(betas, (tuple, list))
+        and len(betas) == 2
+        and all(isinstance(b, (int, float)) and 0 <= b < 1 for b in betas)
+    ):
         bad("betas", "two floats in [0, 1)")
     if not isinstance(h.get("eps"), (int, float)) or not 0 < h["eps"] < math.inf:
         bad("eps", "a finite float > 0")

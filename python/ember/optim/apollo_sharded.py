@@ -32,10 +32,14 @@ from .. import ops
 def shard_layout(p: DTensor) -> tuple[int, dist.ProcessGroup]:
     """(the mesh dimension that shards dim 0, its process group); refuses other layouts."""
     dims = [i for i, pl in enumerate(p.placements) if pl == Shard(0)]
-    if len(dims) != 1 or any(not isinstance(pl, (Shard, Replicate)) or (isinstance(pl, Shard) and i not in dims)
-                             for i, pl in enumerate(p.placements)):
-        raise ValueError(f"ember.optim.Apollo: a DTensor parameter must be sharded on dim 0 over one mesh dimension "
-                         f"(FSDP2 / HSDP), got placements {p.placements}")
+    if len(dims) != 1 or any(
+        not isinstance(pl, (Shard, Replicate)) or (isinstance(pl, Shard) and i not in dims)
+        for i, pl in enumerate(p.placements)
+    ):
+        raise ValueError(
+            f"ember.optim.Apollo: a DTensor parameter must be sharded on dim 0 over one mesh dimension "
+            f"(FSDP2 / HSDP), got placements {p.placements}"
+        )
     return dims[0], p.device_mesh.get_group(dims[0])
 
 
@@ -52,8 +56,9 @@ def new_state(p: DTensor, rank: int) -> torch.Tensor:
     mesh_dim, group = shard_layout(p)
     start, end = chunk(long_dim, dist.get_rank(group), dist.get_world_size(group))
     local = torch.zeros(end - start, rank, device=p.to_local().device)
-    return DTensor.from_local(local, p.device_mesh, p.placements, shape=(long_dim, rank), stride=(rank, 1),
-                              run_check=False)
+    return DTensor.from_local(
+        local, p.device_mesh, p.placements, shape=(long_dim, rank), stride=(rank, 1), run_check=False
+    )
 
 
 def _local(t) -> torch.Tensor:
@@ -76,8 +81,10 @@ def step(group: dict, params: list[DTensor], states: list[dict], streams: list[i
         if shard_layout(p)[1] is not pg:
             raise ValueError("ember.optim.Apollo: the sharded parameters of a group must share one device mesh")
         if p.dtype == torch.bfloat16 and group["stochastic_rounding"]:
-            raise ValueError("ember.optim.Apollo: bf16 parameters sharded by FSDP2 need stochastic_rounding=False "
-                             "(or fp32 master weights, as FSDP2's MixedPrecisionPolicy keeps them)")
+            raise ValueError(
+                "ember.optim.Apollo: bf16 parameters sharded by FSDP2 need stochastic_rounding=False "
+                "(or fp32 master weights, as FSDP2's MixedPrecisionPolicy keeps them)"
+            )
         m, n = p.shape
         g = _local(p.grad).float()
         t = int(st["step"]) + 1
@@ -142,7 +149,9 @@ def _update(group: dict, w: dict, st: dict, u_norm: torch.Tensor) -> None:
         limiter = torch.where(growth <= limit, torch.tensor(limit, device=u_norm.device), growth) / limit
     norm_prev.copy_(u_norm / limiter)
     lr = float(group["lr"])
-    step_size = lr * math.sqrt(1.0 - group["betas"][1] ** t) / (1.0 - group["betas"][0] ** t) * math.sqrt(group["scale"])
+    step_size = (
+        lr * math.sqrt(1.0 - group["betas"][1] ** t) / (1.0 - group["betas"][0] ** t) * math.sqrt(group["scale"])
+    )
     coef = torch.tensor(step_size, dtype=torch.float32, device=u_norm.device) / limiter
     s = w["s"]
     scale = s.reshape(1, -1) if w["transposed"] else (s.reshape(-1, 1) if s.dim() else s)

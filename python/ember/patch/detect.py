@@ -25,12 +25,12 @@ class Refused(Exception):
 
 @dataclass(frozen=True)
 class Plan:
-    head: str                                     # attribute name of the Linear head
-    ops: tuple = ()                               # (kind, expr, condition): kind mul | div | tanh
-    aux_coef: ast.expr | None = None              # coef of `loss += coef * aux_loss`
-    shifted_labels: bool = False                  # the model's labels are already shifted (no
+    head: str  # attribute name of the Linear head
+    ops: tuple = ()  # (kind, expr, condition): kind mul | div | tanh
+    aux_coef: ast.expr | None = None  # coef of `loss += coef * aux_loss`
+    shifted_labels: bool = False  # the model's labels are already shifted (no
     #                                               shift, no num_items_in_batch: mean over tokens)
-    notes: tuple = field(default=())              # what differs from Llama, for the change log
+    notes: tuple = field(default=())  # what differs from Llama, for the change log
 
 
 _TANH = {"torch.tanh", "nn.functional.tanh", "torch.nn.functional.tanh", "F.tanh"}
@@ -53,8 +53,14 @@ def _is_self_attr(node) -> bool:
 
 def _head_call(node) -> str | None:
     """`self.<head>(x)` (with `.float()` & co. after it allowed by the caller) -> head name."""
-    if (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and isinstance(node.func.value, ast.Name)
-            and node.func.value.id == "self" and len(node.args) == 1 and not node.keywords):
+    if (
+        isinstance(node, ast.Call)
+        and isinstance(node.func, ast.Attribute)
+        and isinstance(node.func.value, ast.Name)
+        and node.func.value.id == "self"
+        and len(node.args) == 1
+        and not node.keywords
+    ):
         return node.func.attr
     return None
 
@@ -94,10 +100,15 @@ def _constant_expr(node) -> bool:
 
 
 def _condition_ok(node) -> bool:
-    if isinstance(node, ast.Compare) and len(node.ops) == 1 and isinstance(node.ops[0], (ast.Is, ast.IsNot, ast.Gt,
-                                                                                          ast.NotEq)):
-        return _constant_expr(node.left) and (_constant_expr(node.comparators[0]) or (
-            isinstance(node.comparators[0], ast.Constant) and node.comparators[0].value is None))
+    if (
+        isinstance(node, ast.Compare)
+        and len(node.ops) == 1
+        and isinstance(node.ops[0], (ast.Is, ast.IsNot, ast.Gt, ast.NotEq))
+    ):
+        return _constant_expr(node.left) and (
+            _constant_expr(node.comparators[0])
+            or (isinstance(node.comparators[0], ast.Constant) and node.comparators[0].value is None)
+        )
     return _is_self_attr(node)
 
 
@@ -123,10 +134,16 @@ def analyze(cls) -> Plan:
             raise Refused(f"{name}.forward takes no `{p}`")
     config_cls = getattr(cls, "config_class", None)
     subs = sorted(getattr(config_cls, "sub_configs", None) or {})
-    if name.endswith("ForConditionalGeneration") or any("vision" in s or "audio" in s for s in subs) or \
-            "pixel_values" in params or "image_patches" in params:
-        raise Refused(f"{name} is multimodal ({', '.join(subs) or 'a conditional-generation model'}): only "
-                      "text-only causal LMs are patched")
+    if (
+        name.endswith("ForConditionalGeneration")
+        or any("vision" in s or "audio" in s for s in subs)
+        or "pixel_values" in params
+        or "image_patches" in params
+    ):
+        raise Refused(
+            f"{name} is multimodal ({', '.join(subs) or 'a conditional-generation model'}): only "
+            "text-only causal LMs are patched"
+        )
     try:
         fn = _forward_tree(cls)
     except (OSError, TypeError, SyntaxError) as exc:
@@ -197,20 +214,39 @@ def analyze(cls) -> Plan:
                 f = _src(value.func)
                 args = [_src(a) for a in value.args[:2]]
                 kw = {k.arg: _src(k.value) for k in value.keywords}
-                if f == "self.loss_function" and (args or [kw.get("logits")])[0] == var and \
-                        (args[1:] or [kw.get("labels")])[0] == "labels":
+                if (
+                    f == "self.loss_function"
+                    and (args or [kw.get("logits")])[0] == var
+                    and (args[1:] or [kw.get("labels")])[0] == "labels"
+                ):
                     state["loss"] = "causal"
                     return
-                if f == "loss_fct" and state["shifted"] and len(args) == 2 and not kw and \
-                        args[0] in (f"{var}.view(-1, self.config.vocab_size)", f"{var}.view(-1, {var}.size(-1))") and \
-                        args[1] in ("labels.view(-1)", "labels.reshape(-1)"):
+                if (
+                    f == "loss_fct"
+                    and state["shifted"]
+                    and len(args) == 2
+                    and not kw
+                    and args[0] in (f"{var}.view(-1, self.config.vocab_size)", f"{var}.view(-1, {var}.size(-1))")
+                    and args[1] in ("labels.view(-1)", "labels.reshape(-1)")
+                ):
                     state["loss"] = "shifted"
                     return
-        if (isinstance(stmt, ast.AugAssign) and isinstance(stmt.op, ast.Add) and isinstance(stmt.target, ast.Name)
-                and stmt.target.id == "loss" and state["loss"] is not None and state["aux"] is None):
+        if (
+            isinstance(stmt, ast.AugAssign)
+            and isinstance(stmt.op, ast.Add)
+            and isinstance(stmt.target, ast.Name)
+            and stmt.target.id == "loss"
+            and state["loss"] is not None
+            and state["aux"] is None
+        ):
             v = stmt.value
-            if isinstance(v, ast.BinOp) and isinstance(v.op, ast.Mult) and _constant_expr(v.left) and \
-                    "aux_loss" in _names(v.right) and _names(v.right) <= {"aux_loss", "loss"}:
+            if (
+                isinstance(v, ast.BinOp)
+                and isinstance(v.op, ast.Mult)
+                and _constant_expr(v.left)
+                and "aux_loss" in _names(v.right)
+                and _names(v.right) <= {"aux_loss", "loss"}
+            ):
                 state["aux"] = v.left
                 return
         if "loss" not in _names(stmt) and (var is None or var not in _names(stmt)):
@@ -240,8 +276,12 @@ def _harmless_use(stmt, var: str) -> bool:
     """Uses of the logits that do not change the loss: building the output, returning it."""
     if isinstance(stmt, ast.Return):
         return True
-    if isinstance(stmt, ast.Assign) and len(stmt.targets) == 1 and isinstance(stmt.targets[0], ast.Name) and \
-            stmt.targets[0].id in ("output", "outputs"):
+    if (
+        isinstance(stmt, ast.Assign)
+        and len(stmt.targets) == 1
+        and isinstance(stmt.targets[0], ast.Name)
+        and stmt.targets[0].id in ("output", "outputs")
+    ):
         return True
     value = getattr(stmt, "value", None)  # `out = CausalLMOutputWithPast(loss=loss, logits=logits, ...)`
     return isinstance(stmt, ast.Assign) and isinstance(value, ast.Call) and "Output" in _src(value.func).split(".")[-1]
@@ -260,8 +300,11 @@ def _check_head_is_linear(cls, head: str) -> None:
             break
         for node in ast.walk(tree):
             if isinstance(node, ast.Assign) and any(_src(t) == f"self.{head}" for t in node.targets):
-                if isinstance(node.value, ast.Call) and _src(node.value.func) in ("nn.Linear", "torch.nn.Linear",
-                                                                                  "Linear"):
+                if isinstance(node.value, ast.Call) and _src(node.value.func) in (
+                    "nn.Linear",
+                    "torch.nn.Linear",
+                    "Linear",
+                ):
                     return
                 raise Refused(f"{cls.__name__}.{head} is not an nn.Linear (`{_src(node).strip()}`)")
     raise Refused(f"{cls.__name__}: no `self.{head} = nn.Linear(...)` found in __init__")
@@ -285,8 +328,15 @@ def _eval(node, model):
     if isinstance(node, ast.Compare):
         left, right = _eval(node.left, model), _eval(node.comparators[0], model)
         op = node.ops[0]
-        return (left is right if isinstance(op, ast.Is) else left is not right if isinstance(op, ast.IsNot)
-                else left > right if isinstance(op, ast.Gt) else left != right)
+        return (
+            left is right
+            if isinstance(op, ast.Is)
+            else left is not right
+            if isinstance(op, ast.IsNot)
+            else left > right
+            if isinstance(op, ast.Gt)
+            else left != right
+        )
     raise Refused(f"cannot evaluate `{_src(node)}`")  # analyze() admits only the forms above
 
 

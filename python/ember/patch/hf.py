@@ -72,8 +72,14 @@ def _is_router(name: str, module: nn.Module, config) -> bool:
     return bool(_ROUTER.search(name)) and isinstance(module, nn.Linear) and module.out_features in experts
 
 
-def apply_ember(model_or_class=None, *, linear_cross_entropy: bool = True, token_weights: bool = False,
-                float8: str | None = None, sparsity: dict | None = None) -> list[str]:
+def apply_ember(
+    model_or_class=None,
+    *,
+    linear_cross_entropy: bool = True,
+    token_weights: bool = False,
+    float8: str | None = None,
+    sparsity: dict | None = None,
+) -> list[str]:
     """Patch a transformers causal LM with ember: an instance, a class, or (None) every class
     `supported()` lists.
 
@@ -107,10 +113,13 @@ def apply_ember(model_or_class=None, *, linear_cross_entropy: bool = True, token
     if model_or_class is None:
         targets = _supported_classes()
     else:
-        if not isinstance(model_or_class, nn.Module) and not (isinstance(model_or_class, type)
-                                                              and issubclass(model_or_class, nn.Module)):
-            raise TypeError(f"ember.patch.{fn}: expected a transformers causal LM (instance or class), got "
-                            f"{type(model_or_class).__name__}")
+        if not isinstance(model_or_class, nn.Module) and not (
+            isinstance(model_or_class, type) and issubclass(model_or_class, nn.Module)
+        ):
+            raise TypeError(
+                f"ember.patch.{fn}: expected a transformers causal LM (instance or class), got "
+                f"{type(model_or_class).__name__}"
+            )
         cls = model_or_class if isinstance(model_or_class, type) else type(model_or_class)
         plan = _plan_or_raise(cls, fn)
         if instance and not isinstance(getattr(model_or_class, plan.head, None), nn.Linear):
@@ -128,13 +137,17 @@ def apply_ember(model_or_class=None, *, linear_cross_entropy: bool = True, token
                 setattr(target, _ORIGINAL, target.forward)
                 target.forward = loss_forward(target.forward, plan)
                 _PATCHED_CLASSES.add(target)
-                changes.append(f"{target.__name__}.forward: causal-LM loss through ember.ops.linear_cross_entropy"
-                               + (f" ({', '.join(plan.notes)})" if plan.notes else ""))
+                changes.append(
+                    f"{target.__name__}.forward: causal-LM loss through ember.ops.linear_cross_entropy"
+                    + (f" ({', '.join(plan.notes)})" if plan.notes else "")
+                )
             else:
                 plan = plan_for(type(target))
                 target.forward = types.MethodType(loss_forward(type(target).forward, plan), target)
-                changes.append(f"{type(target).__name__} instance forward: causal-LM loss through "
-                               "ember.ops.linear_cross_entropy" + (f" ({', '.join(plan.notes)})" if plan.notes else ""))
+                changes.append(
+                    f"{type(target).__name__} instance forward: causal-LM loss through "
+                    "ember.ops.linear_cross_entropy" + (f" ({', '.join(plan.notes)})" if plan.notes else "")
+                )
     if layers is not None:
         name, stack = layers
         config = getattr(model_or_class, "config", None)
@@ -151,16 +164,24 @@ def apply_ember(model_or_class=None, *, linear_cross_entropy: bool = True, token
             from ..float8 import Float8Linear, convert_to_float8_training
 
             convert_to_float8_training(stack, recipe=float8, module_filter_fn=lambda m, n: not _is_router(n, m, config))
-            changes += [f"{name}.{n}: Float8Linear ({float8})" for n, m in stack.named_modules()
-                        if isinstance(m, Float8Linear)]
+            changes += [
+                f"{name}.{n}: Float8Linear ({float8})" for n, m in stack.named_modules() if isinstance(m, Float8Linear)
+            ]
     return changes
 
 
-def apply_ember_to_llama(model=None, *, float8: str | None = None, linear_cross_entropy: bool = True,
-                         token_weights: bool = False, sparsity: dict | None = None) -> list[str]:
+def apply_ember_to_llama(
+    model=None,
+    *,
+    float8: str | None = None,
+    linear_cross_entropy: bool = True,
+    token_weights: bool = False,
+    sparsity: dict | None = None,
+) -> list[str]:
     """The former name of apply_ember (it now covers every class supported() lists)."""
-    return apply_ember(model, linear_cross_entropy=linear_cross_entropy, token_weights=token_weights, float8=float8,
-                       sparsity=sparsity)
+    return apply_ember(
+        model, linear_cross_entropy=linear_cross_entropy, token_weights=token_weights, float8=float8, sparsity=sparsity
+    )
 
 
 def _restore_class(cls) -> list[str]:

@@ -59,8 +59,9 @@ def _loss_through_head(head: nn.Linear, hidden, target, weight, scale, softcap, 
         if scale != 1.0:  # (s·h)·Wᵀ + s·b = s·(h·Wᵀ + b)
             h = h * scale
             b = None if b is None else b * scale
-        return linear_cross_entropy(h, w, target, weight=weight, bias=b, ignore_index=ignore_index,
-                                    softcap=softcap, reduction="sum")
+        return linear_cross_entropy(
+            h, w, target, weight=weight, bias=b, ignore_index=ignore_index, softcap=softcap, reduction="sum"
+        )
 
     had = "forward" in head.__dict__
     saved = head.__dict__.get("forward")
@@ -82,13 +83,22 @@ def loss_forward(original, plan: Plan):
         if (labels is None and shift_labels is None) or not self.training:
             if token_weights is not None:
                 raise ValueError("ember.patch: token_weights applies to the training loss (model.train() and labels)")
-            extra = {k: v for k, v in (("labels", labels), ("shift_labels", shift_labels),
-                                        ("num_items_in_batch", num_items_in_batch)) if v is not None}
+            extra = {
+                k: v
+                for k, v in (
+                    ("labels", labels),
+                    ("shift_labels", shift_labels),
+                    ("num_items_in_batch", num_items_in_batch),
+                )
+                if v is not None
+            }
             return original(self, *args, **extra, **kwargs)
         head = getattr(self, plan.head)
         if not isinstance(head, nn.Linear):
-            raise TypeError(f"ember.patch: {type(self).__name__}.{plan.head} is a {type(head).__name__}, not an "
-                            "nn.Linear: the fused loss cannot take its place")
+            raise TypeError(
+                f"ember.patch: {type(self).__name__}.{plan.head} is a {type(head).__name__}, not an "
+                "nn.Linear: the fused loss cannot take its place"
+            )
         if not plan.shifted_labels:
             _check_loss_function(self)
         ignore_index = kwargs.pop("ignore_index", IGNORE_INDEX)
@@ -117,8 +127,9 @@ def loss_forward(original, plan: Plan):
         scale, softcap, aux_coef = logit_map(plan, self)
         loss = _loss_through_head(head, h, y, w, scale, softcap, ignore_index)
         if num_items_in_batch is not None and not plan.shifted_labels:
-            loss = loss / (num_items_in_batch.to(loss.device) if torch.is_tensor(num_items_in_batch)
-                           else num_items_in_batch)
+            loss = loss / (
+                num_items_in_batch.to(loss.device) if torch.is_tensor(num_items_in_batch) else num_items_in_batch
+            )
         else:
             loss = loss / (y != ignore_index).sum()
         if isinstance(out, tuple):  # config.use_return_dict False: (logits, ...), no aux loss by name
@@ -141,5 +152,7 @@ def _check_loss_function(model) -> None:
 
     fn = model.loss_function
     if fn is not ForCausalLMLoss:
-        raise TypeError(f"ember.patch: {type(model).__name__}.loss_function is {getattr(fn, '__name__', fn)!r}, not "
-                        "transformers' ForCausalLMLoss: the fused loss would not compute the same thing")
+        raise TypeError(
+            f"ember.patch: {type(model).__name__}.loss_function is {getattr(fn, '__name__', fn)!r}, not "
+            "transformers' ForCausalLMLoss: the fused loss would not compute the same thing"
+        )

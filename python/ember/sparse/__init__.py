@@ -5,5 +5,12 @@ from .densities import METHODS, densities_for_shapes, layerwise_densities, pruna
 from .linear import SparseLinear
 from .prune import random_prune, sparsity_report
 
-__all__ = ["METHODS", "SparseLinear", "densities_for_shapes", "layerwise_densities", "prunable_layers", "random_prune",
-           "sparsity_report"]
+__all__ = [
+    "METHODS",
+    "SparseLinear",
+    "densities_for_shapes",
+    "layerwise_densities",
+    "prunable_layers",
+    "random_prune",
+    "sparsity_report",
+]

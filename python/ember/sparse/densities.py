@@ -65,8 +65,9 @@ def densities_for_shapes(shapes: dict[str, tuple[int, ...]], sparsity: float, me
     return {n: 1.0 if n in dense else eps * raw[n] for n in names}
 
 
-def layerwise_densities(model: nn.Module, sparsity: float, method: str = "erk",
-                        include_embeddings: bool = False) -> dict[str, float]:
+def layerwise_densities(
+    model: nn.Module, sparsity: float, method: str = "erk", include_embeddings: bool = False
+) -> dict[str, float]:
     """{layer name: density} for the model's prunable layers (see the module docstring)."""
     layers = prunable_layers(model, include_embeddings)
     return densities_for_shapes({n: tuple(m.weight.shape) for n, m in layers.items()}, sparsity, method)

@@ -16,8 +16,9 @@ class SparseLinear(nn.Linear):
     whose update is zero where the gradient is (SGD, AdamW, ember's Apollo). ``block``: the tile
     edge of a block mask (its matmuls skip empty tiles), None for a bitmask."""
 
-    def __init__(self, in_features: int, out_features: int, bias: bool = True, block: int | None = None,
-                 device=None, dtype=None):
+    def __init__(
+        self, in_features: int, out_features: int, bias: bool = True, block: int | None = None, device=None, dtype=None
+    ):
         super().__init__(in_features, out_features, bias, device=device, dtype=dtype)
         self.block = block
         full = torch.ones(out_features, in_features, dtype=torch.bool, device=self.weight.device)
@@ -27,8 +28,10 @@ class SparseLinear(nn.Linear):
     def from_linear(cls, linear: nn.Linear, mask: torch.Tensor, block: int | None = None) -> "SparseLinear":
         """A SparseLinear with linear's parameters (shared, not copied) and the bool mask."""
         if mask.shape != linear.weight.shape or mask.dtype != torch.bool:
-            raise ValueError(f"SparseLinear.from_linear: mask must be bool of shape {tuple(linear.weight.shape)}, got "
-                             f"{mask.dtype} of shape {tuple(mask.shape)}")
+            raise ValueError(
+                f"SparseLinear.from_linear: mask must be bool of shape {tuple(linear.weight.shape)}, got "
+                f"{mask.dtype} of shape {tuple(mask.shape)}"
+            )
         out = cls.__new__(cls)
         nn.Module.__init__(out)
         out.in_features, out.out_features, out.block = linear.in_features, linear.out_features, block

@@ -35,18 +35,35 @@ def _random_mask(shape, density: float, block: int | None, generator: torch.Gene
     return full[:rows, :cols].reshape(shape)
 
 
-def draw_masks(model: nn.Module, sparsity: float, method: str = "erk", block: int | None = None, seed: int = 0,
-               include_embeddings: bool = False) -> dict[str, torch.Tensor]:
+def draw_masks(
+    model: nn.Module,
+    sparsity: float,
+    method: str = "erk",
+    block: int | None = None,
+    seed: int = 0,
+    include_embeddings: bool = False,
+) -> dict[str, torch.Tensor]:
     """The bool masks random_prune applies, by layer name (on the CPU; from shapes alone, so a
     model on the meta device works). Reproducible from `seed`."""
     densities = layerwise_densities(model, sparsity, method, include_embeddings)
     g = torch.Generator().manual_seed(seed)
-    return {name: _random_mask(tuple(module.weight.shape), densities[name], block if isinstance(module, nn.Linear) else None, g)
-            for name, module in prunable_layers(model, include_embeddings).items()}
+    return {
+        name: _random_mask(
+            tuple(module.weight.shape), densities[name], block if isinstance(module, nn.Linear) else None, g
+        )
+        for name, module in prunable_layers(model, include_embeddings).items()
+    }
 
 
-def random_prune(model: nn.Module, sparsity: float, method: str = "erk", block: int | None = None, seed: int = 0,
-                 include_embeddings: bool = False, masks: dict[str, torch.Tensor] | None = None) -> dict:
+def random_prune(
+    model: nn.Module,
+    sparsity: float,
+    method: str = "erk",
+    block: int | None = None,
+    seed: int = 0,
+    include_embeddings: bool = False,
+    masks: dict[str, torch.Tensor] | None = None,
+) -> dict:
     """Prune `model` in place at random: every Linear becomes a SparseLinear holding its mask
     (block masks when `block` is given), other prunable layers (Conv) get a plain weight mask
     (a `weight_mask` buffer, the weight zeroed and its gradient masked). Densities per layer from
@@ -87,5 +104,11 @@ def sparsity_report(model: nn.Module, masks: dict[str, torch.Tensor] | None = No
         n, k = mask.numel(), int(mask.sum())
         layers.append({"name": name, "shape": tuple(m.weight.shape), "density": k / n, "params": k, "flops": 2 * k})
         total, kept = total + n, kept + k
-    return {"layers": layers, "params_total": total, "params_kept": kept,
-            "density": kept / total if total else 1.0, "flops_kept": 2 * kept, "flops_total": 2 * total}
+    return {
+        "layers": layers,
+        "params_total": total,
+        "params_kept": kept,
+        "density": kept / total if total else 1.0,
+        "flops_kept": 2 * kept,
+        "flops_total": 2 * total,
+    }

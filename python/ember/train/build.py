@@ -22,7 +22,11 @@ def model_config(cfg: Config, vocab_size: int) -> LlamaConfig:
 
         return init_model_config(cfg)
     base = CONFIGS[cfg.model.name]
-    changes = {k: getattr(cfg.model, k) for k in ("dim", "n_layers", "n_heads", "n_kv_heads", "ffn_hidden") if getattr(cfg.model, k)}
+    changes = {
+        k: getattr(cfg.model, k)
+        for k in ("dim", "n_layers", "n_heads", "n_kv_heads", "ffn_hidden")
+        if getattr(cfg.model, k)
+    }
     return base.replace(**changes, vocab_size=cfg.model.vocab_size or vocab_size, max_seq_len=cfg.data.seq_len)
 
 
@@ -46,8 +50,9 @@ def new_model(mcfg: LlamaConfig, *, fused_linear_ce: bool, activation_checkpoint
 def build_model(cfg: Config, mcfg: LlamaConfig, d: Dist) -> BuiltModel:
     """The model to train, built on the meta device, sharded (FSDP2) if asked, then materialized
     and initialized (or loaded from --model.init_from), and wrapped for DDP if asked."""
-    model = new_model(mcfg, fused_linear_ce=cfg.loss.fused_linear_ce,
-                      activation_checkpointing=cfg.training.activation_checkpointing)
+    model = new_model(
+        mcfg, fused_linear_ce=cfg.loss.fused_linear_ce, activation_checkpointing=cfg.training.activation_checkpointing
+    )
     apply_float8(cfg, model)
     masks, report = apply_sparsity(cfg, model)  # the layers and the report now, the masks' values after to_empty
     if d.enabled and cfg.training.parallel in ("fsdp", "hsdp"):
@@ -165,8 +170,11 @@ def build_optimizer(cfg: Config, model: nn.Module) -> torch.optim.Optimizer:
 
         mini = o.name == "apollo_mini"
         lowrank, rest = apollo_param_groups(
-            model, rank=o.rank or (1 if mini else 256), scale=o.scale or (128.0 if mini else 1.0),
-            scale_type="tensor" if mini else "channel", update_proj_gap=o.update_proj_gap,
+            model,
+            rank=o.rank or (1 if mini else 256),
+            scale=o.scale or (128.0 if mini else 1.0),
+            scale_type="tensor" if mini else "channel",
+            update_proj_gap=o.update_proj_gap,
             weight_decay=o.weight_decay,
         )
         # As for AdamW: decay on 2-D weights only (embeddings and an untied head keep it).

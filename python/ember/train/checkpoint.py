@@ -24,8 +24,13 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.distributed.checkpoint as dcp
-from torch.distributed.checkpoint.state_dict import (StateDictOptions, get_model_state_dict, get_optimizer_state_dict,
-                                                     set_model_state_dict, set_optimizer_state_dict)
+from torch.distributed.checkpoint.state_dict import (
+    StateDictOptions,
+    get_model_state_dict,
+    get_optimizer_state_dict,
+    set_model_state_dict,
+    set_optimizer_state_dict,
+)
 
 from . import faults
 from .distributed import Dist
@@ -85,8 +90,18 @@ def _async_group(d: Dist):
     return _save_group[0] if d.enabled else None
 
 
-def save(run_dir: Path, step: int, model, optimizer, scheduler, loader, config: dict, d: Dist, keep: int = 0,
-         async_save: bool = False) -> Path | None:
+def save(
+    run_dir: Path,
+    step: int,
+    model,
+    optimizer,
+    scheduler,
+    loader,
+    config: dict,
+    d: Dist,
+    keep: int = 0,
+    async_save: bool = False,
+) -> Path | None:
     """Every rank calls this and writes its own shards; rank 0 writes the rest and publishes.
     With async_save the shards are copied to host memory here and written by a background
     thread while training goes on; the checkpoint is published (renamed to its final name) by

@@ -23,7 +23,6 @@ import argparse
 import dataclasses
 import difflib
 import sys
-import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -58,16 +57,24 @@ class Model:
     n_kv_heads: int = opt(0, "key/value heads for grouped-query attention (0: the named size's)")
     ffn_hidden: int = opt(0, "SwiGLU hidden width (0: the named size's)")
     vocab_size: int = opt(0, "vocabulary (0: the tokenizer's)")
-    init_from: str = opt("", "start from a Hugging Face checkpoint (Llama, Mistral, Qwen2, Qwen3): a local folder or a name in "
-                         "the local HF cache, never downloaded; its size and vocabulary replace model.name's")
+    init_from: str = opt(
+        "",
+        "start from a Hugging Face checkpoint (Llama, Mistral, Qwen2, Qwen3): a local folder or a name in "
+        "the local HF cache, never downloaded; its size and vocabulary replace model.name's",
+    )
 
 
 @dataclass
 class Data:
-    sources: str = opt("stdlib", "'stdlib' (the built-in corpus) or token folders from `ember prepare`: "
-                  "DIR[:WEIGHT][:tokens=N][:STEP=WEIGHT]...,... (tokens: train on a fixed subset of N tokens, epoch after "
-                  "epoch; STEP=WEIGHT: the weight from that step on)")
-    tokenizer: str = opt("byte", "tokenizer of the built-in corpus: 'byte' or a tokenizer.json path (token folders carry their own)")
+    sources: str = opt(
+        "stdlib",
+        "'stdlib' (the built-in corpus) or token folders from `ember prepare`: "
+        "DIR[:WEIGHT][:tokens=N][:STEP=WEIGHT]...,... (tokens: train on a fixed subset of N tokens, epoch after "
+        "epoch; STEP=WEIGHT: the weight from that step on)",
+    )
+    tokenizer: str = opt(
+        "byte", "tokenizer of the built-in corpus: 'byte' or a tokenizer.json path (token folders carry their own)"
+    )
     seq_len: int = opt(128, "tokens per sequence")
 
 
@@ -77,17 +84,25 @@ class Training:
     batch_size: int = opt(32, "global batch, in sequences")
     micro_batch_size: int = opt(0, "sequences per rank per forward/backward (0: batch_size / ranks, no accumulation)")
     max_norm: float = opt(1.0, "gradient clipping norm (0: off)")
-    dtype: str = opt("auto", "compute dtype: bf16 autocast or fp32 (auto: bf16 on GPU, fp32 on CPU)", ("auto", "bf16", "fp32"))
+    dtype: str = opt(
+        "auto", "compute dtype: bf16 autocast or fp32 (auto: bf16 on GPU, fp32 on CPU)", ("auto", "bf16", "fp32")
+    )
     compile: bool = opt(False, "torch.compile each block")
     activation_checkpointing: bool = opt(False, "recompute each block's activations in the backward")
-    parallel: str = opt("ddp", "data parallelism under torchrun: replicate (ddp), shard (fsdp: FSDP2), or shard "
-                        "within groups of hsdp_shard ranks and replicate across them (hsdp)", ("ddp", "fsdp", "hsdp"))
+    parallel: str = opt(
+        "ddp",
+        "data parallelism under torchrun: replicate (ddp), shard (fsdp: FSDP2), or shard "
+        "within groups of hsdp_shard ranks and replicate across them (hsdp)",
+        ("ddp", "fsdp", "hsdp"),
+    )
     hsdp_shard: int = opt(0, "hsdp: ranks in a sharding group (0: the ranks of one node, torchrun's LOCAL_WORLD_SIZE)")
 
 
 @dataclass
 class Optimizer:
-    name: str = opt("adamw", "optimizer (apollo, apollo_mini: ember.optim; try lr 1e-2)", ("adamw", "sgd", "apollo", "apollo_mini"))
+    name: str = opt(
+        "adamw", "optimizer (apollo, apollo_mini: ember.optim; try lr 1e-2)", ("adamw", "sgd", "apollo", "apollo_mini")
+    )
     lr: float = opt(3e-3, "peak learning rate")
     betas: tuple[float, float] = opt((0.9, 0.95), "Adam betas")
     eps: float = opt(1e-8, "Adam epsilon")
@@ -115,16 +130,27 @@ class Sparsity:
 
 @dataclass
 class Float8:
-    recipe: str = opt("", "fp8 GEMMs for the transformer blocks' Linear layers (ember.float8; empty: off)",
-                      ("", "tensorwise", "rowwise", "blockwise"))
+    recipe: str = opt(
+        "",
+        "fp8 GEMMs for the transformer blocks' Linear layers (ember.float8; empty: off)",
+        ("", "tensorwise", "rowwise", "blockwise"),
+    )
 
 
 @dataclass
 class Loss:
-    fused_linear_ce: bool = opt(True, "output head + cross-entropy through ember's kernel, without the full logits (false: F.linear + F.cross_entropy)")
-    token_weights: str = opt("", "token folder with per-token weights from `ember score` (PRIOR); must be a data source")
-    distill: float = opt(0.0, "self-distillation: weight of KL(teacher || model) per token added to the training loss; the "
-                         "teacher is model.init_from's checkpoint, frozen (0: off)")
+    fused_linear_ce: bool = opt(
+        True,
+        "output head + cross-entropy through ember's kernel, without the full logits (false: F.linear + F.cross_entropy)",
+    )
+    token_weights: str = opt(
+        "", "token folder with per-token weights from `ember score` (PRIOR); must be a data source"
+    )
+    distill: float = opt(
+        0.0,
+        "self-distillation: weight of KL(teacher || model) per token added to the training loss; the "
+        "teacher is model.init_from's checkpoint, frozen (0: off)",
+    )
 
 
 @dataclass
@@ -132,7 +158,9 @@ class Eval:
     every: int = opt(100, "validation loss every N steps (0: only at the end)")
     batches: int = opt(4, "validation batches per source")
     batch_size: int = opt(16, "sequences per validation batch")
-    sources: str = opt("", "token folders evaluated but not trained on (e.g. the original domain's held-out set): DIR,...")
+    sources: str = opt(
+        "", "token folders evaluated but not trained on (e.g. the original domain's held-out set): DIR,..."
+    )
 
 
 @dataclass
@@ -141,8 +169,10 @@ class Checkpoint:
     keep: int = opt(2, "keep the last K checkpoints (0: all)")
     resume: str = opt("", "'latest' (this run folder's), a run folder or a checkpoint folder")
     export_safetensors: bool = opt(True, "write the final model weights as model.safetensors")
-    async_save: bool = opt(False, "write checkpoints in a background thread while training goes on (the state is "
-                                  "first copied to host memory)")
+    async_save: bool = opt(
+        False,
+        "write checkpoints in a background thread while training goes on (the state is first copied to host memory)",
+    )
 
 
 @dataclass
@@ -169,8 +199,13 @@ class Config:
     metrics: Metrics = field(default_factory=Metrics)
 
     def to_dict(self) -> dict:
-        return {s.name: {f.name: _plain(getattr(getattr(self, s.name), f.name)) for f in dataclasses.fields(getattr(self, s.name))}
-                for s in dataclasses.fields(self)}
+        return {
+            s.name: {
+                f.name: _plain(getattr(getattr(self, s.name), f.name))
+                for f in dataclasses.fields(getattr(self, s.name))
+            }
+            for s in dataclasses.fields(self)
+        }
 
     def to_toml(self) -> str:
         import tomli_w
@@ -240,7 +275,9 @@ def _coerce(key: str, typ, value):
         if isinstance(value, str):
             return value
     name = getattr(typ, "__name__", str(typ))
-    raise ConfigError(f"config: {key} must be {'a' if name != 'int' else 'an'} {name}, got {type(value).__name__} {value!r}")
+    raise ConfigError(
+        f"config: {key} must be {'a' if name != 'int' else 'an'} {name}, got {type(value).__name__} {value!r}"
+    )
 
 
 def _set(cfg: Config, key: str, value) -> None:
@@ -285,10 +322,17 @@ def load_toml(cfg: Config, path: Path) -> None:
 
 def build_parser(prog: str = "ember train", description: str = "") -> argparse.ArgumentParser:
     """An argparse parser whose --help lists every option with its default and meaning."""
-    p = argparse.ArgumentParser(prog=prog, description=description, formatter_class=argparse.RawDescriptionHelpFormatter,
-                                epilog="Values come from the defaults, then --config, then --section.key=value flags.")
-    p.add_argument("--config", default=None, help="a shipped config (" + ", ".join(sorted(x.stem for x in CONFIG_DIR.glob("*.toml")))
-                   + ") or a TOML file")
+    p = argparse.ArgumentParser(
+        prog=prog,
+        description=description,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="Values come from the defaults, then --config, then --section.key=value flags.",
+    )
+    p.add_argument(
+        "--config",
+        default=None,
+        help="a shipped config (" + ", ".join(sorted(x.stem for x in CONFIG_DIR.glob("*.toml"))) + ") or a TOML file",
+    )
     defaults = Config()
     for section, cls in _sections().items():
         group = p.add_argument_group(f"[{section}]")
@@ -309,8 +353,13 @@ def build_parser(prog: str = "ember train", description: str = "") -> argparse.A
     return p
 
 
-def parse_config(argv: list[str] | None, prog: str = "ember train", description: str = "", base: Config | None = None,
-                 parser: argparse.ArgumentParser | None = None) -> Config:
+def parse_config(
+    argv: list[str] | None,
+    prog: str = "ember train",
+    description: str = "",
+    base: Config | None = None,
+    parser: argparse.ArgumentParser | None = None,
+) -> Config:
     """Defaults (or `base`), then the --config file, then the flags. Unknown flags and keys,
     wrong types and values outside the choices raise ConfigError (argparse exits with status 2
     for flags)."""

@@ -29,10 +29,14 @@ def check_eval_sources(cfg: Config) -> None:
     want = source_vocab(parse_sources(cfg.data.sources)[0], cfg.data.tokenizer)
     for s in parse_sources(cfg.eval.sources):
         if s.path != "stdlib" and not (Path(s.path) / "index.json").is_file():
-            raise ConfigError(f"config: eval.sources: {s.path}: not a token folder (no index.json; make one with `ember prepare`)")
+            raise ConfigError(
+                f"config: eval.sources: {s.path}: not a token folder (no index.json; make one with `ember prepare`)"
+            )
         if s.path != "stdlib" and not read_index(s.path)["splits"].get("val"):
             raise ConfigError(f"config: eval.sources: {s.path} has no validation split (ember prepare --val-per-mille)")
         got = source_vocab(s, cfg.data.tokenizer)
         if got != want:
-            raise ConfigError(f"config: eval.sources: {s.path} has another tokenizer (vocab size, eos id) {got} than "
-                              f"data.sources {want}")
+            raise ConfigError(
+                f"config: eval.sources: {s.path} has another tokenizer (vocab size, eos id) {got} than "
+                f"data.sources {want}"
+            )

@@ -27,8 +27,9 @@ class Evaluator:
         self.sets = {}
         self.trained = [s.name for s in parse_sources(cfg.data.sources)]  # val_loss: their mean
         for src in eval_specs(cfg):
-            batches = validation_batches(src, cfg.data.seq_len, cfg.eval.batch_size, cfg.eval.batches, d.rank, d.world_size,
-                                         cfg.data.tokenizer)
+            batches = validation_batches(
+                src, cfg.data.seq_len, cfg.eval.batch_size, cfg.eval.batches, d.rank, d.world_size, cfg.data.tokenizer
+            )
             if batches:
                 self.sets[src.name] = batches
 
@@ -47,7 +48,9 @@ class Evaluator:
         return out
 
 
-def load_model(checkpoint: str | Path, device: torch.device | str = "cpu", cfg: Config | None = None) -> tuple[Llama, Config, Path]:
+def load_model(
+    checkpoint: str | Path, device: torch.device | str = "cpu", cfg: Config | None = None
+) -> tuple[Llama, Config, Path]:
     """(the checkpoint's model with its weights, eval mode; the run's config; the checkpoint
     folder). `checkpoint`: a checkpoint folder or a run folder (its latest)."""
     path = ckpt.find_checkpoint(checkpoint)
@@ -75,5 +78,10 @@ def evaluate_checkpoint(checkpoint: str | Path, cfg: Config | None = None, flags
     if not losses:
         raise ValueError(f"ember eval: no validation data in {cfg.data.sources}")
     mean = sum(losses.values()) / len(losses)
-    return {"checkpoint": str(path), "step": ckpt.read_meta(path)["step"], "val_loss": mean, "perplexity": math.exp(mean),
-            "per_source": losses}
+    return {
+        "checkpoint": str(path),
+        "step": ckpt.read_meta(path)["step"],
+        "val_loss": mean,
+        "perplexity": math.exp(mean),
+        "per_source": losses,
+    }

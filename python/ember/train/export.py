@@ -35,4 +35,9 @@ def export_run(checkpoint: str | Path, out_dir: str | Path, dtype=None, max_shar
     files = tokenizer_files(cfg)
     out = to_hf(model, out_dir, dtype, tokenizer_files=files, eos_token_id=eos, max_shard_bytes=max_shard_bytes)
     arch = json.loads((out / "config.json").read_text())["architectures"][0]
-    return {"checkpoint": str(path), "out_dir": str(out), "architecture": arch, "tokenizer_files": [f.name for f in files]}
+    return {
+        "checkpoint": str(path),
+        "out_dir": str(out),
+        "architecture": arch,
+        "tokenizer_files": [f.name for f in files],
+    }

@@ -6,12 +6,25 @@ headers."""
 from __future__ import annotations
 
 from ..data.loader import parse_sources, source_vocab
-from ..models.hf import HFCheckpointError, check_weights, llama_config_from_hf, load_hf_weights, read_hf_config, resolve_hf_path
+from ..models.hf import (
+    HFCheckpointError,
+    check_weights,
+    llama_config_from_hf,
+    load_hf_weights,
+    read_hf_config,
+    resolve_hf_path,
+)
 from ..models.llama import Llama, LlamaConfig
 from .config import Config, ConfigError
 
-SIZE_FLAGS = {"dim": "dim", "n_layers": "n_layers", "n_heads": "n_heads", "n_kv_heads": "kv_heads", "ffn_hidden": "hidden",
-              "vocab_size": "vocab_size"}
+SIZE_FLAGS = {
+    "dim": "dim",
+    "n_layers": "n_layers",
+    "n_heads": "n_heads",
+    "n_kv_heads": "kv_heads",
+    "ffn_hidden": "hidden",
+    "vocab_size": "vocab_size",
+}
 
 
 def init_model_config(cfg: Config) -> LlamaConfig:
@@ -27,19 +40,28 @@ def check_init_from(cfg: Config) -> None:
     """Size flags that contradict the checkpoint, data whose ids reach past its vocabulary, and a
     checkpoint whose tensors do not load (missing files, shapes, non-float dtypes): ConfigError."""
     if cfg.loss.distill < 0 or cfg.loss.distill and not cfg.model.init_from:
-        raise ConfigError(f"config: loss.distill must be >= 0 and needs model.init_from (the teacher); got "
-                          f"{cfg.loss.distill} with model.init_from={cfg.model.init_from!r}")
+        raise ConfigError(
+            f"config: loss.distill must be >= 0 and needs model.init_from (the teacher); got "
+            f"{cfg.loss.distill} with model.init_from={cfg.model.init_from!r}"
+        )
     mcfg = init_model_config(cfg)
-    wrong = [f"model.{flag}={getattr(cfg.model, flag)} (the checkpoint has {getattr(mcfg, attr)})"
-             for flag, attr in SIZE_FLAGS.items() if getattr(cfg.model, flag) and getattr(cfg.model, flag) != getattr(mcfg, attr)]
+    wrong = [
+        f"model.{flag}={getattr(cfg.model, flag)} (the checkpoint has {getattr(mcfg, attr)})"
+        for flag, attr in SIZE_FLAGS.items()
+        if getattr(cfg.model, flag) and getattr(cfg.model, flag) != getattr(mcfg, attr)
+    ]
     if wrong:
-        raise ConfigError(f"config: model.init_from={cfg.model.init_from} sets the model's size; these flags contradict it: "
-                          f"{', '.join(wrong)} (leave them out)")
+        raise ConfigError(
+            f"config: model.init_from={cfg.model.init_from} sets the model's size; these flags contradict it: "
+            f"{', '.join(wrong)} (leave them out)"
+        )
     vocab, _ = source_vocab(parse_sources(cfg.data.sources)[0], cfg.data.tokenizer)
     if vocab > mcfg.vocab_size:
-        raise ConfigError(f"config: the data's vocabulary ({vocab} ids, data.sources={cfg.data.sources}) is larger than the "
-                          f"model's in model.init_from={cfg.model.init_from} ({mcfg.vocab_size}): tokenize the data with "
-                          f"the model's tokenizer (ember prepare --tokenizer {cfg.model.init_from})")
+        raise ConfigError(
+            f"config: the data's vocabulary ({vocab} ids, data.sources={cfg.data.sources}) is larger than the "
+            f"model's in model.init_from={cfg.model.init_from} ({mcfg.vocab_size}): tokenize the data with "
+            f"the model's tokenizer (ember prepare --tokenizer {cfg.model.init_from})"
+        )
     try:
         check_weights(resolve_hf_path(cfg.model.init_from), mcfg)
     except (FileNotFoundError, HFCheckpointError) as exc:
@@ -57,5 +79,7 @@ def load_init_from(model: Llama, cfg: Config) -> None:
 
         device = model.rope_cos.device
         # fp32 on a CPU (its bf16 GEMMs are slow); the checkpoint's own dtype on a GPU
-        teacher = from_hf(path, dtype="fp32" if device.type == "cpu" else None, max_seq_len=cfg.data.seq_len, device=device)
+        teacher = from_hf(
+            path, dtype="fp32" if device.type == "cpu" else None, max_seq_len=cfg.data.seq_len, device=device
+        )
         model.distill = Distillation(teacher, cfg.loss.distill)

@@ -14,9 +14,20 @@ from tqdm import tqdm
 
 # Dense bf16 tensor-core peak (datasheets), by a substring of the card's name; first match wins.
 PEAK_BF16_FLOPS = (
-    ("H200", 989e12), ("H100 NVL", 835e12), ("H100 PCIe", 756e12), ("H100", 989e12), ("H800", 989e12),
-    ("GH200", 989e12), ("B200", 2250e12), ("A100", 312e12), ("A800", 312e12), ("L40S", 362e12),
-    ("L4", 121e12), ("A10", 125e12), ("RTX 4090", 165e12), ("RTX 3090", 71e12),
+    ("H200", 989e12),
+    ("H100 NVL", 835e12),
+    ("H100 PCIe", 756e12),
+    ("H100", 989e12),
+    ("H800", 989e12),
+    ("GH200", 989e12),
+    ("B200", 2250e12),
+    ("A100", 312e12),
+    ("A800", 312e12),
+    ("L40S", 362e12),
+    ("L4", 121e12),
+    ("A10", 125e12),
+    ("RTX 4090", 165e12),
+    ("RTX 3090", 71e12),
 )
 
 
@@ -42,8 +53,16 @@ def peak_flops(name: str | None) -> float | None:
 class MetricsLogger:
     """Rank 0 writes; the others only keep time."""
 
-    def __init__(self, run_dir: Path, total_steps: int, start_step: int, enabled: bool, progress: bool,
-                 tensorboard: bool, log_every: int):
+    def __init__(
+        self,
+        run_dir: Path,
+        total_steps: int,
+        start_step: int,
+        enabled: bool,
+        progress: bool,
+        tensorboard: bool,
+        log_every: int,
+    ):
         self.enabled, self.log_every = enabled, log_every
         self.tty = sys.stderr.isatty()
         self.bar = None
@@ -141,7 +160,12 @@ def trim_metrics(run_dir: Path, step: int) -> None:
 
 
 def format_line(m: dict) -> str:
-    parts = [f"loss {m['loss']:.4f}", f"gnorm {m['grad_norm']:.3f}", f"lr {m['lr']:.2e}", f"{m['tokens_per_s'] / 1e3:.1f}k tok/s"]
+    parts = [
+        f"loss {m['loss']:.4f}",
+        f"gnorm {m['grad_norm']:.3f}",
+        f"lr {m['lr']:.2e}",
+        f"{m['tokens_per_s'] / 1e3:.1f}k tok/s",
+    ]
     if m.get("mfu") is not None:
         parts.append(f"mfu {100 * m['mfu']:.1f}%")
     if m.get("cpu_util") is not None:  # achieved FLOP/s over the CPU's measured fp32 GEMM rate

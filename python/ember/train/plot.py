@@ -52,15 +52,33 @@ def plot_run(run_dir: str | Path) -> list[Path]:
         plt.close(fig)
         out.append(path)
 
-    figure("loss.png", "loss (nats per token)", [
-        ("train", [r["step"] for r in train], [r["loss"] for r in train], "-"),
-        ("validation", [r["step"] for r in val], [r["val_loss"] for r in val], "o-"),
-    ])
+    figure(
+        "loss.png",
+        "loss (nats per token)",
+        [
+            ("train", [r["step"] for r in train], [r["loss"] for r in train], "-"),
+            ("validation", [r["step"] for r in val], [r["val_loss"] for r in val], "o-"),
+        ],
+    )
     per_source = sorted({k for r in val for k in r if k.startswith("val_loss/")})
     if per_source:  # each source's validation loss (forgetting, the stability gap)
-        figure("val_per_source.png", "validation loss per source", [
-            (Path(k.removeprefix("val_loss/")).name or k, [r["step"] for r in val if k in r], [r[k] for r in val if k in r], "o-")
-            for k in per_source])
+        figure(
+            "val_per_source.png",
+            "validation loss per source",
+            [
+                (
+                    Path(k.removeprefix("val_loss/")).name or k,
+                    [r["step"] for r in val if k in r],
+                    [r[k] for r in val if k in r],
+                    "o-",
+                )
+                for k in per_source
+            ],
+        )
     figure("lr.png", "learning rate", [("lr", [r["step"] for r in train], [r["lr"] for r in train], "-")])
-    figure("tokens_per_s.png", "tokens/s", [("tokens/s", [r["step"] for r in train], [r["tokens_per_s"] for r in train], "-")])
+    figure(
+        "tokens_per_s.png",
+        "tokens/s",
+        [("tokens/s", [r["step"] for r in train], [r["tokens_per_s"] for r in train], "-")],
+    )
     return out

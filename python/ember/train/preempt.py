@@ -51,8 +51,11 @@ class StopSignal:
         self.received = signal.Signals(signum).name
         self._restore()
         if self.verbose:  # os.write: print() may be mid-write to the same stream
-            os.write(2, f"\nember train: {self.received}: finishing this step, then writing a checkpoint "
-                        f"(send it again to stop at once, without one)\n".encode())
+            os.write(
+                2,
+                f"\nember train: {self.received}: finishing this step, then writing a checkpoint "
+                f"(send it again to stop at once, without one)\n".encode(),
+            )
 
     def _restore(self) -> None:
         for sig, handler in self._previous.items():

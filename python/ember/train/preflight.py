@@ -40,22 +40,39 @@ def _check_ranges(cfg: Config) -> None:
     t, m, d, o, s, e, c = cfg.training, cfg.model, cfg.data, cfg.optimizer, cfg.lr_scheduler, cfg.eval, cfg.checkpoint
     if m.name not in CONFIGS:
         raise ConfigError(f"config: model.name must be one of {', '.join(CONFIGS)}; got {m.name!r}")
-    positive = {"training.steps": t.steps, "training.batch_size": t.batch_size, "data.seq_len": d.seq_len,
-                "optimizer.lr": o.lr, "eval.batches": e.batches, "eval.batch_size": e.batch_size,
-                "metrics.log_every": cfg.metrics.log_every}
+    positive = {
+        "training.steps": t.steps,
+        "training.batch_size": t.batch_size,
+        "data.seq_len": d.seq_len,
+        "optimizer.lr": o.lr,
+        "eval.batches": e.batches,
+        "eval.batch_size": e.batch_size,
+        "metrics.log_every": cfg.metrics.log_every,
+    }
     for key, value in positive.items():
         if not value > 0:
             raise ConfigError(f"config: {key} must be > 0, got {value}")
-    non_negative = {"training.micro_batch_size": t.micro_batch_size, "training.max_norm": t.max_norm,
-                    "lr_scheduler.warmup_steps": s.warmup_steps, "optimizer.weight_decay": o.weight_decay,
-                    "eval.every": e.every, "checkpoint.every": c.every, "checkpoint.keep": c.keep,
-                    **{f"model.{k}": getattr(m, k) for k in ("dim", "n_layers", "n_heads", "n_kv_heads", "ffn_hidden", "vocab_size")}}
+    non_negative = {
+        "training.micro_batch_size": t.micro_batch_size,
+        "training.max_norm": t.max_norm,
+        "lr_scheduler.warmup_steps": s.warmup_steps,
+        "optimizer.weight_decay": o.weight_decay,
+        "eval.every": e.every,
+        "checkpoint.every": c.every,
+        "checkpoint.keep": c.keep,
+        **{
+            f"model.{k}": getattr(m, k)
+            for k in ("dim", "n_layers", "n_heads", "n_kv_heads", "ffn_hidden", "vocab_size")
+        },
+    }
     for key, value in non_negative.items():
         if value < 0:
             raise ConfigError(f"config: {key} must be >= 0, got {value}")
     if not 0 <= s.min_lr_ratio <= 1 or not 0 < s.decay_ratio <= 1:
-        raise ConfigError(f"config: lr_scheduler.min_lr_ratio must be in [0, 1] and decay_ratio in (0, 1]; "
-                          f"got {s.min_lr_ratio} and {s.decay_ratio}")
+        raise ConfigError(
+            f"config: lr_scheduler.min_lr_ratio must be in [0, 1] and decay_ratio in (0, 1]; "
+            f"got {s.min_lr_ratio} and {s.decay_ratio}"
+        )
     if not all(0 <= b < 1 for b in o.betas):
         raise ConfigError(f"config: optimizer.betas must be in [0, 1), got {o.betas}")
 
@@ -68,12 +85,16 @@ def _check_features(cfg: Config) -> None:
     if sp.block not in (0, 16, 32, 64, 128):
         raise ConfigError(f"config: sparsity.block must be 0, 16, 32, 64 or 128, got {sp.block}")
     if cfg.float8.recipe and sp.target:
-        raise ConfigError("config: float8.recipe and sparsity.target cannot be combined (pruned layers are "
-                          "SparseLinear, which has no fp8 path)")
+        raise ConfigError(
+            "config: float8.recipe and sparsity.target cannot be combined (pruned layers are "
+            "SparseLinear, which has no fp8 path)"
+        )
     if o.name.startswith("apollo"):
         if o.rank < 0 or o.scale < 0 or o.update_proj_gap < 1:
-            raise ConfigError(f"config: optimizer.rank and optimizer.scale must be >= 0 and update_proj_gap >= 1, got "
-                              f"{o.rank}, {o.scale} and {o.update_proj_gap}")
+            raise ConfigError(
+                f"config: optimizer.rank and optimizer.scale must be >= 0 and update_proj_gap >= 1, got "
+                f"{o.rank}, {o.scale} and {o.update_proj_gap}"
+            )
 
 
 def _check_ranks(cfg: Config, world_size: int) -> None:
@@ -84,8 +105,9 @@ def _check_ranks(cfg: Config, world_size: int) -> None:
 
         shard = hsdp_shard_size(cfg, world_size)
         if shard < 1 or world_size % shard:
-            raise ConfigError(f"config: training.hsdp_shard {shard} must divide the {world_size} ranks (a mesh of "
-                              f"replicas × shards)")
+            raise ConfigError(
+                f"config: training.hsdp_shard {shard} must divide the {world_size} ranks (a mesh of replicas × shards)"
+            )
     per_rank, rem = divmod(t.batch_size, world_size)
     if rem:
         raise ConfigError(f"config: training.batch_size {t.batch_size} must be divisible by the {world_size} ranks")
@@ -113,7 +135,11 @@ def _check_data(cfg: Config) -> None:
     vocabs = {}
     for src in sources:
         if src.path != corpus.NAME and not (Path(src.path) / "index.json").is_file():
-            why = "no such folder" if not Path(src.path).exists() else "not a token folder (no index.json; make one with `ember prepare`)"
+            why = (
+                "no such folder"
+                if not Path(src.path).exists()
+                else "not a token folder (no index.json; make one with `ember prepare`)"
+            )
             raise ConfigError(f"config: data.sources: {src.path}: {why}")
         try:
             vocabs[src.path] = source_vocab(src, cfg.data.tokenizer)
@@ -126,13 +152,17 @@ def _check_data(cfg: Config) -> None:
         if not any(s.path != corpus.NAME and same_path(s.path, tw) for s in sources):
             raise ConfigError(f"config: loss.token_weights={tw} must also be a data source (e.g. --data.sources={tw})")
         if not (Path(tw) / WEIGHTS_INDEX).is_file():
-            raise ConfigError(f"config: loss.token_weights: {tw} has no token weights ({WEIGHTS_INDEX}); make them with `ember score`")
+            raise ConfigError(
+                f"config: loss.token_weights: {tw} has no token weights ({WEIGHTS_INDEX}); make them with `ember score`"
+            )
     vocab = next(iter(vocabs.values()))[0]
     if cfg.model.vocab_size and cfg.model.vocab_size < vocab:
         raise ConfigError(f"config: model.vocab_size {cfg.model.vocab_size} is smaller than the tokenizer's {vocab}")
     for src in sources:
         if src.path != corpus.NAME:
-            _check_token_folder(src.path, cfg.model.vocab_size or vocab, cfg.data.seq_len, bool(tw) and same_path(src.path, tw))
+            _check_token_folder(
+                src.path, cfg.model.vocab_size or vocab, cfg.data.seq_len, bool(tw) and same_path(src.path, tw)
+            )
 
 
 def _check_token_folder(path: str, vocab: int, seq_len: int, with_weights: bool) -> None:
@@ -144,5 +174,7 @@ def _check_token_folder(path: str, vocab: int, seq_len: int, with_weights: bool)
     train = read_index(path)["splits"].get("train", [])
     if not sum(window_count(e["tokens"], seq_len) for e in train):
         tokens = sum(e["tokens"] for e in train)
-        raise ConfigError(f"data: {Path(path) / 'index.json'}: no training data: {tokens:,} tokens in the train split, "
-                          f"and a sequence needs {seq_len + 1} from one shard (data.seq_len {seq_len})")
+        raise ConfigError(
+            f"data: {Path(path) / 'index.json'}: no training data: {tokens:,} tokens in the train split, "
+            f"and a sequence needs {seq_len + 1} from one shard (data.seq_len {seq_len})"
+        )

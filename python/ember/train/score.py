@@ -28,29 +28,43 @@ def token_logprobs(model, tokens: np.ndarray, seq_len: int, batch_size: int, dev
     tail = [s for s in starts if s + seq_len + 1 > n]
 
     def run(batch_starts, length):
-        x = torch.from_numpy(np.stack([np.asarray(tokens[s : s + length], dtype=np.int64) for s in batch_starts])).to(device)
+        x = torch.from_numpy(np.stack([np.asarray(tokens[s : s + length], dtype=np.int64) for s in batch_starts])).to(
+            device
+        )
         # The PRIOR scoring pass: log p(target) from the fused head + cross-entropy (no logits).
         h = model.hidden(x[:, :-1])
-        _, lp = linear_cross_entropy(h, model.output_weight.to(h.dtype), x[:, 1:], reduction="sum", return_logprobs=True)
+        _, lp = linear_cross_entropy(
+            h, model.output_weight.to(h.dtype), x[:, 1:], reduction="sum", return_logprobs=True
+        )
         lp = lp.cpu().numpy()
         for row, s in zip(lp, batch_starts):
             out[s + 1 : s + length] = row
 
-    for i in tqdm(range(0, len(full), batch_size), desc="scoring", unit="batch", leave=False, disable=len(full) < 4 * batch_size):
+    for i in tqdm(
+        range(0, len(full), batch_size), desc="scoring", unit="batch", leave=False, disable=len(full) < 4 * batch_size
+    ):
         run(full[i : i + batch_size], seq_len + 1)
     for s in tail:
         run([s], n - s)
     return out
 
 
-def score(checkpoint: str | Path, data_dir: str | Path, alpha: float = 1.0, batch_size: int = 16, device: str = "cpu",
-          seq_len: int = 0) -> dict:
+def score(
+    checkpoint: str | Path,
+    data_dir: str | Path,
+    alpha: float = 1.0,
+    batch_size: int = 16,
+    device: str = "cpu",
+    seq_len: int = 0,
+) -> dict:
     data_dir = Path(data_dir)
     index = read_index(data_dir)
     model, saved, path = load_model(checkpoint, device)
     if index["vocab_size"] > model.config.vocab_size:
-        raise ValueError(f"ember score: {data_dir} has a vocabulary of {index['vocab_size']}, the reference model "
-                         f"{model.config.vocab_size}: it was trained with another tokenizer")
+        raise ValueError(
+            f"ember score: {data_dir} has a vocabulary of {index['vocab_size']}, the reference model "
+            f"{model.config.vocab_size}: it was trained with another tokenizer"
+        )
     seq_len = seq_len or saved.data.seq_len
     dtype = np.dtype(index["dtype"])
     eos = index["eos_id"]
@@ -70,7 +84,14 @@ def score(checkpoint: str | Path, data_dir: str | Path, alpha: float = 1.0, batc
         os.replace(tmp, target)
         total += len(w)
         weight_sum += float(w.sum(dtype=np.float64))
-    info = {"method": "prior", "alpha": alpha, "reference": str(path), "seq_len": seq_len, "splits": ["train"],
-            "tokens": total, "mean_weight": weight_sum / max(total, 1)}
+    info = {
+        "method": "prior",
+        "alpha": alpha,
+        "reference": str(path),
+        "seq_len": seq_len,
+        "splits": ["train"],
+        "tokens": total,
+        "mean_weight": weight_sum / max(total, 1),
+    }
     write_json_atomic(data_dir / WEIGHTS_INDEX, info)
     return info

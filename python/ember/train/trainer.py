@@ -28,8 +28,15 @@ from . import distributed, faults, host, run_info
 from .build import build_model, build_optimizer, build_scheduler, model_config
 from .config import Config, ConfigError, config_from_dict
 from .evaluate import Evaluator
-from .metrics import (MetricsLogger, card_name, format_line, optimizer_state_bytes, peak_flops, peak_memory_bytes,
-                      trim_metrics)
+from .metrics import (
+    MetricsLogger,
+    card_name,
+    format_line,
+    optimizer_state_bytes,
+    peak_flops,
+    peak_memory_bytes,
+    trim_metrics,
+)
 from .preempt import Preempted, StopSignal
 from .preflight import check_config
 from .runtime import autocast, compute_dtype, set_determinism
@@ -78,8 +85,16 @@ class Trainer:
         cfg, d = self.cfg, self.d
         sources = parse_sources(cfg.data.sources)
         vocab, _ = source_vocab(sources[0], cfg.data.tokenizer)
-        self.loader = PackedLoader(sources, cfg.data.seq_len, cfg.training.batch_size, cfg.job.seed, d.rank, d.world_size,
-                                   cfg.data.tokenizer, cfg.loss.token_weights or None)
+        self.loader = PackedLoader(
+            sources,
+            cfg.data.seq_len,
+            cfg.training.batch_size,
+            cfg.job.seed,
+            d.rank,
+            d.world_size,
+            cfg.data.tokenizer,
+            cfg.loss.token_weights or None,
+        )
         self.evaluator = Evaluator(cfg, d, self.dtype)
         self.mcfg = model_config(cfg, vocab)
         self.built = build_model(cfg, self.mcfg, d)
@@ -99,8 +114,15 @@ class Trainer:
             if self.resume_from is not None:
                 trim_metrics(self.run_dir, self.start)
         d.barrier()
-        self.log = MetricsLogger(self.run_dir, cfg.training.steps, self.start, d.is_main, cfg.metrics.progress,
-                                 cfg.metrics.tensorboard, cfg.metrics.log_every)
+        self.log = MetricsLogger(
+            self.run_dir,
+            cfg.training.steps,
+            self.start,
+            d.is_main,
+            cfg.metrics.progress,
+            cfg.metrics.tensorboard,
+            cfg.metrics.log_every,
+        )
         self.resolved = cfg.to_dict()
         if d.is_main:
             ckpt.write_atomic(self.run_dir / "config.toml", cfg.to_toml().encode())
@@ -153,15 +175,19 @@ class Trainer:
         if hasattr(grad_norm, "full_tensor"):
             grad_norm = grad_norm.full_tensor()
         # A stop request travels with the loss: every rank learns of it at the same step.
-        votes = torch.full((1,), float(self.stop.received is not None), dtype=torch.float64, device=self.d.device)  # no host sync
+        votes = torch.full(
+            (1,), float(self.stop.received is not None), dtype=torch.float64, device=self.d.device
+        )  # no host sync
         reduced = self.d.all_sum(torch.cat([loss_sum.double().reshape(1), votes]))
         loss = reduced[0] / n_global
         loss_v, gnorm_v, stop_v = torch.stack([loss.float(), grad_norm.float(), reduced[1].float()]).tolist()
         if not (math.isfinite(loss_v) and math.isfinite(gnorm_v)):
             last = ckpt.checkpoint_dirs(self.run_dir)
-            raise TrainingError(f"step {step}: non-finite {'loss' if not math.isfinite(loss_v) else 'gradient norm'} "
-                                f"(loss {loss_v}, grad norm {gnorm_v}); the update was not applied and the run stops. "
-                                f"Last checkpoint: {last[-1] if last else 'none'}")
+            raise TrainingError(
+                f"step {step}: non-finite {'loss' if not math.isfinite(loss_v) else 'gradient norm'} "
+                f"(loss {loss_v}, grad norm {gnorm_v}); the update was not applied and the run stops. "
+                f"Last checkpoint: {last[-1] if last else 'none'}"
+            )
         lr = self.optimizer.param_groups[0]["lr"]
         self.optimizer.step()
         self.scheduler.step()
@@ -175,12 +201,16 @@ class Trainer:
         d, device = self.d, self.d.device
         x, y = batch["inputs"].to(device, non_blocking=True), batch["targets"].to(device, non_blocking=True)
         w = batch["weights"].to(device, non_blocking=True) if batch["weights"] is not None else None
-        n_global = d.all_sum([(batch["targets"] != IGNORE_INDEX).sum().item()])[0]  # (counted on the host copy: no sync)
+        n_global = d.all_sum([(batch["targets"] != IGNORE_INDEX).sum().item()])[
+            0
+        ]  # (counted on the host copy: no sync)
         loss_sum = torch.zeros((), dtype=torch.float32, device=device)
         for i in range(0, self.per_rank, self.micro):
             last = i + self.micro >= self.per_rank
             with _grad_sync(self.wrapped, last), autocast(device, self.dtype):
-                part = self.wrapped(x[i : i + self.micro], y[i : i + self.micro], None if w is None else w[i : i + self.micro])
+                part = self.wrapped(
+                    x[i : i + self.micro], y[i : i + self.micro], None if w is None else w[i : i + self.micro]
+                )
             # DDP and FSDP average gradients over ranks; scale so the result is Σ loss / N_global.
             (part * (d.world_size / n_global)).backward()
             loss_sum += part.detach()
@@ -194,9 +224,15 @@ class Trainer:
         tps = self.tokens_per_step * self.steps_since / (now - self.t_last)
         self.t_last, self.steps_since = now, 0
         util = self.flops_per_token * tps / (self.peak * self.d.world_size) if self.peak else None
-        m = {"step": step, "loss": loss, "grad_norm": grad_norm, "lr": lr, "tokens_per_s": tps,
-             "mfu" if device.type == "cuda" else "cpu_util": util,
-             "mem_gib": peak_memory_bytes(device) / 2**30 if device.type == "cuda" else None}
+        m = {
+            "step": step,
+            "loss": loss,
+            "grad_norm": grad_norm,
+            "lr": lr,
+            "tokens_per_s": tps,
+            "mfu" if device.type == "cuda" else "cpu_util": util,
+            "mem_gib": peak_memory_bytes(device) / 2**30 if device.type == "cuda" else None,
+        }
         m.update(_memory(self.optimizer, device, self.d))
         self.log.record(m)
         self.log.progress(step, format_line(m))
@@ -218,16 +254,27 @@ class Trainer:
         """Save the step's state (in a background thread with --checkpoint.async_save, unless a
         stop is due); returns the checkpoint folder."""
         cfg = self.cfg
-        return ckpt.save(self.run_dir, step, self.model, self.optimizer, self.scheduler, self.loader, self.resolved,
-                         self.d, cfg.checkpoint.keep, async_save=cfg.checkpoint.async_save and async_ok)
+        return ckpt.save(
+            self.run_dir,
+            step,
+            self.model,
+            self.optimizer,
+            self.scheduler,
+            self.loader,
+            self.resolved,
+            self.d,
+            cfg.checkpoint.keep,
+            async_save=cfg.checkpoint.async_save and async_ok,
+        )
 
     def finish(self) -> dict:
         """Wait for background saves; model.safetensors and the plots if asked; the summary."""
         cfg, d, summary = self.cfg, self.d, self.summary
         ckpt.finish_saves(d)
         if cfg.checkpoint.export_safetensors:
-            summary["safetensors"] = str(ckpt.export_safetensors(self.model, self.run_dir / "model.safetensors",
-                                                                 self.mcfg.to_dict(), d))
+            summary["safetensors"] = str(
+                ckpt.export_safetensors(self.model, self.run_dir / "model.safetensors", self.mcfg.to_dict(), d)
+            )
         self.log.close()
         if d.is_main and cfg.metrics.plot:
             from .plot import plot_run
@@ -237,9 +284,11 @@ class Trainer:
             last = ckpt.checkpoint_dirs(self.run_dir)
             summary["checkpoint"] = str(last[-1]) if last else None
             val = f"{summary['val_loss']:.4f}" if summary["val_loss"] is not None else "-"
-            print(f"ember train: done at step {summary['step']}: val loss {val}. Run folder {self.run_dir} "
-                  f"(checkpoint {summary['checkpoint']}, plots {', '.join(Path(p).name for p in summary.get('plots', []))})",
-                  flush=True)
+            print(
+                f"ember train: done at step {summary['step']}: val loss {val}. Run folder {self.run_dir} "
+                f"(checkpoint {summary['checkpoint']}, plots {', '.join(Path(p).name for p in summary.get('plots', []))})",
+                flush=True,
+            )
         return summary
 
 
@@ -256,8 +305,10 @@ def _run_dir(cfg: Config, d: distributed.Dist) -> tuple[Path, Path | None]:
     if resume == "latest":
         return run_dir, existing[-1] if existing else None
     if existing:
-        raise ConfigError(f"run folder {run_dir} already holds checkpoints: resume it with --checkpoint.resume, "
-                          f"or choose another --job.name")
+        raise ConfigError(
+            f"run folder {run_dir} already holds checkpoints: resume it with --checkpoint.resume, "
+            f"or choose another --job.name"
+        )
     return run_dir, None
 
 
@@ -266,8 +317,10 @@ def _check_same_run(cfg: Config, saved: dict) -> None:
     old = config_from_dict(saved)
     for section in ("model", "data"):
         if getattr(old, section) != getattr(cfg, section):
-            raise ConfigError(f"checkpoint.resume: the checkpoint's [{section}] differs from this run's: "
-                              f"{getattr(old, section)} vs {getattr(cfg, section)}")
+            raise ConfigError(
+                f"checkpoint.resume: the checkpoint's [{section}] differs from this run's: "
+                f"{getattr(old, section)} vs {getattr(cfg, section)}"
+            )
     if (old.job.seed, old.training.batch_size) != (cfg.job.seed, cfg.training.batch_size):
         raise ConfigError("checkpoint.resume: job.seed and training.batch_size must match the checkpoint's")
 
@@ -285,15 +338,19 @@ def _grad_sync(wrapped, sync: bool):
 def _memory(optimizer, device: torch.device, d: distributed.Dist) -> dict:
     """Peak memory of every rank, and the largest optimizer state one rank holds: what sharding saves."""
     peaks = d.per_rank(peak_memory_bytes(device))
-    return {"peak_mem_gib_per_rank": [round(b / 2**30, 4) for b in peaks],
-            "optimizer_state_bytes": int(max(d.per_rank(optimizer_state_bytes(optimizer))))}
+    return {
+        "peak_mem_gib_per_rank": [round(b / 2**30, 4) for b in peaks],
+        "optimizer_state_bytes": int(max(d.per_rank(optimizer_state_bytes(optimizer)))),
+    }
 
 
 def _preempted(stop: StopSignal, step: int, checkpoint: Path | None, run_dir: Path, d: distributed.Dist) -> Preempted:
     """The stop after `step`: said once (rank 0), with the flag that continues the run."""
     why = stop.received or "a stop signal on another rank"
-    message = (f"ember train: stopped by {why} after step {step}; checkpoint {checkpoint}. To continue, run the same "
-               f"command with --checkpoint.resume={run_dir}")
+    message = (
+        f"ember train: stopped by {why} after step {step}; checkpoint {checkpoint}. To continue, run the same "
+        f"command with --checkpoint.resume={run_dir}"
+    )
     if d.is_main:
         print(message, file=sys.stderr, flush=True)
     return Preempted(message, step)
