@@ -1,6 +1,7 @@
-// The cross_entropy ops as the dispatcher calls them, for one device kind: checks, a device
-// guard, then the driver with that device's row kernels. Instantiated by cross_entropy.cpp (CPU)
-// and cross_entropy_cuda.cpp (CUDA).
+// The cross_entropy ops as the dispatcher calls them, for one device kind: checks, the device
+// guard, then the driver (csrc/cross_entropy/cross_entropy_driver.h) with that device's kernel
+// table. Instantiated by cross_entropy_cpu.cpp and cross_entropy_cuda.cpp; the pattern is
+// docs/adding_an_op.md's.
 #pragma once
 
 #include <ATen/MemoryOverlap.h>
@@ -9,23 +10,18 @@
 #include <optional>
 #include <tuple>
 
-#include "../csrc/cross_entropy/driver.h"
-#include "cross_entropy.h"
+#include "cross_entropy/cross_entropy_driver.h"
+#include "cross_entropy_checks.h"
+#include "device.h"
 
 namespace ember::bindings {
 
-template <class Device>
+// Device: CpuDevice or CudaDevice (device.h); kTable: the device's kernel table, which each op
+// runs on the device's current stream (read under the guard).
+template <class Device, const ce::Kernels& kTable>
 struct CrossEntropyOps {
   using Opt = std::optional<at::Tensor>;
   using T = at::Tensor;
-
-  static void check_backward(const char* op, const T& grad_loss, const T& lse, int64_t rows, at::Device device) {
-    TORCH_CHECK(grad_loss.scalar_type() == at::kFloat && lse.scalar_type() == at::kFloat, op,
-                ": grad_loss and lse must be float32, got ", grad_loss.scalar_type(), " and ", lse.scalar_type());
-    check_rows_tensor(op, "grad_loss", grad_loss, rows, device);
-    check_rows_tensor(op, "lse", lse, rows, device);
-    TORCH_CHECK(lse.is_contiguous(), op, ": lse must be contiguous");
-  }
 
   static std::tuple<T, T, T, T> forward(const T& logits, const T& target, const Opt& weight, int64_t ignore_index,
                                         double ls, double zl, double cap, bool logprobs, bool entropy) {
@@ -33,7 +29,7 @@ struct CrossEntropyOps {
     check_logits(op, logits);
     const auto o = check_ce(op, target, weight, logits.size(0), logits.size(1), logits.device(), ignore_index, ls, zl, cap);
     const typename Device::Guard guard(logits.device());
-    return ce::forward(logits, target, weight, o, logprobs, entropy, Device::kernels());
+    return ce::forward(logits, target, weight, o, logprobs, entropy, with_stream<Device>(kTable));
   }
 
   static T backward(const T& grad_loss, const T& logits, const T& target, const Opt& weight, const T& lse,
@@ -60,7 +56,7 @@ struct CrossEntropyOps {
     const auto o = check_ce(op, target, weight, logits.size(0), logits.size(1), logits.device(), ignore_index, ls, zl, cap);
     check_backward(op, grad_loss, lse, logits.size(0), logits.device());
     const typename Device::Guard guard(logits.device());
-    ce::backward(out, grad_loss, logits, target, weight, lse, o, Device::kernels());
+    ce::backward(out, grad_loss, logits, target, weight, lse, o, with_stream<Device>(kTable));
   }
 
   static std::tuple<T, T, T, T, T, T, T> linear_forward(const T& hidden, const T& lm_weight, const T& target,
@@ -71,7 +67,8 @@ struct CrossEntropyOps {
     check_linear(op, hidden, lm_weight, bias);
     const auto o = check_ce(op, target, weight, hidden.size(0), lm_weight.size(0), hidden.device(), ignore_index, ls, zl, cap);
     const typename Device::Guard guard(hidden.device());
-    return ce::linear_forward(hidden, lm_weight, target, weight, bias, o, compute_grad, logprobs, entropy, Device::kernels());
+    return ce::linear_forward(hidden, lm_weight, target, weight, bias, o, compute_grad, logprobs, entropy,
+                              with_stream<Device>(kTable));
   }
 
   static std::tuple<T, T, T> linear_backward(const T& grad_loss, const T& hidden, const T& lm_weight, const T& target,
@@ -82,19 +79,18 @@ struct CrossEntropyOps {
     const auto o = check_ce(op, target, weight, hidden.size(0), lm_weight.size(0), hidden.device(), ignore_index, ls, zl, cap);
     check_backward(op, grad_loss, lse, hidden.size(0), hidden.device());
     const typename Device::Guard guard(hidden.device());
-    return ce::linear_backward(grad_loss, hidden, lm_weight, target, weight, bias, lse, o, Device::kernels());
+    return ce::linear_backward(grad_loss, hidden, lm_weight, target, weight, bias, lse, o,
+                               with_stream<Device>(kTable));
+  }
+
+  // In the device's TORCH_LIBRARY_IMPL block.
+  static void register_impls(torch::Library& m) {
+    m.impl("cross_entropy_forward", &forward);
+    m.impl("cross_entropy_backward", &backward);
+    m.impl("cross_entropy_backward_", &backward_inplace);
+    m.impl("linear_cross_entropy_forward", &linear_forward);
+    m.impl("linear_cross_entropy_backward", &linear_backward);
   }
 };
-
-// Registers the five ops of one device kind (in a TORCH_LIBRARY_IMPL block).
-template <class Device>
-void register_cross_entropy(torch::Library& m) {
-  using Ops = CrossEntropyOps<Device>;
-  m.impl("cross_entropy_forward", &Ops::forward);
-  m.impl("cross_entropy_backward", &Ops::backward);
-  m.impl("cross_entropy_backward_", &Ops::backward_inplace);
-  m.impl("linear_cross_entropy_forward", &Ops::linear_forward);
-  m.impl("linear_cross_entropy_backward", &Ops::linear_backward);
-}
 
 }  // namespace ember::bindings

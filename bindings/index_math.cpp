@@ -7,7 +7,7 @@
 #include <cstdint>
 #include <vector>
 
-#include "../csrc/sparse/schedule.h"
+#include "sparse/schedule.h"
 #include "ember/cross_entropy.h"
 #include "ember/float8_gemm.h"
 

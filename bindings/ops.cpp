@@ -1,6 +1,7 @@
-// Every ember op schema, in one table. The CPU / CUDA kernels are registered next to their
-// family's binding (bindings/<family>.cpp, bindings/<family>_cuda.cpp); fake (meta) kernels and
-// autograd formulas are registered from Python (python/ember/ops/).
+// Every ember op schema, in one table. The CPU / CUDA kernels are registered by their family's
+// bindings/<family>_cpu.cpp and <family>_cuda.cpp (docs/adding_an_op.md); fake (meta) kernels and
+// autograd formulas are registered from Python (python/ember/ops/), except for the ops marked not
+// differentiable at the end of this file.
 #include <torch/library.h>
 
 TORCH_LIBRARY(ember, m) {
@@ -67,4 +68,11 @@ TORCH_LIBRARY(ember, m) {
   // masked_linear_backward -> (dx = g·(W⊙M), dw = (gᵀ·x)⊙M), each empty unless asked for.
   m.def("masked_linear_backward(Tensor grad, Tensor x, Tensor weight, Tensor mask, int block, bool need_x, bool need_w) "
         "-> (Tensor, Tensor)");
+}
+
+// Not differentiable: quantize_fp8's outputs never require grad, and Float8Linear's autograd
+// function quantizes and calls fp8_gemm for each GEMM, deciding what flows back.
+TORCH_LIBRARY_IMPL(ember, Autograd, m) {
+  m.impl("quantize_fp8", torch::CppFunction::makeFallthrough());
+  m.impl("fp8_gemm", torch::CppFunction::makeFallthrough());
 }

@@ -35,6 +35,7 @@
 #include "cutlass/gemm/collective/collective_builder.hpp"
 #include "cutlass/gemm/dispatch_policy.hpp"
 #include "cutlass/numeric_types.h"
+#include "ember/common.h"
 
 namespace ember::sm90 {
 
@@ -159,8 +160,7 @@ struct SideTileAMainloop : RmemABase<kTransposedA, kMnMajorB, Stages>::Collectiv
   template <class ProblemShape>
   static bool can_implement(ProblemShape const& shape, Arguments const& args) {
     auto [M, N, K, L] = append<4>(shape, 1);
-    auto aligned = [](const void* p) { return p != nullptr && reinterpret_cast<uintptr_t>(p) % 16 == 0; };
-    return aligned(args.ptr_A) && aligned(args.ptr_B) && aligned(args.side) &&
+    return aligned16(args.ptr_A) && aligned16(args.ptr_B) && aligned16(args.side) &&
            cutlass::detail::check_alignment<128 / sizeof_bits_v<ElementA>>(make_shape(M, K, L), StrideA{}) &&
            cutlass::detail::check_alignment<128 / sizeof_bits_v<Element>>(make_shape(N, K, L), StrideB{}) &&
            args.side_rows > 0 && args.side_words > 0 && args.side_words % kSideWords == 0;

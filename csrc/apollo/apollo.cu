@@ -2,7 +2,7 @@
 //
 // Every kernel takes a table of up to kTable matrices by value (kernel parameters, no upload)
 // and blockIdx.y picks the matrix; grids are sized for the largest and blocks past a smaller
-// matrix's end return at once. The driver (step.cpp) sorts matrices by shape, so a table is
+// matrix's end return at once. The driver (apollo_driver.cpp) sorts matrices by shape, so a table is
 // usually one shape. Reductions run in a fixed order (no atomics): a step is deterministic.
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
@@ -11,7 +11,7 @@
 #include <stdexcept>
 #include <string>
 
-#include "../cuda_check.h"
+#include "cuda_check.h"
 #include "ember/apollo.h"
 
 namespace ember::apollo {

@@ -10,16 +10,11 @@
 #include <algorithm>
 #include <cmath>
 
+#include "cpu_clones.h"
 #include "ember/apollo.h"
 
-#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
-#define EMBER_CPU_CLONES __attribute__((target_clones("avx2", "default")))
-// The projection (Philox, log, sin/cos) and the moments (√, ÷) are compute-bound: 16 lanes pay.
-#define EMBER_CPU_WIDE_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
-#else
-#define EMBER_CPU_WIDE_CLONES
-#define EMBER_CPU_CLONES
-#endif
+// The projection (Philox, log, sin/cos) and the moments (√, ÷) are compute-bound: they get the
+// wide clones; the channel sums and the update stream memory.
 
 namespace ember::apollo {
 namespace {
@@ -212,7 +207,7 @@ void project_moments_cpu(const Hyper& h, const Matrix& m, const at::Tensor& g, c
     project_block(h, m, g, proj, i0, std::min(m.long_dim(), i0 + block), gbuf, rbuf);
 }
 
-void projection_cpu(const Projection* projs, int count) {
+void projection_cpu(const Projection* projs, int count, void*) {
   for (int t = 0; t < count; ++t) {
     const Projection& p = projs[t];
     const float inv = inv_sqrt_rank(p.rank);
@@ -225,7 +220,7 @@ void projection_cpu(const Projection* projs, int count) {
   }
 }
 
-void finalize_cpu(const Hyper& h, const Matrix* mats, int count) {
+void finalize_cpu(const Hyper& h, const Matrix* mats, int count, void*) {
   for (int t = 0; t < count; ++t) {
     const Matrix& m = mats[t];
     const int64_t n = m.long_dim();
@@ -251,7 +246,7 @@ void finalize_cpu(const Hyper& h, const Matrix* mats, int count) {
   }
 }
 
-void update_cpu(const Hyper& h, const Matrix* mats, int count) {
+void update_cpu(const Hyper& h, const Matrix* mats, int count, void*) {
   for (int t = 0; t < count; ++t) {
     if (mats[t].type == ScalarType::kBFloat16) {
       update_typed<c10::BFloat16>(h, mats[t]);

@@ -10,7 +10,7 @@
 #include <stdexcept>
 #include <string>
 
-#include "../cuda_check.h"
+#include "cuda_check.h"
 #include "ember/cross_entropy.h"
 
 namespace ember::ce {

@@ -12,13 +12,8 @@
 #include <string>
 #include <vector>
 
+#include "cpu_clones.h"
 #include "ember/cross_entropy.h"
-
-#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
-#define EMBER_CPU_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
-#else
-#define EMBER_CPU_CLONES
-#endif
 
 namespace ember::ce {
 namespace {
@@ -43,7 +38,7 @@ inline float exp_poly(float x) {
   return underflow ? 0.0f : e;
 }
 
-EMBER_CPU_CLONES float span_max(const float* z, int64_t n) {
+EMBER_CPU_WIDE_CLONES float span_max(const float* z, int64_t n) {
   float m[kLanes];
   std::fill(m, m + kLanes, -INFINITY);
   int64_t j = 0;
@@ -58,7 +53,7 @@ EMBER_CPU_CLONES float span_max(const float* z, int64_t n) {
 // Σ e^(z−m), Σ e^(z−m)·(m−z), Σ z; with Store, z is overwritten with e^(z−m) (the in-place gradient
 // path reuses them).
 template <bool Store>
-EMBER_CPU_CLONES void span_sums(float* z, int64_t n, float m, float& s, float& spd, float& sz) {
+EMBER_CPU_WIDE_CLONES void span_sums(float* z, int64_t n, float m, float& s, float& spd, float& sz) {
   float a[kLanes] = {}, b[kLanes] = {}, c[kLanes] = {};
   auto visit = [&](int64_t j, int k) {
     const float v = z[j], e = exp_poly(v - m);
@@ -80,12 +75,12 @@ EMBER_CPU_CLONES void span_sums(float* z, int64_t n, float m, float& s, float& s
 }
 
 // g_j = (e_j·mul_e − minus)·scale in place, e_j = e^(z_j − max): p_j = e_j / Σe.
-EMBER_CPU_CLONES void span_grad_from_e(float* e, int64_t n, float mul_e, float minus, float scale) {
+EMBER_CPU_WIDE_CLONES void span_grad_from_e(float* e, int64_t n, float mul_e, float minus, float scale) {
   for (int64_t j = 0; j < n; ++j) e[j] = (e[j] * mul_e - minus) * scale;
 }
 
 // g_j = ∂/∂z_j without the target term (added by the caller), for softcap off.
-EMBER_CPU_CLONES void span_grad(const float* z, float* g, int64_t n, float lse, float mul_p, float minus, float scale) {
+EMBER_CPU_WIDE_CLONES void span_grad(const float* z, float* g, int64_t n, float lse, float mul_p, float minus, float scale) {
   for (int64_t j = 0; j < n; ++j) g[j] = (exp_poly(z[j] - lse) * mul_p - minus) * scale;
 }
 
@@ -212,20 +207,12 @@ void backward_typed(const RowsParams& p) {
 
 }  // namespace
 
-void rows_forward_cpu(const RowsParams& p) {
-  switch (p.type) {
-    case ScalarType::kFloat32: return forward_typed<float>(p);
-    case ScalarType::kFloat16: return forward_typed<c10::Half>(p);
-    case ScalarType::kBFloat16: return forward_typed<c10::BFloat16>(p);
-  }
+void rows_forward_cpu(const RowsParams& p, void*) {
+  dispatch_float<float, c10::Half, c10::BFloat16>(p.type, [&](auto t) { forward_typed<typename decltype(t)::type>(p); });
 }
 
-void rows_backward_cpu(const RowsParams& p) {
-  switch (p.type) {
-    case ScalarType::kFloat32: return backward_typed<float>(p);
-    case ScalarType::kFloat16: return backward_typed<c10::Half>(p);
-    case ScalarType::kBFloat16: return backward_typed<c10::BFloat16>(p);
-  }
+void rows_backward_cpu(const RowsParams& p, void*) {
+  dispatch_float<float, c10::Half, c10::BFloat16>(p.type, [&](auto t) { backward_typed<typename decltype(t)::type>(p); });
 }
 
 }  // namespace ember::ce

@@ -1,17 +1,17 @@
-// softmax_grad_gemm_cpu (softmax_grad_gemm.h): the CUDA softmax-gradient GEMMs' arithmetic on the
+// softmax_grad_gemm_cpu (include/ember/cross_entropy_softmax_grad.h): the CUDA softmax-gradient GEMMs' arithmetic on the
 // CPU, fp32, with the gradient G materialized: grad_logit per element, reading lse, scale and the
 // target from the same side tensor the kernels read, then one BLAS GEMM. The driver uses it only
 // when EMBER_CE_SOFTMAX_GEMM=1 (the tests), so the CPU checks what the CUDA path is given.
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
 
-#include "softmax_grad_gemm.h"
+#include "ember/cross_entropy_softmax_grad.h"
 
 namespace ember::ce {
 
-int64_t softmax_grad_gemm_workspace_cpu(const SoftmaxGradGemmParams&) { return 0; }
+int64_t softmax_grad_gemm_cpu_workspace_bytes(const SoftmaxGradGemmParams&) { return 0; }
 
-bool softmax_grad_gemm_cpu(const SoftmaxGradGemmParams& p, void*) {
+bool softmax_grad_gemm_cpu(const SoftmaxGradGemmParams& p, void*, void*) {
   if (p.type != ScalarType::kFloat32 || p.rows <= 0 || p.vocab <= 0 || p.dim <= 0) return false;
   const auto f32 = at::TensorOptions().dtype(at::kFloat);
   const at::Tensor z = at::from_blob(const_cast<float*>(p.logits), {p.rows, p.vocab}, f32);

@@ -4,11 +4,11 @@
 
 namespace ember::ce::softmax_grad_impl {
 
-bool softmax_grad_dh(const SoftmaxGradGemmParams& p, const SoftmaxGradLaunch& launch) {
-  return run<SoftmaxGradGemm<false>>(p, launch);
+bool softmax_grad_dh(const SoftmaxGradGemmParams& p, const CutlassLaunch& launch) {
+  return run_config<SoftmaxGradGemm<false>>(p, launch);
 }
 
-int64_t softmax_grad_dh_workspace(const SoftmaxGradGemmParams& p, const SoftmaxGradLaunch& launch) {
+int64_t softmax_grad_dh_workspace_bytes(const SoftmaxGradGemmParams& p, const CutlassLaunch& launch) {
   return workspace_bytes<SoftmaxGradGemm<false>>(p, launch);
 }
 

@@ -4,8 +4,8 @@
 
 namespace ember::ce::softmax_grad_impl {
 
-bool softmax_grad_dw(const SoftmaxGradGemmParams& p, const SoftmaxGradLaunch& launch) {
-  return run<SoftmaxGradGemm<true>>(p, launch);
+bool softmax_grad_dw(const SoftmaxGradGemmParams& p, const CutlassLaunch& launch) {
+  return run_config<SoftmaxGradGemm<true>>(p, launch);
 }
 
 }  // namespace ember::ce::softmax_grad_impl

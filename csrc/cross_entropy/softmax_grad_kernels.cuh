@@ -1,4 +1,4 @@
-// CUTLASS 4.2 (sm90a) templates of the softmax-gradient GEMMs (softmax_grad_gemm.h), shared by
+// CUTLASS 4.2 (sm90a) templates of the softmax-gradient GEMMs (include/ember/cross_entropy_softmax_grad.h), shared by
 // softmax_grad_{dh,dw}.cu (one instantiation each: an sm90 instantiation costs minutes of nvcc).
 //
 // The fp32 logits chunk Z is the A operand of a side-tile mainloop (../side_tile_mainloop.cuh)
@@ -32,8 +32,8 @@
 #include "cutlass/gemm/kernel/tile_scheduler.hpp"
 #include "cutlass/kernel_hardware_info.h"
 
-#include "../cutlass_run.cuh"
-#include "../side_tile_mainloop.cuh"
+#include "cutlass_run.cuh"
+#include "side_tile_mainloop.cuh"
 #include "ember/cross_entropy.h"
 #include "softmax_grad_kernels.h"
 
@@ -105,7 +105,7 @@ struct SoftmaxGradGemm {
   using Gemm = cutlass::gemm::device::GemmUniversalAdapter<Kernel>;
   static_assert(sizeof(typename Kernel::SharedStorage) <= cutlass::gemm::collective::detail::sm90_smem_capacity_bytes);
 
-  static typename Gemm::Arguments arguments(const SoftmaxGradGemmParams& p, const SoftmaxGradLaunch& launch) {
+  static typename Gemm::Arguments arguments(const SoftmaxGradGemmParams& p, const CutlassLaunch& launch) {
     const int rows = int(p.rows), vocab = int(p.vocab), dim = int(p.dim);
     using StrideA = typename Mainloop::StrideA;
     using StrideB = typename Mainloop::StrideB;
@@ -138,24 +138,15 @@ struct SoftmaxGradGemm {
     args.epilogue.dC = {int64_t(dim), _1{}, int64_t(0)};
     args.epilogue.ptr_D = d;
     args.epilogue.dD = {int64_t(dim), _1{}, int64_t(0)};
-    args.hw_info.device_id = launch.device;
-    args.hw_info.sm_count = launch.sm_count;
+    args.hw_info = hardware_info(launch);
     return args;
   }
 };
 
 // The workspace one configuration needs for p.
 template <class Config>
-int64_t workspace_bytes(const SoftmaxGradGemmParams& p, const SoftmaxGradLaunch& launch) {
+int64_t workspace_bytes(const SoftmaxGradGemmParams& p, const CutlassLaunch& launch) {
   return int64_t(Config::Gemm::get_workspace_size(Config::arguments(p, launch)));
-}
-
-// Initializes and launches one configuration; false (nothing launched, or a launch error
-// cleared) when CUTLASS refuses the problem or p's workspace is too small.
-template <class Config>
-bool run(const SoftmaxGradGemmParams& p, const SoftmaxGradLaunch& launch) {
-  return check_and_run<typename Config::Gemm>(Config::arguments(p, launch), p.workspace, size_t(p.workspace_bytes),
-                                              launch.stream);
 }
 
 }  // namespace ember::ce::softmax_grad_impl

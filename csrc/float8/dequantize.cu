@@ -1,6 +1,6 @@
 // CUDA dequantize of an fp8 operand into fp32 (the GPU's fallback for GEMMs no CUTLASS kernel
 // covers): one thread per 4 elements, the same dequantized() as the CPU path.
-#include "../cuda_check.h"
+#include "cuda_check.h"
 #include "ember/float8_gemm.h"
 
 namespace ember::float8 {

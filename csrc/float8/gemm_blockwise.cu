@@ -6,11 +6,7 @@
 #include "gemm_kernels.cuh"
 
 namespace ember::float8::gemm_impl {
-namespace {
-using Config = BlockwiseGemm<128>;
-}  // namespace
 
-size_t gemm_blockwise_workspace(const GemmParams& p, int sm_count) { return workspace_bytes<Config>(p, sm_count); }
-bool gemm_blockwise(const GemmParams& p, const GemmLaunch& launch) { return run<Config>(p, launch); }
+EMBER_FP8_GEMM_KERNEL(gemm_blockwise, BlockwiseGemm<128>)
 
 }  // namespace ember::float8::gemm_impl

@@ -6,13 +6,7 @@
 #include "gemm_kernels.cuh"
 
 namespace ember::float8::gemm_impl {
-namespace {
-using Config = BlockwiseGemm<1>;
-}  // namespace
 
-size_t gemm_blockwise_wgrad_workspace(const GemmParams& p, int sm_count) {
-  return workspace_bytes<Config>(p, sm_count);
-}
-bool gemm_blockwise_wgrad(const GemmParams& p, const GemmLaunch& launch) { return run<Config>(p, launch); }
+EMBER_FP8_GEMM_KERNEL(gemm_blockwise_wgrad, BlockwiseGemm<1>)
 
 }  // namespace ember::float8::gemm_impl

@@ -25,18 +25,14 @@
 #include <climits>
 #include <cstdint>
 
-#include "../cuda_device.h"
+#include "cutlass_launch.h"
 #include "ember/float8_gemm.h"
 #include "gemm_kernels.h"
 
 namespace ember::float8 {
 namespace {
 
-using gemm_impl::GemmLaunch;
-
 enum class Kernel { kNone, kFastLarge, kFastSmall, kE4m3Promoted, kE5m2Promoted, kBlockwise, kBlockwiseWgrad };
-
-using Device = CudaDevice;
 
 // The kernels' requirements beyond gemm_cuda_has_kernel (see the top of the file); M, N > 0.
 bool runnable(const GemmParams& p) {
@@ -63,19 +59,19 @@ Kernel choose(const GemmParams& p, int sm_count) {
   return p.m <= 64 || small_tiles <= sm_count ? Kernel::kFastSmall : Kernel::kFastLarge;
 }
 
-size_t kernel_workspace(Kernel k, const GemmParams& p, int sm_count) {
+size_t kernel_workspace_bytes(Kernel k, const GemmParams& p, int sm_count) {
   switch (k) {
-    case Kernel::kFastLarge: return gemm_impl::gemm_scaled_e4m3_fast_large_workspace(p, sm_count);
-    case Kernel::kFastSmall: return gemm_impl::gemm_scaled_e4m3_fast_small_workspace(p, sm_count);
-    case Kernel::kE4m3Promoted: return gemm_impl::gemm_scaled_e4m3_promoted_workspace(p, sm_count);
-    case Kernel::kE5m2Promoted: return gemm_impl::gemm_scaled_e5m2_promoted_workspace(p, sm_count);
-    case Kernel::kBlockwise: return gemm_impl::gemm_blockwise_workspace(p, sm_count);
-    case Kernel::kBlockwiseWgrad: return gemm_impl::gemm_blockwise_wgrad_workspace(p, sm_count);
+    case Kernel::kFastLarge: return gemm_impl::gemm_scaled_e4m3_fast_large_workspace_bytes(p, sm_count);
+    case Kernel::kFastSmall: return gemm_impl::gemm_scaled_e4m3_fast_small_workspace_bytes(p, sm_count);
+    case Kernel::kE4m3Promoted: return gemm_impl::gemm_scaled_e4m3_promoted_workspace_bytes(p, sm_count);
+    case Kernel::kE5m2Promoted: return gemm_impl::gemm_scaled_e5m2_promoted_workspace_bytes(p, sm_count);
+    case Kernel::kBlockwise: return gemm_impl::gemm_blockwise_workspace_bytes(p, sm_count);
+    case Kernel::kBlockwiseWgrad: return gemm_impl::gemm_blockwise_wgrad_workspace_bytes(p, sm_count);
     default: return 0;
   }
 }
 
-bool kernel_run(Kernel k, const GemmParams& p, const GemmLaunch& launch) {
+bool kernel_run(Kernel k, const GemmParams& p, const CutlassLaunch& launch) {
   switch (k) {
     case Kernel::kFastLarge: return gemm_impl::gemm_scaled_e4m3_fast_large(p, launch);
     case Kernel::kFastSmall: return gemm_impl::gemm_scaled_e4m3_fast_small(p, launch);
@@ -91,26 +87,22 @@ bool kernel_run(Kernel k, const GemmParams& p, const GemmLaunch& launch) {
 
 int64_t gemm_cuda_workspace_bytes(const GemmParams& p) {
   if (!gemm_cuda_has_kernel(p) || !runnable(p)) return 0;
-  const Device d = current_cuda_device();
-  if (!d.sm90) return 0;
-  return int64_t(kernel_workspace(choose(p, d.sm_count), p, d.sm_count));
+  const CutlassLaunch l = current_device_launch(nullptr);
+  if (!l.sm90) return 0;
+  return int64_t(kernel_workspace_bytes(choose(p, l.sm_count), p, l.sm_count));
 }
 
 bool gemm_cuda(const GemmParams& p, void* workspace, void* stream) {
   if (!gemm_cuda_has_kernel(p)) return false;
   if (p.m == 0 || p.n == 0) return p.m >= 0 && p.n >= 0 && p.k >= 0;  // empty output
   if (!runnable(p)) return false;
-  const Device d = current_cuda_device();
-  if (!d.sm90) return false;
-  const Kernel k = choose(p, d.sm_count);
+  CutlassLaunch launch = current_device_launch(stream);
+  if (!launch.sm90) return false;
+  const Kernel k = choose(p, launch.sm_count);
   if (k == Kernel::kNone) return false;
-  GemmLaunch launch;
   launch.workspace = workspace;
-  launch.workspace_bytes = kernel_workspace(k, p, d.sm_count);  // the caller allocated this much
+  launch.workspace_bytes = kernel_workspace_bytes(k, p, launch.sm_count);  // the caller allocated this much
   if (launch.workspace_bytes > 0 && workspace == nullptr) return false;
-  launch.stream = static_cast<cudaStream_t>(stream);
-  launch.device = d.id;
-  launch.sm_count = d.sm_count;
   return kernel_run(k, p, launch);
 }
 

@@ -30,7 +30,7 @@
 #include "cutlass/kernel_hardware_info.h"
 #include "cutlass/numeric_types.h"
 
-#include "../cutlass_run.cuh"
+#include "cutlass_run.cuh"
 #include "gemm_kernels.h"
 
 namespace ember::float8::gemm_impl {
@@ -55,13 +55,6 @@ constexpr auto kRound = cutlass::FloatRoundStyle::round_to_nearest;
 template <class Stride>
 Stride packed_stride(int64_t rows, int64_t cols) {
   return Stride{cols, _1{}, rows * cols};
-}
-
-// Initializes and launches one kernel; false (no launch, or a launch error cleared) when CUTLASS
-// refuses the problem.
-template <class Gemm>
-bool run_gemm(typename Gemm::Arguments const& args, const GemmLaunch& launch) {
-  return check_and_run<Gemm>(args, launch.workspace, launch.workspace_bytes, launch.stream);
 }
 
 // The arguments every configuration shares: problem shape, A, B, D (no C), the device; the
@@ -204,8 +197,16 @@ size_t workspace_bytes(const GemmParams& p, int sm_count) {
 }
 
 template <class G>
-bool run(const GemmParams& p, const GemmLaunch& launch) {
-  return run_gemm<typename G::Gemm>(G::arguments(p, launch.device, launch.sm_count), launch);
+bool run(const GemmParams& p, const CutlassLaunch& launch) {
+  return check_and_run<typename G::Gemm>(G::arguments(p, launch.device, launch.sm_count), launch);
 }
+
+// Defines a kernel file's two functions (gemm_kernels.h), name_workspace_bytes and name, for the
+// configuration given after the name.
+#define EMBER_FP8_GEMM_KERNEL(name, ...)                                                 \
+  size_t name##_workspace_bytes(const GemmParams& p, int sm_count) {                     \
+    return workspace_bytes<__VA_ARGS__>(p, sm_count);                                    \
+  }                                                                                      \
+  bool name(const GemmParams& p, const CutlassLaunch& launch) { return run<__VA_ARGS__>(p, launch); }
 
 }  // namespace ember::float8::gemm_impl

@@ -6,15 +6,9 @@
 #include "gemm_kernels.cuh"
 
 namespace ember::float8::gemm_impl {
-namespace {
-using Config = ScaledGemm<cutlass::float_e4m3_t, cute::Shape<_128, _128, _128>, cute::Shape<_1, _2, _1>,
-                          cutlass::gemm::KernelTmaWarpSpecializedPingpongFP8FastAccum,
-                          cutlass::epilogue::TmaWarpSpecialized>;
-}  // namespace
 
-size_t gemm_scaled_e4m3_fast_large_workspace(const GemmParams& p, int sm_count) {
-  return workspace_bytes<Config>(p, sm_count);
-}
-bool gemm_scaled_e4m3_fast_large(const GemmParams& p, const GemmLaunch& launch) { return run<Config>(p, launch); }
+EMBER_FP8_GEMM_KERNEL(gemm_scaled_e4m3_fast_large, ScaledGemm<cutlass::float_e4m3_t, cute::Shape<_128, _128, _128>,
+                      cute::Shape<_1, _2, _1>, cutlass::gemm::KernelTmaWarpSpecializedPingpongFP8FastAccum,
+                      cutlass::epilogue::TmaWarpSpecialized>)
 
 }  // namespace ember::float8::gemm_impl

@@ -5,15 +5,9 @@
 #include "gemm_kernels.cuh"
 
 namespace ember::float8::gemm_impl {
-namespace {
-using Config = ScaledGemm<cutlass::float_e5m2_t, cute::Shape<_128, _128, _128>, cute::Shape<_1, _2, _1>,
-                          cutlass::gemm::KernelTmaWarpSpecializedCooperative,
-                          cutlass::epilogue::TmaWarpSpecializedCooperative>;
-}  // namespace
 
-size_t gemm_scaled_e5m2_promoted_workspace(const GemmParams& p, int sm_count) {
-  return workspace_bytes<Config>(p, sm_count);
-}
-bool gemm_scaled_e5m2_promoted(const GemmParams& p, const GemmLaunch& launch) { return run<Config>(p, launch); }
+EMBER_FP8_GEMM_KERNEL(gemm_scaled_e5m2_promoted, ScaledGemm<cutlass::float_e5m2_t, cute::Shape<_128, _128, _128>,
+                      cute::Shape<_1, _2, _1>, cutlass::gemm::KernelTmaWarpSpecializedCooperative,
+                      cutlass::epilogue::TmaWarpSpecializedCooperative>)
 
 }  // namespace ember::float8::gemm_impl

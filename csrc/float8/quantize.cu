@@ -16,7 +16,7 @@
 #include <string>
 #include <type_traits>
 
-#include "../cuda_check.h"
+#include "cuda_check.h"
 #include "ember/float8.h"
 
 namespace ember::float8 {
@@ -341,11 +341,7 @@ void quantize_cuda(const QuantizeParams& p, void* stream_ptr) {
   a.scale = p.scale;
   a.scale_cols = p.scale_cols();
   a.workspace = p.workspace;
-  switch (p.x_type) {
-    case ScalarType::kFloat32: return run_typed<float>(p, a, stream);
-    case ScalarType::kFloat16: return run_typed<__half>(p, a, stream);
-    case ScalarType::kBFloat16: return run_typed<__nv_bfloat16>(p, a, stream);
-  }
+  dispatch_float<float, __half, __nv_bfloat16>(p.x_type, [&](auto t) { run_typed<typename decltype(t)::type>(p, a, stream); });
 }
 
 }  // namespace ember::float8

@@ -11,13 +11,8 @@
 #include <algorithm>
 #include <vector>
 
+#include "cpu_clones.h"
 #include "ember/float8.h"
-
-#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
-#define EMBER_CPU_CLONES __attribute__((target_clones("avx2", "default")))
-#else
-#define EMBER_CPU_CLONES
-#endif
 
 namespace ember::float8 {
 namespace {
@@ -128,12 +123,8 @@ void quantize_typed(const QuantizeParams& p) {
 
 }  // namespace
 
-void quantize_cpu(const QuantizeParams& p) {
-  switch (p.x_type) {
-    case ScalarType::kFloat32: return quantize_typed<float>(p);
-    case ScalarType::kFloat16: return quantize_typed<c10::Half>(p);
-    case ScalarType::kBFloat16: return quantize_typed<c10::BFloat16>(p);
-  }
+void quantize_cpu(const QuantizeParams& p, void*) {
+  dispatch_float<float, c10::Half, c10::BFloat16>(p.x_type, [&](auto t) { quantize_typed<typename decltype(t)::type>(p); });
 }
 
 }  // namespace ember::float8

@@ -1,7 +1,7 @@
 // CUDA kernel of the bitmask apply (include/ember/sparse.h): a thread per element, so a warp's
 // loads and stores are coalesced and its 32 lanes share one or two mask words; the same
 // masked_bits as the CPU.
-#include "../cuda_check.h"
+#include "cuda_check.h"
 #include "ember/sparse.h"
 
 namespace ember::sparse {

@@ -1,4 +1,4 @@
-// bitmask_gemm_cuda (bitmask_gemm.h): checks a bitmask GEMM against what the CUTLASS sm90a kernels
+// bitmask_gemm_cuda (include/ember/sparse_bitmask_gemm.h): checks a bitmask GEMM against what the CUTLASS sm90a kernels
 // (bitmask_gemm_{forward,dgrad,wgrad}.cu) can run and runs it. No CUTLASS here, so this file
 // compiles in seconds.
 //
@@ -14,8 +14,9 @@
 #include <climits>
 #include <cstdint>
 
-#include "../cuda_device.h"
-#include "bitmask_gemm.h"
+#include "cutlass_launch.h"
+#include "ember/common.h"
+#include "ember/sparse_bitmask_gemm.h"
 #include "bitmask_gemm_kernels.h"
 
 namespace ember::sparse {
@@ -38,9 +39,8 @@ bool bitmask_gemm_cuda(const BitmaskGemmParams& p, bool bf16, void* stream) {
   if (p.tokens <= 0 || p.out <= 0 || p.in <= 0 || p.tokens > INT_MAX || p.out > INT_MAX || p.in > INT_MAX) return false;
   if (p.in % 128 != 0 || p.out % 8 != 0) return false;
   if (!operands_ok(p)) return false;
-  const CudaDevice d = current_cuda_device();
-  if (!d.sm90) return false;
-  const bitmask_impl::BitmaskLaunch launch{static_cast<cudaStream_t>(stream), d.id, d.sm_count};
+  const CutlassLaunch launch = current_device_launch(stream);
+  if (!launch.sm90) return false;
   switch (p.kind) {
     case BitmaskGemmKind::kForward: return bitmask_impl::bitmask_forward(p, launch);
     case BitmaskGemmKind::kDgrad: return bitmask_impl::bitmask_dgrad(p, launch);

@@ -3,6 +3,6 @@
 
 namespace ember::sparse::bitmask_impl {
 
-bool bitmask_dgrad(const BitmaskGemmParams& p, const BitmaskLaunch& launch) { return run<MaskedGemm<true>>(p, launch); }
+bool bitmask_dgrad(const BitmaskGemmParams& p, const CutlassLaunch& launch) { return run_config<MaskedGemm<true>>(p, launch); }
 
 }  // namespace ember::sparse::bitmask_impl

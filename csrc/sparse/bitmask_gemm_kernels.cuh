@@ -1,4 +1,4 @@
-// CUTLASS 4.2 (sm90a) templates of the bitmask GEMMs (bitmask_gemm.h), shared by the three kernel
+// CUTLASS 4.2 (sm90a) templates of the bitmask GEMMs (include/ember/sparse_bitmask_gemm.h), shared by the three kernel
 // files (one instantiation each: an sm90 instantiation costs minutes of nvcc).
 //
 // Forward and dX: W⊙M is the A operand of a side-tile mainloop (../side_tile_mainloop.cuh) whose
@@ -35,8 +35,8 @@
 #include "cutlass/kernel_hardware_info.h"
 #include "cutlass/numeric_types.h"
 
-#include "../cutlass_run.cuh"
-#include "../side_tile_mainloop.cuh"
+#include "cutlass_run.cuh"
+#include "side_tile_mainloop.cuh"
 #include "bitmask_gemm_kernels.h"
 #include "ember/sparse.h"
 
@@ -88,7 +88,7 @@ struct MaskedGemm {
   static_assert(sizeof(typename Kernel::SharedStorage) <= cutlass::gemm::collective::detail::sm90_smem_capacity_bytes);
 
   // Problem (M', N', K'), A, B, D as in the table at the top.
-  static typename Gemm::Arguments arguments(const BitmaskGemmParams& p, const BitmaskLaunch& launch) {
+  static typename Gemm::Arguments arguments(const BitmaskGemmParams& p, const CutlassLaunch& launch) {
     const int tokens = int(p.tokens), out = int(p.out), in = int(p.in);
     typename Gemm::Arguments args{};
     args.mode = cutlass::gemm::GemmUniversalMode::kGemm;
@@ -117,8 +117,7 @@ struct MaskedGemm {
     args.epilogue.dC = {_1{}, int64_t(kTransposedA ? in : out), int64_t(0)};  // M' rows, column-major
     args.epilogue.ptr_D = static_cast<Element*>(p.result);
     args.epilogue.dD = {_1{}, int64_t(kTransposedA ? in : out), int64_t(0)};
-    args.hw_info.device_id = launch.device;
-    args.hw_info.sm_count = launch.sm_count;
+    args.hw_info = hardware_info(launch);
     return args;
   }
 };
@@ -163,7 +162,7 @@ struct MaskedWgradGemm {
   using Gemm = cutlass::gemm::device::GemmUniversalAdapter<Kernel>;
 
   // M' = out, N' = in, K' = tokens: A = dyᵀ (M-major), B = x (N-major), D = dw row-major.
-  static typename Gemm::Arguments arguments(const BitmaskGemmParams& p, const BitmaskLaunch& launch) {
+  static typename Gemm::Arguments arguments(const BitmaskGemmParams& p, const CutlassLaunch& launch) {
     const int tokens = int(p.tokens), out = int(p.out), in = int(p.in);
     typename Gemm::Arguments args{};
     args.mode = cutlass::gemm::GemmUniversalMode::kGemm;
@@ -180,18 +179,12 @@ struct MaskedWgradGemm {
     args.epilogue.dC = {int64_t(in), _1{}, int64_t(0)};
     args.epilogue.ptr_D = static_cast<Element*>(p.result);
     args.epilogue.dD = {int64_t(in), _1{}, int64_t(0)};
-    args.hw_info.device_id = launch.device;
-    args.hw_info.sm_count = launch.sm_count;
+    args.hw_info = hardware_info(launch);
     return args;
   }
 };
 
-// Initializes and launches one configuration; false (nothing launched, or a launch error
-// cleared) when CUTLASS refuses the problem or it would need a workspace (these kernels have
-// none: no split-K, no reduction).
-template <class Config>
-bool run(const BitmaskGemmParams& p, const BitmaskLaunch& launch) {
-  return check_and_run<typename Config::Gemm>(Config::arguments(p, launch), nullptr, 0, launch.stream);
-}
+// The kernel files run these through run_config (cutlass_run.cuh) with no workspace: these kernels
+// need none (no split-K, no reduction), and one that asked for some would be refused.
 
 }  // namespace ember::sparse::bitmask_impl

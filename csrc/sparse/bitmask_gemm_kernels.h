@@ -1,4 +1,4 @@
-// The CUTLASS sm90a kernels of the bitmask GEMMs (bitmask_gemm.h), one per
+// The CUTLASS sm90a kernels of the bitmask GEMMs (include/ember/sparse_bitmask_gemm.h), one per
 // bitmask_gemm_{forward,dgrad,wgrad}.cu file, as plain functions: bitmask_gemm.cu includes this
 // header without CUTLASS, so the dispatcher compiles in seconds while each kernel file (one sm90
 // instantiation, minutes of nvcc) compiles on its own.
@@ -9,20 +9,13 @@
 // launch failure). None throws.
 #pragma once
 
-#include <cuda_runtime_api.h>
-
-#include "bitmask_gemm.h"
+#include "cutlass_launch.h"
+#include "ember/sparse_bitmask_gemm.h"
 
 namespace ember::sparse::bitmask_impl {
 
-struct BitmaskLaunch {
-  cudaStream_t stream = nullptr;
-  int device = 0;    // the current device
-  int sm_count = 0;  // its multiprocessor count (the persistent grid)
-};
-
-bool bitmask_forward(const BitmaskGemmParams& p, const BitmaskLaunch& launch);
-bool bitmask_dgrad(const BitmaskGemmParams& p, const BitmaskLaunch& launch);
-bool bitmask_wgrad(const BitmaskGemmParams& p, const BitmaskLaunch& launch);
+bool bitmask_forward(const BitmaskGemmParams& p, const CutlassLaunch& launch);
+bool bitmask_dgrad(const BitmaskGemmParams& p, const CutlassLaunch& launch);
+bool bitmask_wgrad(const BitmaskGemmParams& p, const CutlassLaunch& launch);
 
 }  // namespace ember::sparse::bitmask_impl

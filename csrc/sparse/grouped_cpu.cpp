@@ -1,9 +1,9 @@
-// The CPU's grouped GEMM (csrc/sparse/grouped.h): each group's A, B and D viewed in place from
+// The CPU's grouped GEMM (include/ember/sparse_grouped.h): each group's A, B and D viewed in place from
 // its pointers and leading dimensions, one ATen GEMM per group. It gives the CPU the CUDA path's
 // exact addressing, so the CPU tests check the group descriptors the GPU kernel is handed.
 #include <ATen/ATen.h>
 
-#include "grouped.h"
+#include "ember/sparse_grouped.h"
 
 namespace ember::sparse {
 

@@ -1,4 +1,4 @@
-// grouped_gemm_cuda / grouped_gemm_workspace_bytes (csrc/sparse/grouped.h): checks a batch of
+// grouped_gemm_cuda / grouped_gemm_cuda_workspace_bytes (include/ember/sparse_grouped.h): checks a batch of
 // groups against what the CUTLASS sm90a grouped kernels (grouped_{forward,dgrad,wgrad}.cu) can
 // run and runs it with the kernel of its GroupedKind. No CUTLASS here, so this file compiles in
 // seconds.
@@ -24,16 +24,13 @@
 #include <climits>
 #include <cstdint>
 
-#include "../cuda_device.h"
-#include "grouped.h"
+#include "cutlass_launch.h"
+#include "ember/common.h"
+#include "ember/sparse_grouped.h"
 #include "grouped_kernels.h"
 
 namespace ember::sparse {
 namespace {
-
-using grouped_impl::GroupedLaunch;
-
-using Device = CudaDevice;
 
 constexpr int64_t kAlign = 8;                  // bf16 elements per 16 bytes
 constexpr int64_t kMaxLd = int64_t(1) << 39;   // elements: TMA strides < 2^40 bytes
@@ -57,31 +54,31 @@ bool group_ok(GroupedKind kind, const GemmGroup& g) {
          leading_dimension_ok(g.ldd, d_extent);
 }
 
-size_t kernel_workspace(GroupedKind kind, int count, int sm_count) {
+size_t kernel_workspace_bytes(GroupedKind kind, int count, int sm_count) {
   switch (kind) {
-    case GroupedKind::kForward: return grouped_impl::grouped_forward_workspace(count, sm_count);
-    case GroupedKind::kDgrad: return grouped_impl::grouped_dgrad_workspace(count, sm_count);
-    case GroupedKind::kWgrad: return grouped_impl::grouped_wgrad_workspace(count, sm_count);
+    case GroupedKind::kForward: return grouped_impl::grouped_forward_workspace_bytes(count, sm_count);
+    case GroupedKind::kDgrad: return grouped_impl::grouped_dgrad_workspace_bytes(count, sm_count);
+    case GroupedKind::kWgrad: return grouped_impl::grouped_wgrad_workspace_bytes(count, sm_count);
     default: return 0;
   }
 }
 
-bool kernel_run(GroupedKind kind, const GemmGroup* groups, int count, const GroupedLaunch& launch) {
+bool kernel_run(GroupedKind kind, const GemmGroup* groups, int count, bool accumulate, const CutlassLaunch& launch) {
   switch (kind) {
-    case GroupedKind::kForward: return grouped_impl::grouped_forward(groups, count, launch);
-    case GroupedKind::kDgrad: return grouped_impl::grouped_dgrad(groups, count, launch);
-    case GroupedKind::kWgrad: return grouped_impl::grouped_wgrad(groups, count, launch);
+    case GroupedKind::kForward: return grouped_impl::grouped_forward(groups, count, accumulate, launch);
+    case GroupedKind::kDgrad: return grouped_impl::grouped_dgrad(groups, count, accumulate, launch);
+    case GroupedKind::kWgrad: return grouped_impl::grouped_wgrad(groups, count, accumulate, launch);
     default: return false;
   }
 }
 
 }  // namespace
 
-int64_t grouped_gemm_workspace_bytes(GroupedKind kind, int count) {
+int64_t grouped_gemm_cuda_workspace_bytes(GroupedKind kind, int count) {
   if (count <= 0) return 0;
-  const Device d = current_cuda_device();
-  if (!d.sm90) return 0;
-  return int64_t(kernel_workspace(kind, count, d.sm_count));
+  const CutlassLaunch l = current_device_launch(nullptr);
+  if (!l.sm90) return 0;
+  return int64_t(kernel_workspace_bytes(kind, count, l.sm_count));
 }
 
 bool grouped_gemm_cuda(GroupedKind kind, const GemmGroup* groups, int count, bool accumulate, void* workspace,
@@ -92,17 +89,12 @@ bool grouped_gemm_cuda(GroupedKind kind, const GemmGroup* groups, int count, boo
   for (int i = 0; i < count; ++i) {
     if (!group_ok(kind, groups[i])) return false;
   }
-  const Device d = current_cuda_device();
-  if (!d.sm90) return false;
-  GroupedLaunch launch;
+  CutlassLaunch launch = current_device_launch(stream);
+  if (!launch.sm90) return false;
   launch.workspace = workspace;
-  launch.workspace_bytes = kernel_workspace(kind, count, d.sm_count);  // the caller allocated this much
+  launch.workspace_bytes = kernel_workspace_bytes(kind, count, launch.sm_count);  // the caller allocated this much
   if (launch.workspace_bytes == 0 || workspace == nullptr) return false;
-  launch.stream = static_cast<cudaStream_t>(stream);
-  launch.device = d.id;
-  launch.sm_count = d.sm_count;
-  launch.accumulate = accumulate;
-  return kernel_run(kind, groups, count, launch);
+  return kernel_run(kind, groups, count, accumulate, launch);
 }
 
 }  // namespace ember::sparse

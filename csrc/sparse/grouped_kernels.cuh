@@ -61,7 +61,7 @@
 #include "cutlass/kernel_hardware_info.h"
 #include "cutlass/numeric_types.h"
 
-#include "../cutlass_run.cuh"
+#include "cutlass_run.cuh"
 #include "grouped_kernels.h"
 
 namespace ember::sparse::grouped_impl {
@@ -210,7 +210,7 @@ size_t workspace_bytes(int count, int sm_count) {
 // refusals that depend on the groups (can_implement, workspace size) come before the copy; only an
 // initialize / launch failure leaves the (harmless) array copy into the workspace enqueued.
 template <class G>
-bool run(const GemmGroup* groups, int count, const GroupedLaunch& launch) {
+bool run(const GemmGroup* groups, int count, bool accumulate, const CutlassLaunch& launch) {
   using Gemm = typename G::Gemm;
   if (count <= 0 || groups == nullptr || launch.sm_count <= 0 || launch.workspace == nullptr) return false;
 
@@ -239,7 +239,7 @@ bool run(const GemmGroup* groups, int count, const GroupedLaunch& launch) {
     put(at.stride_d, i, leading_stride<typename G::StrideD>(g.ldd));
   }
 
-  const auto args = grouped_arguments<G>(count, dev, host_shapes.data(), launch.accumulate, launch.device,
+  const auto args = grouped_arguments<G>(count, dev, host_shapes.data(), accumulate, launch.device,
                                          launch.sm_count);
   if (Gemm::can_implement(args) != cutlass::Status::kSuccess) return false;
   void* const cutlass_workspace = dev + at.bytes;
@@ -252,5 +252,13 @@ bool run(const GemmGroup* groups, int count, const GroupedLaunch& launch) {
   }
   return initialize_and_run<Gemm>(args, cutlass_workspace, launch.stream);
 }
+
+// Defines a kernel file's two functions (grouped_kernels.h), name_workspace_bytes and name, for
+// the configuration given after the name.
+#define EMBER_GROUPED_GEMM_KERNEL(name, ...)                                                      \
+  size_t name##_workspace_bytes(int count, int sm_count) { return workspace_bytes<__VA_ARGS__>(count, sm_count); } \
+  bool name(const GemmGroup* groups, int count, bool accumulate, const CutlassLaunch& launch) {   \
+    return run<__VA_ARGS__>(groups, count, accumulate, launch);                                   \
+  }
 
 }  // namespace ember::sparse::grouped_impl

@@ -1,18 +1,12 @@
 // Grouped bf16 GEMM kernel of the block-sparse weight gradient (GroupedKind::kWgrad,
-// csrc/sparse/grouped.h): dW[r0:r1, c0:c1] (+)= dY[:, r0:r1]ᵀ · x[:, c0:c1] per group (K = tokens).
+// include/ember/sparse_grouped.h): dW[r0:r1, c0:c1] (+)= dY[:, r0:r1]ᵀ · x[:, c0:c1] per group (K = tokens).
 // In CUTLASS's terms A, stored as dY's K×M rows (M contiguous), is column-major, and B, x's K×N
 // block (N contiguous), is row-major. One instantiation per file (minutes of nvcc each):
 // 128×128×64 tiles, cluster 1×1, persistent pointer-array cooperative (see grouped_kernels.cuh).
 #include "grouped_kernels.cuh"
 
 namespace ember::sparse::grouped_impl {
-namespace {
-using Config = GroupedGemm<cutlass::layout::ColumnMajor, cutlass::layout::RowMajor>;
-}  // namespace
 
-size_t grouped_wgrad_workspace(int count, int sm_count) { return workspace_bytes<Config>(count, sm_count); }
-bool grouped_wgrad(const GemmGroup* groups, int count, const GroupedLaunch& launch) {
-  return run<Config>(groups, count, launch);
-}
+EMBER_GROUPED_GEMM_KERNEL(grouped_wgrad, GroupedGemm<cutlass::layout::ColumnMajor, cutlass::layout::RowMajor>)
 
 }  // namespace ember::sparse::grouped_impl

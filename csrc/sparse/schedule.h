@@ -1,7 +1,7 @@
 // sparse family: which dense GEMMs a block mask turns each matmul into, and in how many waves.
 // A run is a maximal stretch of consecutive kept tiles (along a tile row, or a tile column); one
 // GEMM per run keeps the dense case at full-size GEMMs. Runs of one wave write disjoint output
-// regions, so a wave is one grouped launch on the GPU (csrc/sparse/grouped.h); the CPU runs the
+// regions, so a wave is one grouped launch on the GPU (include/ember/sparse_grouped.h); the CPU runs the
 // same waves GEMM by GEMM. Torch-free.
 //   forward  y[:, r0:r1]    += x[:, c0:c1] · W[r0:r1, c0:c1]ᵀ   wave l: the l-th run of each tile row
 //   dgrad    dX[:, c0:c1]   += dY[:, r0:r1] · W[r0:r1, c0:c1]   wave l: the l-th run of each tile column
@@ -11,7 +11,7 @@
 #include <cstdint>
 #include <vector>
 
-#include "grouped.h"
+#include "ember/sparse_grouped.h"
 
 namespace ember::sparse {
 

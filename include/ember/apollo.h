@@ -142,10 +142,11 @@ EMBER_HOST_DEVICE uint16_t to_bf16_bits(float x, bool stochastic, uint32_t rando
 }
 
 // ---- launchers (stream: a cudaStream_t, opaque here) ---------------------------------------------
-// Each takes `count` matrices of one step; the CUDA launchers handle many in one launch.
-void projection_cpu(const Projection* projs, int count);
-void finalize_cpu(const Hyper& h, const Matrix* mats, int count);
-void update_cpu(const Hyper& h, const Matrix* mats, int count);
+// Each takes `count` matrices of one step; the CUDA launchers handle many in one launch. The CPU
+// ones take the same stream argument, unused, so that one table type holds either device's.
+void projection_cpu(const Projection* projs, int count, void* stream = nullptr);
+void finalize_cpu(const Hyper& h, const Matrix* mats, int count, void* stream = nullptr);
+void update_cpu(const Hyper& h, const Matrix* mats, int count, void* stream = nullptr);
 
 void projection_cuda(const Projection* projs, int count, void* stream);
 void channel_sumsq_cuda(const Matrix* mats, int count, void* stream);

@@ -134,7 +134,7 @@ EMBER_HOST_DEVICE float grad_logit(const Options& o, float z_raw, bool is_target
   return g * row_scale;
 }
 
-// The softmax-gradient GEMMs' per-element gradient (csrc/cross_entropy/softmax_grad_gemm.h), read
+// The softmax-gradient GEMMs' per-element gradient (include/ember/cross_entropy_softmax_grad.h), read
 // from the side tensor's group for the element's row and vocabulary tile: (lse, scale) as float
 // bits, the target's column relative to the tile as an int32, 0. `column`: the element's column
 // within the tile. The CUDA kernels' transform and the CPU's version both call this.
@@ -187,8 +187,8 @@ EMBER_HOST_DEVICE bool ignored(const RowsParams& p, int64_t row) { return p.targ
 // tokens × a 128k vocabulary). Every row kernel addresses logits and gradients through it.
 EMBER_HOST_DEVICE int64_t row_start(int64_t row, int64_t ld) { return row * ld; }
 
-void rows_forward_cpu(const RowsParams& p);
-void rows_backward_cpu(const RowsParams& p);
+void rows_forward_cpu(const RowsParams& p, void* stream = nullptr);  // stream: unused (same type as CUDA's)
+void rows_backward_cpu(const RowsParams& p, void* stream = nullptr);
 void rows_forward_cuda(const RowsParams& p, void* stream);
 void rows_backward_cuda(const RowsParams& p, void* stream);
 

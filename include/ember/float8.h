@@ -47,7 +47,7 @@ EMBER_HOST_DEVICE constexpr bool supported_block(int block) {
   return block == 16 || block == 32 || block == 64 || block == 128;
 }
 
-void quantize_cpu(const QuantizeParams& p);
+void quantize_cpu(const QuantizeParams& p, void* stream = nullptr);  // stream: unused (same type as CUDA's)
 // stream: a cudaStream_t (kept opaque so this header needs no CUDA).
 void quantize_cuda(const QuantizeParams& p, void* stream);
 

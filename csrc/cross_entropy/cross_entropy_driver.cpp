@@ -1,4 +1,4 @@
-// The cross-entropy driver (see driver.h).
+// The cross-entropy driver (see cross_entropy_driver.h).
 //
 // linear_cross_entropy is chunked recompute over rows: a chunk of C rows of h makes a C×V
 // logits chunk (the BLAS / cuBLAS GEMM), the row kernels turn it into losses, and two more GEMMs
@@ -8,17 +8,17 @@
 //     over the fp32 logits on the CPU; a 16-bit copy for the tensor cores on CUDA), then
 //     dh = g·W and dW += gᵀ·h (BLAS / cuBLAS);
 //   - fused (CUDA bf16 without bias by default; EMBER_CE_SOFTMAX_GEMM=1 / 0 forces it on / off,
-//     on the CPU too): the row kernels
-//     compute only the losses and lse, and the softmax-gradient GEMMs (softmax_grad_gemm.h) read
-//     the fp32 logits and turn each into its gradient inside the GEMM (the same grad_logit,
-//     rounded to bf16 there as the materialized path rounds it), so g never exists.
+//     on the CPU too): the row kernels compute only the losses and lse, and the softmax-gradient
+//     GEMMs (include/ember/cross_entropy_softmax_grad.h) read the fp32 logits and turn each into
+//     its gradient inside the GEMM (the same grad_logit, rounded to bf16 there as the
+//     materialized path rounds it), so g never exists.
 // Memory: one fp32 chunk (and, materialized on CUDA, its 16-bit gradient), never N×V. FLOPs:
 // 6·N·d·V when the forward computes the gradients (the training path), 8·N·d·V when a backward
 // with per-row upstream gradients has to recompute the logits.
-#include "driver.h"
+#include "cross_entropy_driver.h"
 
-#include "../scalar_type.h"
-#include "../strict_mode.h"
+#include "scalar_type.h"
+#include "strict_mode.h"
 
 #include <algorithm>
 #include <cstdlib>
@@ -54,7 +54,7 @@ int64_t chunk_rows(int64_t vocab, bool cuda) {
 // Whether the chunks' gradients go through the softmax-gradient GEMMs (see the top): by default
 // on CUDA for bf16, never on the CPU; EMBER_CE_SOFTMAX_GEMM=1 / 0 turns them on / off on either
 // (the tests, and the benchmark's side-by-side row). Never with a bias (its gradient needs G).
-bool fused_backward(const RowKernels& k, const at::Tensor& w, const at::Tensor& bias) {
+bool fused_backward(const Kernels& k, const at::Tensor& w, const at::Tensor& bias) {
   if (k.softmax_grad_gemm == nullptr || bias.defined()) return false;
   const char* env = std::getenv("EMBER_CE_SOFTMAX_GEMM");
   if (env != nullptr) return std::string(env) == "1";
@@ -90,7 +90,7 @@ struct Chunk {
   at::Tensor rows, h, target, weight, logits;
 };
 
-// The side tensor of the softmax-gradient GEMMs (softmax_grad_gemm.h) for chunk rows with these
+// The side tensor of the softmax-gradient GEMMs (include/ember/cross_entropy_softmax_grad.h) for chunk rows with these
 // lse, scales and targets: per row and vocabulary tile t of `block` columns, the words (lse,
 // scale, target − t·block, 0).
 at::Tensor side_tensor(const at::Tensor& lse, const at::Tensor& scale, const at::Tensor& target, int64_t vocab,
@@ -109,7 +109,7 @@ at::Tensor side_tensor(const at::Tensor& lse, const at::Tensor& scale, const at:
 // (upstream gradient × token weight) and the rows' lse. A GEMM the device refuses uses the
 // materialized gradient instead (the row kernel).
 void accumulate_fused(GradSink& s, const Chunk& k, const at::Tensor& lse, const at::Tensor& scale, const Options& o,
-                      const at::Tensor& w, const RowKernels& rk) {
+                      const at::Tensor& w, const Kernels& rk) {
   const int64_t c = k.rows.numel(), vocab = w.size(0), dim = w.size(1);
   SoftmaxGradGemmParams p;
   p.rows = c;
@@ -134,12 +134,8 @@ void accumulate_fused(GradSink& s, const Chunk& k, const at::Tensor& lse, const 
     p.side_words = side.size(1) * 4;
     p.operand = operand.data_ptr();
     p.result = result.data_ptr();
-    p.workspace = nullptr;
-    p.workspace_bytes = 0;
-    const at::Tensor workspace = at::empty({rk.softmax_grad_workspace(p)}, w.options().dtype(at::kByte));
-    p.workspace = workspace.data_ptr();
-    p.workspace_bytes = workspace.numel();
-    return rk.softmax_grad_gemm(p, rk.stream);
+    const at::Tensor workspace = at::empty({rk.softmax_grad_gemm_workspace_bytes(p)}, w.options().dtype(at::kByte));
+    return rk.softmax_grad_gemm(p, workspace.data_ptr(), rk.stream);
   };
   at::Tensor dh = at::empty({c, dim}, lse.options());  // fp32 (stream-K reduces in fp32), rounded once below
   if (!run(SoftmaxGradKind::kDhidden, w, dh)) dh = at::mm(refused("dh"), w);
@@ -168,7 +164,7 @@ void for_each_chunk(const at::Tensor& rows, int64_t chunk, const at::Tensor& h, 
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> forward(const at::Tensor& logits, const at::Tensor& target,
                                                                  const std::optional<at::Tensor>& weight, const Options& o,
-                                                                 bool logprobs, bool entropy, const RowKernels& k,
+                                                                 bool logprobs, bool entropy, const Kernels& k,
                                                                  const at::Tensor& grad, const at::Tensor& grad_loss) {
   const auto f32 = logits.options().dtype(at::kFloat);
   const int64_t n = logits.size(0);
@@ -191,7 +187,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> forward(const at::Ten
 }
 
 void backward(const at::Tensor& out, const at::Tensor& grad_loss, const at::Tensor& logits, const at::Tensor& target,
-              const std::optional<at::Tensor>& weight, const at::Tensor& lse, const Options& o, const RowKernels& k) {
+              const std::optional<at::Tensor>& weight, const at::Tensor& lse, const Options& o, const Kernels& k) {
   RowsParams p = rows_params(logits, target, or_undefined(weight), o);
   p.lse = const_cast<float*>(lse.data_ptr<float>());
   p.grad = out.data_ptr();
@@ -205,7 +201,7 @@ void backward(const at::Tensor& out, const at::Tensor& grad_loss, const at::Tens
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> linear_forward(
     const at::Tensor& hidden, const at::Tensor& lm_weight, const at::Tensor& target, const std::optional<at::Tensor>& weight,
     const std::optional<at::Tensor>& bias, const Options& o, bool compute_grad, bool logprobs, bool entropy,
-    const RowKernels& rk) {
+    const Kernels& rk) {
   const int64_t n = hidden.size(0), vocab = lm_weight.size(0);
   const bool cuda = hidden.is_cuda();
   const auto f32 = hidden.options().dtype(at::kFloat);
@@ -258,7 +254,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> linear_backward(const at::Tensor&
                                                                const at::Tensor& lm_weight, const at::Tensor& target,
                                                                const std::optional<at::Tensor>& weight,
                                                                const std::optional<at::Tensor>& bias, const at::Tensor& lse,
-                                                               const Options& o, const RowKernels& rk) {
+                                                               const Options& o, const Kernels& rk) {
   const int64_t vocab = lm_weight.size(0);
   const auto f32 = hidden.options().dtype(at::kFloat);
   const at::Tensor tw = or_undefined(weight);
@@ -286,15 +282,6 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> linear_backward(const at::Tensor&
   });
   return {sink.dh, sink.dw.to(lm_weight.scalar_type()),
           sink.db.defined() ? sink.db.to(bias->scalar_type()) : at::empty({0}, f32)};
-}
-
-namespace {
-void forward_cpu_k(const RowsParams& p, void*) { rows_forward_cpu(p); }
-void backward_cpu_k(const RowsParams& p, void*) { rows_backward_cpu(p); }
-}  // namespace
-
-RowKernels cpu_row_kernels() {
-  return RowKernels{forward_cpu_k, backward_cpu_k, softmax_grad_gemm_cpu, softmax_grad_gemm_workspace_cpu, nullptr};
 }
 
 }  // namespace ember::ce

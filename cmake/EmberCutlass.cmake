@@ -1,6 +1,6 @@
 # CUTLASS is header-only. It comes from the nvidia-cutlass wheel, which ships the cutlass/ and
 # cute/ headers under cutlass_library/source/include; EMBER_CUTLASS_DIR overrides the location.
-# Nothing is downloaded. See third_party/README.md.
+# Nothing is downloaded. See third_party/README.md (how CUTLASS is found).
 if(DEFINED ENV{EMBER_CUTLASS_DIR} AND NOT "$ENV{EMBER_CUTLASS_DIR}" STREQUAL "")
   set(EMBER_CUTLASS_DIR "$ENV{EMBER_CUTLASS_DIR}")
 else()

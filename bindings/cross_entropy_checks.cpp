@@ -1,10 +1,5 @@
-// cross_entropy family: argument checks, and the CPU registrations.
-#include "cross_entropy.h"
-
-#include <torch/library.h>
-
-#include "common.h"
-#include "cross_entropy_ops.h"
+// cross_entropy family: argument checks (see cross_entropy_checks.h).
+#include "cross_entropy_checks.h"
 
 namespace ember::bindings {
 
@@ -66,17 +61,12 @@ void check_linear(const char* op, const at::Tensor& hidden, const at::Tensor& lm
   }
 }
 
-namespace {
-
-struct CpuDevice {
-  using Guard = NoDeviceGuard;
-  static ce::RowKernels kernels() { return ce::cpu_row_kernels(); }
-};
-
-}  // namespace
-
-TORCH_LIBRARY_IMPL(ember, CPU, m) {
-  register_cross_entropy<CpuDevice>(m);
+void check_backward(const char* op, const at::Tensor& grad_loss, const at::Tensor& lse, int64_t rows, at::Device device) {
+  TORCH_CHECK(grad_loss.scalar_type() == at::kFloat && lse.scalar_type() == at::kFloat, op,
+              ": grad_loss and lse must be float32, got ", grad_loss.scalar_type(), " and ", lse.scalar_type());
+  check_rows_tensor(op, "grad_loss", grad_loss, rows, device);
+  check_rows_tensor(op, "lse", lse, rows, device);
+  TORCH_CHECK(lse.is_contiguous(), op, ": lse must be contiguous");
 }
 
 }  // namespace ember::bindings

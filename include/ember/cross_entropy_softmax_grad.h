@@ -36,19 +36,18 @@ struct SoftmaxGradGemmParams {
   const void* operand = nullptr;  // kDhidden: lm_weight (vocab × dim); kDweight: the chunk's hidden rows (rows × dim)
   void* result = nullptr;         // kDhidden: dh (rows × dim) fp32; kDweight: dW (vocab × dim), `type`; contiguous
   Options opt{};
-  void* workspace = nullptr;      // device memory of softmax_grad_gemm_workspace_cuda(p) bytes
-  int64_t workspace_bytes = 0;
 };
 
 // The CUDA kernels (bf16 operands): false, nothing launched, when they cannot run p (another
-// dtype, not sm_90, vocab or dim not a multiple of 8, misaligned pointers, ...).
-bool softmax_grad_gemm_cuda(const SoftmaxGradGemmParams& p, void* stream);
+// dtype, not sm_90, vocab or dim not a multiple of 8, misaligned pointers, ...). workspace:
+// device memory of softmax_grad_gemm_cuda_workspace_bytes(p) bytes.
+bool softmax_grad_gemm_cuda(const SoftmaxGradGemmParams& p, void* workspace, void* stream);
 // Device memory the CUDA kernel needs for p (dh splits its long K by stream-K and reduces the
 // partial tiles there; 0 for dW and for what the kernels would refuse).
-int64_t softmax_grad_gemm_workspace_cuda(const SoftmaxGradGemmParams& p);
-int64_t softmax_grad_gemm_workspace_cpu(const SoftmaxGradGemmParams& p);  // 0
+int64_t softmax_grad_gemm_cuda_workspace_bytes(const SoftmaxGradGemmParams& p);
+int64_t softmax_grad_gemm_cpu_workspace_bytes(const SoftmaxGradGemmParams& p);  // 0
 // The same arithmetic on the CPU (fp32), G materialized from the same side tensor: what the tests
-// run to check what the CUDA path is given. false for other dtypes.
-bool softmax_grad_gemm_cpu(const SoftmaxGradGemmParams& p, void* stream);
+// run to check what the CUDA path is given. false for other dtypes; workspace and stream unused.
+bool softmax_grad_gemm_cpu(const SoftmaxGradGemmParams& p, void* workspace, void* stream);
 
 }  // namespace ember::ce

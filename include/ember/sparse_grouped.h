@@ -1,5 +1,5 @@
 // sparse family: block-sparse matmuls as batches of independent dense GEMMs ("groups"), the
-// interface between the tile schedule (csrc/sparse/masked.cpp) and the CUDA grouped-GEMM kernels
+// interface between the tile schedule (csrc/sparse/sparse_driver.cpp) and the CUDA grouped-GEMM kernels
 // (csrc/sparse/grouped_*.cu). Torch-free.
 //
 // Every group is D (m × n) = A (m × k) · B (k × n) [+ D when accumulate], all of one dtype (bf16),
@@ -31,10 +31,10 @@ struct GemmGroup {
 };
 
 // Device memory grouped_gemm_cuda needs for `count` groups.
-int64_t grouped_gemm_workspace_bytes(GroupedKind kind, int count);
+int64_t grouped_gemm_cuda_workspace_bytes(GroupedKind kind, int count);
 // Runs all groups in one launch on the current device: D = A·B (accumulate: D += A·B), bf16
 // operands, fp32 accumulation. groups: host array. workspace: device memory of
-// grouped_gemm_workspace_bytes(kind, count) bytes. Returns false (nothing launched) when the
+// grouped_gemm_cuda_workspace_bytes(kind, count) bytes. Returns false (nothing launched) when the
 // kernel cannot run the batch (not sm_90, misaligned pointers or leading dimensions, ...); the
 // caller then runs the groups itself.
 bool grouped_gemm_cuda(GroupedKind kind, const GemmGroup* groups, int count, bool accumulate, void* workspace,

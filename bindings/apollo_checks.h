@@ -1,5 +1,5 @@
-// Shared by the CPU and CUDA bindings of the apollo family: argument checks and the Hyper struct.
-// Checks and dispatch only; the arithmetic lives in csrc/apollo/ and include/ember/apollo.h.
+// apollo family: the argument checks the CPU and CUDA ops share (apollo_ops.h). Checks only; the
+// arithmetic lives in csrc/apollo/ and include/ember/apollo.h.
 #pragma once
 
 #include <ATen/ATen.h>

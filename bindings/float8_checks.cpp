@@ -1,14 +1,21 @@
-// fp8_gemm: argument checks, the recipe from the scale shapes, and the CPU registration (the
-// exact emulation: csrc/float8/gemm_emulated.h).
-#include <torch/library.h>
+// float8 family: argument checks (see float8_checks.h).
+#include "float8_checks.h"
 
 #include <sstream>
+#include <vector>
 
-#include "../csrc/float8/gemm_emulated.h"
-#include "float8.h"
+#include "scalar_type.h"
 
 namespace ember::bindings {
 namespace {
+
+float8::Granularity parse_granularity(const std::string& g) {
+  if (g == "tensor") return float8::Granularity::kTensor;
+  if (g == "row") return float8::Granularity::kRow;
+  if (g == "block") return float8::Granularity::kBlock;
+  if (g == "tile") return float8::Granularity::kTile;
+  TORCH_CHECK(false, "ember.quantize_fp8: granularity must be \"tensor\", \"row\", \"block\" or \"tile\", got \"", g, "\"");
+}
 
 constexpr const char* kOp = "ember.fp8_gemm";
 
@@ -52,8 +59,35 @@ float8::OutType out_type_of(at::ScalarType t) {
 
 }  // namespace
 
-GemmCall prepare_fp8_gemm(const at::Tensor& a, const at::Tensor& a_scale, const at::Tensor& b, const at::Tensor& b_scale,
-                          at::ScalarType out_dtype, const std::optional<at::Tensor>& bias, bool fast_accum) {
+float8::QuantizeParams check_quantize_fp8(const at::Tensor& x, at::ScalarType dtype, const std::string& granularity,
+                                          int64_t block, bool transpose) {
+  float8::QuantizeParams p;
+  p.x_type = scalar_type_of(x, "ember.quantize_fp8", "x");
+  TORCH_CHECK(dtype == at::kFloat8_e4m3fn || dtype == at::kFloat8_e5m2,
+              "ember.quantize_fp8: dtype must be torch.float8_e4m3fn or torch.float8_e5m2, got ", dtype);
+  p.format = dtype == at::kFloat8_e4m3fn ? fp8::Format::kE4M3 : fp8::Format::kE5M2;
+  p.granularity = parse_granularity(granularity);
+  const bool whole_tensor = p.granularity == float8::Granularity::kTensor && !transpose;
+  TORCH_CHECK(whole_tensor || x.dim() == 2, "ember.quantize_fp8: x must be 2-D for granularity=\"", granularity,
+              "\"", transpose ? " and transpose=True" : "", ", got shape ", x.sizes());
+  TORCH_CHECK(x.is_contiguous(), "ember.quantize_fp8: x must be contiguous (row-major), got shape ", x.sizes(),
+              " with strides ", x.strides(), "; for a transposed view xt = x.t() pass x with transpose=True");
+  const bool blocked = p.granularity == float8::Granularity::kBlock || p.granularity == float8::Granularity::kTile;
+  // Range first: the int cast of 2^32 + 16 would be 16, silently taken for a supported block.
+  const bool block_ok = block >= 16 && block <= 128 && float8::supported_block(static_cast<int>(block));
+  TORCH_CHECK(!blocked || block_ok,
+              "ember.quantize_fp8: block must be 16, 32, 64 or 128 for granularity=\"", granularity, "\", got ", block);
+  p.block = blocked ? static_cast<int>(block) : 128;
+  p.transpose = transpose;
+  p.x_cols = x.dim() == 0 ? 1 : x.size(-1);
+  p.x_rows = p.x_cols == 0 ? 0 : x.numel() / p.x_cols;
+  if (x.dim() == 2) p.x_rows = x.size(0);
+  return p;
+}
+
+float8::GemmParams check_fp8_gemm(const at::Tensor& a, const at::Tensor& a_scale, const at::Tensor& b,
+                                  const at::Tensor& b_scale, at::ScalarType out_dtype,
+                                  const std::optional<at::Tensor>& bias, bool fast_accum) {
   float8::GemmParams p;
   p.a_format = fp8_format(a, "a");
   p.b_format = fp8_format(b, "b");
@@ -81,8 +115,6 @@ GemmCall prepare_fp8_gemm(const at::Tensor& a, const at::Tensor& a_scale, const 
   p.recipe = recipe_of(a_scale, b_scale, p.m, p.n, p.k);
   p.out_type = out_type_of(out_dtype);
   p.fast_accum = fast_accum && !p.blockwise();
-
-  GemmCall call;
   if (bias) {
     same_device(*bias, "bias");
     TORCH_CHECK(bias->dim() == 1 && bias->size(0) == p.n, kOp, ": bias must have shape (N,) = (", p.n, ",), got ",
@@ -90,33 +122,8 @@ GemmCall prepare_fp8_gemm(const at::Tensor& a, const at::Tensor& a_scale, const 
     const auto bt = bias->scalar_type();
     TORCH_CHECK(bt == at::kFloat || bt == at::kHalf || bt == at::kBFloat16, kOp,
                 ": bias must be float32, float16 or bfloat16, got ", bias->scalar_type());
-    call.bias = bias->to(at::kFloat).contiguous();
-    p.bias = call.bias.data_ptr<float>();
   }
-  call.out = at::empty({p.m, p.n}, a.options().dtype(out_dtype));
-  p.a = static_cast<const uint8_t*>(a.data_ptr());
-  p.b = static_cast<const uint8_t*>(b.data_ptr());
-  p.a_scale = a_scale.data_ptr<float>();
-  p.b_scale = b_scale.data_ptr<float>();
-  p.out = call.out.data_ptr();
-  call.params = p;
-  return call;
+  return p;
 }
-
-namespace {
-
-at::Tensor fp8_gemm_cpu(const at::Tensor& a, const at::Tensor& a_scale, const at::Tensor& b, const at::Tensor& b_scale,
-                        at::ScalarType out_dtype, const std::optional<at::Tensor>& bias, bool fast_accum) {
-  auto call = prepare_fp8_gemm(a, a_scale, b, b_scale, out_dtype, bias, fast_accum);
-  float8::gemm_emulated(call.params, call.out, call.bias, &float8::dequantize_cpu, nullptr);
-  return call.out;
-}
-
-}  // namespace
-
-TORCH_LIBRARY_IMPL(ember, CPU, m) { m.impl("fp8_gemm", &fp8_gemm_cpu); }
-
-// Not differentiable (Float8Linear's autograd function quantizes and calls it for each GEMM).
-TORCH_LIBRARY_IMPL(ember, Autograd, m) { m.impl("fp8_gemm", torch::CppFunction::makeFallthrough()); }
 
 }  // namespace ember::bindings

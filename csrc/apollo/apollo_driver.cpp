@@ -1,4 +1,4 @@
-// The APOLLO step driver (see step.h). Matrices go through in chunks of equal shape where they
+// The APOLLO step driver (see apollo_driver.h). Matrices go through in chunks of equal shape where they
 // can (one launch per kernel per chunk); a chunk's transients (P, R, channel sums) are freed
 // before the next chunk starts, so the step's extra memory is one chunk's worth of L×r.
 //
@@ -6,9 +6,9 @@
 // tile by tile inside a fused GEMM: every CTA row of such a GEMM would regenerate all of P
 // (L/128 times r·S normals, ~90M for a 7B MLP matrix), costing more than the GEMM reads, while
 // the buffer is r·S values (4 MB for a 7B MLP matrix), generated once and read from L2.
-#include "step.h"
+#include "apollo_driver.h"
 
-#include "../scalar_type.h"
+#include "scalar_type.h"
 
 #include <algorithm>
 #include <numeric>
@@ -21,7 +21,7 @@ constexpr size_t kChunk = 16;
 
 }  // namespace
 
-void fill_projection(const at::Tensor& out, uint64_t seed, uint32_t stream, uint32_t refresh, const Launchers& launch) {
+void fill_projection(const at::Tensor& out, uint64_t seed, uint32_t stream, uint32_t refresh, const Kernels& kernels) {
   Projection p;
   p.out = out.data_ptr();
   p.type = scalar_type_of(out);
@@ -30,12 +30,12 @@ void fill_projection(const at::Tensor& out, uint64_t seed, uint32_t stream, uint
   p.seed = seed;
   p.stream = stream;
   p.refresh = refresh;
-  launch.projection(&p, 1, launch.stream);
+  kernels.projection(&p, 1, kernels.stream);
 }
 
 void step(const Hyper& h, at::TensorList params, at::TensorList grads, at::TensorList exp_avg,
           at::TensorList exp_avg_sq, at::TensorList norm_prev, at::IntArrayRef steps, at::IntArrayRef streams,
-          const Launchers& launch) {
+          const Kernels& kernels) {
   std::vector<size_t> order(params.size());
   std::iota(order.begin(), order.end(), 0);
   std::stable_sort(order.begin(), order.end(), [&](size_t a, size_t b) {
@@ -80,7 +80,7 @@ void step(const Hyper& h, at::TensorList params, at::TensorList grads, at::Tenso
       m.r_sq = m.rt_sq + m.long_dim();
       m.coef = m.r_sq + m.long_dim();
     }
-    launch.projection(projs.data(), static_cast<int>(n), launch.stream);
+    kernels.projection(projs.data(), static_cast<int>(n), kernels.stream);
     if (params[0].is_cpu()) {
       for (size_t k = 0; k < n; ++k) project_moments_cpu(h, mats[k], grads[order[c0 + k]], proj[k]);
     } else {
@@ -93,23 +93,12 @@ void step(const Hyper& h, at::TensorList params, at::TensorList grads, at::Tenso
           at::mm_out(r[k], gv, proj[k].t());
         }
       }
-      launch.channel_sumsq(mats.data(), static_cast<int>(n), launch.stream);
-      launch.moments(h, mats.data(), static_cast<int>(n), launch.stream);
+      kernels.channel_sumsq(mats.data(), static_cast<int>(n), kernels.stream);
+      kernels.moments(h, mats.data(), static_cast<int>(n), kernels.stream);
     }
-    launch.finalize(h, mats.data(), static_cast<int>(n), launch.stream);
-    launch.update(h, mats.data(), static_cast<int>(n), launch.stream);
+    kernels.finalize(h, mats.data(), static_cast<int>(n), kernels.stream);
+    kernels.update(h, mats.data(), static_cast<int>(n), kernels.stream);
   }
-}
-
-namespace {
-void projection_cpu_l(const Projection* p, int n, void*) { projection_cpu(p, n); }
-void finalize_cpu_l(const Hyper& h, const Matrix* m, int n, void*) { finalize_cpu(h, m, n); }
-void update_cpu_l(const Hyper& h, const Matrix* m, int n, void*) { update_cpu(h, m, n); }
-}  // namespace
-
-Launchers cpu_launchers() {
-  // The CPU projects block by block (project_moments_cpu), so it has no separate sumsq/moments.
-  return Launchers{projection_cpu_l, nullptr, nullptr, finalize_cpu_l, update_cpu_l, nullptr};
 }
 
 }  // namespace ember::apollo

@@ -4,10 +4,10 @@
 // and stored); in bf16 a wave is one grouped launch of the device's kernel (CUTLASS on CUDA),
 // elsewhere its GEMMs run one by one through ATen. Bitmasks never build W⊙M: on CUDA (bf16) the
 // bitmask GEMMs mask W tiles in registers as they are loaded and dW in the epilogue
-// (bitmask_gemm.h); elsewhere, and for what those kernels refuse, the tiled path masks W a tile of
-// rows (forward) or columns (dX) at a time into one small buffer (about kTileBytes, whatever W's
+// (include/ember/sparse_bitmask_gemm.h); elsewhere, and for what those kernels refuse, the tiled
+// path masks W a tile of rows (forward) or columns (dX) at a time into one small buffer (about kTileBytes, whatever W's
 // size) and runs one GEMM per tile, each output element written once; dW is masked in place.
-#include "masked.h"
+#include "sparse_driver.h"
 
 #include <algorithm>
 #include <cstdlib>
@@ -15,7 +15,7 @@
 #include <string>
 #include <vector>
 
-#include "../strict_mode.h"
+#include "strict_mode.h"
 #include "schedule.h"
 
 namespace ember::sparse {
@@ -23,13 +23,11 @@ namespace {
 
 // dst = src ⊙ M (dst may be src): src and dst row-major blocks (unit column stride) of one
 // shape, words the bitmask rows and words of src's block (its first column a multiple of 32).
-void apply_bitmask(const at::Tensor& src, const at::Tensor& dst, const at::Tensor& words, const DeviceKernels& k) {
+void apply_bitmask(const at::Tensor& src, const at::Tensor& dst, const at::Tensor& words, const Kernels& k) {
   k.apply_bitmask({src.data_ptr(), dst.data_ptr(), int(src.element_size()), src.size(0), src.size(1),
                    words.data_ptr<int32_t>(), src.stride(0), dst.stride(0), words.stride(0)},
                   k.stream);
 }
-
-void check_not_strict(const char* what) { ember::check_not_strict("EMBER_SPARSE_STRICT", "ember.masked_linear", what); }
 
 // The tiled bitmask path's budget for one tile of W⊙M rows; EMBER_SPARSE_TILE_BYTES overrides it
 // (the tests make tiles of a few rows).
@@ -43,16 +41,17 @@ int64_t tile_rows(int64_t rows, int64_t cols, int64_t element_size) {
 }
 
 // Runs p on the device's bitmask GEMM; false when there is none (CPU) or it refuses p.
-bool bitmask_kernel(const BitmaskGemmParams& p, const at::Tensor& like, const DeviceKernels& k) {
+bool bitmask_kernel(const BitmaskGemmParams& p, const at::Tensor& like, const Kernels& k) {
   if (k.bitmask_gemm == nullptr) return false;
   if (k.bitmask_gemm(p, like.scalar_type() == at::kBFloat16, k.stream)) return true;
-  if (like.scalar_type() == at::kBFloat16) check_not_strict("the bitmask GEMM refused its problem");
+  if (like.scalar_type() == at::kBFloat16)
+    check_not_strict("EMBER_SPARSE_STRICT", "ember.masked_linear", "the bitmask GEMM refused its problem");
   return false;
 }
 
 // y = x·(W⊙M)ᵀ + bias, tile by tile of W rows; x, w contiguous.
 at::Tensor bitmask_forward(const at::Tensor& x, const at::Tensor& w, const at::Tensor& words,
-                           const std::optional<at::Tensor>& bias, const DeviceKernels& k) {
+                           const std::optional<at::Tensor>& bias, const Kernels& k) {
   const int64_t tokens = x.size(0), out = w.size(0), in = w.size(1);
   at::Tensor y = at::empty({tokens, out}, x.options());
   if (tokens == 0 || out == 0) return y;
@@ -78,7 +77,7 @@ at::Tensor bitmask_forward(const at::Tensor& x, const at::Tensor& w, const at::T
 
 // dx = dy·(W⊙M), tile by tile of W columns (dx's columns: every element is one GEMM's, rounded
 // once); g, w contiguous. Tiles start at multiples of 32 columns, a mask word's.
-at::Tensor bitmask_dgrad(const at::Tensor& g, const at::Tensor& w, const at::Tensor& words, const DeviceKernels& k) {
+at::Tensor bitmask_dgrad(const at::Tensor& g, const at::Tensor& w, const at::Tensor& words, const Kernels& k) {
   const int64_t tokens = g.size(0), out = w.size(0), in = w.size(1);
   if (tokens == 0 || in == 0 || out == 0) return at::zeros({tokens, in}, g.options());
   at::Tensor dx = at::empty({tokens, in}, g.options());
@@ -98,7 +97,7 @@ at::Tensor bitmask_dgrad(const at::Tensor& g, const at::Tensor& w, const at::Ten
 }
 
 // dw = (dyᵀ·x)⊙M; g, x contiguous.
-at::Tensor bitmask_wgrad(const at::Tensor& g, const at::Tensor& x, const at::Tensor& words, const DeviceKernels& k) {
+at::Tensor bitmask_wgrad(const at::Tensor& g, const at::Tensor& x, const at::Tensor& words, const Kernels& k) {
   const int64_t tokens = g.size(0), out = g.size(1), in = x.size(1);
   if (tokens == 0 || in == 0 || out == 0) return at::zeros({out, in}, g.options());
   at::Tensor dw = at::empty({out, in}, g.options());
@@ -115,7 +114,7 @@ at::Tensor bitmask_wgrad(const at::Tensor& g, const at::Tensor& x, const at::Ten
 // group, so CPU tests check the addressing the GPU gets); otherwise, or when the kernel refuses,
 // GEMM by GEMM on tensor slices. a, b, d: the kind's operands (schedule.h's table), contiguous.
 void run_wave(GroupedKind kind, const std::vector<Tile>& wave, const at::Tensor& a, const at::Tensor& b,
-              const at::Tensor& d, const DeviceKernels& k) {
+              const at::Tensor& d, const Kernels& k) {
   const bool accumulate = kind != GroupedKind::kWgrad;
   if (k.grouped_gemm != nullptr && d.scalar_type() == at::kBFloat16 && a.size(0) > 0) {
     const int64_t la = a.size(1), lb = b.size(1), ld = d.size(1), tokens = a.size(0);
@@ -135,11 +134,11 @@ void run_wave(GroupedKind kind, const std::vector<Tile>& wave, const at::Tensor&
     }
     const int count = static_cast<int>(groups.size());
     const at::Tensor workspace =
-        at::empty({k.grouped_workspace_bytes(kind, count)}, d.options().dtype(at::kByte));
+        at::empty({k.grouped_gemm_workspace_bytes(kind, count)}, d.options().dtype(at::kByte));
     if (k.grouped_gemm(kind, groups.data(), count, accumulate, workspace.data_ptr(), k.stream)) return;
     // Refusals are legitimate (ragged edges not a multiple of 8); the tests make them errors on
     // shapes the kernel must take, so a dead kernel cannot hide behind the fallback.
-    check_not_strict("the grouped GEMM refused a wave of GEMMs");
+    check_not_strict("EMBER_SPARSE_STRICT", "ember.masked_linear", "the grouped GEMM refused a wave of GEMMs");
   }
   for (const Tile& t : wave) {
     if (kind == GroupedKind::kForward) {
@@ -155,10 +154,10 @@ void run_wave(GroupedKind kind, const std::vector<Tile>& wave, const at::Tensor&
 
 // All waves of one kind for the block mask `blocks` of a rows × cols weight.
 void run_schedule(GroupedKind kind, const at::Tensor& blocks, int64_t rows, int64_t cols, int64_t block,
-                  const at::Tensor& a, const at::Tensor& b, const at::Tensor& d, const DeviceKernels& k) {
+                  const at::Tensor& a, const at::Tensor& b, const at::Tensor& d, const Kernels& k) {
   const at::Tensor host = blocks.to(at::kCPU).contiguous();
   for (const auto& wave : schedule(kind, host.data_ptr<uint8_t>(), rows, cols, block)) run_wave(kind, wave, a, b, d, k);
-  // The rule (masked.h) is the GEMM over W⊙M with pruned weights +0, where a non-finite element
+  // The rule (sparse_driver.h) is the GEMM over W⊙M with pruned weights +0, where a non-finite element
   // of a times a pruned +0 is NaN, as the bitmask path computes it. Skipped tiles lose that, so it
   // is marked here: d[i, c] = NaN where a[i, r] is not finite and tile (r, c) is pruned (forward:
   // r along W's columns, c along its rows; dX the other way round). One pass over a and a
@@ -212,7 +211,7 @@ at::Tensor unpack_mask(const at::Tensor& packed, int64_t rows, int64_t cols, int
 }
 
 at::Tensor masked_linear(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& mask, int64_t block,
-                         const std::optional<at::Tensor>& bias, const DeviceKernels& k) {
+                         const std::optional<at::Tensor>& bias, const Kernels& k) {
   const int64_t out = weight.size(0), in = weight.size(1);
   if (block == 0) return bitmask_forward(x.contiguous(), weight.contiguous(), mask.contiguous(), bias, k);
   const at::Tensor xc = x.contiguous(), wc = weight.contiguous();
@@ -225,7 +224,7 @@ at::Tensor masked_linear(const at::Tensor& x, const at::Tensor& weight, const at
 
 std::tuple<at::Tensor, at::Tensor> masked_linear_backward(const at::Tensor& grad, const at::Tensor& x,
                                                           const at::Tensor& weight, const at::Tensor& mask, int64_t block,
-                                                          bool need_x, bool need_w, const DeviceKernels& k) {
+                                                          bool need_x, bool need_w, const Kernels& k) {
   at::Tensor dx, dw;
   if (block == 0) {
     const at::Tensor gc = grad.contiguous(), words = mask.contiguous();

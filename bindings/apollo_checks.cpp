@@ -1,13 +1,8 @@
-// apollo family: argument checks, and the CPU registrations.
-#include "apollo.h"
-
-#include <torch/library.h>
+// apollo family: argument checks (see apollo_checks.h).
+#include "apollo_checks.h"
 
 #include <cmath>
 #include <limits>
-
-#include "apollo_ops.h"
-#include "common.h"
 
 namespace ember::bindings {
 namespace {
@@ -111,22 +106,6 @@ void check_apollo_projection(const at::Tensor& out, int64_t seed, int64_t stream
   TORCH_CHECK(seed >= 0, kOp, ": seed must be >= 0, got ", seed);
   TORCH_CHECK(stream >= 0 && stream <= std::numeric_limits<uint32_t>::max(), kOp, ": stream must be in [0, 2^32), got ", stream);
   TORCH_CHECK(refresh >= 0 && refresh <= std::numeric_limits<uint32_t>::max(), kOp, ": refresh must be in [0, 2^32), got ", refresh);
-}
-
-namespace {
-
-struct CpuDevice {
-  using Guard = NoDeviceGuard;
-  static apollo::Launchers launchers() { return apollo::cpu_launchers(); }
-};
-
-using Ops = ApolloOps<CpuDevice>;
-
-}  // namespace
-
-TORCH_LIBRARY_IMPL(ember, CPU, m) {
-  m.impl("apollo_step_", &Ops::step);
-  m.impl("apollo_projection_", &Ops::projection);
 }
 
 }  // namespace ember::bindings

@@ -1,5 +1,5 @@
-// Shared by the CPU and CUDA bindings of the cross_entropy family: argument checks and options.
-// Checks and dispatch only; the arithmetic lives in csrc/cross_entropy/ and include/ember/.
+// cross_entropy family: the argument checks the CPU and CUDA ops share (cross_entropy_ops.h),
+// returning the options. Checks only; the arithmetic lives in csrc/cross_entropy/ and include/ember/.
 #pragma once
 
 #include <ATen/ATen.h>
@@ -17,5 +17,7 @@ ce::Options check_ce(const char* op, const at::Tensor& target, const std::option
 void check_logits(const char* op, const at::Tensor& logits);
 void check_linear(const char* op, const at::Tensor& hidden, const at::Tensor& lm_weight, const std::optional<at::Tensor>& bias);
 void check_rows_tensor(const char* op, const char* name, const at::Tensor& t, int64_t rows, at::Device device);
+// grad_loss and lse of a backward op: fp32 (N) on `device`, lse contiguous.
+void check_backward(const char* op, const at::Tensor& grad_loss, const at::Tensor& lse, int64_t rows, at::Device device);
 
 }  // namespace ember::bindings
