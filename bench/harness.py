@@ -88,12 +88,7 @@ def environment(device: str) -> dict:
 
 
 def time_ms(
-    fn: Callable,
-    make_args: Callable[[], tuple],
-    device: str,
-    reps: int = 50,
-    warmup: int = 5,
-    bytes_per_call: int = 0,
+    fn: Callable, make_args: Callable[[], tuple], device: str, reps: int = 50, warmup: int = 5, bytes_per_call: int = 0
 ) -> float:
     """Median milliseconds of fn(*args). make_args() builds one input set; on CUDA as many sets are
     built as it takes to exceed twice the L2 cache, and calls cycle through them."""

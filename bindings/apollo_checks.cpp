@@ -14,8 +14,8 @@ void check_state(const at::Tensor& t, const char* name, size_t i, const at::Tens
               "], got ", t.device());
   TORCH_CHECK(t.scalar_type() == at::kFloat, kStep, ": ", name, "[", i, "] must be float32, got ", t.scalar_type());
   TORCH_CHECK(t.dim() == 2 && t.size(0) == long_dim && t.size(1) == rank, kStep, ": ", name, "[", i,
-              "] must have shape (", long_dim, ", ", rank, ") for params[", i, "] of shape ", w.sizes(),
-              " at rank ", rank, ", got ", t.sizes());
+              "] must have shape (", long_dim, ", ", rank, ") for params[", i, "] of shape ", w.sizes(), " at rank ",
+              rank, ", got ", t.sizes());
   TORCH_CHECK(t.is_contiguous(), kStep, ": ", name, "[", i, "] must be contiguous");
 }
 
@@ -29,9 +29,11 @@ apollo::Hyper check_apollo_step(at::TensorList params, at::TensorList grads, at:
   const size_t n = params.size();
   TORCH_CHECK(grads.size() == n && exp_avg.size() == n && exp_avg_sq.size() == n && norm_prev.size() == n &&
                   steps.size() == n && streams.size() == n,
-              kStep, ": params, grads, exp_avg, exp_avg_sq, norm_prev, steps and streams must have one entry per "
-              "matrix, got ", n, ", ", grads.size(), ", ", exp_avg.size(), ", ", exp_avg_sq.size(), ", ",
-              norm_prev.size(), ", ", steps.size(), ", ", streams.size());
+              kStep,
+              ": params, grads, exp_avg, exp_avg_sq, norm_prev, steps and streams must have one entry per "
+              "matrix, got ",
+              n, ", ", grads.size(), ", ", exp_avg.size(), ", ", exp_avg_sq.size(), ", ", norm_prev.size(), ", ",
+              steps.size(), ", ", streams.size());
   TORCH_CHECK(rank >= 1, kStep, ": rank must be >= 1, got ", rank);
   TORCH_CHECK(update_proj_gap >= 1, kStep, ": update_proj_gap must be >= 1, got ", update_proj_gap);
   // Finite too: an inf lr, weight_decay, scale or norm_growth_limit turns the weights into inf or NaN,
@@ -67,8 +69,8 @@ apollo::Hyper check_apollo_step(at::TensorList params, at::TensorList grads, at:
     check_state(exp_avg[i], "exp_avg", i, w, long_dim, rank);
     check_state(exp_avg_sq[i], "exp_avg_sq", i, w, long_dim, rank);
     const at::Tensor& np = norm_prev[i];
-    TORCH_CHECK(np.device() == w.device() && np.scalar_type() == at::kFloat && np.numel() == 1, kStep,
-                ": norm_prev[", i, "] must be a one-element float32 tensor on ", w.device(), ", got ", np.sizes(), " ",
+    TORCH_CHECK(np.device() == w.device() && np.scalar_type() == at::kFloat && np.numel() == 1, kStep, ": norm_prev[",
+                i, "] must be a one-element float32 tensor on ", w.device(), ", got ", np.sizes(), " ",
                 np.scalar_type(), " on ", np.device());
     TORCH_CHECK(steps[i] >= 1, kStep, ": steps[", i, "] must be >= 1 (the step being taken), got ", steps[i]);
     TORCH_CHECK(streams[i] >= 0 && streams[i] <= std::numeric_limits<uint32_t>::max(), kStep, ": streams[", i,
@@ -104,8 +106,10 @@ void check_apollo_projection(const at::Tensor& out, int64_t seed, int64_t stream
   TORCH_CHECK(out.is_contiguous(), kOp, ": out must be contiguous");
   TORCH_CHECK(out.numel() / 4 < (int64_t{1} << 32), kOp, ": out has too many elements (", out.numel(), ")");
   TORCH_CHECK(seed >= 0, kOp, ": seed must be >= 0, got ", seed);
-  TORCH_CHECK(stream >= 0 && stream <= std::numeric_limits<uint32_t>::max(), kOp, ": stream must be in [0, 2^32), got ", stream);
-  TORCH_CHECK(refresh >= 0 && refresh <= std::numeric_limits<uint32_t>::max(), kOp, ": refresh must be in [0, 2^32), got ", refresh);
+  TORCH_CHECK(stream >= 0 && stream <= std::numeric_limits<uint32_t>::max(), kOp, ": stream must be in [0, 2^32), got ",
+              stream);
+  TORCH_CHECK(refresh >= 0 && refresh <= std::numeric_limits<uint32_t>::max(), kOp,
+              ": refresh must be in [0, 2^32), got ", refresh);
 }
 
 }  // namespace ember::bindings

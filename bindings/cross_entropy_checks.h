@@ -15,9 +15,11 @@ ce::Options check_ce(const char* op, const at::Tensor& target, const std::option
                      int64_t vocab, at::Device device, int64_t ignore_index, double label_smoothing, double z_loss,
                      double softcap);
 void check_logits(const char* op, const at::Tensor& logits);
-void check_linear(const char* op, const at::Tensor& hidden, const at::Tensor& lm_weight, const std::optional<at::Tensor>& bias);
+void check_linear(const char* op, const at::Tensor& hidden, const at::Tensor& lm_weight,
+                  const std::optional<at::Tensor>& bias);
 void check_rows_tensor(const char* op, const char* name, const at::Tensor& t, int64_t rows, at::Device device);
 // grad_loss and lse of a backward op: fp32 (N) on `device`, lse contiguous.
-void check_backward(const char* op, const at::Tensor& grad_loss, const at::Tensor& lse, int64_t rows, at::Device device);
+void check_backward(const char* op, const at::Tensor& grad_loss, const at::Tensor& lse, int64_t rows,
+                    at::Device device);
 
 }  // namespace ember::bindings

@@ -27,7 +27,8 @@ struct CrossEntropyOps {
                                         double ls, double zl, double cap, bool logprobs, bool entropy) {
     constexpr const char* op = "ember.cross_entropy_forward";
     check_logits(op, logits);
-    const auto o = check_ce(op, target, weight, logits.size(0), logits.size(1), logits.device(), ignore_index, ls, zl, cap);
+    const auto o =
+        check_ce(op, target, weight, logits.size(0), logits.size(1), logits.device(), ignore_index, ls, zl, cap);
     const typename Device::Guard guard(logits.device());
     return ce::forward(logits, target, weight, o, logprobs, entropy, with_stream<Device>(kTable));
   }
@@ -35,7 +36,8 @@ struct CrossEntropyOps {
   static T backward(const T& grad_loss, const T& logits, const T& target, const Opt& weight, const T& lse,
                     int64_t ignore_index, double ls, double zl, double cap) {
     T out = at::empty(logits.sizes(), logits.options());
-    write_backward("ember.cross_entropy_backward", out, grad_loss, logits, target, weight, lse, ignore_index, ls, zl, cap);
+    write_backward("ember.cross_entropy_backward", out, grad_loss, logits, target, weight, lse, ignore_index, ls, zl,
+                   cap);
     return out;
   }
 
@@ -45,27 +47,29 @@ struct CrossEntropyOps {
     TORCH_CHECK(at::has_internal_overlap(logits) != at::MemOverlap::Yes,
                 "ember.cross_entropy_backward_: logits overlap themselves (an expanded or overlapping view, strides ",
                 logits.strides(), "); the in-place gradient needs a tensor whose elements are distinct");
-    write_backward("ember.cross_entropy_backward_", logits, grad_loss, logits, target, weight, lse, ignore_index, ls, zl,
-                   cap);
+    write_backward("ember.cross_entropy_backward_", logits, grad_loss, logits, target, weight, lse, ignore_index, ls,
+                   zl, cap);
   }
 
   // The two backward ops' checks and driver call; out may be logits itself.
   static void write_backward(const char* op, const T& out, const T& grad_loss, const T& logits, const T& target,
                              const Opt& weight, const T& lse, int64_t ignore_index, double ls, double zl, double cap) {
     check_logits(op, logits);
-    const auto o = check_ce(op, target, weight, logits.size(0), logits.size(1), logits.device(), ignore_index, ls, zl, cap);
+    const auto o =
+        check_ce(op, target, weight, logits.size(0), logits.size(1), logits.device(), ignore_index, ls, zl, cap);
     check_backward(op, grad_loss, lse, logits.size(0), logits.device());
     const typename Device::Guard guard(logits.device());
     ce::backward(out, grad_loss, logits, target, weight, lse, o, with_stream<Device>(kTable));
   }
 
   static std::tuple<T, T, T, T, T, T, T> linear_forward(const T& hidden, const T& lm_weight, const T& target,
-                                                        const Opt& weight, const Opt& bias, int64_t ignore_index, double ls,
-                                                        double zl, double cap, bool compute_grad, bool logprobs,
-                                                        bool entropy) {
+                                                        const Opt& weight, const Opt& bias, int64_t ignore_index,
+                                                        double ls, double zl, double cap, bool compute_grad,
+                                                        bool logprobs, bool entropy) {
     constexpr const char* op = "ember.linear_cross_entropy_forward";
     check_linear(op, hidden, lm_weight, bias);
-    const auto o = check_ce(op, target, weight, hidden.size(0), lm_weight.size(0), hidden.device(), ignore_index, ls, zl, cap);
+    const auto o =
+        check_ce(op, target, weight, hidden.size(0), lm_weight.size(0), hidden.device(), ignore_index, ls, zl, cap);
     const typename Device::Guard guard(hidden.device());
     return ce::linear_forward(hidden, lm_weight, target, weight, bias, o, compute_grad, logprobs, entropy,
                               with_stream<Device>(kTable));
@@ -76,11 +80,11 @@ struct CrossEntropyOps {
                                              double ls, double zl, double cap) {
     constexpr const char* op = "ember.linear_cross_entropy_backward";
     check_linear(op, hidden, lm_weight, bias);
-    const auto o = check_ce(op, target, weight, hidden.size(0), lm_weight.size(0), hidden.device(), ignore_index, ls, zl, cap);
+    const auto o =
+        check_ce(op, target, weight, hidden.size(0), lm_weight.size(0), hidden.device(), ignore_index, ls, zl, cap);
     check_backward(op, grad_loss, lse, hidden.size(0), hidden.device());
     const typename Device::Guard guard(hidden.device());
-    return ce::linear_backward(grad_loss, hidden, lm_weight, target, weight, bias, lse, o,
-                               with_stream<Device>(kTable));
+    return ce::linear_backward(grad_loss, hidden, lm_weight, target, weight, bias, lse, o, with_stream<Device>(kTable));
   }
 
   // In the device's TORCH_LIBRARY_IMPL block.

@@ -14,7 +14,8 @@ float8::Granularity parse_granularity(const std::string& g) {
   if (g == "row") return float8::Granularity::kRow;
   if (g == "block") return float8::Granularity::kBlock;
   if (g == "tile") return float8::Granularity::kTile;
-  TORCH_CHECK(false, "ember.quantize_fp8: granularity must be \"tensor\", \"row\", \"block\" or \"tile\", got \"", g, "\"");
+  TORCH_CHECK(false, "ember.quantize_fp8: granularity must be \"tensor\", \"row\", \"block\" or \"tile\", got \"", g,
+              "\"");
 }
 
 constexpr const char* kOp = "ember.fp8_gemm";
@@ -27,11 +28,14 @@ fp8::Format fp8_format(const at::Tensor& t, const char* arg) {
 
 void check_operand(const at::Tensor& t, const char* arg) {
   TORCH_CHECK(t.dim() == 2, kOp, ": ", arg, " must be 2-D, got shape ", t.sizes());
-  TORCH_CHECK(t.is_contiguous(), kOp, ": ", arg, " must be row-major contiguous (b is N×K: pass w, not w.t()), got shape ",
-              t.sizes(), " with strides ", t.strides());
+  TORCH_CHECK(t.is_contiguous(), kOp, ": ", arg,
+              " must be row-major contiguous (b is N×K: pass w, not w.t()), got shape ", t.sizes(), " with strides ",
+              t.strides());
 }
 
-bool shape_is(const at::Tensor& t, std::initializer_list<int64_t> shape) { return t.sizes().vec() == std::vector<int64_t>(shape); }
+bool shape_is(const at::Tensor& t, std::initializer_list<int64_t> shape) {
+  return t.sizes().vec() == std::vector<int64_t>(shape);
+}
 
 float8::GemmRecipe recipe_of(const at::Tensor& a_scale, const at::Tensor& b_scale, int64_t m, int64_t n, int64_t k) {
   const int64_t kb = ceil_div(k, float8::kGemmBlock), nb = ceil_div(n, float8::kGemmBlock);
@@ -68,15 +72,15 @@ float8::QuantizeParams check_quantize_fp8(const at::Tensor& x, at::ScalarType dt
   p.format = dtype == at::kFloat8_e4m3fn ? fp8::Format::kE4M3 : fp8::Format::kE5M2;
   p.granularity = parse_granularity(granularity);
   const bool whole_tensor = p.granularity == float8::Granularity::kTensor && !transpose;
-  TORCH_CHECK(whole_tensor || x.dim() == 2, "ember.quantize_fp8: x must be 2-D for granularity=\"", granularity,
-              "\"", transpose ? " and transpose=True" : "", ", got shape ", x.sizes());
+  TORCH_CHECK(whole_tensor || x.dim() == 2, "ember.quantize_fp8: x must be 2-D for granularity=\"", granularity, "\"",
+              transpose ? " and transpose=True" : "", ", got shape ", x.sizes());
   TORCH_CHECK(x.is_contiguous(), "ember.quantize_fp8: x must be contiguous (row-major), got shape ", x.sizes(),
               " with strides ", x.strides(), "; for a transposed view xt = x.t() pass x with transpose=True");
   const bool blocked = p.granularity == float8::Granularity::kBlock || p.granularity == float8::Granularity::kTile;
   // Range first: the int cast of 2^32 + 16 would be 16, silently taken for a supported block.
   const bool block_ok = block >= 16 && block <= 128 && float8::supported_block(static_cast<int>(block));
-  TORCH_CHECK(!blocked || block_ok,
-              "ember.quantize_fp8: block must be 16, 32, 64 or 128 for granularity=\"", granularity, "\", got ", block);
+  TORCH_CHECK(!blocked || block_ok, "ember.quantize_fp8: block must be 16, 32, 64 or 128 for granularity=\"",
+              granularity, "\", got ", block);
   p.block = blocked ? static_cast<int>(block) : 128;
   p.transpose = transpose;
   p.x_cols = x.dim() == 0 ? 1 : x.size(-1);
@@ -91,12 +95,13 @@ float8::GemmParams check_fp8_gemm(const at::Tensor& a, const at::Tensor& a_scale
   float8::GemmParams p;
   p.a_format = fp8_format(a, "a");
   p.b_format = fp8_format(b, "b");
-  TORCH_CHECK(p.a_format == fp8::Format::kE4M3 || p.b_format == fp8::Format::kE4M3, kOp,
-              ": a and b cannot both be float8_e5m2 (the fp8 tensor cores take e4m3 x e4m3, e4m3 x e5m2 and e5m2 x e4m3)");
+  TORCH_CHECK(
+      p.a_format == fp8::Format::kE4M3 || p.b_format == fp8::Format::kE4M3, kOp,
+      ": a and b cannot both be float8_e5m2 (the fp8 tensor cores take e4m3 x e4m3, e4m3 x e5m2 and e5m2 x e4m3)");
   check_operand(a, "a");
   check_operand(b, "b");
-  TORCH_CHECK(a.size(1) == b.size(1), kOp, ": a is (M, K) and b is (N, K) with the same K, got a ", a.sizes(), " and b ",
-              b.sizes());
+  TORCH_CHECK(a.size(1) == b.size(1), kOp, ": a is (M, K) and b is (N, K) with the same K, got a ", a.sizes(),
+              " and b ", b.sizes());
   p.m = a.size(0);
   p.n = b.size(0);
   p.k = a.size(1);

@@ -20,14 +20,17 @@ void check_packed(const char* op, const char* arg, const at::Tensor& packed, int
   const auto want_dtype = block == 0 ? at::kInt : at::kByte;
   const std::vector<int64_t> want = block == 0 ? std::vector<int64_t>{rows, sparse::words_per_row(cols)}
                                                : std::vector<int64_t>{ceil_div(rows, block), ceil_div(cols, block)};
-  TORCH_CHECK(packed.scalar_type() == want_dtype && packed.sizes() == at::IntArrayRef(want), op, ": ", arg, " must be the ",
-              block == 0 ? "int32 bitmask" : "uint8 block mask", " of a ", rows, "×", cols, " weight (shape ", want,
-              "), got ", packed.scalar_type(), " of shape ", packed.sizes(), "; make it with ember.ops.pack_mask");
+  TORCH_CHECK(packed.scalar_type() == want_dtype && packed.sizes() == at::IntArrayRef(want), op, ": ", arg,
+              " must be the ", block == 0 ? "int32 bitmask" : "uint8 block mask", " of a ", rows, "×", cols,
+              " weight (shape ", want, "), got ", packed.scalar_type(), " of shape ", packed.sizes(),
+              "; make it with ember.ops.pack_mask");
 }
 
-void check_linear(const char* op, const at::Tensor& x, const at::Tensor& weight, const at::Tensor& mask, int64_t block) {
+void check_linear(const char* op, const at::Tensor& x, const at::Tensor& weight, const at::Tensor& mask,
+                  int64_t block) {
   TORCH_CHECK(weight.dim() == 2, op, ": weight must be 2-D (out, in), got shape ", weight.sizes());
-  TORCH_CHECK(x.dim() == 2 && x.size(1) == weight.size(1), op, ": x must be (N, ", weight.size(1), "), got ", x.sizes());
+  TORCH_CHECK(x.dim() == 2 && x.size(1) == weight.size(1), op, ": x must be (N, ", weight.size(1), "), got ",
+              x.sizes());
   TORCH_CHECK(x.scalar_type() == weight.scalar_type() && at::isFloatingType(x.scalar_type()), op,
               ": x and weight must have one floating dtype, got ", x.scalar_type(), " and ", weight.scalar_type());
   TORCH_CHECK(x.device() == weight.device() && mask.device() == weight.device(), op, ": x, weight and mask must be on ",
@@ -65,8 +68,8 @@ void check_masked_linear_backward(const at::Tensor& grad, const at::Tensor& x, c
   check_linear(op, x, weight, mask, block);
   TORCH_CHECK(grad.dim() == 2 && grad.size(0) == x.size(0) && grad.size(1) == weight.size(0) &&
                   grad.scalar_type() == x.scalar_type(),
-              op, ": grad must be (", x.size(0), ", ", weight.size(0), ") of ", x.scalar_type(), ", got ", grad.sizes(), " ",
-              grad.scalar_type());
+              op, ": grad must be (", x.size(0), ", ", weight.size(0), ") of ", x.scalar_type(), ", got ", grad.sizes(),
+              " ", grad.scalar_type());
 }
 
 }  // namespace ember::bindings

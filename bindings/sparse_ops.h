@@ -42,7 +42,8 @@ struct SparseOps {
                                                  int64_t block, bool need_x, bool need_w) {
     check_masked_linear_backward(grad, x, weight, mask, block);
     const typename Device::Guard guard(x.device());
-    auto [dx, dw] = sparse::masked_linear_backward(grad, x, weight, mask, block, need_x, need_w, with_stream<Device>(kTable));
+    auto [dx, dw] =
+        sparse::masked_linear_backward(grad, x, weight, mask, block, need_x, need_w, with_stream<Device>(kTable));
     // Outputs not asked for come back empty (a schema's Tensor cannot be None).
     return {dx.defined() ? dx : at::empty({0}, x.options()), dw.defined() ? dw : at::empty({0}, weight.options())};
   }

@@ -13,9 +13,9 @@ struct CutlassLaunch {
   void* workspace = nullptr;  // device memory of at least the kernel's *_workspace_bytes
   size_t workspace_bytes = 0;
   cudaStream_t stream = nullptr;
-  int device = 0;             // the current device (cudaGetDevice)
-  int sm_count = 0;           // its multiprocessor count (the persistent grid, the tensormaps)
-  bool sm90 = false;          // compute capability 9.0: the kernels are built for sm_90a only
+  int device = 0;     // the current device (cudaGetDevice)
+  int sm_count = 0;   // its multiprocessor count (the persistent grid, the tensormaps)
+  bool sm90 = false;  // compute capability 9.0: the kernels are built for sm_90a only
 };
 
 // The current device's launch on `stream` (no workspace yet); sm90 false when a query fails.

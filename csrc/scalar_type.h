@@ -13,8 +13,7 @@ inline ScalarType scalar_type_of(const at::Tensor& t, const char* op = "ember", 
     case at::kFloat: return ScalarType::kFloat32;
     case at::kHalf: return ScalarType::kFloat16;
     case at::kBFloat16: return ScalarType::kBFloat16;
-    default:
-      TORCH_CHECK(false, op, ": ", arg, " must be float32, float16 or bfloat16, got ", t.scalar_type());
+    default: TORCH_CHECK(false, op, ": ", arg, " must be float32, float16 or bfloat16, got ", t.scalar_type());
   }
 }
 

@@ -53,13 +53,15 @@ template <bool kTransposedA, bool kMnMajorB, int Stages>
 struct RmemABase {
   using StrideA = conditional_t<kTransposedA, Stride<_1, int64_t, int64_t>, Stride<int64_t, _1, int64_t>>;
   using StrideB = conditional_t<kMnMajorB, Stride<_1, int64_t, int64_t>, Stride<int64_t, _1, int64_t>>;
-  using TiledMma = decltype(make_tiled_mma(
-      GMMA::rs_op_selector<Element, Element, float, Tile, GMMA::Major::K, kMnMajorB ? GMMA::Major::MN : GMMA::Major::K>(),
-      Layout<Shape<_2, _1, _1>>{}));
-  using SmemLayoutAtomA = decltype(cutlass::gemm::collective::detail::rs_smem_selector<
-                                   kTransposedA ? GMMA::Major::MN : GMMA::Major::K, Element, _128, _64>());
-  using SmemLayoutAtomB = decltype(cutlass::gemm::collective::detail::rs_smem_selector<
-                                   kMnMajorB ? GMMA::Major::MN : GMMA::Major::K, Element, _256, _64>());
+  using TiledMma = decltype(make_tiled_mma(GMMA::rs_op_selector<Element, Element, float, Tile, GMMA::Major::K,
+                                                                kMnMajorB ? GMMA::Major::MN : GMMA::Major::K>(),
+                                           Layout<Shape<_2, _1, _1>>{}));
+  using SmemLayoutAtomA =
+      decltype(cutlass::gemm::collective::detail::rs_smem_selector<kTransposedA ? GMMA::Major::MN : GMMA::Major::K,
+                                                                   Element, _128, _64>());
+  using SmemLayoutAtomB =
+      decltype(cutlass::gemm::collective::detail::rs_smem_selector<kMnMajorB ? GMMA::Major::MN : GMMA::Major::K,
+                                                                   Element, _256, _64>());
   using Collective = cutlass::gemm::collective::CollectiveMma<
       cutlass::gemm::MainloopSm90TmaGmmaRmemAWarpSpecialized<Stages, Cluster, Schedule>, Tile, Element, StrideA,
       Element, StrideB, TiledMma, SM90_TMA_LOAD, SmemLayoutAtomA, Copy_Atom<AutoVectorizingCopy, Element>,
@@ -81,14 +83,15 @@ struct SideTileAMainloop : RmemABase<kTransposedA, kMnMajorB, Stages>::Collectiv
   using typename Base::MainloopPipeline;
   using typename Base::PipelineState;
   using typename Base::SmemLayoutB;
-  using typename Base::TiledMma;
   using typename Base::StrideA;
   using typename Base::StrideB;
+  using typename Base::TiledMma;
 
   // A as stored (bf16 or fp32), moved as raw bits.
   using ElementA = typename Transform::ElementA;
   using RawA = uint_bit_t<sizeof_bits_v<ElementA>>;
-  using SmemLayoutAtomA = conditional_t<kTransposedA, GMMA::Layout_MN_SW128_Atom<RawA>, GMMA::Layout_K_SW128_Atom<RawA>>;
+  using SmemLayoutAtomA =
+      conditional_t<kTransposedA, GMMA::Layout_MN_SW128_Atom<RawA>, GMMA::Layout_K_SW128_Atom<RawA>>;
   using SmemLayoutA = decltype(tile_to_shape(SmemLayoutAtomA{}, make_shape(Int<kBlkM>{}, Int<kBlkK>{}, Int<Stages>{}),
                                              conditional_t<kTransposedA, Step<_2, _1, _3>, Step<_1, _2, _3>>{}));
   static constexpr size_t SmemAlignmentA = cutlass::detail::alignment_for_swizzle(SmemLayoutA{});
@@ -105,8 +108,9 @@ struct SideTileAMainloop : RmemABase<kTransposedA, kMnMajorB, Stages>::Collectiv
   static constexpr uint32_t kSideBytes = kSideRows * kSideWords * sizeof(uint32_t);
   static constexpr uint32_t kTransactionBytes =
       uint32_t(kBlkM * kBlkK * sizeof(RawA) + kBlkN * kBlkK * sizeof(RawB)) + kSideBytes;
-  using SideGmem = decltype(make_tensor(make_gmem_ptr(static_cast<const uint32_t*>(nullptr)),
-                                        make_layout(make_shape(int32_t(0), int32_t(0)), make_stride(int64_t(0), _1{}))));
+  using SideGmem =
+      decltype(make_tensor(make_gmem_ptr(static_cast<const uint32_t*>(nullptr)),
+                           make_layout(make_shape(int32_t(0), int32_t(0)), make_stride(int64_t(0), _1{}))));
   using TmaSide = decltype(make_tma_copy(SM90_TMA_LOAD{}, std::declval<SideGmem>(), SmemLayoutSide{}));
 
   struct SharedStorage {
@@ -125,7 +129,7 @@ struct SideTileAMainloop : RmemABase<kTransposedA, kMnMajorB, Stages>::Collectiv
     StrideA dA{};
     const Element* ptr_B = nullptr;
     StrideB dB{};
-    const void* side = nullptr;          // side_rows × side_words 32-bit words, row-major
+    const void* side = nullptr;  // side_rows × side_words 32-bit words, row-major
     int32_t side_rows = 0, side_words = 0;
     typename Transform::Params transform{};
   };
@@ -140,8 +144,9 @@ struct SideTileAMainloop : RmemABase<kTransposedA, kMnMajorB, Stages>::Collectiv
   };
 
   static SideGmem side_tensor(Arguments const& args) {
-    return make_tensor(make_gmem_ptr(static_cast<const uint32_t*>(args.side)),
-                       make_layout(make_shape(args.side_rows, args.side_words), make_stride(int64_t(args.side_words), _1{})));
+    return make_tensor(
+        make_gmem_ptr(static_cast<const uint32_t*>(args.side)),
+        make_layout(make_shape(args.side_rows, args.side_words), make_stride(int64_t(args.side_words), _1{})));
   }
 
   template <class ProblemShape>
@@ -152,7 +157,10 @@ struct SideTileAMainloop : RmemABase<kTransposedA, kMnMajorB, Stages>::Collectiv
     return {make_tma_copy_A_sm90(SM90_TMA_LOAD{}, a, SmemLayoutA{}(_, _, Int<0>{}), Tile{}, Cluster{}),
             make_tma_copy_B_sm90(SM90_TMA_LOAD{}, b, SmemLayoutB{}(_, _, Int<0>{}), Tile{}, Cluster{}),
             make_tma_copy(SM90_TMA_LOAD{}, side_tensor(args), SmemLayoutSide{}),
-            kTransactionBytes, args.side_rows, args.side_words, args.transform};
+            kTransactionBytes,
+            args.side_rows,
+            args.side_words,
+            args.transform};
   }
 
   // TMA's requirements on what the descriptors cannot check themselves: 16-byte aligned bases
@@ -237,9 +245,9 @@ struct SideTileAMainloop : RmemABase<kTransposedA, kMnMajorB, Stages>::Collectiv
         tiled_mma.get_slice(make_layout(Int<kWarpGroups>{}, Int<cutlass::NumThreadsPerWarpGroup>{})(warp_group));
 
     Tensor tCrA = thread_mma.partition_fragment_A(sA(_, _, Int<0>{}));  // (MMA, MMA_M, MMA_K) bf16, the wgmma's
-    Tensor tCrA_raw = make_fragment_like<RawA>(tCrA);                    // the same, as stored
+    Tensor tCrA_raw = make_fragment_like<RawA>(tCrA);                   // the same, as stored
     Tensor tCcA = thread_mma.partition_A(make_identity_tensor(make_shape(Int<kBlkM>{}, Int<kBlkK>{})));  // (m, k)
-    Tensor tCsB = group_mma.partition_B(sB);                            // (MMA, MMA_N, MMA_K, PIPE)
+    Tensor tCsB = group_mma.partition_B(sB);  // (MMA, MMA_N, MMA_K, PIPE)
     Tensor tCrB = group_mma.make_fragment_B(tCsB);
     auto copy_a = make_tiled_copy_A(Copy_Atom<AutoVectorizingCopy, RawA>{}, tiled_mma);
     auto thread_copy_a = copy_a.get_thread_slice(thread_idx);
@@ -261,7 +269,8 @@ struct SideTileAMainloop : RmemABase<kTransposedA, kMnMajorB, Stages>::Collectiv
         ElementA a;
         RawA bits = raw(i);
         memcpy(&a, &bits, sizeof(a));
-        frag(i) = Transform::template apply<kTransposedA>(a, side, get<0>(coord(i)), get<1>(coord(i)), params.transform);
+        frag(i) =
+            Transform::template apply<kTransposedA>(a, side, get<0>(coord(i)), get<1>(coord(i)), params.transform);
       }
     };
 

@@ -39,8 +39,7 @@ def main() -> None:
             rel = ((out.cpu().double() - ref).abs().max() / ref.abs().max()).item()
             worst = max(worst, rel)
             print(
-                f"{m}x{n}x{k} {ga}/{gb} a={str(a_dtype)[-6:]} fast_accum={fast} bias={bias is not None}: "
-                f"max |err| / max |ref| = {rel:.2e}"
+                f"{m}x{n}x{k} {ga}/{gb} a={str(a_dtype)[-6:]} fast_accum={fast} bias={bias is not None}: max |err| / max |ref| = {rel:.2e}"
             )
     torch.cuda.synchronize()
     print(f"worst {worst:.2e}")

@@ -42,8 +42,7 @@ def main() -> None:
             rel = ((got.cpu().double() - refs[what]).abs().max() / refs[what].abs().max()).item()
             worst = max(worst, rel)
             print(
-                f"{n}x{out}x{inp} {'bitmask' if block is None else f'block {block}'} {what}: "
-                f"max |err| / max |ref| = {rel:.2e}"
+                f"{n}x{out}x{inp} {'bitmask' if block is None else f'block {block}'} {what}: max |err| / max |ref| = {rel:.2e}"
             )
         assert (dw.cpu()[~m] == 0).all(), "masked weights got a nonzero gradient"
     torch.cuda.synchronize()

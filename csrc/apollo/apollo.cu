@@ -177,7 +177,8 @@ __global__ void __launch_bounds__(kThreads) finalize_kernel(Hyper h, MatrixTable
 // ---- update: one thread per group of four weights -----------------------------------------------
 // Four consecutive elements in one load: 16 bytes for fp32, 8 for bf16, when the base pointers
 // allow it (they do for whole allocations; a view into a flat buffer may not).
-__device__ __forceinline__ void load4(const void* base, ScalarType t, int64_t e, bool vec, int64_t total, float (&v)[4]) {
+__device__ __forceinline__ void load4(const void* base, ScalarType t, int64_t e, bool vec, int64_t total,
+                                      float (&v)[4]) {
   if (vec) {
     if (t == ScalarType::kBFloat16) {
       const uint2 raw = *reinterpret_cast<const uint2*>(static_cast<const __nv_bfloat16*>(base) + e);
@@ -202,7 +203,8 @@ __global__ void __launch_bounds__(kThreads) update_kernel(Hyper h, MatrixTable t
   if (e0 >= total) return;
   const bool bf16 = m.type == ScalarType::kBFloat16;
   const uintptr_t align = bf16 ? 8 : 16;
-  const bool vec = e0 + 4 <= total && (reinterpret_cast<uintptr_t>(m.w) | reinterpret_cast<uintptr_t>(m.g)) % align == 0;
+  const bool vec =
+      e0 + 4 <= total && (reinterpret_cast<uintptr_t>(m.w) | reinterpret_cast<uintptr_t>(m.g)) % align == 0;
   float w[4], g[4];
   load4(m.w, m.type, e0, vec, total, w);
   load4(m.g, m.type, e0, vec, total, g);

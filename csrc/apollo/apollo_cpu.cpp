@@ -104,7 +104,7 @@ EMBER_CPU_CLONES void accumulate_squares(const T* g, float* acc, int64_t n) {
 }
 
 EMBER_CPU_WIDE_CLONES void moments_row(const Hyper& h, const float* r, float* m, float* v, int64_t n, float& rt_sq,
-                                  float& r_sq) {
+                                       float& r_sq) {
   const Hyper hl = h;  // a local copy: stores to m and v cannot alias it, so the loop vectorizes
   float a[kLanes] = {}, b[kLanes] = {};
   int64_t j = 0;
@@ -120,7 +120,8 @@ EMBER_CPU_WIDE_CLONES void moments_row(const Hyper& h, const float* r, float* m,
 template <typename T>
 EMBER_CPU_CLONES void update_row(const Hyper& h, T* w, const T* g, int64_t n, const float* cs, float row_cs) {
   const Hyper hl = h;
-  for (int64_t j = 0; j < n; ++j) w[j] = static_cast<T>(updated_weight(hl, static_cast<float>(w[j]), static_cast<float>(g[j]), cs ? cs[j] : row_cs));
+  for (int64_t j = 0; j < n; ++j)
+    w[j] = static_cast<T>(updated_weight(hl, static_cast<float>(w[j]), static_cast<float>(g[j]), cs ? cs[j] : row_cs));
 }
 
 // bf16 weights with stochastic rounding: random words from the (seed, stream, step) stream,
@@ -155,7 +156,8 @@ void update_typed(const Hyper& h, const Matrix& m) {
       if (sr) {
         update_row_bf16_sr(h, m, i, col_cs, row_cs);
       } else {
-        update_row(h, static_cast<T*>(m.w) + i * m.cols, static_cast<const T*>(m.g) + i * m.cols, m.cols, col_cs, row_cs);
+        update_row(h, static_cast<T*>(m.w) + i * m.cols, static_cast<const T*>(m.g) + i * m.cols, m.cols, col_cs,
+                   row_cs);
       }
     }
   });
@@ -165,8 +167,8 @@ void update_typed(const Hyper& h, const Matrix& m) {
 // BLAS, then the block's channel sums of squares and the moments while G's and R's blocks are in
 // cache (summing after the GEMM, not before, lets the GEMM take the block's first read from
 // memory; bench/NOTES.md, apollo, has the measurement).
-void project_block(const Hyper& h, const Matrix& m, const at::Tensor& g, const at::Tensor& proj, int64_t i0,
-                   int64_t i1, at::Tensor& gbuf, at::Tensor& rbuf) {
+void project_block(const Hyper& h, const Matrix& m, const at::Tensor& g, const at::Tensor& proj, int64_t i0, int64_t i1,
+                   at::Tensor& gbuf, at::Tensor& rbuf) {
   const int64_t n = i1 - i0;
   at::Tensor gv = m.transposed() ? g.slice(1, i0, i1).t() : g.slice(0, i0, i1);  // n × S
   if (gv.scalar_type() != at::kFloat) gv = gbuf.slice(0, 0, n).copy_(gv);
@@ -202,7 +204,8 @@ void project_moments_cpu(const Hyper& h, const Matrix& m, const at::Tensor& g, c
   const int64_t block = std::clamp<int64_t>((512 << 10) / (4 * h.rank), 64, 4096);
   const int64_t n = std::min(block, m.long_dim());
   at::Tensor rbuf = at::empty({n, h.rank}, g.options().dtype(at::kFloat));
-  at::Tensor gbuf = g.scalar_type() == at::kFloat ? at::Tensor() : at::empty({n, m.short_dim()}, g.options().dtype(at::kFloat));
+  at::Tensor gbuf =
+      g.scalar_type() == at::kFloat ? at::Tensor() : at::empty({n, m.short_dim()}, g.options().dtype(at::kFloat));
   for (int64_t i0 = 0; i0 < m.long_dim(); i0 += block)
     project_block(h, m, g, proj, i0, std::min(m.long_dim(), i0 + block), gbuf, rbuf);
 }

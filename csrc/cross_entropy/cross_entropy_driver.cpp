@@ -145,8 +145,9 @@ void accumulate_fused(GradSink& s, const Chunk& k, const at::Tensor& lse, const 
 
 // Calls f(chunk) for consecutive chunks of `rows`, with the logits computed into logits_buf.
 template <typename F>
-void for_each_chunk(const at::Tensor& rows, int64_t chunk, const at::Tensor& h, const at::Tensor& w, const at::Tensor& b,
-                    const at::Tensor& target, const at::Tensor& tw, at::Tensor& logits_buf, F&& f) {
+void for_each_chunk(const at::Tensor& rows, int64_t chunk, const at::Tensor& h, const at::Tensor& w,
+                    const at::Tensor& b, const at::Tensor& target, const at::Tensor& tw, at::Tensor& logits_buf,
+                    F&& f) {
   for (int64_t c0 = 0; c0 < rows.numel(); c0 += chunk) {
     const int64_t c = std::min(chunk, rows.numel() - c0);
     Chunk k;
@@ -163,9 +164,10 @@ void for_each_chunk(const at::Tensor& rows, int64_t chunk, const at::Tensor& h, 
 }  // namespace
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> forward(const at::Tensor& logits, const at::Tensor& target,
-                                                                 const std::optional<at::Tensor>& weight, const Options& o,
-                                                                 bool logprobs, bool entropy, const Kernels& k,
-                                                                 const at::Tensor& grad, const at::Tensor& grad_loss) {
+                                                                   const std::optional<at::Tensor>& weight,
+                                                                   const Options& o, bool logprobs, bool entropy,
+                                                                   const Kernels& k, const at::Tensor& grad,
+                                                                   const at::Tensor& grad_loss) {
   const auto f32 = logits.options().dtype(at::kFloat);
   const int64_t n = logits.size(0);
   at::Tensor loss = at::empty({n}, f32), lse = at::empty({n}, f32);
@@ -199,9 +201,9 @@ void backward(const at::Tensor& out, const at::Tensor& grad_loss, const at::Tens
 }
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> linear_forward(
-    const at::Tensor& hidden, const at::Tensor& lm_weight, const at::Tensor& target, const std::optional<at::Tensor>& weight,
-    const std::optional<at::Tensor>& bias, const Options& o, bool compute_grad, bool logprobs, bool entropy,
-    const Kernels& rk) {
+    const at::Tensor& hidden, const at::Tensor& lm_weight, const at::Tensor& target,
+    const std::optional<at::Tensor>& weight, const std::optional<at::Tensor>& bias, const Options& o, bool compute_grad,
+    bool logprobs, bool entropy, const Kernels& rk) {
   const int64_t n = hidden.size(0), vocab = lm_weight.size(0);
   const bool cuda = hidden.is_cuda();
   const auto f32 = hidden.options().dtype(at::kFloat);
@@ -223,8 +225,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tenso
   const int64_t m = rows.numel(), chunk = std::min(chunk_rows(vocab, cuda), std::max<int64_t>(m, 1));
   at::Tensor logits_buf = at::empty({chunk, vocab}, f32);
   const bool separate_grad = w.scalar_type() != at::kFloat;  // CUDA bf16/fp16: the GEMMs take 16-bit
-  at::Tensor grad_buf =
-      compute_grad && !fused && separate_grad ? at::empty({chunk, vocab}, w.options()) : logits_buf;
+  at::Tensor grad_buf = compute_grad && !fused && separate_grad ? at::empty({chunk, vocab}, w.options()) : logits_buf;
   const at::Tensor unit = at::ones({1}, f32);  // ∂Σ loss_i: one upstream gradient of 1 for every row
   for_each_chunk(rows, chunk, h, w, b, target, tw, logits_buf, [&](const Chunk& k) {
     // losses and, when asked and not fused, the gradient (into grad_buf: in place in the fp32
@@ -246,15 +247,21 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tenso
     if (sink.db.defined()) sink.db = sink.db.to(bias->scalar_type());
   }
   auto empty = [&] { return at::empty({0}, f32); };
-  return {loss, lse, lp, ent, compute_grad ? sink.dh : empty(), compute_grad ? sink.dw : empty(),
+  return {loss,
+          lse,
+          lp,
+          ent,
+          compute_grad ? sink.dh : empty(),
+          compute_grad ? sink.dw : empty(),
           sink.db.defined() ? sink.db : empty()};
 }
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor> linear_backward(const at::Tensor& grad_loss, const at::Tensor& hidden,
                                                                const at::Tensor& lm_weight, const at::Tensor& target,
                                                                const std::optional<at::Tensor>& weight,
-                                                               const std::optional<at::Tensor>& bias, const at::Tensor& lse,
-                                                               const Options& o, const Kernels& rk) {
+                                                               const std::optional<at::Tensor>& bias,
+                                                               const at::Tensor& lse, const Options& o,
+                                                               const Kernels& rk) {
   const int64_t vocab = lm_weight.size(0);
   const auto f32 = hidden.options().dtype(at::kFloat);
   const at::Tensor tw = or_undefined(weight);
@@ -268,8 +275,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> linear_backward(const at::Tensor&
   const bool fused = fused_backward(rk, w, b);
   const int64_t m = rows.numel(), chunk = std::min(chunk_rows(vocab, hidden.is_cuda()), std::max<int64_t>(m, 1));
   at::Tensor logits_buf = at::empty({chunk, vocab}, f32);
-  at::Tensor grad_buf =
-      !fused && w.scalar_type() != at::kFloat ? at::empty({chunk, vocab}, w.options()) : logits_buf;
+  at::Tensor grad_buf = !fused && w.scalar_type() != at::kFloat ? at::empty({chunk, vocab}, w.options()) : logits_buf;
   for_each_chunk(rows, chunk, h, w, b, target, tw, logits_buf, [&](const Chunk& k) {
     const at::Tensor gl = grad_loss.index_select(0, k.rows).to(at::kFloat), lse_c = lse.index_select(0, k.rows);
     if (fused) {

@@ -15,8 +15,8 @@
 namespace ember::ce {
 
 // The device's kernels: the row kernels, and the softmax-gradient GEMMs
-// (include/ember/cross_entropy_softmax_grad.h) that the chunked linear cross-entropy's backward uses where they run (CUDA: bf16 by default;
-// EMBER_CE_SOFTMAX_GEMM=1 / 0 forces them on / off, the CPU's version included).
+// (include/ember/cross_entropy_softmax_grad.h) that the chunked linear cross-entropy's backward uses where they run
+// (CUDA: bf16 by default; EMBER_CE_SOFTMAX_GEMM=1 / 0 forces them on / off, the CPU's version included).
 struct Kernels {
   void (*forward)(const RowsParams&, void*);
   void (*backward)(const RowsParams&, void*);
@@ -30,10 +30,11 @@ struct Kernels {
 // With grad defined, also writes ∂(Σ_i grad_loss[i]·loss_i)/∂logits into it (may be logits) in
 // the same visit of each row; grad_loss: (N) or one value for every row.
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> forward(const at::Tensor& logits, const at::Tensor& target,
-                                                                 const std::optional<at::Tensor>& weight, const Options& o,
-                                                                 bool logprobs, bool entropy, const Kernels& k,
-                                                                 const at::Tensor& grad = at::Tensor(),
-                                                                 const at::Tensor& grad_loss = at::Tensor());
+                                                                   const std::optional<at::Tensor>& weight,
+                                                                   const Options& o, bool logprobs, bool entropy,
+                                                                   const Kernels& k,
+                                                                   const at::Tensor& grad = at::Tensor(),
+                                                                   const at::Tensor& grad_loss = at::Tensor());
 
 // grad (N, V) of Σ_i grad_loss[i]·loss_i into `out` (may be logits itself).
 void backward(const at::Tensor& out, const at::Tensor& grad_loss, const at::Tensor& logits, const at::Tensor& target,
@@ -45,15 +46,16 @@ void backward(const at::Tensor& out, const at::Tensor& grad_loss, const at::Tens
 // with g materialized by the row kernels or by the softmax-gradient GEMMs.
 // Returns (loss, lse, logprobs, entropy, dhidden, dweight, dbias).
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> linear_forward(
-    const at::Tensor& hidden, const at::Tensor& lm_weight, const at::Tensor& target, const std::optional<at::Tensor>& weight,
-    const std::optional<at::Tensor>& bias, const Options& o, bool compute_grad, bool logprobs, bool entropy,
-    const Kernels& k);
+    const at::Tensor& hidden, const at::Tensor& lm_weight, const at::Tensor& target,
+    const std::optional<at::Tensor>& weight, const std::optional<at::Tensor>& bias, const Options& o, bool compute_grad,
+    bool logprobs, bool entropy, const Kernels& k);
 
 // The gradients of Σ_i grad_loss[i]·loss_i, recomputing the logits chunk by chunk.
 std::tuple<at::Tensor, at::Tensor, at::Tensor> linear_backward(const at::Tensor& grad_loss, const at::Tensor& hidden,
                                                                const at::Tensor& lm_weight, const at::Tensor& target,
                                                                const std::optional<at::Tensor>& weight,
-                                                               const std::optional<at::Tensor>& bias, const at::Tensor& lse,
-                                                               const Options& o, const Kernels& k);
+                                                               const std::optional<at::Tensor>& bias,
+                                                               const at::Tensor& lse, const Options& o,
+                                                               const Kernels& k);
 
 }  // namespace ember::ce

@@ -40,7 +40,8 @@ __device__ void write_grad(const RowsParams& p, int64_t i, float lse) {
   const float scale = ignored(p, i) ? 0.f : p.grad_rows[i * p.grad_rows_stride] * (p.weight ? p.weight[i] : 1.f);
   const int64_t y = p.target[i];
   for (int64_t j = threadIdx.x; j < p.vocab; j += kThreads) {
-    const float g = scale == 0.f ? 0.f : grad_logit(p.opt, load(p.logits, p.type, base + j), j == y, lse, p.vocab, scale);
+    const float g =
+        scale == 0.f ? 0.f : grad_logit(p.opt, load(p.logits, p.type, base + j), j == y, lse, p.vocab, scale);
     store(p.grad, p.grad_type, out + j, g);
   }
 }
@@ -50,7 +51,8 @@ __global__ void __launch_bounds__(kThreads) forward_kernel(RowsParams p) {
   const int64_t i = blockIdx.x;
   const int64_t base = row_start(i, p.ld);
   RowStats s;
-  for (int64_t j = threadIdx.x; j < p.vocab; j += kThreads) s.add(softcapped(load(p.logits, p.type, base + j), p.opt.softcap));
+  for (int64_t j = threadIdx.x; j < p.vocab; j += kThreads)
+    s.add(softcapped(load(p.logits, p.type, base + j), p.opt.softcap));
   // warp, then block merge (fixed order)
   for (int off = 16; off > 0; off >>= 1) {
     RowStats o;

@@ -80,7 +80,8 @@ EMBER_CPU_WIDE_CLONES void span_grad_from_e(float* e, int64_t n, float mul_e, fl
 }
 
 // g_j = ∂/∂z_j without the target term (added by the caller), for softcap off.
-EMBER_CPU_WIDE_CLONES void span_grad(const float* z, float* g, int64_t n, float lse, float mul_p, float minus, float scale) {
+EMBER_CPU_WIDE_CLONES void span_grad(const float* z, float* g, int64_t n, float lse, float mul_p, float minus,
+                                     float scale) {
   for (int64_t j = 0; j < n; ++j) g[j] = (exp_poly(z[j] - lse) * mul_p - minus) * scale;
 }
 
@@ -208,11 +209,13 @@ void backward_typed(const RowsParams& p) {
 }  // namespace
 
 void rows_forward_cpu(const RowsParams& p, void*) {
-  dispatch_float<float, c10::Half, c10::BFloat16>(p.type, [&](auto t) { forward_typed<typename decltype(t)::type>(p); });
+  dispatch_float<float, c10::Half, c10::BFloat16>(p.type,
+                                                  [&](auto t) { forward_typed<typename decltype(t)::type>(p); });
 }
 
 void rows_backward_cpu(const RowsParams& p, void*) {
-  dispatch_float<float, c10::Half, c10::BFloat16>(p.type, [&](auto t) { backward_typed<typename decltype(t)::type>(p); });
+  dispatch_float<float, c10::Half, c10::BFloat16>(p.type,
+                                                  [&](auto t) { backward_typed<typename decltype(t)::type>(p); });
 }
 
 }  // namespace ember::ce

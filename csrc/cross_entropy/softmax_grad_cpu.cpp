@@ -1,7 +1,7 @@
-// softmax_grad_gemm_cpu (include/ember/cross_entropy_softmax_grad.h): the CUDA softmax-gradient GEMMs' arithmetic on the
-// CPU, fp32, with the gradient G materialized: grad_logit per element, reading lse, scale and the
-// target from the same side tensor the kernels read, then one BLAS GEMM. The driver uses it only
-// when EMBER_CE_SOFTMAX_GEMM=1 (the tests), so the CPU checks what the CUDA path is given.
+// softmax_grad_gemm_cpu (include/ember/cross_entropy_softmax_grad.h): the CUDA softmax-gradient GEMMs' arithmetic on
+// the CPU, fp32, with the gradient G materialized: grad_logit per element, reading lse, scale and the target from the
+// same side tensor the kernels read, then one BLAS GEMM. The driver uses it only when EMBER_CE_SOFTMAX_GEMM=1 (the
+// tests), so the CPU checks what the CUDA path is given.
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
 

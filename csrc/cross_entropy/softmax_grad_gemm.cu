@@ -6,10 +6,9 @@
 // operands;
 // compute capability 9.0 (the code is sm_90a only); 0 < rows, vocab, dim ≤ INT_MAX (CUTLASS's
 // int problem shape); vocab % 8 == 0 and dim % 8 == 0 (16-byte TMA rows of Z, W, h, dh, dW;
-// the side tensor's rows are whole groups of 16 bytes, 4·ceil(vocab / side_block) words); logits, side, operand and result non-null and 16-byte
-// aligned; the workspace holds at least what softmax_grad_gemm_cuda_workspace_bytes asked for (dh's
-// stream-K reduction). Otherwise false, nothing launched, and the caller materializes the
-// gradient instead.
+// the side tensor's rows are whole groups of 16 bytes, 4·ceil(vocab / side_block) words); logits, side, operand and
+// result non-null and 16-byte aligned; the workspace holds at least what softmax_grad_gemm_cuda_workspace_bytes asked
+// for (dh's stream-K reduction). Otherwise false, nothing launched, and the caller materializes the gradient instead.
 #include <cuda_runtime.h>
 
 #include <climits>
@@ -25,7 +24,8 @@ namespace {
 // p's shape and dtype are what the kernels take (pointers aside).
 bool shape_ok(const SoftmaxGradGemmParams& p) {
   if (p.type != ScalarType::kBFloat16) return false;
-  if (p.rows <= 0 || p.vocab <= 0 || p.dim <= 0 || p.rows > INT_MAX || p.vocab > INT_MAX || p.dim > INT_MAX) return false;
+  if (p.rows <= 0 || p.vocab <= 0 || p.dim <= 0 || p.rows > INT_MAX || p.vocab > INT_MAX || p.dim > INT_MAX)
+    return false;
   const int64_t groups = (p.vocab + side_block(p.kind) - 1) / side_block(p.kind);
   return p.vocab % 8 == 0 && p.dim % 8 == 0 && p.side_words == 4 * groups && p.side_words <= INT_MAX;
 }

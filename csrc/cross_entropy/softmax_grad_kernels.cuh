@@ -56,7 +56,8 @@ struct SoftmaxGradTransform {
     Options opt;
     int64_t vocab;
   };
-  static_assert(side_block(SoftmaxGradKind::kDhidden) == sm90::kBlkK && side_block(SoftmaxGradKind::kDweight) == sm90::kBlkM);
+  static_assert(side_block(SoftmaxGradKind::kDhidden) == sm90::kBlkK &&
+                side_block(SoftmaxGradKind::kDweight) == sm90::kBlkM);
   template <bool kTransposedA>
   CUTLASS_HOST_DEVICE static auto origin(int m0, int k0) {
     return kTransposedA ? make_coord(k0, sm90::kSideWords * (m0 / sm90::kBlkM))
@@ -92,8 +93,8 @@ struct SoftmaxGradGemm {
   using ElementD = typename Config::ElementD;
   static constexpr int kAlignmentD = 128 / sizeof_bits_v<ElementD>;
   using Epilogue = typename cutlass::epilogue::collective::CollectiveBuilder<
-      cutlass::arch::Sm90, cutlass::arch::OpClassTensorOp, TileShape, Cluster,
-      Shape<_128, _16>, float, float,  // epilogue subtile (half the default: room for 3 stages), accumulator, compute
+      cutlass::arch::Sm90, cutlass::arch::OpClassTensorOp, TileShape, Cluster, Shape<_128, _16>, float,
+      float,  // epilogue subtile (half the default: room for 3 stages), accumulator, compute
       typename Config::ElementC, cutlass::layout::RowMajor, kAlignmentD, ElementD, cutlass::layout::RowMajor,
       kAlignmentD, cutlass::epilogue::TmaWarpSpecializedCooperative, typename Config::Fusion>::CollectiveOp;
   static constexpr int kStages =

@@ -8,7 +8,8 @@ namespace {
 
 __global__ void dequantize_kernel(DequantizeParams p) {
   const int64_t n = p.rows * p.cols;
-  for (int64_t i = (int64_t(blockIdx.x) * blockDim.x + threadIdx.x) * 4; i < n; i += int64_t(gridDim.x) * blockDim.x * 4) {
+  for (int64_t i = (int64_t(blockIdx.x) * blockDim.x + threadIdx.x) * 4; i < n;
+       i += int64_t(gridDim.x) * blockDim.x * 4) {
     for (int64_t j = i; j < i + 4 && j < n; ++j) {
       const int64_t r = j / p.cols, c = j - r * p.cols;
       p.out[j] = dequantized(p.q[j], p.format, p.scale, p.groups, r, c);

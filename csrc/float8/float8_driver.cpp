@@ -17,7 +17,8 @@ void gemm_emulated(const GemmParams& p, const at::Tensor& out, const at::Tensor&
   k.dequantize({p.a, p.a_format, p.m, p.k, p.a_scale, p.a_groups(), a.data_ptr<float>()}, k.stream);
   k.dequantize({p.b, p.b_format, p.n, p.k, p.b_scale, p.b_groups(), b.data_ptr<float>()}, k.stream);
   if (out.scalar_type() == at::kFloat) {
-    bias.defined() ? at::addmm_out(const_cast<at::Tensor&>(out), bias, a, b.t()) : at::mm_out(const_cast<at::Tensor&>(out), a, b.t());
+    bias.defined() ? at::addmm_out(const_cast<at::Tensor&>(out), bias, a, b.t())
+                   : at::mm_out(const_cast<at::Tensor&>(out), a, b.t());
   } else {
     out.copy_(bias.defined() ? at::addmm(bias, a, b.t()) : at::mm(a, b.t()));
   }

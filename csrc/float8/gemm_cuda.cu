@@ -39,7 +39,8 @@ bool runnable(const GemmParams& p) {
   if (p.m <= 0 || p.n <= 0 || p.k <= 0) return false;
   if (p.m > INT_MAX || p.n > INT_MAX || p.k > INT_MAX) return false;
   if (p.k % kGemmAlign != 0 || p.n % kGemmAlign != 0) return false;
-  if (p.a == nullptr || p.b == nullptr || p.out == nullptr || p.a_scale == nullptr || p.b_scale == nullptr) return false;
+  if (p.a == nullptr || p.b == nullptr || p.out == nullptr || p.a_scale == nullptr || p.b_scale == nullptr)
+    return false;
   return aligned16(p.a) && aligned16(p.b) && aligned16(p.out);
 }
 

@@ -95,10 +95,10 @@ struct ScaledTree {
   using AScale = fusion::Sm90ColBroadcast<0, TileShape, float, float, cute::Stride<bool, _0, int64_t>, 1>;
   using BScale = fusion::Sm90RowBroadcast<0, TileShape, float, float, cute::Stride<_0, bool, int64_t>, 1>;
   using Bias = fusion::Sm90RowBroadcast<0, TileShape, float, float, cute::Stride<_0, _1, int64_t>>;
-  using AccTimesB = fusion::Sm90EVT<fusion::Sm90Compute<cutlass::multiplies, float, float, kRound>, BScale,
-                                    fusion::Sm90AccFetch>;
-  using Tree = fusion::Sm90EVT<fusion::Sm90Compute<cutlass::homogeneous_multiply_add, ElementD, float, kRound>,
-                               AScale, AccTimesB, Bias>;
+  using AccTimesB =
+      fusion::Sm90EVT<fusion::Sm90Compute<cutlass::multiplies, float, float, kRound>, BScale, fusion::Sm90AccFetch>;
+  using Tree = fusion::Sm90EVT<fusion::Sm90Compute<cutlass::homogeneous_multiply_add, ElementD, float, kRound>, AScale,
+                               AccTimesB, Bias>;
 
   static typename Tree::Arguments arguments(const GemmParams& p) {
     const bool vectors = p.recipe == GemmRecipe::kRowwise;  // else kTensorwise: scalars
@@ -116,7 +116,7 @@ struct ScaledGemm {
   using Epilogue = typename cutlass::epilogue::collective::CollectiveBuilder<
       cutlass::arch::Sm90, cutlass::arch::OpClassTensorOp, TileShape, ClusterShape,
       cutlass::epilogue::collective::EpilogueTileAuto, float, float,  // accumulator, compute
-      void, LayoutD, kAlignmentD,                                    // no C
+      void, LayoutD, kAlignmentD,                                     // no C
       ElementD, LayoutD, kAlignmentD, EpilogueSchedule, typename Fusion::Tree>::CollectiveOp;
   using Mainloop = typename cutlass::gemm::collective::CollectiveBuilder<
       cutlass::arch::Sm90, cutlass::arch::OpClassTensorOp, ElementA, LayoutA, kAlignmentAB, ElementB, LayoutB,
@@ -153,8 +153,8 @@ template <int ScaleGranularityN, class TileShape = cute::Shape<_128, _128, _128>
           class ClusterShape = cute::Shape<_1, _2, _1>>
 struct BlockwiseGemm {
   using ElementA = cutlass::float_e4m3_t;
-  using ScaleConfig = cutlass::detail::Sm90BlockwiseScaleConfig<1, ScaleGranularityN, 128, cute::GMMA::Major::K,
-                                                                 cute::GMMA::Major::K>;
+  using ScaleConfig =
+      cutlass::detail::Sm90BlockwiseScaleConfig<1, ScaleGranularityN, 128, cute::GMMA::Major::K, cute::GMMA::Major::K>;
   using LayoutSFA = decltype(ScaleConfig::deduce_layoutSFA());
   using LayoutSFB = decltype(ScaleConfig::deduce_layoutSFB());
 
@@ -184,8 +184,8 @@ struct BlockwiseGemm {
     args.mainloop.layout_SFA = ScaleConfig::tile_atom_to_shape_SFA(shape);
     args.mainloop.ptr_SFB = p.b_scale;
     args.mainloop.layout_SFB = ScaleConfig::tile_atom_to_shape_SFB(shape);
-    args.epilogue.thread = typename Tree::Arguments{typename Bias::Arguments{p.bias, 0.0f, {_0{}, _1{}, int64_t(0)}},
-                                                    {}, {}};
+    args.epilogue.thread =
+        typename Tree::Arguments{typename Bias::Arguments{p.bias, 0.0f, {_0{}, _1{}, int64_t(0)}}, {}, {}};
     return args;
   }
 };
@@ -203,10 +203,10 @@ bool run(const GemmParams& p, const CutlassLaunch& launch) {
 
 // Defines a kernel file's two functions (gemm_kernels.h), name_workspace_bytes and name, for the
 // configuration given after the name.
-#define EMBER_FP8_GEMM_KERNEL(name, ...)                                                 \
-  size_t name##_workspace_bytes(const GemmParams& p, int sm_count) {                     \
-    return workspace_bytes<__VA_ARGS__>(p, sm_count);                                    \
-  }                                                                                      \
+#define EMBER_FP8_GEMM_KERNEL(name, ...)                             \
+  size_t name##_workspace_bytes(const GemmParams& p, int sm_count) { \
+    return workspace_bytes<__VA_ARGS__>(p, sm_count);                \
+  }                                                                  \
   bool name(const GemmParams& p, const CutlassLaunch& launch) { return run<__VA_ARGS__>(p, launch); }
 
 }  // namespace ember::float8::gemm_impl

@@ -8,8 +8,9 @@
 
 namespace ember::float8::gemm_impl {
 
-EMBER_FP8_GEMM_KERNEL(gemm_scaled_e4m3_fast_small, ScaledGemm<cutlass::float_e4m3_t, cute::Shape<_64, _128, _128>,
-                      cute::Shape<_1, _1, _1>, cutlass::gemm::KernelTmaWarpSpecializedPingpongFP8FastAccum,
-                      cutlass::epilogue::TmaWarpSpecialized>)
+EMBER_FP8_GEMM_KERNEL(
+    gemm_scaled_e4m3_fast_small,
+    ScaledGemm<cutlass::float_e4m3_t, cute::Shape<_64, _128, _128>, cute::Shape<_1, _1, _1>,
+               cutlass::gemm::KernelTmaWarpSpecializedPingpongFP8FastAccum, cutlass::epilogue::TmaWarpSpecialized>)
 
 }  // namespace ember::float8::gemm_impl

@@ -7,8 +7,9 @@
 
 namespace ember::float8::gemm_impl {
 
-EMBER_FP8_GEMM_KERNEL(gemm_scaled_e4m3_promoted, ScaledGemm<cutlass::float_e4m3_t, cute::Shape<_128, _128, _128>,
-                      cute::Shape<_1, _2, _1>, cutlass::gemm::KernelTmaWarpSpecializedCooperative,
-                      cutlass::epilogue::TmaWarpSpecializedCooperative>)
+EMBER_FP8_GEMM_KERNEL(
+    gemm_scaled_e4m3_promoted,
+    ScaledGemm<cutlass::float_e4m3_t, cute::Shape<_128, _128, _128>, cute::Shape<_1, _2, _1>,
+               cutlass::gemm::KernelTmaWarpSpecializedCooperative, cutlass::epilogue::TmaWarpSpecializedCooperative>)
 
 }  // namespace ember::float8::gemm_impl

@@ -32,7 +32,7 @@ enum class Phase { kFused, kAmax, kCast };
 
 struct Args {
   const void* x;
-  int64_t x_cols;  // leading dimension of x
+  int64_t x_cols;      // leading dimension of x
   int64_t rows, cols;  // of y
   bool transpose;
   bool vec4;  // x rows hold whole, aligned 4-element packs
@@ -270,7 +270,8 @@ __global__ void __launch_bounds__(kThreads) quantize_region_kernel(Args a) {
 }
 
 __global__ void fill_kernel(float* p, int64_t n, float v) {
-  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x) p[i] = v;
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x)
+    p[i] = v;
 }
 
 void check(cudaError_t err, const char* what) { cuda_check(err, "ember.quantize_fp8", what); }
@@ -322,7 +323,8 @@ void quantize_cuda(const QuantizeParams& p, void* stream_ptr) {
   const int64_t n_scale = p.scale_rows() * p.scale_cols();
   if (rows == 0 || cols == 0) {  // nothing to read: every group is empty, amax 0, scale 1
     if (n_scale > 0) {
-      fill_kernel<<<static_cast<unsigned>(ceil_div(n_scale, 256) < 1024 ? ceil_div(n_scale, 256) : 1024), 256, 0, stream>>>(p.scale, n_scale, 1.0f);
+      fill_kernel<<<static_cast<unsigned>(ceil_div(n_scale, 256) < 1024 ? ceil_div(n_scale, 256) : 1024), 256, 0,
+                    stream>>>(p.scale, n_scale, 1.0f);
       check(cudaGetLastError(), "kernel launch");
     }
     return;
@@ -341,7 +343,8 @@ void quantize_cuda(const QuantizeParams& p, void* stream_ptr) {
   a.scale = p.scale;
   a.scale_cols = p.scale_cols();
   a.workspace = p.workspace;
-  dispatch_float<float, __half, __nv_bfloat16>(p.x_type, [&](auto t) { run_typed<typename decltype(t)::type>(p, a, stream); });
+  dispatch_float<float, __half, __nv_bfloat16>(p.x_type,
+                                               [&](auto t) { run_typed<typename decltype(t)::type>(p, a, stream); });
 }
 
 }  // namespace ember::float8

@@ -105,7 +105,8 @@ void quantize_banded(const QuantizeParams& p) {
         for (int64_t r = g0; r < g1; ++r)
           for (int64_t g = 0; g < ngc; ++g) {
             const int64_t c0 = g * gc;
-            span_quantize(&buf[(r - r0) * cols + c0], p.q + r * cols + c0, std::min(cols, c0 + gc) - c0, inv[g], p.format);
+            span_quantize(&buf[(r - r0) * cols + c0], p.q + r * cols + c0, std::min(cols, c0 + gc) - c0, inv[g],
+                          p.format);
           }
       }
     }
@@ -124,7 +125,8 @@ void quantize_typed(const QuantizeParams& p) {
 }  // namespace
 
 void quantize_cpu(const QuantizeParams& p, void*) {
-  dispatch_float<float, c10::Half, c10::BFloat16>(p.x_type, [&](auto t) { quantize_typed<typename decltype(t)::type>(p); });
+  dispatch_float<float, c10::Half, c10::BFloat16>(p.x_type,
+                                                  [&](auto t) { quantize_typed<typename decltype(t)::type>(p); });
 }
 
 }  // namespace ember::float8

@@ -14,7 +14,8 @@ __global__ void apply_bitmask_kernel(BitmaskParams p) {
   Bits* dst = static_cast<Bits*>(p.dst);
   for (int64_t t = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; t < n; t += int64_t(gridDim.x) * blockDim.x) {
     const int64_t r = t / p.cols, j = t - r * p.cols;
-    dst[r * p.dst_ld + j] = masked_bits(src[r * p.src_ld + j], static_cast<uint32_t>(p.words[r * p.words_ld + j / kWordBits]), j);
+    dst[r * p.dst_ld + j] =
+        masked_bits(src[r * p.src_ld + j], static_cast<uint32_t>(p.words[r * p.words_ld + j / kWordBits]), j);
   }
 }
 

@@ -3,6 +3,8 @@
 
 namespace ember::sparse::bitmask_impl {
 
-bool bitmask_dgrad(const BitmaskGemmParams& p, const CutlassLaunch& launch) { return run_config<MaskedGemm<true>>(p, launch); }
+bool bitmask_dgrad(const BitmaskGemmParams& p, const CutlassLaunch& launch) {
+  return run_config<MaskedGemm<true>>(p, launch);
+}
 
 }  // namespace ember::sparse::bitmask_impl

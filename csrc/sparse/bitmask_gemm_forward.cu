@@ -4,6 +4,8 @@
 
 namespace ember::sparse::bitmask_impl {
 
-bool bitmask_forward(const BitmaskGemmParams& p, const CutlassLaunch& launch) { return run_config<MaskedGemm<false>>(p, launch); }
+bool bitmask_forward(const BitmaskGemmParams& p, const CutlassLaunch& launch) {
+  return run_config<MaskedGemm<false>>(p, launch);
+}
 
 }  // namespace ember::sparse::bitmask_impl

@@ -77,10 +77,11 @@ struct MaskedGemm {
   using Epilogue = typename cutlass::epilogue::collective::CollectiveBuilder<
       cutlass::arch::Sm90, cutlass::arch::OpClassTensorOp, TileShape, Cluster,
       cutlass::epilogue::collective::EpilogueTileAuto, float, float,  // accumulator, compute
-      void, cutlass::layout::ColumnMajor, kAlignment,                // no C
+      void, cutlass::layout::ColumnMajor, kAlignment,                 // no C
       Element, cutlass::layout::ColumnMajor, kAlignment, cutlass::epilogue::TmaWarpSpecializedCooperative,
       Tree>::CollectiveOp;
-  static constexpr int kStages = sm90::side_tile_stages<kTransposedA, Element>(int(sizeof(typename Epilogue::SharedStorage)));
+  static constexpr int kStages =
+      sm90::side_tile_stages<kTransposedA, Element>(int(sizeof(typename Epilogue::SharedStorage)));
   static_assert(kStages >= 2);
   using Mainloop = sm90::SideTileAMainloop<kTransposedA, false, kStages, MaskTransform>;
   using Kernel = cutlass::gemm::kernel::GemmUniversal<Shape<int, int, int, int>, Mainloop, Epilogue>;
@@ -110,8 +111,8 @@ struct MaskedGemm {
     args.mainloop.side = p.words;
     args.mainloop.side_rows = out;
     args.mainloop.side_words = int32_t(words_per_row(in));
-    typename Bias::Arguments bias{kTransposedA ? nullptr : static_cast<const Element*>(p.bias), Element(0),
-                                  {_1{}, _0{}, int64_t(0)}};
+    typename Bias::Arguments bias{
+        kTransposedA ? nullptr : static_cast<const Element*>(p.bias), Element(0), {_1{}, _0{}, int64_t(0)}};
     args.epilogue.thread = {{}, bias, {}};  // (acc fetch, bias, plus)
     args.epilogue.ptr_C = nullptr;
     args.epilogue.dC = {_1{}, int64_t(kTransposedA ? in : out), int64_t(0)};  // M' rows, column-major
@@ -145,8 +146,8 @@ struct MaskedWgradGemm {
   // Read straight from global memory, predicated per element on the problem's residue (CUTLASS's
   // uint1b_t specialization; its Stages, tile and shared-memory parameters are unused); 128 is the
   // alignment it requires of the rows (in % 128) and the 16-byte base.
-  using Mask = fusion::Sm90AuxLoad<2, Shape<_64, _32>, cutlass::uint1b_t, Stride<int64_t, _1, int64_t>, void, void, 128,
-                                   false>;
+  using Mask =
+      fusion::Sm90AuxLoad<2, Shape<_64, _32>, cutlass::uint1b_t, Stride<int64_t, _1, int64_t>, void, void, 128, false>;
   using Tree = fusion::Sm90EVT<fusion::Sm90Compute<KeepWhereSet, Element, float, kRound>, fusion::Sm90AccFetch, Mask>;
   using Epilogue = typename cutlass::epilogue::collective::CollectiveBuilder<
       cutlass::arch::Sm90, cutlass::arch::OpClassTensorOp, TileShape, Cluster,
@@ -172,8 +173,8 @@ struct MaskedWgradGemm {
     args.mainloop.ptr_B = static_cast<const Element*>(p.x);
     args.mainloop.dB = typename Kernel::StrideB{_1{}, int64_t(in), int64_t(0)};
     const int64_t row_bits = words_per_row(in) * kWordBits;
-    typename Mask::Arguments mask{reinterpret_cast<const cutlass::uint1b_t*>(p.words), cutlass::uint1b_t(0),
-                                  {row_bits, _1{}, int64_t(0)}};
+    typename Mask::Arguments mask{
+        reinterpret_cast<const cutlass::uint1b_t*>(p.words), cutlass::uint1b_t(0), {row_bits, _1{}, int64_t(0)}};
     args.epilogue.thread = {{}, mask, {}};  // (acc fetch, mask, keep)
     args.epilogue.ptr_C = nullptr;
     args.epilogue.dC = {int64_t(in), _1{}, int64_t(0)};

@@ -3,6 +3,8 @@
 
 namespace ember::sparse::bitmask_impl {
 
-bool bitmask_wgrad(const BitmaskGemmParams& p, const CutlassLaunch& launch) { return run_config<MaskedWgradGemm<>>(p, launch); }
+bool bitmask_wgrad(const BitmaskGemmParams& p, const CutlassLaunch& launch) {
+  return run_config<MaskedWgradGemm<>>(p, launch);
+}
 
 }  // namespace ember::sparse::bitmask_impl

@@ -32,8 +32,8 @@
 namespace ember::sparse {
 namespace {
 
-constexpr int64_t kAlign = 8;                  // bf16 elements per 16 bytes
-constexpr int64_t kMaxLd = int64_t(1) << 39;   // elements: TMA strides < 2^40 bytes
+constexpr int64_t kAlign = 8;                 // bf16 elements per 16 bytes
+constexpr int64_t kMaxLd = int64_t(1) << 39;  // elements: TMA strides < 2^40 bytes
 
 // A leading dimension TMA accepts for rows of `extent` contiguous elements.
 bool leading_dimension_ok(int64_t ld, int64_t extent) { return ld % kAlign == 0 && ld >= extent && ld < kMaxLd; }
@@ -43,9 +43,18 @@ bool group_ok(GroupedKind kind, const GemmGroup& g) {
   if (!aligned16(g.a) || !aligned16(g.b) || !aligned16(g.d)) return false;
   int64_t a_extent = 0, b_extent = 0;  // contiguous extents of A's and B's storage
   switch (kind) {
-    case GroupedKind::kForward: a_extent = g.k; b_extent = g.k; break;  // A m×k, B n×k
-    case GroupedKind::kDgrad: a_extent = g.k; b_extent = g.n; break;    // A m×k, B k×n
-    case GroupedKind::kWgrad: a_extent = g.m; b_extent = g.n; break;    // A k×m, B k×n
+    case GroupedKind::kForward:
+      a_extent = g.k;
+      b_extent = g.k;
+      break;  // A m×k, B n×k
+    case GroupedKind::kDgrad:
+      a_extent = g.k;
+      b_extent = g.n;
+      break;  // A m×k, B k×n
+    case GroupedKind::kWgrad:
+      a_extent = g.m;
+      b_extent = g.n;
+      break;  // A k×m, B k×n
     default: return false;
   }
   const int64_t d_extent = g.n;  // D m×n

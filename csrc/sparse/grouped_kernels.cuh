@@ -66,12 +66,12 @@
 
 namespace ember::sparse::grouped_impl {
 
-using Element = cutlass::bfloat16_t;                                     // A, B, C, D
+using Element = cutlass::bfloat16_t;                                                // A, B, C, D
 using ProblemShape = cutlass::gemm::GroupProblemShape<cute::Shape<int, int, int>>;  // (M, N, K) per group
-using LayoutD = cutlass::layout::RowMajor;                               // D (and C): M×N, N contiguous
-constexpr int kAlignment = 8;                                            // bf16 elements per 16 bytes (TMA)
-constexpr size_t kArrayAlign = 64;                                       // start of each per-group array
-constexpr size_t kWorkspaceAlign = 256;                                  // base, and CUTLASS's part (tensormaps: 64)
+using LayoutD = cutlass::layout::RowMajor;                                          // D (and C): M×N, N contiguous
+constexpr int kAlignment = 8;                                                       // bf16 elements per 16 bytes (TMA)
+constexpr size_t kArrayAlign = 64;                                                  // start of each per-group array
+constexpr size_t kWorkspaceAlign = 256;  // base, and CUTLASS's part (tensormaps: 64)
 
 constexpr size_t round_up(size_t x, size_t a) { return (x + a - 1) / a * a; }
 
@@ -85,13 +85,13 @@ struct GroupedGemm {
   using Epilogue = typename cutlass::epilogue::collective::CollectiveBuilder<
       cutlass::arch::Sm90, cutlass::arch::OpClassTensorOp, Tile, Cluster,
       cutlass::epilogue::collective::EpilogueTileAuto, float, float,  // accumulator, compute
-      Element, LayoutD*, kAlignment,                                 // C (= D)
-      Element, LayoutD*, kAlignment,                                 // D
+      Element, LayoutD*, kAlignment,                                  // C (= D)
+      Element, LayoutD*, kAlignment,                                  // D
       cutlass::epilogue::PtrArrayTmaWarpSpecializedCooperative,
       cutlass::epilogue::fusion::LinearCombination<Element, float, Element, float>>::CollectiveOp;
   using Mainloop = typename cutlass::gemm::collective::CollectiveBuilder<
-      cutlass::arch::Sm90, cutlass::arch::OpClassTensorOp, Element, LayoutA*, kAlignment, Element, LayoutB*,
-      kAlignment, float, Tile, Cluster,
+      cutlass::arch::Sm90, cutlass::arch::OpClassTensorOp, Element, LayoutA*, kAlignment, Element, LayoutB*, kAlignment,
+      float, Tile, Cluster,
       cutlass::gemm::collective::StageCountAutoCarveout<static_cast<int>(sizeof(typename Epilogue::SharedStorage))>,
       cutlass::gemm::KernelPtrArrayTmaWarpSpecializedCooperative>::CollectiveOp;
   using Kernel = cutlass::gemm::kernel::GemmUniversal<ProblemShape, Mainloop, Epilogue>;
@@ -103,7 +103,8 @@ struct GroupedGemm {
   using StrideC = typename Kernel::InternalStrideC;
   using StrideD = typename Kernel::InternalStrideD;
   static_assert(Kernel::IsGroupedGemmKernel);
-  static_assert(std::is_same_v<typename Kernel::ElementC, Element> && std::is_same_v<typename Kernel::ElementD, Element>);
+  static_assert(std::is_same_v<typename Kernel::ElementC, Element> &&
+                std::is_same_v<typename Kernel::ElementD, Element>);
   static_assert(std::is_same_v<StrideC, StrideD>, "C aliases D's stride array");
   static_assert(std::is_trivially_copyable_v<Shape> && std::is_trivially_copyable_v<StrideA> &&
                 std::is_trivially_copyable_v<StrideB> && std::is_trivially_copyable_v<StrideD>);
@@ -239,8 +240,7 @@ bool run(const GemmGroup* groups, int count, bool accumulate, const CutlassLaunc
     put(at.stride_d, i, leading_stride<typename G::StrideD>(g.ldd));
   }
 
-  const auto args = grouped_arguments<G>(count, dev, host_shapes.data(), accumulate, launch.device,
-                                         launch.sm_count);
+  const auto args = grouped_arguments<G>(count, dev, host_shapes.data(), accumulate, launch.device, launch.sm_count);
   if (Gemm::can_implement(args) != cutlass::Status::kSuccess) return false;
   void* const cutlass_workspace = dev + at.bytes;
   if (skip + at.bytes + Gemm::get_workspace_size(args) > launch.workspace_bytes) return false;
@@ -255,10 +255,10 @@ bool run(const GemmGroup* groups, int count, bool accumulate, const CutlassLaunc
 
 // Defines a kernel file's two functions (grouped_kernels.h), name_workspace_bytes and name, for
 // the configuration given after the name.
-#define EMBER_GROUPED_GEMM_KERNEL(name, ...)                                                      \
+#define EMBER_GROUPED_GEMM_KERNEL(name, ...)                                                                       \
   size_t name##_workspace_bytes(int count, int sm_count) { return workspace_bytes<__VA_ARGS__>(count, sm_count); } \
-  bool name(const GemmGroup* groups, int count, bool accumulate, const CutlassLaunch& launch) {   \
-    return run<__VA_ARGS__>(groups, count, accumulate, launch);                                   \
+  bool name(const GemmGroup* groups, int count, bool accumulate, const CutlassLaunch& launch) {                    \
+    return run<__VA_ARGS__>(groups, count, accumulate, launch);                                                    \
   }
 
 }  // namespace ember::sparse::grouped_impl

@@ -9,7 +9,9 @@ Waves schedule(GroupedKind kind, const uint8_t* tiles, int64_t rows, int64_t col
   const int64_t tr = (rows + block - 1) / block, tc = (cols + block - 1) / block;
   const bool by_column = kind == GroupedKind::kDgrad;
   const int64_t lines = by_column ? tc : tr, along = by_column ? tr : tc;
-  const auto kept = [&](int64_t line, int64_t i) { return by_column ? tiles[i * tc + line] != 0 : tiles[line * tc + i] != 0; };
+  const auto kept = [&](int64_t line, int64_t i) {
+    return by_column ? tiles[i * tc + line] != 0 : tiles[line * tc + i] != 0;
+  };
   Waves waves;
   for (int64_t line = 0; line < lines; ++line) {
     size_t nth = 0;  // this line's run count so far: its next run goes to wave nth

@@ -56,8 +56,16 @@ at::Tensor bitmask_forward(const at::Tensor& x, const at::Tensor& w, const at::T
   at::Tensor y = at::empty({tokens, out}, x.options());
   if (tokens == 0 || out == 0) return y;
   const at::Tensor b = bias.has_value() ? bias->contiguous() : at::Tensor();
-  const BitmaskGemmParams p{BitmaskGemmKind::kForward, tokens, out, in, x.data_ptr(), nullptr, w.data_ptr(),
-                            b.defined() ? b.data_ptr() : nullptr, y.data_ptr(), words.data_ptr<int32_t>()};
+  const BitmaskGemmParams p{BitmaskGemmKind::kForward,
+                            tokens,
+                            out,
+                            in,
+                            x.data_ptr(),
+                            nullptr,
+                            w.data_ptr(),
+                            b.defined() ? b.data_ptr() : nullptr,
+                            y.data_ptr(),
+                            words.data_ptr<int32_t>()};
   if (bitmask_kernel(p, x, k)) return y;
   const int64_t rows = tile_rows(out, in, w.element_size());
   at::Tensor tile = at::empty({std::min(rows, out), in}, w.options());
@@ -81,8 +89,9 @@ at::Tensor bitmask_dgrad(const at::Tensor& g, const at::Tensor& w, const at::Ten
   const int64_t tokens = g.size(0), out = w.size(0), in = w.size(1);
   if (tokens == 0 || in == 0 || out == 0) return at::zeros({tokens, in}, g.options());
   at::Tensor dx = at::empty({tokens, in}, g.options());
-  const BitmaskGemmParams p{BitmaskGemmKind::kDgrad, tokens, out, in, nullptr, g.data_ptr(), w.data_ptr(),
-                            nullptr, dx.data_ptr(), words.data_ptr<int32_t>()};
+  const BitmaskGemmParams p{
+      BitmaskGemmKind::kDgrad,  tokens, out, in, nullptr, g.data_ptr(), w.data_ptr(), nullptr, dx.data_ptr(),
+      words.data_ptr<int32_t>()};
   if (bitmask_kernel(p, g, k)) return dx;
   const int64_t cols = std::max<int64_t>(kWordBits, tile_rows(in, out, w.element_size()) / kWordBits * kWordBits);
   at::Tensor tile = at::empty({out, std::min(cols, in)}, w.options());
@@ -101,8 +110,9 @@ at::Tensor bitmask_wgrad(const at::Tensor& g, const at::Tensor& x, const at::Ten
   const int64_t tokens = g.size(0), out = g.size(1), in = x.size(1);
   if (tokens == 0 || in == 0 || out == 0) return at::zeros({out, in}, g.options());
   at::Tensor dw = at::empty({out, in}, g.options());
-  const BitmaskGemmParams p{BitmaskGemmKind::kWgrad, tokens, out, in, x.data_ptr(), g.data_ptr(), nullptr,
-                            nullptr, dw.data_ptr(), words.data_ptr<int32_t>()};
+  const BitmaskGemmParams p{
+      BitmaskGemmKind::kWgrad,  tokens, out, in, x.data_ptr(), g.data_ptr(), nullptr, nullptr, dw.data_ptr(),
+      words.data_ptr<int32_t>()};
   if (bitmask_kernel(p, g, k)) return dw;
   at::mm_out(dw, g.t(), x);
   apply_bitmask(dw, dw, words, k);
@@ -133,8 +143,7 @@ void run_wave(GroupedKind kind, const std::vector<Tile>& wave, const at::Tensor&
         groups.push_back({rows, cols, tokens, pa + t.r0, la, pb + t.c0, lb, pd + t.r0 * ld + t.c0, ld});
     }
     const int count = static_cast<int>(groups.size());
-    const at::Tensor workspace =
-        at::empty({k.grouped_gemm_workspace_bytes(kind, count)}, d.options().dtype(at::kByte));
+    const at::Tensor workspace = at::empty({k.grouped_gemm_workspace_bytes(kind, count)}, d.options().dtype(at::kByte));
     if (k.grouped_gemm(kind, groups.data(), count, accumulate, workspace.data_ptr(), k.stream)) return;
     // Refusals are legitimate (ragged edges not a multiple of 8); the tests make them errors on
     // shapes the kernel must take, so a dead kernel cannot hide behind the fallback.
@@ -204,10 +213,18 @@ at::Tensor unpack_mask(const at::Tensor& packed, int64_t rows, int64_t cols, int
     const at::Tensor shifts = at::arange(kWordBits, packed.options().dtype(at::kLong));
     const at::Tensor words = packed.to(at::kLong).bitwise_and(0xFFFFFFFFLL).unsqueeze(-1);
     // reshape, not view: packed may be in any layout; the explicit width also serves rows == 0
-    return at::bitwise_right_shift(words, shifts).bitwise_and(1).reshape({rows, packed.size(1) * kWordBits})
-        .slice(1, 0, cols).to(at::kBool);
+    return at::bitwise_right_shift(words, shifts)
+        .bitwise_and(1)
+        .reshape({rows, packed.size(1) * kWordBits})
+        .slice(1, 0, cols)
+        .to(at::kBool);
   }
-  return packed.to(at::kBool).repeat_interleave(block, 0).repeat_interleave(block, 1).slice(0, 0, rows).slice(1, 0, cols).contiguous();
+  return packed.to(at::kBool)
+      .repeat_interleave(block, 0)
+      .repeat_interleave(block, 1)
+      .slice(0, 0, rows)
+      .slice(1, 0, cols)
+      .contiguous();
 }
 
 at::Tensor masked_linear(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& mask, int64_t block,
@@ -223,8 +240,8 @@ at::Tensor masked_linear(const at::Tensor& x, const at::Tensor& weight, const at
 }
 
 std::tuple<at::Tensor, at::Tensor> masked_linear_backward(const at::Tensor& grad, const at::Tensor& x,
-                                                          const at::Tensor& weight, const at::Tensor& mask, int64_t block,
-                                                          bool need_x, bool need_w, const Kernels& k) {
+                                                          const at::Tensor& weight, const at::Tensor& mask,
+                                                          int64_t block, bool need_x, bool need_w, const Kernels& k) {
   at::Tensor dx, dw;
   if (block == 0) {
     const at::Tensor gc = grad.contiguous(), words = mask.contiguous();

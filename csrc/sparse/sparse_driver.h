@@ -39,7 +39,7 @@ at::Tensor masked_linear(const at::Tensor& x, const at::Tensor& weight, const at
                          const std::optional<at::Tensor>& bias, const Kernels& k);
 // (dx, dw) = (g·(W⊙M), (gᵀ·x)⊙M), each only when asked (else undefined).
 std::tuple<at::Tensor, at::Tensor> masked_linear_backward(const at::Tensor& grad, const at::Tensor& x,
-                                                          const at::Tensor& weight, const at::Tensor& mask, int64_t block,
-                                                          bool need_x, bool need_w, const Kernels& k);
+                                                          const at::Tensor& weight, const at::Tensor& mask,
+                                                          int64_t block, bool need_x, bool need_w, const Kernels& k);
 
 }  // namespace ember::sparse

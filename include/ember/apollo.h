@@ -33,8 +33,8 @@ struct Hyper {
   float one_minus_beta1 = 0.1f, one_minus_beta2 = 0.001f, lr_wd = 0.0f;
   // As given (double): only the host's step_size() reads them.
   double lr = 1e-2, beta1_exact = 0.9, beta2_exact = 0.999, scale = 1.0, weight_decay = 0.0;
-  bool tensor_scale = false;         // one s for the whole matrix (APOLLO-Mini) instead of per channel
-  bool stochastic_rounding = true;   // bf16 weights: round the updated value stochastically
+  bool tensor_scale = false;        // one s for the whole matrix (APOLLO-Mini) instead of per channel
+  bool stochastic_rounding = true;  // bf16 weights: round the updated value stochastically
   uint64_t seed = 0;
   int64_t rank = 256;
   int64_t update_proj_gap = 200;
@@ -42,22 +42,22 @@ struct Hyper {
 
 // One projected matrix in one step. Pointers are on the kernel's device.
 struct Matrix {
-  void* w = nullptr;              // rows × cols, row-major contiguous, `type`
-  const void* g = nullptr;        // same shape, type and layout as w
+  void* w = nullptr;        // rows × cols, row-major contiguous, `type`
+  const void* g = nullptr;  // same shape, type and layout as w
   ScalarType type = ScalarType::kFloat32;
   int64_t rows = 0, cols = 0;
-  float* exp_avg = nullptr;       // L × rank, row-major (state)
-  float* exp_avg_sq = nullptr;    // L × rank (state)
-  float* norm_prev = nullptr;     // 1: ‖U‖ of the previous step after limiting (state)
-  int64_t step = 1;               // this step, counted from 1
-  uint32_t stream = 0;            // the parameter's index: keys its projection and rounding streams
-  float step_size = 0.0f;         // step_size(h, step), from the host
+  float* exp_avg = nullptr;     // L × rank, row-major (state)
+  float* exp_avg_sq = nullptr;  // L × rank (state)
+  float* norm_prev = nullptr;   // 1: ‖U‖ of the previous step after limiting (state)
+  int64_t step = 1;             // this step, counted from 1
+  uint32_t stream = 0;          // the parameter's index: keys its projection and rounding streams
+  float step_size = 0.0f;       // step_size(h, step), from the host
   // Transients of this step (freed when it ends):
-  const float* r = nullptr;       // L × rank: R = Gv·Pᵀ
-  float* gsq = nullptr;           // L: ‖Gv_i‖²
-  float* rt_sq = nullptr;         // L: ‖R̃_i‖², then s_i (after finalize)
-  float* r_sq = nullptr;          // L: ‖R_i‖²
-  float* coef = nullptr;          // 1: lr·bias correction·√scale / limiter (after finalize)
+  const float* r = nullptr;  // L × rank: R = Gv·Pᵀ
+  float* gsq = nullptr;      // L: ‖Gv_i‖²
+  float* rt_sq = nullptr;    // L: ‖R̃_i‖², then s_i (after finalize)
+  float* r_sq = nullptr;     // L: ‖R_i‖²
+  float* coef = nullptr;     // 1: lr·bias correction·√scale / limiter (after finalize)
 
   EMBER_HOST_DEVICE bool transposed() const { return rows < cols; }  // channels are G's columns
   EMBER_HOST_DEVICE int64_t long_dim() const { return transposed() ? cols : rows; }

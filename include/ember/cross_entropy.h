@@ -107,19 +107,23 @@ struct RowStats {
 EMBER_HOST_DEVICE float row_loss(const Options& o, const RowStats& s, float z_target, int64_t vocab, float weight) {
   if (weight == 0.0f) return 0.0f;  // weight 0 masks the token whatever its logits (inf · 0 would be NaN)
   const float lse = s.lse();
-  const float smooth = o.label_smoothing > 0.0f ? o.label_smoothing * (lse - s.sum_z / static_cast<float>(vocab)) : 0.0f;
+  const float smooth =
+      o.label_smoothing > 0.0f ? o.label_smoothing * (lse - s.sum_z / static_cast<float>(vocab)) : 0.0f;
   return weight * ((1.0f - o.label_smoothing) * (lse - z_target) + smooth + o.z_loss * lse * lse);
 }
 
 // The gradient of loss_i/w in z_v is p_v·p_factor − smooth_term, minus target_term at v = y.
 // (The CPU row kernels apply these three terms in vectorized loops of their own.)
 EMBER_HOST_DEVICE float p_factor(const Options& o, float lse) { return 1.0f + 2.0f * o.z_loss * lse; }
-EMBER_HOST_DEVICE float smooth_term(const Options& o, int64_t vocab) { return o.label_smoothing / static_cast<float>(vocab); }
+EMBER_HOST_DEVICE float smooth_term(const Options& o, int64_t vocab) {
+  return o.label_smoothing / static_cast<float>(vocab);
+}
 EMBER_HOST_DEVICE float target_term(const Options& o) { return 1.0f - o.label_smoothing; }
 
 // ∂(scale·loss_i)/∂z_raw for one element: z_raw the logit as stored, lse the row's, row_scale
 // = upstream gradient × weight.
-EMBER_HOST_DEVICE float grad_logit(const Options& o, float z_raw, bool is_target, float lse, int64_t vocab, float row_scale) {
+EMBER_HOST_DEVICE float grad_logit(const Options& o, float z_raw, bool is_target, float lse, int64_t vocab,
+                                   float row_scale) {
   const float z = softcapped(z_raw, o.softcap);
   // z ≤ lse for every logit of the row; the clamp only acts on the zero-filled padding a GEMM tile
   // reads past the vocabulary, where exp(0 − lse) would overflow for lse < −88 (NaN stays NaN)
@@ -164,7 +168,7 @@ struct RowsParams {
   ScalarType type = ScalarType::kFloat32;
   int64_t rows = 0, vocab = 0, ld = 0;
   const int64_t* target = nullptr;
-  const float* weight = nullptr;    // per row, or null (1)
+  const float* weight = nullptr;  // per row, or null (1)
   Options opt;
   // forward outputs (fp32, per row; logprob and entropy may be null)
   float* loss = nullptr;

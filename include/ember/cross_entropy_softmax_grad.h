@@ -30,9 +30,9 @@ struct SoftmaxGradGemmParams {
   SoftmaxGradKind kind = SoftmaxGradKind::kDhidden;
   int64_t rows = 0, vocab = 0, dim = 0;
   ScalarType type = ScalarType::kBFloat16;  // of operand, and of result for kDweight
-  const float* logits = nullptr;  // rows × vocab fp32, row-major, contiguous
-  const void* side = nullptr;     // rows × side_words 32-bit words (see the top), contiguous
-  int64_t side_words = 0;         // 4·ceil(vocab / side_block(kind))
+  const float* logits = nullptr;            // rows × vocab fp32, row-major, contiguous
+  const void* side = nullptr;               // rows × side_words 32-bit words (see the top), contiguous
+  int64_t side_words = 0;                   // 4·ceil(vocab / side_block(kind))
   const void* operand = nullptr;  // kDhidden: lm_weight (vocab × dim); kDweight: the chunk's hidden rows (rows × dim)
   void* result = nullptr;         // kDhidden: dh (rows × dim) fp32; kDweight: dW (vocab × dim), `type`; contiguous
   Options opt{};

@@ -18,12 +18,12 @@ struct QuantizeParams {
   ScalarType x_type = ScalarType::kFloat32;
   int64_t x_rows = 0;
   int64_t x_cols = 0;
-  bool transpose = false;   // quantize y = xᵀ (read x column-wise, never materialize xᵀ)
+  bool transpose = false;  // quantize y = xᵀ (read x column-wise, never materialize xᵀ)
   fp8::Format format = fp8::Format::kE4M3;
   Granularity granularity = Granularity::kTensor;
-  int block = 128;          // run / tile edge for kBlock and kTile
-  uint8_t* q = nullptr;     // y_rows × y_cols fp8 bits, row-major
-  float* scale = nullptr;   // scale_rows × scale_cols, row-major
+  int block = 128;             // run / tile edge for kBlock and kTile
+  uint8_t* q = nullptr;        // y_rows × y_cols fp8 bits, row-major
+  float* scale = nullptr;      // scale_rows × scale_cols, row-major
   float* workspace = nullptr;  // CUDA, kTensor / kRow: workspace_floats() floats
 
   int64_t y_rows() const { return transpose ? x_cols : x_rows; }
@@ -36,7 +36,10 @@ struct QuantizeParams {
     return granularity == Granularity::kBlock || granularity == Granularity::kTile ? block : y_cols();
   }
   int64_t scale_rows() const { return granularity == Granularity::kTensor ? 1 : ceil_div(y_rows(), group_rows()); }
-  int64_t scale_cols() const { return granularity == Granularity::kTensor || granularity == Granularity::kRow ? 1 : ceil_div(y_cols(), group_cols()); }
+  int64_t scale_cols() const {
+    return granularity == Granularity::kTensor || granularity == Granularity::kRow ? 1
+                                                                                   : ceil_div(y_cols(), group_cols());
+  }
   int64_t workspace_floats() const {
     return granularity == Granularity::kTensor ? 1 : granularity == Granularity::kRow ? y_rows() : 0;
   }

@@ -60,10 +60,10 @@ struct GemmParams {
   GemmRecipe recipe = GemmRecipe::kTensorwise;
   const float* a_scale = nullptr;  // fp32, row-major (see scale_groups)
   const float* b_scale = nullptr;
-  const float* bias = nullptr;     // N fp32 values, or null
-  void* out = nullptr;             // M × N row-major, out_type
+  const float* bias = nullptr;  // N fp32 values, or null
+  void* out = nullptr;          // M × N row-major, out_type
   OutType out_type = OutType::kBFloat16;
-  bool fast_accum = true;          // tensorwise / rowwise only; blockwise always promotes
+  bool fast_accum = true;  // tensorwise / rowwise only; blockwise always promotes
 
   ScaleGroups a_groups() const { return scale_groups(recipe, false, m, k); }
   ScaleGroups b_groups() const { return scale_groups(recipe, true, n, k); }

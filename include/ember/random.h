@@ -97,15 +97,15 @@ EMBER_HOST_DEVICE float log_unit(float x) {
   uint32_t bits = float_as_bits(x);
   int32_t e = static_cast<int32_t>(bits >> 23) - 127;
   uint32_t mbits = (bits & 0x007FFFFFu) | 0x3F800000u;  // m in [1, 2)
-  const bool high = mbits > 0x3FB504F3u;                 // m > √2: use m/2 (exact)
+  const bool high = mbits > 0x3FB504F3u;                // m > √2: use m/2 (exact)
   mbits -= high ? 0x00800000u : 0u;
   e += high ? 1 : 0;
   const float f = sub(bits_as_float(mbits), 1.0f);
   const float s = div(f, add(2.0f, f)), z = mul(s, s);
-  float poly = 0.2222222222f;                // 2/9
-  poly = add(mul(poly, z), 0.2857142857f);   // 2/7
-  poly = add(mul(poly, z), 0.4f);            // 2/5
-  poly = add(mul(poly, z), 0.6666666667f);   // 2/3
+  float poly = 0.2222222222f;               // 2/9
+  poly = add(mul(poly, z), 0.2857142857f);  // 2/7
+  poly = add(mul(poly, z), 0.4f);           // 2/5
+  poly = add(mul(poly, z), 0.6666666667f);  // 2/3
   poly = add(mul(poly, z), 2.0f);
   const float ef = static_cast<float>(e);
   // ln2 split so that e·ln2_hi is exact for |e| < 2^8.
@@ -115,23 +115,23 @@ EMBER_HOST_DEVICE float log_unit(float x) {
 // sin and cos of 2π·u for u in [0, 1): quarter turns are exact, the rest is |a| ≤ π/4 with
 // Taylor series through a⁹ / a¹⁰ (truncation < 2e-9).
 EMBER_HOST_DEVICE void sincos_turns(float u, float& sin_out, float& cos_out) {
-  const float v = mul(u, 4.0f);                     // exact
-  int32_t q = static_cast<int32_t>(v);              // quadrant 0..3
-  float r = sub(v, static_cast<float>(q));          // exact, [0, 1)
+  const float v = mul(u, 4.0f);             // exact
+  int32_t q = static_cast<int32_t>(v);      // quadrant 0..3
+  float r = sub(v, static_cast<float>(q));  // exact, [0, 1)
   const bool up = r > 0.5f;
-  r = up ? sub(r, 1.0f) : r;                        // exact, [-0.5, 0.5]
+  r = up ? sub(r, 1.0f) : r;  // exact, [-0.5, 0.5]
   q += up ? 1 : 0;
   const float a = mul(r, 1.57079637f), a2 = mul(a, a);
-  float sp = 2.75573192e-06f;                        // 1/9!
-  sp = sub(mul(sp, a2), 1.98412698e-04f);            // 1/7!
-  sp = add(mul(sp, a2), 8.33333333e-03f);            // 1/5!
-  sp = sub(mul(sp, a2), 1.66666667e-01f);            // 1/3!
+  float sp = 2.75573192e-06f;              // 1/9!
+  sp = sub(mul(sp, a2), 1.98412698e-04f);  // 1/7!
+  sp = add(mul(sp, a2), 8.33333333e-03f);  // 1/5!
+  sp = sub(mul(sp, a2), 1.66666667e-01f);  // 1/3!
   const float s = add(a, mul(mul(a, a2), sp));
-  float cp = -2.75573192e-07f;                       // -1/10!
-  cp = add(mul(cp, a2), 2.48015873e-05f);            // 1/8!
-  cp = sub(mul(cp, a2), 1.38888889e-03f);            // 1/6!
-  cp = add(mul(cp, a2), 4.16666667e-02f);            // 1/4!
-  cp = sub(mul(cp, a2), 0.5f);                       // 1/2!
+  float cp = -2.75573192e-07f;             // -1/10!
+  cp = add(mul(cp, a2), 2.48015873e-05f);  // 1/8!
+  cp = sub(mul(cp, a2), 1.38888889e-03f);  // 1/6!
+  cp = add(mul(cp, a2), 4.16666667e-02f);  // 1/4!
+  cp = sub(mul(cp, a2), 0.5f);             // 1/2!
   const float c = add(1.0f, mul(a2, cp));
   // Rotate by q quarter turns: (s, c), (c, −s), (−s, −c), (−c, s). Selects and sign flips are
   // exact, and branch-free so the CPU loop vectorizes.

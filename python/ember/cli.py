@@ -41,8 +41,8 @@ def _train(argv) -> int:
 
     cfg = parse_config(
         argv,
-        description=COMMANDS["train"] + ". Every option below is a --section.key=value flag "
-        "or a key of a TOML --config file.",
+        description=COMMANDS["train"]
+        + ". Every option below is a --section.key=value flag or a key of a TOML --config file.",
     )
     try:
         train(cfg)
@@ -59,8 +59,8 @@ def _prepare(argv) -> int:
 
     p = argparse.ArgumentParser(
         prog="ember prepare",
-        description=COMMANDS["prepare"] + ". A folder contributes its "
-        ".txt/.md/.py/.jsonl/.parquet files; 'stdlib' is the built-in corpus.",
+        description=COMMANDS["prepare"]
+        + ". A folder contributes its .txt/.md/.py/.jsonl/.parquet files; 'stdlib' is the built-in corpus.",
     )
     p.add_argument("inputs", nargs="+", help="files, folders, or 'stdlib'")
     p.add_argument("--out", required=True, help="output folder (created; must be empty)")
@@ -87,8 +87,7 @@ def _prepare(argv) -> int:
     index = prepare(a.inputs, a.out, a.tokenizer, a.workers, a.text_key, a.val_per_mille, a.shard_tokens, a.eos_token)
     for split, shards in index["splits"].items():
         print(
-            f"{split}: {sum(s['tokens'] for s in shards):,} tokens, {sum(s['documents'] for s in shards):,} documents, "
-            f"{len(shards)} shard(s)"
+            f"{split}: {sum(s['tokens'] for s in shards):,} tokens, {sum(s['documents'] for s in shards):,} documents, {len(shards)} shard(s)"
         )
     print(f"ember prepare: wrote {a.out} (vocabulary {index['vocab_size']}, {index['dtype']})")
     return 0
@@ -99,8 +98,8 @@ def _score(argv) -> int:
 
     p = argparse.ArgumentParser(
         prog="ember score",
-        description=COMMANDS["score"] + ": w = (1 - p_ref)^alpha, "
-        "averaging 1 over each document; stored beside the shards for --loss.token_weights.",
+        description=COMMANDS["score"]
+        + ": w = (1 - p_ref)^alpha, averaging 1 over each document; stored beside the shards for --loss.token_weights.",
     )
     p.add_argument("checkpoint", help="the reference model: a checkpoint folder or a run folder (its latest)")
     p.add_argument("--data", required=True, help="token folder from `ember prepare`")
@@ -122,8 +121,8 @@ def _eval(argv) -> int:
 
     parser = build_parser(
         "ember eval",
-        COMMANDS["eval"] + ". The checkpoint's own config, changed by any "
-        "--section.key=value flag (e.g. --data.sources, --eval.batches).",
+        COMMANDS["eval"]
+        + ". The checkpoint's own config, changed by any --section.key=value flag (e.g. --data.sources, --eval.batches).",
     )
     parser.add_argument("checkpoint", help="a checkpoint folder or a run folder (its latest)")
     flags = parse_flags(argv, parser)

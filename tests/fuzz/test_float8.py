@@ -63,8 +63,7 @@ def assert_bits(out, ref, nan_bits, what):
     want = torch.where(ref.float().isnan(), nan_bits, ref.view(as_int))
     diff = (got != want).nonzero()
     assert len(diff) == 0, (
-        f"{what}: {len(diff)} of {ref.numel()} differ, first at {diff[0].tolist()}: "
-        f"{got[tuple(diff[0])].item():#x} != {want[tuple(diff[0])].item():#x}"
+        f"{what}: {len(diff)} of {ref.numel()} differ, first at {diff[0].tolist()}: {got[tuple(diff[0])].item():#x} != {want[tuple(diff[0])].item():#x}"
     )
 
 

@@ -72,6 +72,5 @@ def test_every_supported_model_type_matches_unpatched():
     classes = transformers.models.auto.modeling_auto.MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
     checked = {classes[t] for t in types if t not in NOT_BUILT}
     print(
-        f"\n{len(types) - len(NOT_BUILT)} of {len(types)} supported model types checked, "
-        f"{len(checked)} of {len({classes[t] for t in types})} classes"
+        f"\n{len(types) - len(NOT_BUILT)} of {len(types)} supported model types checked, {len(checked)} of {len({classes[t] for t in types})} classes"
     )

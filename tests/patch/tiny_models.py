@@ -232,7 +232,7 @@ OVERRIDES = {
 COMPOSITE = {
     "dots3_note": dict(
         vision_config=dict(adapter_out_dim=BASE["hidden_size"]), audio_config=dict(adapter_out_dim=BASE["hidden_size"])
-    ),
+    )
 }
 _NOISE = ("dropout", "pdrop", "jitter")  # off: the patched and plain runs must see the same function
 

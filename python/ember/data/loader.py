@@ -191,8 +191,7 @@ class PackedLoader:
     def load_state_dict(self, state: dict) -> None:
         if state["seed"] != self.seed or state["batch_size"] != self.batch_size:
             raise ValueError(
-                f"loader: checkpoint was made with seed {state['seed']} and batch size {state['batch_size']}, "
-                f"this run has {self.seed} and {self.batch_size}"
+                f"loader: checkpoint was made with seed {state['seed']} and batch size {state['batch_size']}, this run has {self.seed} and {self.batch_size}"
             )
         self.batch, self.counters = state["batch"], list(state["counters"])
 
@@ -204,8 +203,7 @@ class PackedLoader:
         keep = -(-tokens // seq_len)
         if keep > n:
             raise ValueError(
-                f"data source {self.sources[source].path}: tokens={tokens:,} is more than its "
-                f"{n * seq_len:,} training tokens"
+                f"data source {self.sources[source].path}: tokens={tokens:,} is more than its {n * seq_len:,} training tokens"
             )
         return np.sort(np.random.default_rng([self.seed, source, 1 << 30]).permutation(n)[:keep])
 

@@ -79,14 +79,12 @@ def _check_shard(path: Path, entry: dict, dtype: np.dtype, eos_id: int, vocab_si
     size, expected = path.stat().st_size, n * dtype.itemsize
     if size != expected:
         raise ValueError(
-            f"{path}: {size:,} bytes where index.json says {n:,} {dtype.name} tokens ({expected:,} bytes): "
-            f"truncated or written over; run `ember prepare` again"
+            f"{path}: {size:,} bytes where index.json says {n:,} {dtype.name} tokens ({expected:,} bytes): truncated or written over; run `ember prepare` again"
         )
     tokens = np.memmap(path, dtype=dtype, mode="r")
     if tokens[-1] != eos_id:  # every shard ends at a document boundary
         raise ValueError(
-            f"{path}: corrupted: it ends with token {int(tokens[-1])}, not the end-of-document token "
-            f"{eos_id}; run `ember prepare` again"
+            f"{path}: corrupted: it ends with token {int(tokens[-1])}, not the end-of-document token {eos_id}; run `ember prepare` again"
         )
     top = entry["max_id"] if "max_id" in entry else int(tokens.max())
     if top >= vocab_size:
@@ -99,8 +97,7 @@ def _check_shard(path: Path, entry: dict, dtype: np.dtype, eos_id: int, vocab_si
 def _check_weights(path: Path, tokens: int) -> None:
     if not path.is_file():
         raise ValueError(
-            f"{path}: missing: the folder has token weights ({WEIGHTS_INDEX}) but none for this shard; "
-            f"run `ember score` again"
+            f"{path}: missing: the folder has token weights ({WEIGHTS_INDEX}) but none for this shard; run `ember score` again"
         )
     size = path.stat().st_size
     if size != tokens * 4:

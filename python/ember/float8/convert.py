@@ -12,9 +12,7 @@ log = logging.getLogger("ember.float8")
 
 
 def convert_to_float8_training(
-    model: nn.Module,
-    recipe: str = "tensorwise",
-    module_filter_fn: Callable[[nn.Module, str], bool] | None = None,
+    model: nn.Module, recipe: str = "tensorwise", module_filter_fn: Callable[[nn.Module, str], bool] | None = None
 ) -> nn.Module:
     """Replace every plain nn.Linear of ``model`` for which ``module_filter_fn(module, fqn)`` is
     true (all of them when it is None) by a Float8Linear sharing its parameters; returns

@@ -148,8 +148,7 @@ def llama_config_from_hf(hf: dict, max_seq_len: int | None = None) -> LlamaConfi
     arch = archs[0] if archs else None
     if arch not in ARCHITECTURES:
         raise HFCheckpointError(
-            f"from_hf: architecture {arch or hf.get('model_type')!r} is not supported "
-            f"(supported: {', '.join(ARCHITECTURES)})"
+            f"from_hf: architecture {arch or hf.get('model_type')!r} is not supported (supported: {', '.join(ARCHITECTURES)})"
         )
     bad = []
     if hf.get("hidden_act", "silu") != "silu":
@@ -260,8 +259,7 @@ def check_weights(path: Path, model_cfg: LlamaConfig) -> dict[str, Path]:
                 s = f.get_slice(n)
                 if tuple(s.get_shape()) != shapes[n]:
                     raise HFCheckpointError(
-                        f"Hugging Face checkpoint {path}: {n} has shape {tuple(s.get_shape())}, "
-                        f"the config says {shapes[n]}"
+                        f"Hugging Face checkpoint {path}: {n} has shape {tuple(s.get_shape())}, the config says {shapes[n]}"
                     )
                 if s.get_dtype() not in FLOAT_TAGS:
                     raise HFCheckpointError(

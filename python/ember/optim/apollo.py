@@ -86,8 +86,7 @@ class Apollo(torch.optim.Optimizer):
         for p in group["params"]:
             if p.is_complex():
                 raise ValueError(
-                    f"ember.optim.{type(self).__name__}: complex parameters are not supported "
-                    f"(got a {p.dtype} parameter of shape {tuple(p.shape)})"
+                    f"ember.optim.{type(self).__name__}: complex parameters are not supported (got a {p.dtype} parameter of shape {tuple(p.shape)})"
                 )
             if self._lowrank(p, group) and p.dtype not in (torch.float32, torch.bfloat16):
                 raise ValueError(
@@ -121,8 +120,7 @@ class Apollo(torch.optim.Optimizer):
                 grad = p.grad
                 if grad.is_sparse:
                     raise RuntimeError(
-                        f"ember.optim.{type(self).__name__}: sparse gradients are not supported "
-                        f"(parameter of shape {tuple(p.shape)})"
+                        f"ember.optim.{type(self).__name__}: sparse gradients are not supported (parameter of shape {tuple(p.shape)})"
                     )
                 state = self.state[p]
                 if self._lowrank(p, group):

@@ -37,8 +37,7 @@ def shard_layout(p: DTensor) -> tuple[int, dist.ProcessGroup]:
         for i, pl in enumerate(p.placements)
     ):
         raise ValueError(
-            f"ember.optim.Apollo: a DTensor parameter must be sharded on dim 0 over one mesh dimension "
-            f"(FSDP2 / HSDP), got placements {p.placements}"
+            f"ember.optim.Apollo: a DTensor parameter must be sharded on dim 0 over one mesh dimension (FSDP2 / HSDP), got placements {p.placements}"
         )
     return dims[0], p.device_mesh.get_group(dims[0])
 

@@ -141,8 +141,7 @@ def analyze(cls) -> Plan:
         or "image_patches" in params
     ):
         raise Refused(
-            f"{name} is multimodal ({', '.join(subs) or 'a conditional-generation model'}): only "
-            "text-only causal LMs are patched"
+            f"{name} is multimodal ({', '.join(subs) or 'a conditional-generation model'}): only text-only causal LMs are patched"
         )
     try:
         fn = _forward_tree(cls)

@@ -117,8 +117,7 @@ def apply_ember(
             isinstance(model_or_class, type) and issubclass(model_or_class, nn.Module)
         ):
             raise TypeError(
-                f"ember.patch.{fn}: expected a transformers causal LM (instance or class), got "
-                f"{type(model_or_class).__name__}"
+                f"ember.patch.{fn}: expected a transformers causal LM (instance or class), got {type(model_or_class).__name__}"
             )
         cls = model_or_class if isinstance(model_or_class, type) else type(model_or_class)
         plan = _plan_or_raise(cls, fn)

@@ -96,8 +96,7 @@ def loss_forward(original, plan: Plan):
         head = getattr(self, plan.head)
         if not isinstance(head, nn.Linear):
             raise TypeError(
-                f"ember.patch: {type(self).__name__}.{plan.head} is a {type(head).__name__}, not an "
-                "nn.Linear: the fused loss cannot take its place"
+                f"ember.patch: {type(self).__name__}.{plan.head} is a {type(head).__name__}, not an nn.Linear: the fused loss cannot take its place"
             )
         if not plan.shifted_labels:
             _check_loss_function(self)

@@ -29,8 +29,7 @@ class SparseLinear(nn.Linear):
         """A SparseLinear with linear's parameters (shared, not copied) and the bool mask."""
         if mask.shape != linear.weight.shape or mask.dtype != torch.bool:
             raise ValueError(
-                f"SparseLinear.from_linear: mask must be bool of shape {tuple(linear.weight.shape)}, got "
-                f"{mask.dtype} of shape {tuple(mask.shape)}"
+                f"SparseLinear.from_linear: mask must be bool of shape {tuple(linear.weight.shape)}, got {mask.dtype} of shape {tuple(mask.shape)}"
             )
         out = cls.__new__(cls)
         nn.Module.__init__(out)

@@ -91,8 +91,7 @@ class Training:
     activation_checkpointing: bool = opt(False, "recompute each block's activations in the backward")
     parallel: str = opt(
         "ddp",
-        "data parallelism under torchrun: replicate (ddp), shard (fsdp: FSDP2), or shard "
-        "within groups of hsdp_shard ranks and replicate across them (hsdp)",
+        "data parallelism under torchrun: replicate (ddp), shard (fsdp: FSDP2), or shard within groups of hsdp_shard ranks and replicate across them (hsdp)",
         ("ddp", "fsdp", "hsdp"),
     )
     hsdp_shard: int = opt(0, "hsdp: ranks in a sharding group (0: the ranks of one node, torchrun's LOCAL_WORLD_SIZE)")
@@ -148,8 +147,7 @@ class Loss:
     )
     distill: float = opt(
         0.0,
-        "self-distillation: weight of KL(teacher || model) per token added to the training loss; the "
-        "teacher is model.init_from's checkpoint, frozen (0: off)",
+        "self-distillation: weight of KL(teacher || model) per token added to the training loss; the teacher is model.init_from's checkpoint, frozen (0: off)",
     )
 
 

@@ -37,6 +37,5 @@ def check_eval_sources(cfg: Config) -> None:
         got = source_vocab(s, cfg.data.tokenizer)
         if got != want:
             raise ConfigError(
-                f"config: eval.sources: {s.path} has another tokenizer (vocab size, eos id) {got} than "
-                f"data.sources {want}"
+                f"config: eval.sources: {s.path} has another tokenizer (vocab size, eos id) {got} than data.sources {want}"
             )

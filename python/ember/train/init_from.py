@@ -41,8 +41,7 @@ def check_init_from(cfg: Config) -> None:
     checkpoint whose tensors do not load (missing files, shapes, non-float dtypes): ConfigError."""
     if cfg.loss.distill < 0 or cfg.loss.distill and not cfg.model.init_from:
         raise ConfigError(
-            f"config: loss.distill must be >= 0 and needs model.init_from (the teacher); got "
-            f"{cfg.loss.distill} with model.init_from={cfg.model.init_from!r}"
+            f"config: loss.distill must be >= 0 and needs model.init_from (the teacher); got {cfg.loss.distill} with model.init_from={cfg.model.init_from!r}"
         )
     mcfg = init_model_config(cfg)
     wrong = [
@@ -52,8 +51,7 @@ def check_init_from(cfg: Config) -> None:
     ]
     if wrong:
         raise ConfigError(
-            f"config: model.init_from={cfg.model.init_from} sets the model's size; these flags contradict it: "
-            f"{', '.join(wrong)} (leave them out)"
+            f"config: model.init_from={cfg.model.init_from} sets the model's size; these flags contradict it: {', '.join(wrong)} (leave them out)"
         )
     vocab, _ = source_vocab(parse_sources(cfg.data.sources)[0], cfg.data.tokenizer)
     if vocab > mcfg.vocab_size:

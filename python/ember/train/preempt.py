@@ -53,8 +53,7 @@ class StopSignal:
         if self.verbose:  # os.write: print() may be mid-write to the same stream
             os.write(
                 2,
-                f"\nember train: {self.received}: finishing this step, then writing a checkpoint "
-                f"(send it again to stop at once, without one)\n".encode(),
+                f"\nember train: {self.received}: finishing this step, then writing a checkpoint (send it again to stop at once, without one)\n".encode(),
             )
 
     def _restore(self) -> None:

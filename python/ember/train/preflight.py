@@ -70,8 +70,7 @@ def _check_ranges(cfg: Config) -> None:
             raise ConfigError(f"config: {key} must be >= 0, got {value}")
     if not 0 <= s.min_lr_ratio <= 1 or not 0 < s.decay_ratio <= 1:
         raise ConfigError(
-            f"config: lr_scheduler.min_lr_ratio must be in [0, 1] and decay_ratio in (0, 1]; "
-            f"got {s.min_lr_ratio} and {s.decay_ratio}"
+            f"config: lr_scheduler.min_lr_ratio must be in [0, 1] and decay_ratio in (0, 1]; got {s.min_lr_ratio} and {s.decay_ratio}"
         )
     if not all(0 <= b < 1 for b in o.betas):
         raise ConfigError(f"config: optimizer.betas must be in [0, 1), got {o.betas}")
@@ -86,14 +85,12 @@ def _check_features(cfg: Config) -> None:
         raise ConfigError(f"config: sparsity.block must be 0, 16, 32, 64 or 128, got {sp.block}")
     if cfg.float8.recipe and sp.target:
         raise ConfigError(
-            "config: float8.recipe and sparsity.target cannot be combined (pruned layers are "
-            "SparseLinear, which has no fp8 path)"
+            "config: float8.recipe and sparsity.target cannot be combined (pruned layers are SparseLinear, which has no fp8 path)"
         )
     if o.name.startswith("apollo"):
         if o.rank < 0 or o.scale < 0 or o.update_proj_gap < 1:
             raise ConfigError(
-                f"config: optimizer.rank and optimizer.scale must be >= 0 and update_proj_gap >= 1, got "
-                f"{o.rank}, {o.scale} and {o.update_proj_gap}"
+                f"config: optimizer.rank and optimizer.scale must be >= 0 and update_proj_gap >= 1, got {o.rank}, {o.scale} and {o.update_proj_gap}"
             )
 
 

@@ -28,8 +28,7 @@ def print_header(
     )
     if d.device.type == "cpu":
         print(
-            f"# CPU: {torch.get_num_threads()} threads, fp32 GEMM {host.gemm_flops() / 1e9:.0f} GFLOP/s "
-            f"(measured; 'util' is the model's FLOP/s against it)",
+            f"# CPU: {torch.get_num_threads()} threads, fp32 GEMM {host.gemm_flops() / 1e9:.0f} GFLOP/s (measured; 'util' is the model's FLOP/s against it)",
             flush=True,
         )
 

@@ -306,8 +306,7 @@ def _run_dir(cfg: Config, d: distributed.Dist) -> tuple[Path, Path | None]:
         return run_dir, existing[-1] if existing else None
     if existing:
         raise ConfigError(
-            f"run folder {run_dir} already holds checkpoints: resume it with --checkpoint.resume, "
-            f"or choose another --job.name"
+            f"run folder {run_dir} already holds checkpoints: resume it with --checkpoint.resume, or choose another --job.name"
         )
     return run_dir, None
 
@@ -318,8 +317,7 @@ def _check_same_run(cfg: Config, saved: dict) -> None:
     for section in ("model", "data"):
         if getattr(old, section) != getattr(cfg, section):
             raise ConfigError(
-                f"checkpoint.resume: the checkpoint's [{section}] differs from this run's: "
-                f"{getattr(old, section)} vs {getattr(cfg, section)}"
+                f"checkpoint.resume: the checkpoint's [{section}] differs from this run's: {getattr(old, section)} vs {getattr(cfg, section)}"
             )
     if (old.job.seed, old.training.batch_size) != (cfg.job.seed, cfg.training.batch_size):
         raise ConfigError("checkpoint.resume: job.seed and training.batch_size must match the checkpoint's")
@@ -347,10 +345,7 @@ def _memory(optimizer, device: torch.device, d: distributed.Dist) -> dict:
 def _preempted(stop: StopSignal, step: int, checkpoint: Path | None, run_dir: Path, d: distributed.Dist) -> Preempted:
     """The stop after `step`: said once (rank 0), with the flag that continues the run."""
     why = stop.received or "a stop signal on another rank"
-    message = (
-        f"ember train: stopped by {why} after step {step}; checkpoint {checkpoint}. To continue, run the same "
-        f"command with --checkpoint.resume={run_dir}"
-    )
+    message = f"ember train: stopped by {why} after step {step}; checkpoint {checkpoint}. To continue, run the same command with --checkpoint.resume={run_dir}"
     if d.is_main:
         print(message, file=sys.stderr, flush=True)
     return Preempted(message, step)
