@@ -63,34 +63,16 @@ def optimizers(device: str, quick: bool) -> dict:
 
         with contextlib.redirect_stderr(io.StringIO()), contextlib.redirect_stdout(io.StringIO()):
             from apollo_torch import APOLLOAdamW  # imports transformers and bitsandbytes
-        impls["apollo-torch r256"] = lambda ps: APOLLOAdamW(
-            [
-                dict(
-                    params=ps,
-                    rank=256,
-                    proj="random",
-                    scale_type="channel",
-                    scale=1,
-                    update_proj_gap=200,
-                    proj_type="std",
-                )
-            ],
-            lr=1e-2,
-        )
-        impls["apollo-torch Mini"] = lambda ps: APOLLOAdamW(
-            [
-                dict(
-                    params=ps,
-                    rank=1,
-                    proj="random",
-                    scale_type="tensor",
-                    scale=128,
-                    update_proj_gap=200,
-                    proj_type="std",
-                )
-            ],
-            lr=1e-2,
-        )
+
+        def apollo_torch(rank: int, scale_type: str, scale: int):
+            """apollo-torch with one parameter group of these projection settings."""
+            group = dict(
+                rank=rank, proj="random", scale_type=scale_type, scale=scale, update_proj_gap=200, proj_type="std"
+            )
+            return lambda ps: APOLLOAdamW([dict(params=ps, **group)], lr=1e-2)
+
+        impls["apollo-torch r256"] = apollo_torch(256, "channel", 1)
+        impls["apollo-torch Mini"] = apollo_torch(1, "tensor", 128)
     except Exception as exc:  # not installed, or its imports fail here
         print(f"# apollo-torch unavailable: {type(exc).__name__}: {exc}")
     try:

@@ -27,6 +27,7 @@ from pathlib import Path
 from ember.cli import main as ember
 from ember.data.prepare import prepare
 from ember.train import parse_config, train
+from tiny_hf_models import BYTE_VOCAB, DEBUG_LLAMA
 
 QUIET = [
     "--metrics.progress=false",
@@ -58,18 +59,9 @@ def tiny_llama(path: Path, seed: int = 0) -> None:
     import torch
     import transformers
 
+    tokens = dict(tie_word_embeddings=True, bos_token_id=None, eos_token_id=256)  # the byte vocabulary's
     config = transformers.LlamaConfig(
-        hidden_size=128,
-        intermediate_size=384,
-        num_hidden_layers=4,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        vocab_size=257,
-        max_position_embeddings=1024,
-        rms_norm_eps=1e-5,
-        tie_word_embeddings=True,
-        bos_token_id=None,
-        eos_token_id=256,
+        vocab_size=BYTE_VOCAB, max_position_embeddings=1024, rms_norm_eps=1e-5, **tokens, **DEBUG_LLAMA
     )
     torch.manual_seed(seed)
     transformers.LlamaForCausalLM(config).save_pretrained(path)

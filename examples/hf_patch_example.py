@@ -25,19 +25,12 @@ import transformers
 
 import ember
 from ember.data.loader import open_source, parse_sources
+from tiny_hf_models import BYTE_VOCAB, DEBUG_LLAMA, small_causal_lm
 
 
 def make_model():
     torch.manual_seed(0)
-    cfg = transformers.LlamaConfig(
-        vocab_size=257,
-        hidden_size=128,
-        intermediate_size=384,
-        num_hidden_layers=4,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=256,
-    )
+    cfg = transformers.LlamaConfig(vocab_size=BYTE_VOCAB, max_position_embeddings=256, **DEBUG_LLAMA)
     return transformers.LlamaForCausalLM(cfg).train()
 
 
@@ -71,24 +64,7 @@ def memory_run(family: str, patched: bool, vocab: int, tokens: int) -> dict:
     import resource
 
     model_type, extra = FAMILIES[family]
-    torch.manual_seed(0)
-    keys = dict(
-        vocab_size=vocab,
-        hidden_size=64,
-        intermediate_size=128,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        head_dim=16,
-        max_position_embeddings=4096,
-        tie_word_embeddings=False,
-        pad_token_id=0,
-        bos_token_id=1,
-        eos_token_id=2,
-    )
-    model = transformers.AutoModelForCausalLM.from_config(
-        transformers.AutoConfig.for_model(model_type, **{**keys, **extra})
-    )
+    model = small_causal_lm(model_type, vocab, max_positions=4096, **extra)
     model.train()
     if patched:
         ember.patch.apply_ember(model)

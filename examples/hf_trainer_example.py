@@ -21,30 +21,9 @@ import sys
 import tempfile
 import time
 
+from tiny_hf_models import small_causal_lm
+
 RUNS = ("plain", "plain+Apollo", "ember")
-
-
-def build(model_type: str, vocab: int, seed: int = 0):
-    import torch
-    from transformers import AutoConfig, AutoModelForCausalLM
-
-    torch.manual_seed(seed)
-    cfg = AutoConfig.for_model(
-        model_type,
-        vocab_size=vocab,
-        hidden_size=64,
-        intermediate_size=128,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        head_dim=16,
-        max_position_embeddings=1024,
-        tie_word_embeddings=False,
-        pad_token_id=0,
-        bos_token_id=1,
-        eos_token_id=2,
-    )
-    return AutoModelForCausalLM.from_config(cfg)
 
 
 class RandomTokens:
@@ -70,7 +49,7 @@ def one_run(run: str, a) -> dict:
     import ember
     from ember.train.metrics import peak_memory_bytes
 
-    model = build(a.model_type, a.vocab).train()
+    model = small_causal_lm(a.model_type, a.vocab, max_positions=1024).train()
     changes = ember.patch.apply_ember(model) if run == "ember" else []
     if run == "plain":
         optimizers = (None, None)  # the Trainer's AdamW

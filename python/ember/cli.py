@@ -20,8 +20,13 @@ COMMANDS = {
 }
 
 
+def _parser(command: str, details: str = "") -> argparse.ArgumentParser:
+    """The parser of `ember COMMAND`: its one-line summary from COMMANDS, then `details`."""
+    return argparse.ArgumentParser(prog=f"ember {command}", description=COMMANDS[command] + details)
+
+
 def _info(argv) -> int:
-    argparse.ArgumentParser(prog="ember info", description=COMMANDS["info"]).parse_args(argv)
+    _parser("info").parse_args(argv)
     import ember
 
     info = {**ember.build_info(), "cuda_available": ember.cuda_available()}
@@ -57,10 +62,8 @@ def _train(argv) -> int:
 def _prepare(argv) -> int:
     from .data.prepare import prepare
 
-    p = argparse.ArgumentParser(
-        prog="ember prepare",
-        description=COMMANDS["prepare"]
-        + ". A folder contributes its .txt/.md/.py/.jsonl/.parquet files; 'stdlib' is the built-in corpus.",
+    p = _parser(
+        "prepare", ". A folder contributes its .txt/.md/.py/.jsonl/.parquet files; 'stdlib' is the built-in corpus."
     )
     p.add_argument("inputs", nargs="+", help="files, folders, or 'stdlib'")
     p.add_argument("--out", required=True, help="output folder (created; must be empty)")
@@ -96,10 +99,9 @@ def _prepare(argv) -> int:
 def _score(argv) -> int:
     from .train.score import score
 
-    p = argparse.ArgumentParser(
-        prog="ember score",
-        description=COMMANDS["score"]
-        + ": w = (1 - p_ref)^alpha, averaging 1 over each document; stored beside the shards for --loss.token_weights.",
+    p = _parser(
+        "score",
+        ": w = (1 - p_ref)^alpha, averaging 1 over each document; stored beside the shards for --loss.token_weights.",
     )
     p.add_argument("checkpoint", help="the reference model: a checkpoint folder or a run folder (its latest)")
     p.add_argument("--data", required=True, help="token folder from `ember prepare`")
@@ -135,7 +137,7 @@ def _eval(argv) -> int:
 def _plot(argv) -> int:
     from .train.plot import plot_run
 
-    p = argparse.ArgumentParser(prog="ember plot", description=COMMANDS["plot"])
+    p = _parser("plot")
     p.add_argument("run_dir")
     a = p.parse_args(argv)
     for path in plot_run(a.run_dir):
@@ -146,10 +148,9 @@ def _plot(argv) -> int:
 def _export(argv) -> int:
     from .train.export import export_run
 
-    p = argparse.ArgumentParser(
-        prog="ember export",
-        description=COMMANDS["export"] + ". A run started from a Hugging "
-        "Face checkpoint keeps its architecture and tensor names; a run from scratch is a "
+    p = _parser(
+        "export",
+        ". A run started from a Hugging Face checkpoint keeps its architecture and tensor names; a run from scratch is a "
         "LlamaForCausalLM. The folder appears complete or not at all.",
     )
     p.add_argument("checkpoint", help="a checkpoint folder or a run folder (its latest)")

@@ -26,14 +26,9 @@ def _weights() -> list[torch.Tensor]:
 
 
 def _options(scale_type: str) -> dict:
+    limit = 1.01 if scale_type == "channel" else 1.5
     return dict(
-        lr=0.05,
-        rank=3,
-        scale_type=scale_type,
-        update_proj_gap=2,
-        weight_decay=0.1,
-        seed=11,
-        norm_growth_limit=1.01 if scale_type == "channel" else 1.5,
+        lr=0.05, rank=3, scale_type=scale_type, update_proj_gap=2, weight_decay=0.1, seed=11, norm_growth_limit=limit
     )
 
 

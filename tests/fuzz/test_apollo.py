@@ -17,20 +17,7 @@ import torch
 from hypothesis import event, given, strategies as st
 
 from ..apollo import reference
-from .harness import (
-    OnlyInside,
-    Unchanged,
-    assert_matches,
-    clear_error,
-    covers,
-    fuzz,
-    lay_out,
-    layouts,
-    randn,
-    sizes,
-    special_values,
-    sprinkle,
-)
+from . import harness
 
 STEP, PROJ = "ember.apollo_step_", "ember.apollo_projection_"
 NAN, INF = float("nan"), float("inf")
@@ -40,7 +27,7 @@ STATE = ("exp_avg", "exp_avg_sq", "norm_prev")  # the in-place outputs, with "pa
 def check(out, r64, r32, what, ulp=0.0):
     """Non-finite where the float64 reference is; finite within the principle above."""
     r64, r32, out = r64.double(), r32.double(), out.detach().double().cpu().reshape(r64.shape)
-    assert_matches(out, r64, rtol=0.0, atol=INF, what=what)  # here: only where the non-finite values are
+    harness.assert_matches(out, r64, rtol=0.0, atol=INF, what=what)  # here: only where the non-finite values are
     fin = r64.isfinite() & r32.isfinite()
     if fin.any():
         # + an underflow floor: the kernel's norms square fp32 values, which is 0 below ~1e-19
@@ -76,25 +63,25 @@ def step_cases(draw):
     steps = draw(st.integers(1, 3))  # with gaps of 1-3 they cross projection refreshes
     any_layout, mats = draw(st.sampled_from([False, False, True])), []  # mostly layouts the op takes
     for _ in range(draw(st.integers(1, 3))):  # one group: one call for all
-        shape = (draw(sizes(0, 70)), draw(sizes(0, 70)))
+        shape = (draw(harness.sizes(0, 70)), draw(harness.sizes(0, 70)))
         s, state_shape = draw(st.integers(0, 2**30)), (max(shape), hyper["rank"])
-        w = randn(shape, dtype, s, scale=draw(st.sampled_from([1.0, 1e-20])))
+        w = harness.randn(shape, dtype, s, scale=draw(st.sampled_from([1.0, 1e-20])))
         m = dict(
             stream=draw(st.integers(0, 2**32 - 1)),
             layout={
-                k: draw(layouts() if any_layout else st.sampled_from(["contiguous", "offset"]))
+                k: draw(harness.layouts() if any_layout else st.sampled_from(["contiguous", "offset"]))
                 for k in ("params", "grads", "exp_avg", "exp_avg_sq")
             }
-            | {"norm_prev": draw(layouts(1))},
-            params=draw(sprinkle(w, special_values(dtype))),
-            exp_avg=randn(state_shape, torch.float32, s + 1) * (start > 1),
-            exp_avg_sq=randn(state_shape, torch.float32, s + 2) ** 2 * (start > 1),
+            | {"norm_prev": draw(harness.layouts(1))},
+            params=draw(harness.sprinkle(w, harness.special_values(dtype))),
+            exp_avg=harness.randn(state_shape, torch.float32, s + 1) * (start > 1),
+            exp_avg_sq=harness.randn(state_shape, torch.float32, s + 2) ** 2 * (start > 1),
             norm_prev=torch.full((1,), draw(st.sampled_from([0.0, 3.0])) * (start > 1)),
             grads=[],
         )
         for t in range(steps):
             # not below 1e-15: ‖U‖² = Σ s_i²·‖G_i‖² squares G in float32 (see the op's docstring)
-            g = randn(shape, dtype, s + 3 + t, scale=draw(st.sampled_from([1.0, 1e-3, 1e3, 1e-15])))
+            g = harness.randn(shape, dtype, s + 3 + t, scale=draw(st.sampled_from([1.0, 1e-3, 1e3, 1e-15])))
             zero = draw(st.sampled_from(["none", "none", "all", "rows", "cols"]))
             if zero == "all":  # norms of 0: the 1e-8 guards, a limiter that starts from 0
                 g.zero_()
@@ -102,7 +89,7 @@ def step_cases(draw):
                 g[::2] = 0
             elif zero == "cols":
                 g[:, ::2] = 0
-            m["grads"].append(draw(sprinkle(g, special_values(dtype), 0.05)))
+            m["grads"].append(draw(harness.sprinkle(g, harness.special_values(dtype), 0.05)))
         mats.append(m)
     return hyper, start, steps, mats
 
@@ -112,7 +99,7 @@ def place(mats, device, steps, laid_out=True):
 
     def put(t, layout):
         t = t.to(device).clone()  # the case's tensors stay as drawn
-        return lay_out(t, layout) if laid_out else t
+        return harness.lay_out(t, layout) if laid_out else t
 
     args = {k: [put(m[k], m["layout"][k]) for m in mats] for k in ("params", *STATE)}
     args["grads"] = [[put(m["grads"][t], m["layout"]["grads"]) for m in mats] for t in range(steps)]
@@ -160,8 +147,8 @@ def references(args, mats, hyper, t, k, bf16_p):
     return out
 
 
-@covers("apollo_step_")
-@fuzz
+@harness.covers("apollo_step_")
+@harness.fuzz
 @given(case=step_cases())
 def test_apollo_step_(device, case):
     hyper, start, steps, mats = case
@@ -170,9 +157,9 @@ def test_apollo_step_(device, case):
     bad = {k for k in ("params", "exp_avg", "exp_avg_sq") for t in args[k] if not t.is_contiguous()}
     bad |= {"grads" for g in args["grads"][0] if not g.is_contiguous()}
     if bad:  # a layout the op does not take: a clear error, and nothing written
-        with Unchanged(*everything), pytest.raises(RuntimeError) as err:
+        with harness.Unchanged(*everything), pytest.raises(RuntimeError) as err:
             step(args, mats, hyper, start, 0)
-        clear_error(err.value, STEP, *bad)
+        harness.clear_error(err.value, STEP, *bad)
         assert "contiguous" in str(err.value)
         return event("a layout the op refuses")
     bf16 = args["params"][0].dtype == torch.bfloat16
@@ -180,7 +167,10 @@ def test_apollo_step_(device, case):
     for k in range(steps):
         t = start + k
         refs = references(args, mats, hyper, t, k, bf16_p=bf16 and device != "cpu")
-        with Unchanged(*args["grads"][k]), OnlyInside(*[x for key in ("params", *STATE) for x in args[key]]):
+        with (
+            harness.Unchanged(*args["grads"][k]),
+            harness.OnlyInside(*[x for key in ("params", *STATE) for x in args[key]]),
+        ):
             step(args, mats, hyper, t, k)
         for i, (r64, r32) in enumerate(refs):
             check(args["params"][i], r64.w, r32.w, f"params[{i}] at step {t}", ulp=ulp)
@@ -236,38 +226,32 @@ BAD_ARGUMENTS = [
 ]
 
 
-@covers("apollo_step_")
-@fuzz
+@harness.covers("apollo_step_")
+@harness.fuzz
 @given(
-    rows=sizes(1, 20), cols=sizes(1, 20), count=st.integers(1, 3), which=st.data(), bad=st.sampled_from(BAD_ARGUMENTS)
+    rows=harness.sizes(1, 20),
+    cols=harness.sizes(1, 20),
+    count=st.integers(1, 3),
+    which=st.data(),
+    bad=st.sampled_from(BAD_ARGUMENTS),
 )
 def test_apollo_step_rejects_bad_arguments(device, rows, cols, count, which, bad):
     """One bad argument (a hyperparameter, or one matrix's tensor): an error naming it, nothing written."""
     name, value = bad
     i = which.draw(st.integers(0, count - 1))
     args = dict(
-        params=[randn((rows, cols), torch.float32, j, device) for j in range(count)],
-        grads=[randn((rows, cols), torch.float32, 9 + j, device) for j in range(count)],
-        exp_avg=[randn((max(rows, cols), 2), torch.float32, 5, device) for _ in range(count)],
+        params=[harness.randn((rows, cols), torch.float32, j, device) for j in range(count)],
+        grads=[harness.randn((rows, cols), torch.float32, 9 + j, device) for j in range(count)],
+        exp_avg=[harness.randn((max(rows, cols), 2), torch.float32, 5, device) for _ in range(count)],
         exp_avg_sq=[torch.ones(max(rows, cols), 2, device=device) for _ in range(count)],
         norm_prev=[torch.ones((), device=device) for _ in range(count)],
         steps=[3] * count,
         streams=list(range(count)),
     )
-    hyper = dict(
-        lr=1e-2,
-        beta1=0.9,
-        beta2=0.999,
-        eps=1e-6,
-        weight_decay=0.1,
-        scale=1.0,
-        tensor_scale=False,
-        norm_growth_limit=1.01,
-        rank=2,
-        update_proj_gap=2,
-        seed=0,
-        stochastic_rounding=True,
-    )
+    # in apollo_step_'s argument order: AdamW's, APOLLO's scaling, its projection and rounding
+    hyper = dict(lr=1e-2, beta1=0.9, beta2=0.999, eps=1e-6, weight_decay=0.1)
+    hyper |= dict(scale=1.0, tensor_scale=False, norm_growth_limit=1.01)
+    hyper |= dict(rank=2, update_proj_gap=2, seed=0, stochastic_rounding=True)
     if name in hyper:
         hyper[name] = value
     elif name in ("steps", "streams"):
@@ -276,25 +260,30 @@ def test_apollo_step_rejects_bad_arguments(device, rows, cols, count, which, bad
         t = args[name][i]
         shape = (t.shape[0] + 1, *t.shape[1:]) if value == "one row more" else value
         args[name][i] = t.to(value) if isinstance(value, torch.dtype) else torch.ones(shape, device=device)
-    with Unchanged(*[t for k in ("params", "grads", *STATE) for t in args[k]]), pytest.raises(RuntimeError) as err:
+    with (
+        harness.Unchanged(*[t for k in ("params", "grads", *STATE) for t in args[k]]),
+        pytest.raises(RuntimeError) as err,
+    ):
         torch.ops.ember.apollo_step_(*args.values(), *hyper.values())
-    clear_error(err.value, STEP, name)
+    harness.clear_error(err.value, STEP, name)
 
 
 # ---- apollo_projection_ ------------------------------------------------------------------------------
-@covers("apollo_projection_")
-@fuzz
+@harness.covers("apollo_projection_")
+@harness.fuzz
 @given(
-    rank=sizes(0, 40),
-    dim=sizes(0, 70),
-    layout=st.one_of(st.sampled_from(["contiguous", "offset"]), layouts()),
+    rank=harness.sizes(0, 40),
+    dim=harness.sizes(0, 70),
+    layout=st.one_of(st.sampled_from(["contiguous", "offset"]), harness.layouts()),
     dtype=st.sampled_from([torch.float32] * 3 + [torch.bfloat16, torch.float64]),  # mostly what it takes
     seed=st.integers(-2, 2**63 - 1),
     stream=st.integers(-1, 2**32),
     refresh=st.integers(-1, 2**32),
 )
 def test_apollo_projection_(device, rank, dim, layout, dtype, seed, stream, refresh):
-    out = lay_out(torch.full((rank, dim), NAN, dtype=dtype, device=device), layout)  # NaN: an element not written shows
+    out = harness.lay_out(
+        torch.full((rank, dim), NAN, dtype=dtype, device=device), layout
+    )  # NaN: an element not written shows
     bad = {
         "out"
         for ok in (dtype == torch.float32 or (dtype == torch.bfloat16 and device != "cpu"), out.is_contiguous())
@@ -306,11 +295,11 @@ def test_apollo_projection_(device, rank, dim, layout, dtype, seed, stream, refr
         if not 0 <= v < top
     }
     if bad:
-        with Unchanged(out), pytest.raises(RuntimeError) as err:
+        with harness.Unchanged(out), pytest.raises(RuntimeError) as err:
             torch.ops.ember.apollo_projection_(out, seed, stream, refresh)
-        clear_error(err.value, PROJ, *bad)
+        harness.clear_error(err.value, PROJ, *bad)
         return event(f"refused: {sorted(bad)}")
-    with OnlyInside(out):
+    with harness.OnlyInside(out):
         torch.ops.ember.apollo_projection_(out, seed, stream, refresh)
     expected = reference.projection(rank, dim, seed, stream, refresh) if out.numel() else torch.empty(rank, dim)
     assert torch.equal(out.cpu(), expected.to(dtype)), (out.cpu() != expected.to(dtype)).sum().item()

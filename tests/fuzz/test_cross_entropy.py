@@ -15,19 +15,7 @@ import torch
 from hypothesis import given, strategies as st
 
 from ..cross_entropy import reference
-from .harness import (
-    OnlyInside,
-    Unchanged,
-    assert_matches,
-    clear_error,
-    covers,
-    fuzz,
-    lay_out,
-    layouts,
-    randn,
-    sizes,
-    sprinkle,
-)
+from . import harness
 
 DTYPES = [torch.float32, torch.bfloat16, torch.float16]
 LOGIT_SPECIALS = [float("-inf"), float("-inf"), float("inf"), float("nan"), -0.0, 1e-40, -30.0, 40.0]
@@ -57,16 +45,16 @@ def options(draw):
 @st.composite
 def rows_case(draw, device, max_vocab=700):
     """(logits, target, weight or None, options) with their layouts and special values."""
-    n, v = draw(sizes(0, 40)), draw(sizes(1, max_vocab))
+    n, v = draw(harness.sizes(0, 40)), draw(harness.sizes(1, max_vocab))
     dtype = draw(st.sampled_from(DTYPES))
     seed = draw(st.integers(0, 2**31 - 1))
-    z = randn((n, v), torch.float32, seed, scale=3.0)
+    z = harness.randn((n, v), torch.float32, seed, scale=3.0)
     if n and draw(st.booleans()):  # whole rows masked, or all but one class masked
         r = draw(st.integers(0, n - 1))
         z[r] = float("-inf")
         if draw(st.booleans()):
             z[r, draw(st.integers(0, v - 1))] = 1.0
-    z = draw(sprinkle(z, LOGIT_SPECIALS, 0.3)).to(dtype)
+    z = draw(harness.sprinkle(z, LOGIT_SPECIALS, 0.3)).to(dtype)
     opts = draw(options())
     g = torch.Generator().manual_seed(seed + 1)
     target = torch.randint(0, v, (n,), generator=g)
@@ -74,10 +62,12 @@ def rows_case(draw, device, max_vocab=700):
         target[torch.rand(n, generator=g) < 0.2] = opts["ignore_index"]
     if n and draw(st.integers(0, 9)) == 0:  # a target outside [0, V): a clear error
         target[draw(st.integers(0, n - 1))] = draw(st.sampled_from([v, -1 if opts["ignore_index"] != -1 else v + 5]))
-    weight = draw(sprinkle(torch.rand(n, generator=g) * 2, WEIGHT_SPECIALS, 0.3)) if draw(st.booleans()) else None
-    z = lay_out(z.to(device), draw(layouts(2)))
-    target = lay_out(target.to(device), draw(layouts(1)))
-    weight = None if weight is None else lay_out(weight.to(device), draw(layouts(1)))
+    weight = (
+        draw(harness.sprinkle(torch.rand(n, generator=g) * 2, WEIGHT_SPECIALS, 0.3)) if draw(st.booleans()) else None
+    )
+    z = harness.lay_out(z.to(device), draw(harness.layouts(2)))
+    target = harness.lay_out(target.to(device), draw(harness.layouts(1)))
+    weight = None if weight is None else harness.lay_out(weight.to(device), draw(harness.layouts(1)))
     return z, target, weight, opts
 
 
@@ -88,16 +78,16 @@ def accepted_layout(z) -> bool:
 
 def call(op, fn, args, arguments):
     """fn(*args) with the inputs unchanged; None when it raised a clear error."""
-    with Unchanged(*args):
+    with harness.Unchanged(*args):
         try:
             return fn(*args)
         except RuntimeError as err:
-            clear_error(err, op, *arguments)
+            harness.clear_error(err, op, *arguments)
             return None
 
 
-@covers("cross_entropy_forward", "cross_entropy_backward", "cross_entropy_backward_")
-@fuzz
+@harness.covers("cross_entropy_forward", "cross_entropy_backward", "cross_entropy_backward_")
+@harness.fuzz
 @given(data=st.data())
 def test_cross_entropy_rows(device, order, data):
     z, target, weight, o = data.draw(rows_case(device))
@@ -123,8 +113,8 @@ def test_cross_entropy_rows(device, order, data):
     zf = reference._prepare(z, o["softcap"] or None)
     big = zf[zf.isfinite()].abs().max().item() if zf.isfinite().any() else 0.0
     for got, want, what in zip(out, ref, ("loss", "lse", "logprob", "entropy")):
-        assert_matches(got, want, 1e-5, what, atol=1e-5 * big + (1e-6 if what == "entropy" else 0.0))
-    grad_loss = lay_out(torch.rand(z.shape[0], device=device) + 0.5, data.draw(layouts(1)))
+        harness.assert_matches(got, want, 1e-5, what, atol=1e-5 * big + (1e-6 if what == "entropy" else 0.0))
+    grad_loss = harness.lay_out(torch.rand(z.shape[0], device=device) + 0.5, data.draw(harness.layouts(1)))
     gref = reference.grad(
         z, target, grad_loss, weight, o["ignore_index"], o["label_smoothing"], o["z_loss"], o["softcap"] or None
     )
@@ -142,31 +132,38 @@ def test_cross_entropy_rows(device, order, data):
     )
     if g is not None:
         assert g.dtype == z.dtype and g.shape == z.shape
-        assert_matches(g, gref, grad_tol(z.dtype), "grad", atol=gatol)
+        harness.assert_matches(g, gref, grad_tol(z.dtype), "grad", atol=gatol)
     buf = z.clone() if data.draw(st.booleans()) else z  # in place: into a copy, or into the view itself
     try:
-        with Unchanged(grad_loss, target, *(() if weight is None else (weight,)), lse), OnlyInside(buf):
+        with harness.Unchanged(grad_loss, target, *(() if weight is None else (weight,)), lse), harness.OnlyInside(buf):
             torch.ops.ember.cross_entropy_backward_(buf, grad_loss, target, weight, lse, *args)
     except RuntimeError as err:
-        clear_error(err, "ember.cross_entropy_backward_", "logits", "grad_loss", "target", "weight")
+        harness.clear_error(err, "ember.cross_entropy_backward_", "logits", "grad_loss", "target", "weight")
         return
-    assert_matches(buf, gref, grad_tol(z.dtype), "in-place grad", atol=gatol)
+    harness.assert_matches(buf, gref, grad_tol(z.dtype), "in-place grad", atol=gatol)
 
 
-@covers("linear_cross_entropy_forward", "linear_cross_entropy_backward")
-@fuzz
+@harness.covers("linear_cross_entropy_forward", "linear_cross_entropy_backward")
+@harness.fuzz
 @given(data=st.data())
 def test_linear_cross_entropy(device, order, data):
-    n, d, v = data.draw(sizes(0, 40)), data.draw(sizes(1, 40)), data.draw(sizes(1, 300))
+    n, d, v = data.draw(harness.sizes(0, 40)), data.draw(harness.sizes(1, 40)), data.draw(harness.sizes(1, 300))
     dtype = data.draw(st.sampled_from([torch.float32, torch.bfloat16]))
     seed = data.draw(st.integers(0, 2**31 - 1))
-    h = lay_out(data.draw(sprinkle(randn((n, d), dtype, seed), [-0.0, 1e-40, 0.0])).to(device), data.draw(layouts(2)))
-    w = lay_out(randn((v, d), dtype, seed + 1, scale=d**-0.5 * 2).to(device), data.draw(layouts(2)))
+    h = harness.lay_out(
+        data.draw(harness.sprinkle(harness.randn((n, d), dtype, seed), [-0.0, 1e-40, 0.0])).to(device),
+        data.draw(harness.layouts(2)),
+    )
+    w = harness.lay_out(
+        harness.randn((v, d), dtype, seed + 1, scale=d**-0.5 * 2).to(device), data.draw(harness.layouts(2))
+    )
     bias = None
     if data.draw(st.booleans()):  # a −inf bias masks classes; a NaN one poisons every row
-        bias = lay_out(
-            data.draw(sprinkle(randn((v,), dtype, seed + 2), [float("-inf"), float("-inf"), float("nan")])).to(device),
-            data.draw(layouts(1)),
+        bias = harness.lay_out(
+            data.draw(
+                harness.sprinkle(harness.randn((v,), dtype, seed + 2), [float("-inf"), float("-inf"), float("nan")])
+            ).to(device),
+            data.draw(harness.layouts(1)),
         )
     o = data.draw(options())
     g = torch.Generator().manual_seed(seed + 3)
@@ -175,12 +172,12 @@ def test_linear_cross_entropy(device, order, data):
         target[torch.rand(n, generator=g) < 0.2] = o["ignore_index"]
     target = target.to(device)
     weight = (
-        data.draw(sprinkle(torch.rand(n, generator=g) * 2, [0.0, 0.0, 1e-40])).to(device)
+        data.draw(harness.sprinkle(torch.rand(n, generator=g) * 2, [0.0, 0.0, 1e-40])).to(device)
         if data.draw(st.booleans())
         else None
     )
     args = (o["ignore_index"], o["label_smoothing"], o["z_loss"], o["softcap"])
-    with Unchanged(h, w, target, *(t for t in (weight, bias) if t is not None)):
+    with harness.Unchanged(h, w, target, *(t for t in (weight, bias) if t is not None)):
         loss, lse, lp, ent, dh, dw, db = torch.ops.ember.linear_cross_entropy_forward(
             h, w, target, weight, bias, *args, True, True, True
         )
@@ -196,7 +193,7 @@ def test_linear_cross_entropy(device, order, data):
     # lse − z_y cancels: its rounding is bounded by the logits' magnitude, not by the loss
     big = logits[logits.isfinite()].abs().max().item() if logits.isfinite().any() else 0.0
     for got, want, what in ((loss, rloss, "loss"), (lse, rlse, "lse"), (lp, rlp, "logprob"), (ent, rent, "entropy")):
-        assert_matches(got, want, tol, what, atol=tol * big + (1e-6 if what == "entropy" else 0.0))
+        harness.assert_matches(got, want, tol, what, atol=tol * big + (1e-6 if what == "entropy" else 0.0))
     gtol = 1e-4 if dtype == torch.float32 else 2**-7
     for gl, (gh, gw, gb) in ((torch.ones(()), (dh, dw, db)), (grad_loss, (bh, bw, bb))):
         gz = reference.grad(
@@ -212,9 +209,11 @@ def test_linear_cross_entropy(device, order, data):
             * (gl.double().cpu() * (1 if weight is None else weight.double().cpu())).abs()
             * (1 + 2 * o["z_loss"] * rlse.abs())
         ).expand(n).nan_to_num(0, 0, 0) * live
-        assert_matches(gh, gz @ wd, gtol, "dhidden", atol=gtol * row.max().item() * wd.abs().max().item() if n else 0)
-        assert_matches(
+        harness.assert_matches(
+            gh, gz @ wd, gtol, "dhidden", atol=gtol * row.max().item() * wd.abs().max().item() if n else 0
+        )
+        harness.assert_matches(
             gw, gz[live].t() @ hd[live], gtol, "dlm_weight", atol=gtol * (row @ hd.abs()).max().item() if n else 0
         )
         if bias is not None:
-            assert_matches(gb, gz.sum(0), gtol, "dbias", atol=gtol * row.sum().item())
+            harness.assert_matches(gb, gz.sum(0), gtol, "dbias", atol=gtol * row.sum().item())

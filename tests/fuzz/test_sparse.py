@@ -18,19 +18,7 @@ import pytest
 import torch
 from hypothesis import assume, given, strategies as st
 
-from .harness import (
-    Unchanged,
-    assert_matches,
-    clear_error,
-    covers,
-    fuzz,
-    lay_out,
-    layouts,
-    randn,
-    sizes,
-    special_values,
-    sprinkle,
-)
+from . import harness
 
 E = torch.ops.ember
 BLOCKS = (0, 16, 32, 64, 128)  # 0: bitmask
@@ -64,7 +52,7 @@ def masks(draw, rows, cols, block):
 @st.composite
 def values(draw, shape, dtype, device, activation=False):
     """Fresh random values with a few special ones and, maybe, an all-zero row."""
-    special = special_values(dtype)
+    special = harness.special_values(dtype)
     if dtype == torch.float16:  # products of 57344s overflow fp16 where float64 does not
         special = [v for v in special if not math.isfinite(v) or abs(v) < 1]
     if dtype == torch.bfloat16 and device == "cpu":
@@ -72,14 +60,14 @@ def values(draw, shape, dtype, device, activation=False):
         # K, leaks a non-finite element of its row-major A (x, grad) as NaN into the row above
         tiny = torch.finfo(dtype).tiny
         special = [v for v in special if v == 0 or abs(v) >= tiny and (math.isfinite(v) or not activation)]
-    t = draw(sprinkle(randn(shape, dtype, draw(st.integers(0, 2**31 - 1))), special))
+    t = draw(harness.sprinkle(harness.randn(shape, dtype, draw(st.integers(0, 2**31 - 1))), special))
     if len(shape) == 2 and shape[0] and draw(st.booleans()):
         t[draw(st.integers(0, shape[0] - 1))] = 0
     return t
 
 
 def placed(draw, t, device):
-    return lay_out(t.to(device), draw(layouts(t.dim())))
+    return harness.lay_out(t.to(device), draw(harness.layouts(t.dim())))
 
 
 def product(a, b):
@@ -96,7 +84,7 @@ def check(out, ref, mag, k, roundings, dtype, what):
     fin = ref.isfinite()
     s = mag[fin].max().item() if fin.any() else 0.0
     atol = (2 * k * u_acc + roundings * fi.eps / 2) * s + roundings * fi.tiny * fi.eps  # + subnormal spacing
-    assert_matches(out, ref, 0.0, what, atol=atol)
+    harness.assert_matches(out, ref, 0.0, what, atol=atol)
 
 
 def roundings(block, k):
@@ -110,26 +98,30 @@ def masked_weight(w, m):
 @st.composite
 def linear_case(draw, device):
     dtype, block = draw(st.sampled_from(DTYPES)), draw(st.sampled_from(BLOCKS))
-    n, out, inp = draw(sizes(0, 33)), draw(sizes(0, 129)), draw(sizes(0, 129))
+    n, out, inp = draw(harness.sizes(0, 33)), draw(harness.sizes(0, 129)), draw(harness.sizes(0, 129))
     m = draw(masks(out, inp, block))
     w = draw(values((out, inp), dtype, device))
     if draw(st.booleans()):  # non-finite pruned weights: they must never be read
         g = torch.Generator().manual_seed(draw(st.integers(0, 2**31 - 1)))
         junk = torch.tensor(NONFINITE, dtype=dtype)[torch.randint(0, 3, w.shape, generator=g)]
         w = torch.where(m, w, junk)
-    mask = lay_out(E.pack_mask(m.to(device), block), draw(layouts()))
+    mask = harness.lay_out(E.pack_mask(m.to(device), block), draw(harness.layouts()))
     x = placed(draw, draw(values((n, inp), dtype, device, activation=True)), device)
     return dtype, block, x, placed(draw, w, device), mask, ref_unpack(mask, out, inp, block)
 
 
 # ---- packing ------------------------------------------------------------------------------------------
-@fuzz
-@covers("pack_mask", "unpack_mask")
+@harness.fuzz
+@harness.covers("pack_mask", "unpack_mask")
 @given(data=st.data())
 def test_pack_unpack(device, data):
-    rows, cols, block = data.draw(sizes(0, 129)), data.draw(sizes(0, 129)), data.draw(st.sampled_from(BLOCKS))
-    m = lay_out(data.draw(masks(rows, cols, block)).to(device), data.draw(layouts()))
-    with Unchanged(m):
+    rows, cols, block = (
+        data.draw(harness.sizes(0, 129)),
+        data.draw(harness.sizes(0, 129)),
+        data.draw(st.sampled_from(BLOCKS)),
+    )
+    m = harness.lay_out(data.draw(masks(rows, cols, block)).to(device), data.draw(harness.layouts()))
+    with harness.Unchanged(m):
         packed = E.pack_mask(m, block)
     if block:  # one byte per tile: any element of it, say the first
         assert packed.dtype == torch.uint8 and torch.equal(packed.cpu(), m.cpu()[::block, ::block].to(torch.uint8))
@@ -138,39 +130,43 @@ def test_pack_unpack(device, data):
         assert packed.dtype == torch.int32 and packed.shape == (rows, words)
         bits = ref_unpack(packed, rows, 32 * words, 0)
         assert torch.equal(bits[:, :cols], m.cpu()) and not bits[:, cols:].any(), "bits past cols must be 0"
-    q = lay_out(packed, data.draw(layouts()))
-    with Unchanged(q):
+    q = harness.lay_out(packed, data.draw(harness.layouts()))
+    with harness.Unchanged(q):
         got = E.unpack_mask(q, rows, cols, block)
     assert got.dtype == torch.bool and torch.equal(got.cpu(), ref_unpack(q, rows, cols, block))
 
 
-@fuzz
-@covers("pack_mask")
+@harness.fuzz
+@harness.covers("pack_mask")
 @given(data=st.data())
 def test_pack_refuses_a_block_mask_mixed_on_a_tile(device, data):
-    rows, cols, block = data.draw(sizes(1, 129)), data.draw(sizes(1, 129)), data.draw(st.sampled_from(BLOCKS[1:]))
+    rows, cols, block = (
+        data.draw(harness.sizes(1, 129)),
+        data.draw(harness.sizes(1, 129)),
+        data.draw(st.sampled_from(BLOCKS[1:])),
+    )
     i, j = data.draw(st.integers(0, rows - 1)), data.draw(st.integers(0, cols - 1))
     ti, tj = i // block, j // block
     assume((min(rows, ti * block + block) - ti * block) * (min(cols, tj * block + block) - tj * block) > 1)
     m = data.draw(masks(rows, cols, block))
     m[i, j] = ~m[i, j]  # one element off: its tile is mixed
-    m = lay_out(m.to(device), data.draw(st.sampled_from(["contiguous", "transposed", "row_sliced", "offset"])))
-    with Unchanged(m), pytest.raises(RuntimeError) as err:
+    m = harness.lay_out(m.to(device), data.draw(st.sampled_from(["contiguous", "transposed", "row_sliced", "offset"])))
+    with harness.Unchanged(m), pytest.raises(RuntimeError) as err:
         E.pack_mask(m, block)
-    clear_error(err.value, "pack_mask", "mask")
+    harness.clear_error(err.value, "pack_mask", "mask")
     assert f"not constant on {block}×{block} tiles (tile ({ti}, {tj})" in str(err.value)
 
 
 # ---- masked_linear ------------------------------------------------------------------------------------
-@fuzz
-@covers("masked_linear")
+@harness.fuzz
+@harness.covers("masked_linear")
 @given(data=st.data())
 def test_masked_linear(device, data):
     dtype, block, x, w, mask, m = data.draw(linear_case(device))
     bias = (
         placed(data.draw, data.draw(values((w.shape[0],), dtype, device)), device) if data.draw(st.booleans()) else None
     )
-    with Unchanged(x, w, mask, bias):
+    with harness.Unchanged(x, w, mask, bias):
         y = E.masked_linear(x, w, mask, block, bias)
     ref, mag = product(x, masked_weight(w, m))
     if bias is not None:
@@ -179,14 +175,14 @@ def test_masked_linear(device, data):
     check(y, ref, mag, x.shape[1], roundings(block, x.shape[1]), dtype, f"y (block {block})")
 
 
-@fuzz
-@covers("masked_linear_backward")
+@harness.fuzz
+@harness.covers("masked_linear_backward")
 @given(data=st.data())
 def test_masked_linear_backward(device, data):
     dtype, block, x, w, mask, m = data.draw(linear_case(device))
     g = placed(data.draw, data.draw(values((x.shape[0], w.shape[0]), dtype, device, activation=True)), device)
     need_x, need_w = data.draw(st.booleans()), data.draw(st.booleans())
-    with Unchanged(g, x, w, mask):
+    with harness.Unchanged(g, x, w, mask):
         dx, dw = E.masked_linear_backward(g, x, w, mask, block, need_x, need_w)
     if need_x:
         ref, mag = product(g, masked_weight(w, m).t())
@@ -220,22 +216,22 @@ BAD = {  # what goes wrong -> (the ops it applies to, the argument the error mus
 }
 
 
-@fuzz
-@covers("pack_mask", "unpack_mask", "masked_linear", "masked_linear_backward")
+@harness.fuzz
+@harness.covers("pack_mask", "unpack_mask", "masked_linear", "masked_linear_backward")
 @given(data=st.data())
 def test_bad_arguments_are_refused_clearly(device, data):
     bad = data.draw(st.sampled_from(sorted(BAD)))
     ops, name = BAD[bad]
     op = data.draw(st.sampled_from(ops))
     dtype, block = data.draw(st.sampled_from(DTYPES)), data.draw(st.sampled_from(BLOCKS))
-    n, out, inp = data.draw(sizes(1, 40)), data.draw(sizes(1, 40)), data.draw(sizes(1, 40))
+    n, out, inp = data.draw(harness.sizes(1, 40)), data.draw(harness.sizes(1, 40)), data.draw(harness.sizes(1, 40))
     m = data.draw(masks(out, inp, block))
     a = {
-        "x": randn((n, inp), dtype, 1, device),
-        "weight": randn((out, inp), dtype, 2, device),
+        "x": harness.randn((n, inp), dtype, 1, device),
+        "weight": harness.randn((out, inp), dtype, 2, device),
         "mask": E.pack_mask(m.to(device), block),
-        "bias": randn((out,), dtype, 3, device),
-        "grad": randn((n, out), dtype, 4, device),
+        "bias": harness.randn((out,), dtype, 3, device),
+        "grad": harness.randn((n, out), dtype, 4, device),
         "block": block,
         "rows": out,
         "dense": m.to(device),
@@ -274,6 +270,6 @@ def test_bad_arguments_are_refused_clearly(device, data):
         "unpack_mask": lambda: E.unpack_mask(a["mask"], a["rows"], inp, a["block"]),
         "pack_mask": lambda: E.pack_mask(a["dense"], a["block"]),
     }
-    with Unchanged(*(t for t in a.values() if isinstance(t, torch.Tensor))), pytest.raises(RuntimeError) as err:
+    with harness.Unchanged(*(t for t in a.values() if isinstance(t, torch.Tensor))), pytest.raises(RuntimeError) as err:
         calls[op]()
-    clear_error(err.value, op, "packed" if op == "unpack_mask" and name == "mask" else name)
+    harness.clear_error(err.value, op, "packed" if op == "unpack_mask" and name == "mask" else name)

@@ -10,88 +10,51 @@ from __future__ import annotations
 import torch
 
 VOCAB = 101
-BASE = dict(
-    vocab_size=VOCAB,
-    hidden_size=32,
-    intermediate_size=64,
-    num_hidden_layers=2,
-    num_attention_heads=4,
-    num_key_value_heads=2,
-    head_dim=8,
-    max_position_embeddings=64,
-    tie_word_embeddings=False,
-    pad_token_id=0,
-    bos_token_id=1,
-    eos_token_id=2,
-    # MoE (keys a dense config does not know are ignored)
-    num_local_experts=4,
-    num_experts=4,
-    n_routed_experts=4,
-    num_experts_per_tok=2,
-    moe_intermediate_size=32,
-    shared_expert_intermediate_size=32,
-    n_shared_experts=1,
-    output_router_logits=True,
-    router_aux_loss_coef=0.37,
-    n_group=1,
-    topk_group=1,
-    first_k_dense_replace=1,
-    # multi-head latent attention (DeepSeek-style)
-    kv_lora_rank=16,
-    q_lora_rank=16,
-    qk_rope_head_dim=8,
-    qk_nope_head_dim=8,
-    v_head_dim=8,
-)
-SEQ2SEQ_DECODER = dict(
-    d_model=32,
-    decoder_layers=2,
-    encoder_layers=2,
-    decoder_attention_heads=4,
-    encoder_attention_heads=4,
-    decoder_ffn_dim=64,
-    encoder_ffn_dim=64,
-)
+# dense sizes, attention heads and special tokens; then MoE and multi-head latent attention (DeepSeek-style)
+# keys, which a config that does not know them ignores
+_DENSE = dict(vocab_size=VOCAB, hidden_size=32, intermediate_size=64, num_hidden_layers=2, max_position_embeddings=64)
+_HEADS = dict(num_attention_heads=4, num_key_value_heads=2, head_dim=8)
+_TOKENS = dict(tie_word_embeddings=False, pad_token_id=0, bos_token_id=1, eos_token_id=2)
+_EXPERTS = dict(num_local_experts=4, num_experts=4, n_routed_experts=4, num_experts_per_tok=2, n_shared_experts=1)
+_EXPERT_SIZES = dict(moe_intermediate_size=32, shared_expert_intermediate_size=32)
+_ROUTER = dict(output_router_logits=True, router_aux_loss_coef=0.37, n_group=1, topk_group=1, first_k_dense_replace=1)
+_MLA = dict(kv_lora_rank=16, q_lora_rank=16, qk_rope_head_dim=8, qk_nope_head_dim=8, v_head_dim=8)
+BASE = {**_DENSE, **_HEADS, **_TOKENS, **_EXPERTS, **_EXPERT_SIZES, **_ROUTER, **_MLA}
+# encoder-decoder models: both parts alike (the causal LM builds the decoder only)
+SEQ2SEQ_DECODER = dict(d_model=32) | {
+    f"{part}_{key}": n
+    for part in ("encoder", "decoder")
+    for key, n in dict(layers=2, attention_heads=4, ffn_dim=64).items()
+}
 
 # BLT: a byte-level local encoder/decoder around a global transformer over patches, cut by the
 # entropy of a small byte LM (the patcher); the global width is the encoder's times cross_attn_k
-_BLT_LOCAL = dict(
-    vocab_size=VOCAB,
-    hidden_size=32,
-    hidden_size_global=64,
-    num_attention_heads=4,
-    num_key_value_heads=4,
-    intermediate_size=64,
-    max_position_embeddings=64,
-    num_hidden_layers=1,
-)
+_BLT_PART = dict(num_attention_heads=4, num_key_value_heads=4, intermediate_size=64, max_position_embeddings=64)
+_BLT_LOCAL = dict(vocab_size=VOCAB, hidden_size=32, hidden_size_global=64, num_hidden_layers=1, **_BLT_PART)
 BLT = dict(
     encoder_hash_byte_group_vocab=VOCAB,
     encoder_hash_byte_group_size=[3, 4],
     local_attention_window_len=8,
     cross_attn_k=2,
-    patcher_config=dict(
-        vocab_size=VOCAB,
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=4,
-        head_dim=8,
-        intermediate_size=64,
-        max_position_embeddings=64,
-    ),
+    patcher_config=dict(vocab_size=VOCAB, hidden_size=32, num_hidden_layers=2, head_dim=8, **_BLT_PART),
     encoder_config=_BLT_LOCAL,
     decoder_config={**_BLT_LOCAL, "num_hidden_layers": 2, "head_dim": 8},
-    global_config=dict(
-        hidden_size=64,
-        num_attention_heads=4,
-        num_key_value_heads=4,
-        head_dim=16,
-        num_hidden_layers=2,
-        intermediate_size=64,
-        max_position_embeddings=64,
-    ),
+    global_config=dict(hidden_size=64, head_dim=16, num_hidden_layers=2, **_BLT_PART),
 )
+
+# gated delta-net heads (linear attention)
+_GATED_DELTA_NET = dict(
+    linear_key_head_dim=8, linear_value_head_dim=8, linear_num_key_heads=2, linear_num_value_heads=4
+)
+_QWEN4_INDEXER = dict(
+    indexer_n_heads=2, indexer_kv_heads=1, indexer_head_dim=8, indexer_budget=8, indexer_compress_ratio=2
+)
+# Mamba then attention (the pattern "M*"; a stack without attention has no sequence length to cache)
+_MAMBA_THEN_ATTENTION = dict(layer_types=["linear_attention", "full_attention"])
+# dots3: an indexer on the DSA layers, and the sliding-window layers' own head sizes (swa_*)
+_DSA_INDEXER = dict(index_n_heads=2, index_head_dim=8, index_topk=4)
+_SWA_HEADS = dict(swa_num_attention_heads=4, swa_num_key_value_heads=4, swa_q_lora_rank=16, swa_kv_lora_rank=16)
+_SWA_HEAD_DIMS = dict(swa_head_dim=16, swa_qk_nope_head_dim=8, swa_v_head_dim=8)
 
 # model type -> config keys on top of BASE (what makes that architecture differ, small)
 OVERRIDES = {
@@ -133,37 +96,13 @@ OVERRIDES = {
     "flint": dict(mlp_only_layers=[0]),
     "laguna": dict(mlp_layer_types=["dense", "sparse"]),
     "doge": dict(is_moe=True),  # its product-key experts (4 = 2 x 2 keys) instead of the dense MLP
-    **{
-        t: dict(
-            indexer_n_heads=2,
-            indexer_kv_heads=1,
-            indexer_head_dim=8,
-            indexer_budget=8,
-            indexer_compress_ratio=2,
-            linear_key_head_dim=8,
-            linear_value_head_dim=8,
-            linear_num_key_heads=2,
-            linear_num_value_heads=4,
-            hc_lowrank=8,
-        )
-        for t in ("qwen4_exp", "qwen4_exp_text")
-    },
+    **{t: dict(hc_lowrank=8, **_QWEN4_INDEXER, **_GATED_DELTA_NET) for t in ("qwen4_exp", "qwen4_exp_text")},
     "granitemoehybrid": dict(
-        layer_types=["linear_attention", "full_attention"],
-        logits_scaling=2.5,
-        mamba_n_heads=8,
-        mamba_d_state=16,
-        mamba_chunk_size=16,
+        logits_scaling=2.5, mamba_n_heads=8, mamba_d_state=16, mamba_chunk_size=16, **_MAMBA_THEN_ATTENTION
     ),
     "lfm2_moe": dict(layer_types=["conv", "full_attention"], num_dense_layers=1),
-    # Mamba then attention (the pattern "M*"; a stack without attention has no sequence length to cache)
     "nemotron_h": dict(
-        layer_types=["linear_attention", "full_attention"],
-        mamba_num_heads=8,
-        mamba_head_dim=8,
-        n_groups=1,
-        ssm_state_size=16,
-        chunk_size=16,
+        mamba_num_heads=8, mamba_head_dim=8, n_groups=1, ssm_state_size=16, chunk_size=16, **_MAMBA_THEN_ATTENTION
     ),
     # rope parameters per layer type (multimodal rope sections sized to head_dim 8)
     "cohere_compass_text": dict(
@@ -180,26 +119,16 @@ OVERRIDES = {
     **{
         t: dict(
             num_key_value_heads=4,
-            index_n_heads=2,
-            index_head_dim=8,
-            index_topk=4,
             sliding_window=8,
             shared_experts_intermediate_size=32,
-            swa_num_attention_heads=4,
-            swa_num_key_value_heads=4,
-            swa_q_lora_rank=16,
-            swa_kv_lora_rank=16,
-            swa_head_dim=16,
-            swa_qk_nope_head_dim=8,
-            swa_v_head_dim=8,
+            **_DSA_INDEXER,
+            **_SWA_HEADS,
+            **_SWA_HEAD_DIMS,
         )
         for t in ("dots3_note", "dots3_note_text")
     },
     **{t: dict(intermediate_size_mlp=64) for t in ("llama4", "llama4_text")},  # the dense layers' width
-    **{
-        t: dict(linear_key_head_dim=8, linear_value_head_dim=8, linear_num_key_heads=2, linear_num_value_heads=4)
-        for t in ("qwen3_5", "qwen3_5_text", "qwen3_5_moe", "qwen3_5_moe_text")
-    },  # gated delta-net heads
+    **{t: _GATED_DELTA_NET for t in ("qwen3_5", "qwen3_5_text", "qwen3_5_moe", "qwen3_5_moe_text")},
     "mamba2": dict(num_heads=8, head_dim=8, n_groups=1, expand=2),
     "dbrx": dict(
         d_model=32,

@@ -10,6 +10,15 @@ from pathlib import Path
 
 from ember.train import parse_config, train
 
+# on the CPU, a metrics line every step and no other output (progress bar, TensorBoard, plot, export)
+QUIET_CPU = [
+    "--metrics.log_every=1",
+    "--metrics.progress=false",
+    "--metrics.tensorboard=false",
+    "--metrics.plot=false",
+    "--checkpoint.export_safetensors=false",
+    "--job.device=cpu",
+]
 TINY = [
     "--model.dim=64",
     "--model.n_layers=2",
@@ -24,12 +33,7 @@ TINY = [
     "--eval.batches=1",
     "--eval.batch_size=8",
     "--checkpoint.every=0",
-    "--metrics.log_every=1",
-    "--metrics.progress=false",
-    "--metrics.tensorboard=false",
-    "--metrics.plot=false",
-    "--checkpoint.export_safetensors=false",
-    "--job.device=cpu",
+    *QUIET_CPU,
 ]
 
 

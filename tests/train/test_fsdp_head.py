@@ -16,15 +16,9 @@ MICRO = 3  # micro-batches per step
 
 
 def _config(tied: bool):
+    # the debug config's heads (4, 2 of them key/value), smaller
     return CONFIGS["debug"].replace(
-        dim=64,
-        n_layers=2,
-        n_heads=4,
-        n_kv_heads=2,
-        ffn_hidden=128,
-        vocab_size=1031,
-        max_seq_len=32,
-        tie_embeddings=tied,
+        dim=64, n_layers=2, ffn_hidden=128, vocab_size=1031, max_seq_len=32, tie_embeddings=tied
     )
 
 

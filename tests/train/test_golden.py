@@ -16,7 +16,7 @@ import pytest
 from ember.data import corpus
 from ember.train import parse_config, train
 
-from .helpers import losses
+from .helpers import QUIET_CPU, losses
 
 GOLDEN = pathlib.Path(__file__).with_name("golden_debug.json")
 TOLERANCE = 2e-3  # nats per byte, per step
@@ -28,12 +28,7 @@ FLAGS = [
     "--eval.every=0",
     "--checkpoint.every=0",
     "--job.deterministic=true",
-    "--metrics.log_every=1",
-    "--metrics.progress=false",
-    "--metrics.tensorboard=false",
-    "--metrics.plot=false",
-    "--checkpoint.export_safetensors=false",
-    "--job.device=cpu",
+    *QUIET_CPU,
 ]
 
 pytestmark = pytest.mark.slow

@@ -11,16 +11,8 @@ from ember.models.hf import HFCheckpointError, resolve_hf_path
 
 transformers = pytest.importorskip("transformers")
 
-SIZE = dict(
-    hidden_size=64,
-    intermediate_size=96,
-    num_hidden_layers=2,
-    num_attention_heads=4,
-    num_key_value_heads=2,
-    vocab_size=101,
-    max_position_embeddings=128,
-    rms_norm_eps=1e-6,
-)
+SIZE = dict(hidden_size=64, intermediate_size=96, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2)
+SIZE.update(vocab_size=101, max_position_embeddings=128, rms_norm_eps=1e-6)
 FAMILIES = {
     # Llama 3.1's RoPE scaling, with an original context short enough that it changes the frequencies
     "llama": (

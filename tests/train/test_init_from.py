@@ -57,6 +57,19 @@ def val_rows(run_dir):
 # --- refused before any run folder ---------------------------------------------------------
 
 
+def exported(run_dir, out_dir):
+    """The export of `run_dir` in `out_dir`, loaded by transformers, checked to compute the run's logits."""
+    from ember.train.evaluate import load_model
+
+    back = transformers.AutoModelForCausalLM.from_pretrained(out_dir).eval()
+    model, _, _ = load_model(run_dir)
+    x = torch.randint(0, 257, (2, 32), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        want = model(x)
+        assert ((back(x).logits - want).abs().max() / want.abs().max()).item() <= 1e-5
+    return back
+
+
 def refused(tmp_path, *extra) -> str:
     with pytest.raises(ConfigError) as info:
         train(parse_config(flags(tmp_path, "bad", *extra)))
@@ -128,21 +141,13 @@ def test_init_from_each_family(tmp_path, family):
         assert report["density"] == pytest.approx(0.5, abs=0.02)
     # the trained weights (pruned ones as zeros) back in the source's architecture
     assert ember_main(["export", str(tmp_path / family), str(tmp_path / "out")]) == 0
-    back = transformers.AutoModelForCausalLM.from_pretrained(tmp_path / "out").eval()
+    back = exported(tmp_path / family, tmp_path / "out")
     assert type(back).__name__ == FAMILIES[family][1]
-    from ember.train.evaluate import load_model
-
-    model, _, _ = load_model(tmp_path / family)
-    x = torch.randint(0, 257, (2, 32), generator=torch.Generator().manual_seed(0))
-    with torch.no_grad():
-        want = model(x)
-        assert ((back(x).logits - want).abs().max() / want.abs().max()).item() <= 1e-5
 
 
 @pytest.mark.slow
 def test_init_from_token_weights_and_export(tmp_path):
     """PRIOR weights scored by an init_from run, a weighted init_from run, both exported back."""
-    from ember.train.evaluate import load_model
     from ember.train.score import score
 
     path = checkpoint(tmp_path, "qwen3")
@@ -162,13 +167,8 @@ def test_init_from_token_weights_and_export(tmp_path):
     assert weighted["losses"][1] != plain["losses"][1]
     # export: the source's architecture and tensor names, equal logits, fp32 unless asked
     assert ember_main(["export", str(tmp_path / "w"), str(tmp_path / "out")]) == 0
-    back = transformers.AutoModelForCausalLM.from_pretrained(tmp_path / "out").eval()
+    back = exported(tmp_path / "w", tmp_path / "out")
     assert type(back).__name__ == "Qwen3ForCausalLM" and back.dtype == torch.float32
-    model, _, _ = load_model(tmp_path / "w")
-    x = torch.randint(0, 257, (2, 32), generator=torch.Generator().manual_seed(0))
-    with torch.no_grad():
-        want = model(x)
-        assert ((back(x).logits - want).abs().max() / want.abs().max()).item() <= 1e-5
     from safetensors import safe_open
 
     with (
@@ -185,18 +185,11 @@ def test_init_from_token_weights_and_export(tmp_path):
 
 @pytest.mark.slow
 def test_scratch_run_exports_as_llama(tmp_path):
-    from ember.train.evaluate import load_model
-
     run(tmp_path, "s", "--training.steps=2", "--model.dim=64", "--model.n_layers=2", "--model.n_heads=4")
     assert ember_main(["export", str(tmp_path / "s"), str(tmp_path / "out")]) == 0
     config = json.loads((tmp_path / "out" / "config.json").read_text())
     assert config["architectures"] == ["LlamaForCausalLM"] and config["eos_token_id"] == 256
-    back = transformers.AutoModelForCausalLM.from_pretrained(tmp_path / "out").eval()
-    model, _, _ = load_model(tmp_path / "s")
-    x = torch.randint(0, 257, (2, 32), generator=torch.Generator().manual_seed(0))
-    with torch.no_grad():
-        want = model(x)
-        assert ((back(x).logits - want).abs().max() / want.abs().max()).item() <= 1e-5
+    exported(tmp_path / "s", tmp_path / "out")
 
 
 @pytest.mark.slow

@@ -84,32 +84,16 @@ class LlamaConfig:
 # Named sizes. "debug" trains on a CPU in minutes; the LLaMA sizes are those of the GaLore /
 # APOLLO papers (their vocabulary: the 32000-token T5 tokenizer, 256-token context); "8b" is
 # Llama 3.1 8B. The trainer replaces vocab_size with its tokenizer's.
+_BYTE_LEVEL = dict(vocab_size=257, max_seq_len=1024, tie_embeddings=True)  # a vocabulary small enough to tie
+_LLAMA3 = dict(n_kv_heads=8, vocab_size=128256, rope_theta=500000.0)  # grouped-query heads, its tokenizer, RoPE base
 CONFIGS: dict[str, LlamaConfig] = {
-    "debug": LlamaConfig(
-        dim=128,
-        n_layers=4,
-        n_heads=4,
-        n_kv_heads=2,
-        ffn_hidden=384,
-        vocab_size=257,
-        max_seq_len=1024,
-        tie_embeddings=True,
-    ),
+    "debug": LlamaConfig(dim=128, n_layers=4, n_heads=4, n_kv_heads=2, ffn_hidden=384, **_BYTE_LEVEL),
     "60m": LlamaConfig(dim=512, n_layers=8, n_heads=8, ffn_hidden=1376, vocab_size=32000, max_seq_len=1024),
     "130m": LlamaConfig(dim=768, n_layers=12, n_heads=12, ffn_hidden=2048, vocab_size=32000, max_seq_len=1024),
     "350m": LlamaConfig(dim=1024, n_layers=24, n_heads=16, ffn_hidden=2736, vocab_size=32000, max_seq_len=1024),
     "1b": LlamaConfig(dim=2048, n_layers=24, n_heads=32, ffn_hidden=5461, vocab_size=32000, max_seq_len=1024),
     "7b": LlamaConfig(dim=4096, n_layers=32, n_heads=32, ffn_hidden=11008, vocab_size=32000, max_seq_len=2048),
-    "8b": LlamaConfig(
-        dim=4096,
-        n_layers=32,
-        n_heads=32,
-        n_kv_heads=8,
-        ffn_hidden=14336,
-        vocab_size=128256,
-        rope_theta=500000.0,
-        max_seq_len=8192,
-    ),
+    "8b": LlamaConfig(dim=4096, n_layers=32, n_heads=32, ffn_hidden=14336, max_seq_len=8192, **_LLAMA3),
 }
 
 
