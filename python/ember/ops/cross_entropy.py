@@ -30,6 +30,8 @@ from __future__ import annotations
 
 import torch
 
+IGNORE_INDEX = -100  # the target that marks a token to skip (torch's default)
+
 _REDUCTIONS = ("mean", "sum", "none")
 
 
@@ -58,7 +60,7 @@ def cross_entropy(
     logits: torch.Tensor,
     target: torch.Tensor,
     weight: torch.Tensor | None = None,
-    ignore_index: int = -100,
+    ignore_index: int = IGNORE_INDEX,
     label_smoothing: float = 0.0,
     z_loss: float = 0.0,
     softcap: float | None = None,
@@ -80,7 +82,7 @@ def cross_entropy(
     return _reduce(loss, y, ignore_index, reduction, target.shape)
 
 
-def cross_entropy_stats(logits, target, ignore_index: int = -100, softcap: float | None = None):
+def cross_entropy_stats(logits, target, ignore_index: int = IGNORE_INDEX, softcap: float | None = None):
     """(log p(target), entropy) per token, fp32, 0 for ignored tokens. No gradient."""
     vocab = logits.shape[-1]
     y, _ = _rows(target, None)
@@ -111,7 +113,7 @@ def linear_cross_entropy(
     target: torch.Tensor,
     weight: torch.Tensor | None = None,
     bias: torch.Tensor | None = None,
-    ignore_index: int = -100,
+    ignore_index: int = IGNORE_INDEX,
     label_smoothing: float = 0.0,
     z_loss: float = 0.0,
     softcap: float | None = None,
