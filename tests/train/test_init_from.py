@@ -253,7 +253,9 @@ cfg = parse_config(["--model.init_from=" + sys.argv[1], "--training.parallel=fsd
 d = distributed.init("cpu")
 model = build_model(cfg, model_config(cfg, 257), d).model
 total = sum(p.numel() for p in model.parameters())
-print("READ", json.dumps({"rank": d.rank, "read": sum(read), "total": total}), flush=True)
+# one file per rank: lines two ranks print to one pipe can interleave
+with open(f"{sys.argv[2]}/reads{d.rank}.json", "w") as out:
+    json.dump({"rank": d.rank, "read": sum(read), "total": total}, out)
 distributed.shutdown()
 """
 
@@ -271,14 +273,23 @@ def test_fsdp_ranks_read_only_their_slices(tmp_path):
     script = tmp_path / "reads.py"
     script.write_text(READS)
     r = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2", str(script), str(path)],
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            "--nproc-per-node=2",
+            str(script),
+            str(path),
+            str(tmp_path),
+        ],
         capture_output=True,
         text=True,
         timeout=300,
         env=cli_env(),
     )
     assert r.returncode == 0, r.stderr[-3000:]
-    reads = [json.loads(line.split("READ ", 1)[1]) for line in r.stdout.splitlines() if "READ " in line]
+    reads = [json.loads((tmp_path / f"reads{rank}.json").read_text()) for rank in (0, 1)]
     assert sorted(x["rank"] for x in reads) == [0, 1]
     total = reads[0]["total"]
     assert sum(x["read"] for x in reads) == total  # together, every element once
