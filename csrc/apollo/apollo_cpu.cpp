@@ -9,6 +9,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <vector>
 
 #include "cpu_clones.h"
 #include "ember/apollo.h"
@@ -120,8 +121,13 @@ EMBER_CPU_WIDE_CLONES void moments_row(const Hyper& h, const float* r, float* m,
 template <typename T>
 EMBER_CPU_CLONES void update_row(const Hyper& h, T* w, const T* g, int64_t n, const float* cs, float row_cs) {
   const Hyper hl = h;
-  for (int64_t j = 0; j < n; ++j)
-    w[j] = static_cast<T>(updated_weight(hl, static_cast<float>(w[j]), static_cast<float>(g[j]), cs ? cs[j] : row_cs));
+  if (cs) {
+    for (int64_t j = 0; j < n; ++j)
+      w[j] = static_cast<T>(updated_weight(hl, static_cast<float>(w[j]), static_cast<float>(g[j]), cs[j]));
+  } else {  // one factor for the row: a loop the compiler vectorizes without a gather of factors
+    for (int64_t j = 0; j < n; ++j)
+      w[j] = static_cast<T>(updated_weight(hl, static_cast<float>(w[j]), static_cast<float>(g[j]), row_cs));
+  }
 }
 
 // bf16 weights with stochastic rounding: random words from the (seed, stream, step) stream,
@@ -151,8 +157,9 @@ void update_typed(const Hyper& h, const Matrix& m) {
   const bool sr = std::is_same_v<T, c10::BFloat16> && h.stochastic_rounding;
   at::parallel_for(0, m.rows, 8, [&](int64_t i0, int64_t i1) {
     for (int64_t i = i0; i < i1; ++i) {
-      const float* col_cs = m.transposed() ? cs.data() : nullptr;
-      const float row_cs = m.transposed() ? 0.0f : cs[i];
+      // One factor for the row unless the channels are columns with a factor each.
+      const float* col_cs = m.transposed() && !h.tensor_scale ? cs.data() : nullptr;
+      const float row_cs = col_cs ? 0.0f : cs[m.transposed() ? 0 : i];
       if (sr) {
         update_row_bf16_sr(h, m, i, col_cs, row_cs);
       } else {
@@ -196,9 +203,81 @@ void project_block(const Hyper& h, const Matrix& m, const at::Tensor& g, const a
   });
 }
 
+// Rank 1 (APOLLO-Mini): R is a matrix-vector product, which a BLAS runs as a separate pass over G
+// at a speed that varies from machine to machine; here R and ‖Gv_i‖² come out of one pass of our
+// own, so the step reads G twice in all (here and in the update), as the traffic floor does.
+// Eight lanes as one GCC vector (one AVX2 register; two SSE ones in the baseline clone): lane k
+// sums elements k, k + 8, ..., the order of the scalar 8-lane loops above. Written out because
+// the compiler's own vectorization of two interleaved 8-lane sums shuffles lanes through memory.
+using Lanes = float __attribute__((vector_size(4 * kLanes)));
+
+template <typename T>
+Lanes load_lanes(const T* x) {
+  Lanes v;
+  for (int k = 0; k < kLanes; ++k) v[k] = static_cast<float>(x[k]);
+  return v;
+}
+
+template <typename T>
+EMBER_CPU_CLONES void dot_sumsq(const T* g, const float* p, int64_t n, float& r, float& gsq) {
+  Lanes a = {}, b = {};
+  int64_t j = 0;
+  for (; j + kLanes <= n; j += kLanes) {
+    const Lanes v = load_lanes(g + j);
+    a += v * load_lanes(p + j);
+    b += v * v;
+  }
+  float ra[kLanes], rb[kLanes];
+  for (int k = 0; k < kLanes; ++k) ra[k] = a[k], rb[k] = b[k];
+  for (; j < n; ++j) {
+    const float v = static_cast<float>(g[j]);
+    ra[0] += v * p[j];
+    rb[0] += v * v;
+  }
+  r = fold(ra);
+  gsq = fold(rb);
+}
+
+// One row of G into the column channels' sums: r[j] += p·g[j], gsq[j] += g[j]².
+template <typename T>
+EMBER_CPU_CLONES void axpy_squares(const T* g, float p, float* r, float* gsq, int64_t n) {
+  for (int64_t j = 0; j < n; ++j) {
+    const float v = static_cast<float>(g[j]);
+    r[j] += p * v;
+    gsq[j] += v * v;
+  }
+}
+
+template <typename T>
+void project_rank1(const Hyper& h, const Matrix& m, const T* g, const float* p) {
+  std::vector<float> r(m.long_dim(), 0.0f);
+  if (m.transposed()) {  // channels are G's columns: each task sums all rows over its columns, in row order
+    std::fill(m.gsq, m.gsq + m.cols, 0.0f);
+    at::parallel_for(0, m.cols, 256, [&](int64_t a, int64_t b) {
+      for (int64_t i = 0; i < m.rows; ++i) axpy_squares(g + i * m.cols + a, p[i], r.data() + a, m.gsq + a, b - a);
+    });
+  } else {
+    at::parallel_for(0, m.rows, 16, [&](int64_t a, int64_t b) {
+      for (int64_t i = a; i < b; ++i) dot_sumsq(g + i * m.cols, p, m.cols, r[i], m.gsq[i]);
+    });
+  }
+  at::parallel_for(0, m.long_dim(), 1024, [&](int64_t a, int64_t b) {
+    for (int64_t i = a; i < b; ++i) moments_row(h, &r[i], m.exp_avg + i, m.exp_avg_sq + i, 1, m.rt_sq[i], m.r_sq[i]);
+  });
+}
+
 }  // namespace
 
 void project_moments_cpu(const Hyper& h, const Matrix& m, const at::Tensor& g, const at::Tensor& proj) {
+  if (h.rank == 1) {
+    const float* p = proj.data_ptr<float>();
+    if (g.scalar_type() == at::kFloat) {
+      project_rank1(h, m, g.data_ptr<float>(), p);
+    } else {
+      project_rank1(h, m, g.data_ptr<c10::BFloat16>(), p);
+    }
+    return;
+  }
   // Blocks of channels whose R block (512 KB at most) stays in cache until the moments read it,
   // and whose GEMM is still large enough for the BLAS (block sizes measured: bench/NOTES.md).
   const int64_t block = std::clamp<int64_t>((512 << 10) / (4 * h.rank), 64, 4096);

@@ -82,20 +82,26 @@ void step(const Hyper& h, at::TensorList params, at::TensorList grads, at::Tenso
     }
     kernels.projection(projs.data(), static_cast<int>(n), kernels.stream);
     if (params[0].is_cpu()) {
-      for (size_t k = 0; k < n; ++k) project_moments_cpu(h, mats[k], grads[order[c0 + k]], proj[k]);
-    } else {
-      for (size_t k = 0; k < n; ++k) {  // R = Gv·Pᵀ by cuBLAS, fp32 out
-        const at::Tensor& g = grads[order[c0 + k]];
-        const at::Tensor gv = mats[k].transposed() ? g.t() : g;
-        if (proj[k].scalar_type() == at::kBFloat16) {
-          at::mm_out(r[k], gv, proj[k].t(), at::kFloat);
-        } else {
-          at::mm_out(r[k], gv, proj[k].t());
-        }
+      // Matrix by matrix: the update then reads G (and W) while the projection's pass over G has
+      // left it in the last-level cache.
+      for (size_t k = 0; k < n; ++k) {
+        project_moments_cpu(h, mats[k], grads[order[c0 + k]], proj[k]);
+        kernels.finalize(h, &mats[k], 1, kernels.stream);
+        kernels.update(h, &mats[k], 1, kernels.stream);
       }
-      kernels.channel_sumsq(mats.data(), static_cast<int>(n), kernels.stream);
-      kernels.moments(h, mats.data(), static_cast<int>(n), kernels.stream);
+      continue;
     }
+    for (size_t k = 0; k < n; ++k) {  // R = Gv·Pᵀ by cuBLAS, fp32 out
+      const at::Tensor& g = grads[order[c0 + k]];
+      const at::Tensor gv = mats[k].transposed() ? g.t() : g;
+      if (proj[k].scalar_type() == at::kBFloat16) {
+        at::mm_out(r[k], gv, proj[k].t(), at::kFloat);
+      } else {
+        at::mm_out(r[k], gv, proj[k].t());
+      }
+    }
+    kernels.channel_sumsq(mats.data(), static_cast<int>(n), kernels.stream);
+    kernels.moments(h, mats.data(), static_cast<int>(n), kernels.stream);
     kernels.finalize(h, mats.data(), static_cast<int>(n), kernels.stream);
     kernels.update(h, mats.data(), static_cast<int>(n), kernels.stream);
   }

@@ -81,9 +81,9 @@ def test_sharded_step_equals_one_process(tmp_path, world, scale_type):
     start = _weights()
     for w, r, w0, st, rst in zip(full, ref, start, states, ref_states):
         # fp32: the shard's GEMMs and sums add in another order than the native step; the update
-        # W − W0 agrees to ~1e-6 of its norm
+        # W − W0 agrees to within 1e-6 of its norm
         err = (w - r).norm() / (r - w0).norm()
-        assert err < 2e-6, err.item()
+        assert err < 1e-6, err.item()  # measured up to 5.8e-7 (and 0 where no sum is split)
         for k in ("exp_avg", "exp_avg_sq"):
             torch.testing.assert_close(st[k], rst[k], rtol=1e-5, atol=1e-6 * rst[k].abs().max().item())
         torch.testing.assert_close(st["norm_prev"], rst["norm_prev"], rtol=1e-5, atol=0)
