@@ -63,8 +63,8 @@ def test_chunks_give_the_same_loss_and_gradients(monkeypatch):
         loss.backward()
         results.append((loss.item(), [p.grad.clone() for p in student.parameters()]))
     assert results[1][0] == pytest.approx(results[0][0], rel=1e-6)
-    for a, b in zip(results[0][1], results[1][1]):
-        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-7)
+    for a, b in zip(results[0][1], results[1][1]):  # GEMMs of other shapes round differently (by CPU)
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5 * a.abs().max().item())
 
 
 def test_distill_needs_init_from(tmp_path):
