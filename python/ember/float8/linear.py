@@ -13,6 +13,8 @@ The GEMMs compute in the autocast dtype when autocast is on (else the input's dt
 come out of the GEMM in bf16, see _gemm_dtype) and the gradients are cast to their tensors'
 dtypes, as an autocast nn.Linear does. The state dict is
 nn.Linear's (weight, bias), so checkpoints move freely between the two.
+Under FSDP2 with fp8 all-gather (ember.float8.fsdp) the weight arrives as a Float8GatheredWeight:
+its fp8 codes and scales are used as they came, not quantized again.
 """
 
 import torch
@@ -21,6 +23,7 @@ from torch import nn
 
 from ..amp import autocast_dtype_of
 from ..ops import fp8_gemm, quantize_fp8
+from .fsdp import Float8GatheredWeight
 
 E4M3, E5M2 = torch.float8_e4m3fn, torch.float8_e5m2
 RECIPES = ("tensorwise", "rowwise", "blockwise")
@@ -54,7 +57,10 @@ class _Float8Matmul(torch.autograd.Function):
         g_act, g_weight, _, _ = _GRANULARITY[recipe]
         dtype = autocast_dtype_of(x)
         qx, sx = quantize_fp8(x, E4M3, g_act)
-        qw, sw = quantize_fp8(weight, E4M3, g_weight)
+        if isinstance(weight, Float8GatheredWeight):  # FSDP2 all-gathered it in fp8 (ember.float8.fsdp)
+            qw, sw = weight.fp8()
+        else:
+            qw, sw = quantize_fp8(weight, E4M3, g_weight)
         ctx.save_for_backward(x, weight)
         ctx.recipe, ctx.dtype = recipe, dtype
         ctx.bias_dtype = None if bias is None else bias.dtype
@@ -69,7 +75,10 @@ class _Float8Matmul(torch.autograd.Function):
         dx = dw = db = None
         if ctx.needs_input_grad[0]:
             qdy, sdy = quantize_fp8(dy, dy_dtype, g_act)
-            qwt, swt = quantize_fp8(weight, E4M3, g_weight, transpose=True)
+            if isinstance(weight, Float8GatheredWeight):
+                qwt, swt = weight.fp8_transposed()
+            else:
+                qwt, swt = quantize_fp8(weight, E4M3, g_weight, transpose=True)
             dx = fp8_gemm(qdy, sdy, qwt, swt, out_dtype=_gemm_dtype(ctx.dtype), fast_accum=False).to(x.dtype)
         if ctx.needs_input_grad[1]:
             dy_p, x_p = _pad_rows(dy), _pad_rows(x)

@@ -114,11 +114,15 @@ def apply_sparsity(cfg: Config, model: Llama) -> tuple[dict, dict | None]:
 def apply_float8(cfg: Config, model: Llama) -> None:
     """--float8.recipe: the blocks' Linear layers become Float8Linear (the head stays: it runs in
     the fused linear cross-entropy). Done on the meta model, before sharding; parameters and
-    checkpoints stay those of the plain model."""
+    checkpoints stay those of the plain model. --float8.all_gather: their weights' local shards
+    become Float8ShardedWeight, which FSDP2 all-gathers in fp8 (before fully_shard, which shards
+    those tensors)."""
     if cfg.float8.recipe:
-        from ..float8 import convert_to_float8_training
+        from ..float8 import convert_to_float8_training, enable_fp8_all_gather
 
         convert_to_float8_training(model.layers, cfg.float8.recipe)
+        if cfg.float8.all_gather and cfg.training.parallel in ("fsdp", "hsdp"):
+            enable_fp8_all_gather(model.layers)
 
 
 @torch.no_grad()

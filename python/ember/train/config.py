@@ -134,6 +134,10 @@ class Float8:
         "fp8 GEMMs for the transformer blocks' Linear layers (ember.float8; empty: off)",
         ("", "tensorwise", "rowwise", "blockwise"),
     )
+    all_gather: bool = opt(
+        False,
+        "FSDP2 all-gathers the Float8Linear weights in fp8 with their scales, not in their dtype (needs float8.recipe and training.parallel=fsdp or hsdp; rowwise's dgrad then requantizes the gathered rows, blockwise needs shards of 128-row multiples, else that weight is gathered in its dtype)",
+    )
 
 
 @dataclass

@@ -87,6 +87,12 @@ def _check_features(cfg: Config) -> None:
         raise ConfigError(
             "config: float8.recipe and sparsity.target cannot be combined (pruned layers are SparseLinear, which has no fp8 path)"
         )
+    if cfg.float8.all_gather and not cfg.float8.recipe:
+        raise ConfigError("config: float8.all_gather needs float8.recipe (it all-gathers Float8Linear weights in fp8)")
+    if cfg.float8.all_gather and cfg.training.parallel not in ("fsdp", "hsdp"):
+        raise ConfigError(
+            f"config: float8.all_gather needs training.parallel=fsdp or hsdp (it changes what FSDP2 all-gathers), got {cfg.training.parallel!r}"
+        )
     if o.name.startswith("apollo"):
         if o.rank < 0 or o.scale < 0 or o.update_proj_gap < 1:
             raise ConfigError(
