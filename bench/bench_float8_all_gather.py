@@ -19,10 +19,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import harness  # noqa: E402
 
 DIMS = dict(dim=512, n_layers=4, n_heads=8, n_kv_heads=4, ffn_hidden=1536, vocab_size=257, max_seq_len=128)
 RECIPES = ("tensorwise", "rowwise", "blockwise")
@@ -123,12 +125,7 @@ def main() -> None:
     a = p.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "rows.json"
-        cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={a.ranks}"]
-        cmd += [str(Path(__file__).resolve()), "--worker", str(out)]
-        env = {**os.environ, "OMP_NUM_THREADS": str(max(1, (os.cpu_count() or 1) // a.ranks))}
-        r = subprocess.run(cmd, capture_output=True, text=True, env=env)
-        if r.returncode:
-            raise RuntimeError(f"the {a.ranks}-rank job failed:\n{r.stderr[-3000:]}")
+        harness.run_ranks(Path(__file__).resolve(), [str(out)], a.ranks, f"the {a.ranks}-rank job")
         rows = json.loads(out.read_text())
     import torch
 

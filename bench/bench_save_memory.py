@@ -25,14 +25,17 @@ import argparse
 import json
 import os
 import re
-import subprocess
 import sys
 import tempfile
 import threading
 import time
 from pathlib import Path
 
-OPTIMIZERS = {"adamw": [], "apollo": ["--optimizer.name=apollo", "--optimizer.lr=0.01", "--optimizer.rank=32"]}
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import harness  # noqa: E402
+from bench_scale import OPTIMIZERS as SCALE_OPTIMIZERS  # noqa: E402
+
+OPTIMIZERS = {k: SCALE_OPTIMIZERS[k] for k in ("adamw", "apollo")}
 
 
 def model_flags(dim: int, layers: int) -> list[str]:
@@ -148,12 +151,7 @@ def worker(run_root: str, name: str, flags: list[str]) -> None:
 
 
 def run_cell(root: Path, name: str, flags: list[str], ranks: int) -> list[dict]:
-    args = [str(Path(__file__).resolve()), "--worker", str(root), name, *flags]
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={ranks}", *args]
-    env = {**os.environ, "OMP_NUM_THREADS": str(max(1, (os.cpu_count() or 1) // ranks))}
-    r = subprocess.run(cmd, capture_output=True, text=True, env=env)
-    if r.returncode:
-        raise RuntimeError(f"{name} failed:\n{r.stderr[-3000:]}")
+    harness.run_ranks(Path(__file__).resolve(), [str(root), name, *flags], ranks, name)
     return [json.loads((root / name / f"memory-rank{k}.json").read_text()) for k in range(ranks)]
 
 

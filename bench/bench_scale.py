@@ -21,10 +21,12 @@ import collections
 import json
 import os
 import statistics
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import harness  # noqa: E402
 
 MODEL = [
     "--model.dim=256",
@@ -117,16 +119,8 @@ def worker(run_root: str, parallel: str, optimizer: str, steps: int) -> None:
 
 
 def run_cell(root: Path, parallel: str, ranks: int, optimizer: str, steps: int) -> dict:
-    args = [str(Path(__file__).resolve()), "--worker", str(root), parallel, optimizer, str(steps)]
-    cmd = (
-        [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={ranks}", *args]
-        if ranks > 1
-        else [sys.executable, *args]
-    )
-    env = {**os.environ, "OMP_NUM_THREADS": str(max(1, (os.cpu_count() or 1) // ranks))}
-    r = subprocess.run(cmd, capture_output=True, text=True, env=env)
-    if r.returncode:
-        raise RuntimeError(f"{parallel} x{ranks} {optimizer} failed:\n{r.stderr[-3000:]}")
+    args = [str(root), parallel, optimizer, str(steps)]
+    harness.run_ranks(Path(__file__).resolve(), args, ranks, f"{parallel} x{ranks} {optimizer}")
     run_dir = root / f"{parallel}-{optimizer}"
     rows = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines()]
     rows = [x for x in rows if "loss" in x]

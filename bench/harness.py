@@ -7,6 +7,7 @@
   versions, date.
 - Report: rows of named implementations side by side, each with its ratio to the named baseline;
   printed as a table and optionally written as JSON.
+- run_ranks(): a multi-process bench's worker as a torchrun job.
 """
 
 from __future__ import annotations
@@ -17,6 +18,8 @@ import json
 import os
 import platform
 import statistics
+import subprocess
+import sys
 import time
 from dataclasses import dataclass, field
 from typing import Callable, Sequence
@@ -34,6 +37,17 @@ def common_args(description: str) -> argparse.ArgumentParser:
     p.add_argument("--json", metavar="PATH", help="also write the results as JSON")
     p.add_argument("--reps", type=int, default=None, help="timed calls per measurement")
     return p
+
+
+def run_ranks(script: str, args: Sequence[str], ranks: int, what: str) -> None:
+    """Run ``script --worker *args`` as a torchrun job of ``ranks`` processes (one rank: a plain
+    process), each with its share of the CPU threads; raises with the job's stderr if it fails."""
+    worker = [str(script), "--worker", *args]
+    launch = ["-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={ranks}"] if ranks > 1 else []
+    env = {**os.environ, "OMP_NUM_THREADS": str(max(1, (os.cpu_count() or 1) // ranks))}
+    r = subprocess.run([sys.executable, *launch, *worker], capture_output=True, text=True, env=env)
+    if r.returncode:
+        raise RuntimeError(f"{what} failed:\n{r.stderr[-3000:]}")
 
 
 def _nvml_facts(index: int) -> dict:

@@ -11,7 +11,6 @@ shards), and a save + resume. Run as a script under torchrun, this file is that 
 """
 
 import json
-import subprocess
 import sys
 from pathlib import Path
 
@@ -142,11 +141,9 @@ def test_preflight(tmp_path, extra, match):
 
 def _torchrun(root: Path, ranks: int, cells: dict) -> dict:
     """{cell: {"losses": {flag: losses}, "bytes": {flag: bytes}}} from one torchrun job."""
-    from ..train.helpers import cli_env, losses
+    from ..train.helpers import losses, run_job
 
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={ranks}"]
-    r = subprocess.run([*cmd, __file__, str(root)], capture_output=True, text=True, timeout=1200, env=cli_env())
-    assert r.returncode == 0, r.stderr[-4000:]
+    run_job(Path(__file__), str(root), nproc=ranks)
     nbytes = json.loads((root / "bytes.json").read_text())
     return {
         cell: {

@@ -70,9 +70,9 @@ def sqnr(ref, x):
 
 
 def _expand(scale, rows, cols):
-    from ember.float8.reference import _expand_scale
+    from ember.float8.reference import expand_scale
 
-    return _expand_scale(scale.double(), rows, cols)
+    return expand_scale(scale.double(), rows, cols)
 
 
 @pytest.mark.parametrize("with_bias", [False, True])

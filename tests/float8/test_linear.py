@@ -30,9 +30,9 @@ def sqnr(ref, x):
 def dq(t, dtype, granularity, transpose=False):
     """t (or tᵀ) quantized by the reference quantizer and dequantized, in float64."""
     q, s = quantize_fp8_reference(t.detach().cpu(), dtype, granularity, 128, transpose)
-    from ember.float8.reference import _expand_scale
+    from ember.float8.reference import expand_scale
 
-    return q.double() * _expand_scale(s.double(), *q.shape)
+    return q.double() * expand_scale(s.double(), *q.shape)
 
 
 def reference_grads(x, w, dy, recipe):

@@ -9,7 +9,7 @@ from hypothesis import event, given, strategies as st
 
 import ember
 from ember.float8 import fp8_gemm_reference, quantize_fp8_reference
-from ember.float8.reference import _expand_scale
+from ember.float8.reference import expand_scale
 
 from .harness import Unchanged, clear_error, covers, fuzz, lay_out, layouts, randn, sizes, special_values, sprinkle
 
@@ -244,8 +244,8 @@ def test_fp8_gemm(device, data):
     # The bound: the operands dequantized in fp32 and a k-term fp32 dot product, each within
     # (k + 3)·u relative of Σ|a||b| + |bias| (u = 2^-24; 2^-13 for CUDA's fp8 tensor cores), plus
     # what underflow loses (an fp32 ulp of a subnormal per term; CUDA may flush to zero).
-    ad = args[0].double() * _expand_scale(args[1].double(), m, k)
-    bd = args[2].double() * _expand_scale(args[3].double(), n, k)
+    ad = args[0].double() * expand_scale(args[1].double(), m, k)
+    bd = args[2].double() * expand_scale(args[3].double(), n, k)
     mags = ad.abs() @ bd.abs().T + (0 if bias is None else bias.cpu().double().abs())
     u, ulp = (2.0**-13, 2.0**-126) if out.is_cuda else (2.0**-24, 2.0**-149)
     tol = (k + 3) * u * mags + ulp * (k + ad.abs().sum(1, keepdim=True) + bd.abs().sum(1))

@@ -53,20 +53,23 @@ def losses(run_dir: Path) -> dict[int, float]:
     return {r["step"]: r["loss"] for r in rows if "loss" in r}
 
 
+def torchrun(*args: str, nproc: int) -> list[str]:
+    """`torchrun --standalone --nproc-per-node N ARGS`, run by this interpreter."""
+    return [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}", *args]
+
+
 def command(*args: str, nproc: int = 0) -> list[str]:
     """`ember ARGS`, or `torchrun --nproc-per-node N -m ember ARGS`."""
-    if nproc:
-        return [
-            sys.executable,
-            "-m",
-            "torch.distributed.run",
-            "--standalone",
-            f"--nproc-per-node={nproc}",
-            "-m",
-            "ember",
-            *args,
-        ]
-    return [sys.executable, "-m", "ember", *args]
+    return torchrun("-m", "ember", *args, nproc=nproc) if nproc else [sys.executable, "-m", "ember", *args]
+
+
+def run_job(script: Path, *args: str, nproc: int, timeout: int = 1200) -> None:
+    """A test's own torchrun job (one process group for many runs): `torchrun ... SCRIPT ARGS`,
+    which must succeed."""
+    r = subprocess.run(
+        torchrun(str(script), *args, nproc=nproc), capture_output=True, text=True, timeout=timeout, env=cli_env()
+    )
+    assert r.returncode == 0, r.stderr[-4000:]
 
 
 def cli_env(**extra: str) -> dict[str, str]:

@@ -4,13 +4,11 @@ each cell against one process with the same global batch, over 20 steps in fp32,
 mode. The README's matrix is this file's."""
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-from .helpers import cli, cli_env, losses, run
+from .helpers import cli, losses, run, run_job
 
 STEPS = 20
 # fp32 cells: the ranks' partial sums reduce in another order; 1e-4 relative is the issue's bound.
@@ -59,19 +57,7 @@ def matrix(tmp_path_factory):
         out["one"][name] = losses(root / "one" / name)
     for parallel, ranks in CELLS:
         folder = root / f"{parallel}{ranks}"
-        cmd = [
-            sys.executable,
-            "-m",
-            "torch.distributed.run",
-            "--standalone",
-            f"--nproc-per-node={ranks}",
-            str(Path(__file__).with_name("matrix_job.py")),
-            str(folder),
-            parallel,
-            *FEATURES,
-        ]
-        r = subprocess.run(cmd, capture_output=True, text=True, timeout=1200, env=cli_env())
-        assert r.returncode == 0, r.stderr[-4000:]
+        run_job(Path(__file__).with_name("matrix_job.py"), str(folder), parallel, *FEATURES, nproc=ranks)
         out[(parallel, ranks)] = {name: losses(folder / name) for name in FEATURES}
         out["dirs"][(parallel, ranks)] = folder
     return out

@@ -34,9 +34,10 @@ import logging
 import torch
 import torch.distributed as dist
 from torch import nn
-from torch.utils._pytree import tree_map_only
+from torch.utils._pytree import tree_leaves, tree_map_only
 
 from ..ops import quantize_fp8
+from .reference import expand_scale
 
 log = logging.getLogger("ember.float8")
 E4M3 = torch.float8_e4m3fn
@@ -97,7 +98,7 @@ class Float8ShardedWeight(torch.Tensor):
 
     @classmethod
     def __torch_dispatch__(cls, func, types, args=(), kwargs=None):
-        recipe = next(t._recipe for t in _tensors(args, kwargs) if isinstance(t, cls))
+        recipe = next(t._recipe for t in tree_leaves((args, kwargs)) if isinstance(t, cls))
         plain_args, plain_kwargs = tree_map_only(cls, lambda t: t._data, (args, kwargs or {}))
         out = func(*plain_args, **plain_kwargs)
         if func in _KEEP:
@@ -138,14 +139,6 @@ class Float8ShardedWeight(torch.Tensor):
                     out._scale.copy_(scale)
             return None
         return Float8GatheredWeight(q, scale.clone() if mode == "tensorwise" else scale, mode, param_dtype), ()
-
-
-def _tensors(args, kwargs):
-    for a in (*args, *(kwargs or {}).values()):
-        if isinstance(a, torch.Tensor):
-            yield a
-        elif isinstance(a, (list, tuple)):
-            yield from (t for t in a if isinstance(t, torch.Tensor))
 
 
 def _mode(recipe: str, rows: int, ranks: int, shape: tuple[int, ...]) -> str:
@@ -203,11 +196,7 @@ class Float8GatheredWeight(torch.Tensor):
         return quantize_fp8(self.dequantize(torch.float32), E4M3, "row", transpose=True)
 
     def dequantize(self, dtype: torch.dtype | None = None) -> torch.Tensor:
-        s = self._scale
-        if self._recipe == "blockwise":
-            n, k = self._q.shape
-            s = s.repeat_interleave(TILE, 0)[:n].repeat_interleave(TILE, 1)[:, :k]
-        return (self._q.float() * s).to(dtype or self.dtype)
+        return (self._q.float() * expand_scale(self._scale, *self._q.shape)).to(dtype or self.dtype)
 
     @classmethod
     def __torch_dispatch__(cls, func, types, args=(), kwargs=None):

@@ -51,16 +51,21 @@ def _pad_rows(t: torch.Tensor) -> torch.Tensor:
     return F.pad(t, (0, 0, 0, pad)) if pad else t
 
 
+def _fp8_weight(weight: torch.Tensor, granularity: str, transpose: bool = False):
+    """W (or Wᵀ) as a GEMM's b operand: the codes and scales FSDP2 all-gathered in fp8
+    (ember.float8.fsdp), or W quantized here."""
+    if isinstance(weight, Float8GatheredWeight):
+        return weight.fp8_transposed() if transpose else weight.fp8()
+    return quantize_fp8(weight, E4M3, granularity, transpose=transpose)
+
+
 class _Float8Matmul(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, weight, bias, recipe):
         g_act, g_weight, _, _ = _GRANULARITY[recipe]
         dtype = autocast_dtype_of(x)
         qx, sx = quantize_fp8(x, E4M3, g_act)
-        if isinstance(weight, Float8GatheredWeight):  # FSDP2 all-gathered it in fp8 (ember.float8.fsdp)
-            qw, sw = weight.fp8()
-        else:
-            qw, sw = quantize_fp8(weight, E4M3, g_weight)
+        qw, sw = _fp8_weight(weight, g_weight)
         ctx.save_for_backward(x, weight)
         ctx.recipe, ctx.dtype = recipe, dtype
         ctx.bias_dtype = None if bias is None else bias.dtype
@@ -75,10 +80,7 @@ class _Float8Matmul(torch.autograd.Function):
         dx = dw = db = None
         if ctx.needs_input_grad[0]:
             qdy, sdy = quantize_fp8(dy, dy_dtype, g_act)
-            if isinstance(weight, Float8GatheredWeight):
-                qwt, swt = weight.fp8_transposed()
-            else:
-                qwt, swt = quantize_fp8(weight, E4M3, g_weight, transpose=True)
+            qwt, swt = _fp8_weight(weight, g_weight, transpose=True)
             dx = fp8_gemm(qdy, sdy, qwt, swt, out_dtype=_gemm_dtype(ctx.dtype), fast_accum=False).to(x.dtype)
         if ctx.needs_input_grad[1]:
             dy_p, x_p = _pad_rows(dy), _pad_rows(x)

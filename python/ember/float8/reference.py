@@ -48,7 +48,7 @@ def quantize_fp8_reference(
     return q, scale
 
 
-def _expand_scale(scale: torch.Tensor, rows: int, cols: int) -> torch.Tensor:
+def expand_scale(scale: torch.Tensor, rows: int, cols: int) -> torch.Tensor:
     """A scale array blown up to one value per element of a rows × cols operand: each scale
     covers ⌈rows / scale rows⌉ × ⌈cols / scale cols⌉ elements (the group shape of its recipe)."""
     if scale.dim() == 0:
@@ -61,8 +61,8 @@ def _expand_scale(scale: torch.Tensor, rows: int, cols: int) -> torch.Tensor:
 def fp8_gemm_reference(a, a_scale, b, b_scale, out_dtype=torch.bfloat16, bias=None) -> torch.Tensor:
     """ember.ops.fp8_gemm in float64: each operand dequantized element by element (q · its group's
     scale), one float64 matmul, bias added, rounded once to out_dtype."""
-    a64 = a.double() * _expand_scale(a_scale.double(), *a.shape)
-    b64 = b.double() * _expand_scale(b_scale.double(), *b.shape)
+    a64 = a.double() * expand_scale(a_scale.double(), *a.shape)
+    b64 = b.double() * expand_scale(b_scale.double(), *b.shape)
     out = a64 @ b64.T
     if bias is not None:
         out = out + bias.double()
