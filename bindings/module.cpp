@@ -3,6 +3,7 @@
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
+#include "ember_build_info.h"
 #include "index_math.h"
 
 namespace py = pybind11;

@@ -14,6 +14,16 @@ settings.register_profile("deep", deadline=None, max_examples=1000)
 settings.register_profile("memcheck", deadline=None, max_examples=8, derandomize=True)
 settings.load_profile("ci" if os.environ.get("CI") else "default")
 
+
+def pytest_addoption(parser):
+    parser.addoption(
+        "--cuda-library",
+        default=None,
+        help="a CUDA build's ember _C library whose machine code tests/test_build.py checks "
+        "(default: the installed library, when it was built with CUDA)",
+    )
+
+
 DEVICES = ["cpu"] + (["cuda"] if ember.cuda_available() else [])
 
 

@@ -11,9 +11,25 @@ import pytest
 import ember
 
 INFO = ember.build_info()
-needs_cuda_build = pytest.mark.skipif(
-    not INFO["with_cuda"], reason="built without CUDA (EMBER_CUDA=0 or no CUDA torch)"
-)
+
+
+@pytest.fixture
+def cuda_library(request):
+    """The CUDA build's library whose machine code is checked: `--cuda-library=PATH` (CI builds
+    the sm_90a wheel in a folder of its own, beside the installed CPU-only build), else the
+    installed one when it was built with CUDA."""
+    path = request.config.getoption("--cuda-library")
+    if path:
+        return path
+    if not INFO["with_cuda"]:
+        pytest.skip("built without CUDA (no GPU visible, EMBER_CUDA=0 or no CUDA torch); see --cuda-library")
+    return str(next(pathlib.Path(ember._C.__file__).parent.glob("_C*.so")))
+
+
+def _sass(library: str) -> str:
+    tool = _cuobjdump()
+    env = dict(os.environ, PATH=f"{os.path.dirname(tool)}{os.pathsep}{os.environ.get('PATH', '')}")  # finds nvdisasm
+    return subprocess.run([tool, "--dump-sass", library], capture_output=True, text=True, check=True, env=env).stdout
 
 
 def test_build_info():
@@ -83,22 +99,16 @@ def fp8_gemm_kernels(sass: str) -> list:
     return kernels
 
 
-def _library():
-    return str(next(pathlib.Path(ember._C.__file__).parent.glob("_C*.so")))
-
-
-@needs_cuda_build
 def test_cuda_archs_default():
+    if not INFO["with_cuda"]:
+        pytest.skip("built without CUDA")
     assert "90a" in INFO["cuda_archs"].split(",")
 
 
-@needs_cuda_build
-def test_sass_targets_sm90a_for_every_kernel():
-    elfs = subprocess.run([_cuobjdump(), "--list-elf", _library()], capture_output=True, text=True, check=True).stdout
+def test_sass_targets_sm90a_for_every_kernel(cuda_library):
+    elfs = subprocess.run([_cuobjdump(), "--list-elf", cuda_library], capture_output=True, text=True, check=True).stdout
     assert "sm_90a" in elfs, elfs
-    tool = _cuobjdump()
-    env = dict(os.environ, PATH=f"{os.path.dirname(tool)}{os.pathsep}{os.environ.get('PATH', '')}")  # finds nvdisasm
-    sass = subprocess.run([tool, "--dump-sass", _library()], capture_output=True, text=True, check=True, env=env).stdout
+    sass = _sass(cuda_library)
     functions = re.findall(r"Function : (\S+)", sass)
     quantize = [f for f in functions if "quantize_region_kernel" in f]
     # 3 input types × (tensor, row: amax + cast phases; block, tile: fused) = 18 instantiations
@@ -118,14 +128,11 @@ def test_sass_targets_sm90a_for_every_kernel():
     assert not re.search(r"\b(LDL|STL)\b", sass), "local memory traffic in SASS"
 
 
-@needs_cuda_build
-def test_fp8_gemms_issue_pipelined_qgmma():
+def test_fp8_gemms_issue_pipelined_qgmma(cuda_library):
     """Every fp8 GEMM runs on the fp8 wgmma (QGMMA), and ptxas did not serialize it (its C7510
     warning): a serialized wgmma waits for itself, one WARPGROUP.DEPBAR per QGMMA, where the
     pipelined mainloop issues a k-block's QGMMAs back to back and waits once."""
-    tool = _cuobjdump()
-    env = dict(os.environ, PATH=f"{os.path.dirname(tool)}{os.pathsep}{os.environ.get('PATH', '')}")
-    sass = subprocess.run([tool, "--dump-sass", _library()], capture_output=True, text=True, check=True, env=env).stdout
+    sass = _sass(cuda_library)
     kernels = fp8_gemm_kernels(sass)
     assert sorted(k for k, _ in kernels) == [
         "blockwise",
@@ -143,13 +150,10 @@ def test_fp8_gemms_issue_pipelined_qgmma():
     assert all(("E5M2.E4M3" in body) == (kind == "e5m2 promoted") for kind, body in kernels)
 
 
-@needs_cuda_build
-def test_sparse_grouped_gemms_issue_pipelined_hgmma():
+def test_sparse_grouped_gemms_issue_pipelined_hgmma(cuda_library):
     """The block-mask grouped GEMMs (csrc/sparse/grouped_*.cu: forward, dgrad, wgrad) run on the
     bf16 wgmma (HGMMA), not serialized (see test_fp8_gemms_issue_pipelined_qgmma)."""
-    tool = _cuobjdump()
-    env = dict(os.environ, PATH=f"{os.path.dirname(tool)}{os.pathsep}{os.environ.get('PATH', '')}")
-    sass = subprocess.run([tool, "--dump-sass", _library()], capture_output=True, text=True, check=True, env=env).stdout
+    sass = _sass(cuda_library)
     grouped = [
         body
         for name, body in _sass_functions(sass).items()
@@ -182,13 +186,10 @@ def _check_side_tile_pipeline(kernels: dict) -> None:
         assert len(re.findall(r"\bUTMALDG\b", body)) >= 3, kind
 
 
-@needs_cuda_build
-def test_sparse_bitmask_gemms_mask_in_the_pipeline():
+def test_sparse_bitmask_gemms_mask_in_the_pipeline(cuda_library):
     """The bitmask GEMMs (csrc/sparse/bitmask_gemm_*.cu). Forward and dX: the side-tile mainloop
     with the mask transform. dW: the stock pipelined mainloop with the mask-keeping epilogue."""
-    tool = _cuobjdump()
-    env = dict(os.environ, PATH=f"{os.path.dirname(tool)}{os.pathsep}{os.environ.get('PATH', '')}")
-    sass = subprocess.run([tool, "--dump-sass", _library()], capture_output=True, text=True, check=True, env=env).stdout
+    sass = _sass(cuda_library)
     functions = _sass_functions(sass)
     masked = _side_tile_kernels(functions, "MaskTransform")
     assert sorted(masked) == ["plain", "transposed"], [n for n in functions if "SideTile" in n]
@@ -199,14 +200,11 @@ def test_sparse_bitmask_gemms_mask_in_the_pipeline():
     assert hgmma >= 8 and len(re.findall(r"WARPGROUP\.DEPBAR", wgrad[0])) < hgmma
 
 
-@needs_cuda_build
-def test_cross_entropy_softmax_gradient_gemms_in_the_pipeline():
+def test_cross_entropy_softmax_gradient_gemms_in_the_pipeline(cuda_library):
     """The linear cross-entropy's softmax-gradient GEMMs (csrc/cross_entropy/softmax_grad_*.cu):
     dh (A = the logits, K-major) and dW (A = their transpose) on the side-tile mainloop, the
     gradient made in registers: ex2 (MUFU.EX2) between the shared loads and the HGMMAs."""
-    tool = _cuobjdump()
-    env = dict(os.environ, PATH=f"{os.path.dirname(tool)}{os.pathsep}{os.environ.get('PATH', '')}")
-    sass = subprocess.run([tool, "--dump-sass", _library()], capture_output=True, text=True, check=True, env=env).stdout
+    sass = _sass(cuda_library)
     kernels = _side_tile_kernels(_sass_functions(sass), "SoftmaxGradTransform")
     assert sorted(kernels) == ["plain", "transposed"]
     _check_side_tile_pipeline(kernels)

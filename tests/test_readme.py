@@ -14,3 +14,13 @@ def test_ci_runs_the_readme_commands():
     ci = (ROOT / ".ci" / "run").read_text().splitlines()
     for command in commands:
         assert command.strip() in (line.strip() for line in ci), f".ci/run does not run: {command}"
+
+
+def test_ci_runs_them_as_a_user_and_compiles_cuda_apart():
+    """No EMBER_* variable reaches the README's commands (CI once exported EMBER_CUDA=1 and so
+    never met the build a user gets), and the sm_90a compile is a step of its own."""
+    ci = (ROOT / ".ci" / "run").read_text()
+    assert not re.search(r"^\s*export\s+EMBER_", ci, re.M), "CI must not export EMBER_* variables"
+    assert re.search(r"^for var in .*EMBER_.*unset", ci, re.M), "CI must clear EMBER_* variables first"
+    assert re.search(r"^EMBER_CUDA=1 pip wheel .*-C build-dir=build/cuda", ci, re.M)
+    assert "--cuda-library=" in ci
