@@ -151,3 +151,20 @@ def test_validation_batches_split_evenly_over_ranks(shards):
     parts = [validation_batches(SourceSpec("stdlib"), 64, 8, 3, rank=r, world_size=2) for r in range(2)]
     assert len(whole) == 3 and sum(b.shape[0] for p in parts for b in p) == 24
     assert len(parts[0]) == len(parts[1])
+
+
+def test_split_is_a_function_of_content_not_path(tmp_path, jsonl_dir, monkeypatch):
+    """The same corpus named by a relative and by an absolute path gives the same splits."""
+    monkeypatch.chdir(jsonl_dir.parent)
+    prepare([jsonl_dir.name], tmp_path / "rel", workers=1, val_per_mille=300, progress=False)
+    prepare([str(jsonl_dir)], tmp_path / "abs", workers=1, val_per_mille=300, progress=False)
+    for split in ("train", "val"):
+        a, b = (np.concatenate(open_split(tmp_path / d, split).shards) for d in ("rel", "abs"))
+        assert len(a) and len(a) == len(b) and (a == b).all(), split
+    # a document goes where its content says, wherever it sits
+    (tmp_path / "moved").mkdir()
+    (tmp_path / "moved" / "z.jsonl").write_text((jsonl_dir / "a.jsonl").read_text())
+    prepare([str(tmp_path / "moved")], tmp_path / "m", workers=1, val_per_mille=300, progress=False)
+    val_docs = set(bytes(np.asarray(open_split(tmp_path / "m", "val").shards[0]).astype(np.uint8)).split(b"\0"))
+    all_val = set(bytes(np.asarray(open_split(tmp_path / "abs", "val").shards[0]).astype(np.uint8)).split(b"\0"))
+    assert val_docs and val_docs <= all_val

@@ -121,3 +121,51 @@ def test_init_from_with_its_tokenizer_exports_it(tmp_path):
     hf_tok = transformers.AutoTokenizer.from_pretrained(tmp_path / "out")
     assert hf_tok.eos_token == "</s>" and hf_tok.bos_token == "<s>"
     assert hf_tok.decode(hf_tok(TEXTS[1], add_special_tokens=False)["input_ids"]) == TEXTS[1]
+
+
+def test_special_token_strings_in_documents_are_text(tmp_path):
+    """A document that writes "</s>" or "<|endoftext|>" gets those characters as text: only ember
+    places special tokens (bos before, eos after each document)."""
+    folder = model_folder(tmp_path)
+    docs = ["one </s> two", "three <|endoftext|><s> four", "plain"]
+    (tmp_path / "docs.jsonl").write_text("".join(json.dumps({"text": t}) + "\n" for t in docs))
+    out = tmp_path / "tok"
+    assert ember_main(["prepare", str(tmp_path / "docs.jsonl"), "--out", str(out), "--tokenizer", str(folder)]) == 0
+    tok = load_tokenizer(str(folder))
+    tokens = np.concatenate([np.asarray(s) for sp in ("train", "val") for s in open_split(out, sp).shards])
+    special = {tok._tok.token_to_id(t) for t in ("<unk>", "<s>", "</s>", "<|endoftext|>")}
+    assert (tokens == tok.eos_id).sum() == (tokens == tok.bos_id).sum() == 3
+    texts = [tok.decode(d[1:]) for d in np.split(tokens, np.flatnonzero(tokens == tok.eos_id) + 1)[:-1]]
+    assert sorted(texts) == sorted(docs)
+    inner = np.concatenate([d[1:-1] for d in np.split(tokens, np.flatnonzero(tokens == tok.eos_id) + 1)[:-1]])
+    assert not special & set(inner.tolist())
+
+
+def test_ids_past_the_reported_vocabulary_are_never_wrapped(tmp_path):
+    """A tokenizer that reports 3 tokens but has the id 70000: uint32 shards, a vocabulary that
+    covers the id, and the id itself in the shard (it was once stored as 70000 mod 65536)."""
+    from tokenizers import Tokenizer, models, pre_tokenizers
+
+    tok = Tokenizer(models.WordLevel({"a": 0, "</s>": 1, "b": 70000}, unk_token="a"))
+    tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    tok.save(str(tmp_path / "tokenizer.json"))
+    (tmp_path / "docs.txt").write_text("a b a b")
+    out = tmp_path / "tok"
+    assert (
+        ember_main(
+            ["prepare", str(tmp_path / "docs.txt"), "--out", str(out), "--tokenizer", str(tmp_path / "tokenizer.json")]
+        )
+        == 0
+    )
+    index = read_index(out)
+    assert index["dtype"] == "uint32" and index["vocab_size"] == 70001
+    tokens = np.concatenate([np.asarray(s) for s in open_split(out, "train").shards])
+    assert tokens.tolist() == [0, 70000, 0, 70000, 1]
+
+
+def test_shard_writer_refuses_ids_its_dtype_cannot_hold(tmp_path):
+    from ember.data.shards import ShardWriter
+
+    w = ShardWriter(tmp_path, "train", np.dtype(np.uint16), 100)
+    with pytest.raises(ValueError, match="70000.*uint16"):
+        w.write(np.array([5, 70000, 1], dtype=np.uint32), 1)

@@ -49,3 +49,47 @@ def test_bad_input():
         prior_token_weights(torch.tensor([0.0, float("nan")]))
     with pytest.raises(TypeError, match="floating point"):
         prior_token_weights(torch.zeros(3, dtype=torch.long))
+
+
+@pytest.mark.parametrize("alpha", [float("nan"), float("inf"), -1.0])
+def test_alpha_outside_its_range(alpha):
+    with pytest.raises(ValueError, match="alpha must be"):
+        prior_token_weights(torch.tensor([-0.5, -1.0]), alpha=alpha)
+
+
+@pytest.fixture
+def tok_folder(tmp_path):
+    from ember.data import prepare
+
+    (tmp_path / "docs.txt").write_text("def f(x):\n    return x\n" * 40)
+    prepare([str(tmp_path / "docs.txt")], tmp_path / "tok", workers=1, progress=False)
+    return tmp_path / "tok"
+
+
+@pytest.mark.parametrize(
+    "flag, value", [("--seq-len", "-5"), ("--batch-size", "-1"), ("--batch-size", "0"), ("--alpha", "nan")]
+)
+def test_score_checks_its_arguments_first(tok_folder, capsys, flag, value):
+    from ember.cli import main
+
+    assert main(["score", str(tok_folder / "no-run"), "--data", str(tok_folder), flag, value]) == 1
+    assert f"ember score: error: {flag} must be" in capsys.readouterr().err
+    assert not list(tok_folder.glob("weights*"))
+
+
+@pytest.mark.parametrize("mean", [0.0, float("nan")])
+def test_training_refuses_all_zero_or_nonfinite_weights(tmp_path, tok_folder, mean):
+    import json
+
+    import numpy as np
+
+    from ember.train import ConfigError, parse_config
+    from ember.train.preflight import check_config
+
+    index = json.loads((tok_folder / "index.json").read_text())
+    for e in index["splits"]["train"]:
+        np.full(e["tokens"], mean, np.float32).tofile(tok_folder / f"weights-{e['file']}")
+    (tok_folder / "weights.json").write_text(json.dumps({"method": "prior", "mean_weight": mean}))
+    flags = [f"--data.sources={tok_folder}", f"--loss.token_weights={tok_folder}", "--data.seq_len=16"]
+    with pytest.raises(ConfigError, match="weights.json: the token weights average"):
+        check_config(parse_config(flags))

@@ -36,10 +36,13 @@ def stdlib_files() -> list[tuple[str, Path]]:
     return sorted(found.items())
 
 
-def split_of(name: str, val_per_mille: int = 5) -> str:
-    """'val' for about val_per_mille/1000 of the names (by a CRC of the name), else 'train': the
-    split of the built-in corpus's files and of the documents `ember prepare` reads."""
-    return "val" if zlib.crc32(name.encode()) % 1000 < val_per_mille else "train"
+def split_of(key: str | bytes, val_per_mille: int = 5) -> str:
+    """'val' for about val_per_mille/1000 of the keys (by a CRC of the key), else 'train': the
+    split of the built-in corpus's files (key: the relative name) and of the documents `ember
+    prepare` reads (key: the document's content, so that neither the path typed nor the file a
+    document sits in moves it between splits, and duplicates land together)."""
+    data = key.encode("utf-8", errors="surrogatepass") if isinstance(key, str) else key
+    return "val" if zlib.crc32(data) % 1000 < val_per_mille else "train"
 
 
 def stdlib_documents(split: str) -> list[bytes]:

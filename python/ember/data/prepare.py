@@ -84,7 +84,7 @@ def _tokenize_file(job):
     parts = {"train": [], "val": []}
     for i, (split, text) in enumerate(_documents(path, text_key)):
         if split is None:
-            split = corpus.split_of(f"{path}:{i}", val_per_mille)
+            split = corpus.split_of(text, val_per_mille)
         parts[split].append(_tok.encode_document(text))
         parts[split].append(np.array([_tok.eos_id], dtype=parts[split][-1].dtype))
     return {s: (np.concatenate(v) if v else np.zeros(0, np.uint32), len(v) // 2) for s, v in parts.items()}

@@ -63,6 +63,8 @@ def check_shards(directory: str | Path, vocab_size: int, with_weights: bool = Fa
     directory = Path(directory)
     index = read_index(directory)
     dtype = np.dtype(index["dtype"])
+    if with_weights:
+        _check_weight_values(directory / WEIGHTS_INDEX)
     for split, entries in index["splits"].items():
         for entry in entries:
             if not entry["tokens"]:
@@ -91,6 +93,15 @@ def _check_shard(path: Path, entry: dict, dtype: np.dtype, eos_id: int, vocab_si
         raise ValueError(
             f"{path}: token id {top} is outside the model's vocabulary of {vocab_size} (ids 0..{vocab_size - 1}): "
             f"a tokenizer whose ids go past its vocab_size (set --model.vocab_size), or corrupted data"
+        )
+
+
+def _check_weight_values(path: Path) -> None:
+    """Weights that average 0 or NaN train nothing: every step's loss and gradient would be 0."""
+    mean = json.loads(path.read_text()).get("mean_weight", 1.0)
+    if not (isinstance(mean, (int, float)) and np.isfinite(mean) and mean > 0):
+        raise ValueError(
+            f"{path}: the token weights average {mean}: training on them learns nothing; run `ember score` again"
         )
 
 
@@ -163,12 +174,17 @@ class ShardWriter:
         if self._file is None or self.entries[-1]["tokens"] >= self.shard_tokens:
             self.close()
             self._open()
+        top = int(tokens.max()) if len(tokens) else 0
+        if top > np.iinfo(self.dtype).max:  # never wrap an id into a smaller dtype
+            raise ValueError(
+                f"ember prepare: token id {top} does not fit the shards' {self.dtype.name} (the tokenizer's ids pass its vocabulary)"
+            )
         self._file.write(np.ascontiguousarray(tokens, dtype=self.dtype).tobytes())
         entry = self.entries[-1]
         entry["tokens"] += int(len(tokens))
         entry["documents"] += documents
-        if len(tokens):  # recorded here, where it is cheap, so training checks ids without a read
-            entry["max_id"] = max(entry["max_id"], int(tokens.max()))
+        # recorded here, where it is cheap: training checks ids without a read
+        entry["max_id"] = max(entry["max_id"], top)
 
     def close(self) -> None:
         if self._file is not None:

@@ -73,7 +73,13 @@ class HFTokenizer:
         self.name = str(folder or self.path)
         self.folder = folder
         self._tok = Tokenizer.from_file(str(self.path))
-        self.vocab_size = self._tok.get_vocab_size(with_added_tokens=True)
+        # Document text is text: a "</s>" written in it is five characters, not the end-of-document
+        # token (ember places special tokens itself; add_special_tokens=False alone still matches them).
+        self._tok.encode_special_tokens = True
+        # The ids the tokenizer can produce, not the count it reports: a tokenizer.json may skip ids
+        # (a vocabulary of 3 holding the id 70000), and the model and the shard dtype must hold them all.
+        top = max(self._tok.get_vocab(with_added_tokens=True).values(), default=-1)
+        self.vocab_size = max(self._tok.get_vocab_size(with_added_tokens=True), top + 1)
         self.bos_id = None
         declared_eos, bos, declared_id = folder_special_tokens(folder) if folder else (None, None, None)
         names = (eos_token,) if eos_token else ((declared_eos,) if declared_eos else _EOS_CANDIDATES)

@@ -21,8 +21,8 @@ def prior_token_weights(
     counted. A segment whose weights are all 0 keeps weights 0 (never NaN)."""
     if not ref_logprobs.is_floating_point():
         raise TypeError(f"prior_token_weights: ref_logprobs must be floating point, got {ref_logprobs.dtype}")
-    if alpha < 0:
-        raise ValueError(f"prior_token_weights: alpha must be >= 0, got {alpha}")
+    if not 0 <= alpha < float("inf"):  # NaN too: it would make every weight NaN
+        raise ValueError(f"prior_token_weights: alpha must be >= 0 and finite, got {alpha}")
     for name, t in (("segment_ids", segment_ids), ("ignore_mask", ignore_mask)):
         if t is not None and t.shape != ref_logprobs.shape:
             raise ValueError(

@@ -49,6 +49,28 @@ def token_logprobs(model, tokens: np.ndarray, seq_len: int, batch_size: int, dev
     return out
 
 
+def check_arguments(alpha: float, batch_size: int, seq_len: int) -> None:
+    """`ember score`'s numbers, before anything is loaded or written (a negative window or NaN
+    alpha once wrote weights of 0 or NaN, which train nothing)."""
+    if not 0 <= alpha < float("inf"):
+        raise ValueError(f"--alpha must be >= 0 and finite, got {alpha}")
+    if batch_size < 1:
+        raise ValueError(f"--batch-size must be >= 1, got {batch_size}")
+    if seq_len < 0:
+        raise ValueError(f"--seq-len must be >= 1 (or 0: the reference run's), got {seq_len}")
+
+
+def shard_weights(model, tokens: np.ndarray, eos: int, alpha: float, seq_len: int, batch_size: int, device):
+    """PRIOR weights of one shard, each document a segment."""
+    lp = torch.from_numpy(token_logprobs(model, tokens, seq_len, batch_size, device))
+    # The document of token p: the number of end-of-document tokens before it.
+    is_eos = torch.from_numpy(np.asarray(tokens) == eos)
+    segments = torch.cumsum(is_eos.long(), 0) - is_eos.long()
+    ignore = torch.zeros(len(tokens), dtype=torch.bool)
+    ignore[:1] = True  # nothing predicts the first token of a shard
+    return prior_token_weights(lp, alpha, segments, ignore).numpy().astype(np.float32)
+
+
 def score(
     checkpoint: str | Path,
     data_dir: str | Path,
@@ -57,6 +79,7 @@ def score(
     device: str = "cpu",
     seq_len: int = 0,
 ) -> dict:
+    check_arguments(alpha, batch_size, seq_len)
     data_dir = Path(data_dir)
     index = read_index(data_dir)
     model, saved, path = load_model(checkpoint, device)
@@ -67,27 +90,32 @@ def score(
         )
     seq_len = seq_len or saved.data.seq_len
     dtype = np.dtype(index["dtype"])
-    eos = index["eos_id"]
-    total, weight_sum = 0, 0.0
-    for entry in index["splits"].get("train", []):
-        tokens = np.memmap(data_dir / entry["file"], dtype=dtype, mode="r") if entry["tokens"] else np.zeros(0, dtype)
-        lp = torch.from_numpy(token_logprobs(model, tokens, seq_len, batch_size, device))
-        # The document of token p: the number of end-of-document tokens before it.
-        is_eos = torch.from_numpy(np.asarray(tokens) == eos)
-        segments = torch.cumsum(is_eos.long(), 0) - is_eos.long()
-        ignore = torch.zeros(len(tokens), dtype=torch.bool)
-        ignore[:1] = True  # nothing predicts the first token of a shard
-        w = prior_token_weights(lp, alpha, segments, ignore).numpy()
-        target = data_dir / weights_file(entry["file"])
-        tmp = target.with_name(target.name + ".tmp")
-        w.astype(np.float32).tofile(tmp)
-        os.replace(tmp, target)
-        total += len(w)
-        weight_sum += float(w.sum(dtype=np.float64))
+    total, weight_sum, written = 0, 0.0, []
+    try:
+        for entry in index["splits"].get("train", []):
+            tokens = (
+                np.memmap(data_dir / entry["file"], dtype=dtype, mode="r") if entry["tokens"] else np.zeros(0, dtype)
+            )
+            w = shard_weights(model, tokens, index["eos_id"], alpha, seq_len, batch_size, device)
+            if not np.isfinite(w).all():
+                raise ValueError(f"ember score: non-finite weights for {entry['file']}; nothing was written")
+            target = data_dir / weights_file(entry["file"])
+            w.tofile(target.with_name(target.name + ".tmp"))
+            written.append(target)
+            total += len(w)
+            weight_sum += float(w.sum(dtype=np.float64))
+        if not weight_sum > 0:
+            raise ValueError(f"ember score: every token weight of {data_dir} is 0; nothing was written")
+    except BaseException:
+        for target in written:
+            target.with_name(target.name + ".tmp").unlink(missing_ok=True)
+        raise
+    for target in written:  # published together, once all are made
+        os.replace(target.with_name(target.name + ".tmp"), target)
     info = {
         "method": "prior",
         "alpha": alpha,
-        "reference": str(path),
+        "reference": str(Path(path).resolve()),
         "seq_len": seq_len,
         "splits": ["train"],
         "tokens": total,
