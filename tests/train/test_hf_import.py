@@ -214,3 +214,105 @@ def test_quantized_or_mismatched_tensors(tmp_path):
     _edit_config(path, vocab_size=99)
     with pytest.raises(HFCheckpointError, match="embed_tokens.weight has shape"):
         from_hf(path)
+
+
+# --- config.json read as transformers reads it ---------------------------------------------
+
+CONFIG_CLASSES = {arch: getattr(transformers, cls) for cls, arch, _ in FAMILIES.values()}
+# PretrainedConfig's own fields (no effect on what the model computes)
+BASE_FIELDS = {f.name for f in __import__("dataclasses").fields(transformers.PretrainedConfig)}
+
+
+@pytest.mark.parametrize("arch", CONFIG_CLASSES)
+def test_defaults_table_matches_transformers(arch):
+    """ember's table of defaults has every field of the installed transformers' config class,
+    with its default; resolved configs (derived fields, RoPE forms) equal transformers' objects."""
+    import dataclasses
+
+    from ember.models.hf_defaults import DEFAULT_THETA, DEFAULTS, resolve
+
+    cls = CONFIG_CLASSES[arch]
+    assert set(DEFAULTS[arch]) == {f.name for f in dataclasses.fields(cls)} - BASE_FIELDS
+    assert cls.default_theta == DEFAULT_THETA
+    partial = [
+        {},
+        dict(hidden_size=64, num_attention_heads=8, num_hidden_layers=3),
+        dict(num_key_value_heads=None, head_dim=None),
+        dict(use_sliding_window=True, sliding_window=16, max_window_layers=1, num_hidden_layers=3),
+        dict(rope_theta=5e5, rope_scaling={"type": "linear", "factor": 2.0}),
+        dict(
+            rope_parameters={"rope_type": "default", "rope_theta": 7.0}, rope_scaling={"type": "linear", "factor": 3.0}
+        ),
+        dict(rope_parameters={"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0}),
+    ]
+    for keys in partial:
+        try:
+            want = cls(**keys)
+        except Exception:  # transformers refuses it (e.g. Qwen3's head_dim must be an int, not null
+            continue
+        got = resolve({"architectures": [arch], **keys})
+        for name in DEFAULTS[arch]:
+            assert got[name] == getattr(want, name), (keys, name)
+
+
+def same_as_transformers(path, n=40):
+    """from_hf(path) computes the logits transformers' from_pretrained(path) does."""
+    ref = transformers.AutoModelForCausalLM.from_pretrained(path).float().eval()
+    x = tokens(n=n, vocab=ref.config.vocab_size)
+    with torch.no_grad():
+        assert rel_err(from_hf(path, dtype="fp32", max_seq_len=n)(x), hf_logits(ref, x)) <= 1e-4
+
+
+LLAMA3 = {"factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0}
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        dict(head_dim=None),  # older Llama configs: no head_dim key
+        dict(rope_parameters=None, rope_theta=20000.0, rope_scaling={"type": "linear", "factor": 2.0}),
+        dict(rope_parameters=None, rope_theta=500000.0, rope_scaling={"rope_type": "llama3", **LLAMA3}),
+        dict(rope_parameters={"rope_type": "default"}, rope_theta=12345.0),  # theta beside rope_parameters
+        dict(
+            rope_parameters={"rope_type": "default", "rope_theta": 111.0},
+            rope_scaling={"type": "linear", "factor": 3.0},
+        ),
+        dict(rope_parameters={"rope_type": "llama3", "rope_theta": 5e5, **LLAMA3}, max_position_embeddings=24),
+        dict(architectures=None),  # model_type alone names the class
+    ],
+)
+def test_older_and_partial_llama_configs(tmp_path, change):
+    path = _saved(tmp_path)
+    cfg = json.loads((path / "config.json").read_text())
+    cfg.update(change)
+    (path / "config.json").write_text(json.dumps({k: v for k, v in cfg.items() if v is not None}))
+    same_as_transformers(path)
+
+
+def test_missing_keys_take_transformers_defaults(tmp_path):
+    """A Qwen3 without head_dim has heads of 128; a Mistral without num_key_value_heads has 8
+    and without sliding_window attends within 4096 tokens."""
+    path = _saved(tmp_path, "qwen3", head_dim=128)
+    cfg = json.loads((path / "config.json").read_text())
+    (path / "config.json").write_text(json.dumps({k: v for k, v in cfg.items() if k != "head_dim"}))
+    same_as_transformers(path)
+    path = tmp_path / "mistral"
+    hf_model("mistral", num_attention_heads=16, num_key_value_heads=8).save_pretrained(path)
+    cfg = json.loads((path / "config.json").read_text())
+    (path / "config.json").write_text(
+        json.dumps({k: v for k, v in cfg.items() if k not in ("num_key_value_heads", "sliding_window")})
+    )
+    same_as_transformers(path)
+    with pytest.raises(HFCheckpointError, match="sliding window of 4096 tokens"):
+        from_hf(path, max_seq_len=5000)
+
+
+def test_qwen_sliding_layers(tmp_path):
+    """Qwen2's window applies from layer max_window_layers on, and only with use_sliding_window."""
+    path = _saved(tmp_path, "qwen2", use_sliding_window=True, sliding_window=16, max_window_layers=1)
+    with pytest.raises(HFCheckpointError, match="sliding window of 16 tokens"):
+        from_hf(path, max_seq_len=32)
+    _edit_config(path, max_window_layers=2, layer_types=None)  # no layer slides
+    cfg = json.loads((path / "config.json").read_text())
+    (path / "config.json").write_text(json.dumps({k: v for k, v in cfg.items() if v is not None}))
+    same_as_transformers(path)

@@ -17,6 +17,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from .hf_defaults import DEFAULTS, LAYER_TYPES, architecture, resolve
 from .llama import Llama, LlamaConfig
 
 ARCHITECTURES = ("LlamaForCausalLM", "MistralForCausalLM", "Qwen2ForCausalLM", "Qwen3ForCausalLM")
@@ -118,74 +119,89 @@ def weight_files(path: Path) -> dict[str, Path]:
 # --- config ------------------------------------------------------------------------------
 
 
-def _rope(hf: dict) -> tuple[float, dict | None]:
-    """(rope_theta, scaling or None) from either config format (transformers 5's
-    rope_parameters, or the older rope_theta + rope_scaling)."""
-    params = dict(hf.get("rope_parameters") or {})
-    legacy = dict(hf.get("rope_scaling") or {})
-    theta = params.pop("rope_theta", None) or hf.get("rope_theta") or 10000.0
-    scaling = params or legacy
-    kind = scaling.get("rope_type", scaling.get("type", "default")) if scaling else "default"
+def _rope(rope: dict, arch: str) -> tuple[float, dict | None]:
+    """(rope_theta, scaling or None) from hf_defaults.rope_parameters' standard form."""
+    if any(k in LAYER_TYPES for k in rope):
+        raise HFCheckpointError(f"from_hf: {arch} with RoPE parameters per layer type is not supported")
+    kind, theta = rope["rope_type"], float(rope["rope_theta"])
     if kind == "default":
-        return float(theta), None
+        return theta, None
     if kind not in ("linear", "llama3"):
         raise HFCheckpointError(f"from_hf: RoPE scaling type {kind!r} is not supported (default, linear, llama3)")
-    keys = (
-        ("factor",)
-        if kind == "linear"
-        else ("factor", "low_freq_factor", "high_freq_factor", "original_max_position_embeddings")
-    )
-    missing = [k for k in keys if k not in scaling]
+    keys = ("factor",) if kind == "linear" else ("factor", "low_freq_factor", "high_freq_factor")
+    missing = [k for k in keys if k not in rope]
     if missing:
         raise HFCheckpointError(f"from_hf: RoPE scaling {kind!r} lacks {', '.join(missing)}")
-    return float(theta), {"rope_type": kind, **{k: scaling[k] for k in keys}}
+    if kind == "llama3":
+        keys += ("original_max_position_embeddings",)
+    return theta, {"rope_type": kind, **{k: rope[k] for k in keys}}
 
 
-def llama_config_from_hf(hf: dict, max_seq_len: int | None = None) -> LlamaConfig:
-    """ember's LlamaConfig for a Hugging Face config.json; a clear error for anything that would
-    make the model compute something else."""
-    archs = hf.get("architectures") or []
-    arch = archs[0] if archs else None
-    if arch not in ARCHITECTURES:
-        raise HFCheckpointError(
-            f"from_hf: architecture {arch or hf.get('model_type')!r} is not supported (supported: {', '.join(ARCHITECTURES)})"
-        )
+def _unsupported(arch: str, hf: dict) -> list[str]:
+    """The options of a resolved config that ember's Llama does not compute (each architecture
+    reads only its own fields: Mistral and Qwen2 ignore attention_bias, only Llama has mlp_bias)."""
     bad = []
-    if hf.get("hidden_act", "silu") != "silu":
+    if hf["hidden_act"] != "silu":
         bad.append(f"hidden_act={hf['hidden_act']!r} (only silu)")
     if hf.get("mlp_bias"):
         bad.append("mlp_bias=true")
-    if hf.get("attention_bias") and arch != "Qwen2ForCausalLM":
+    if hf.get("attention_bias") and arch != "Qwen2ForCausalLM" and "attention_bias" in DEFAULTS[arch]:
         bad.append("attention_bias=true (biases on the output projection)")
-    if (hf.get("rope_parameters") or {}).get("partial_rotary_factor", hf.get("partial_rotary_factor", 1.0)) != 1.0:
+    if hf["rope_parameters"].get("partial_rotary_factor", 1.0) != 1.0:
         bad.append("partial_rotary_factor != 1")
-    if bad:
-        raise HFCheckpointError(f"from_hf: {arch} with unsupported options: {'; '.join(bad)}")
-    theta, scaling = _rope(hf)
-    length = int(max_seq_len or hf.get("max_position_embeddings") or 2048)
-    window = hf.get("sliding_window")
-    uses_window = arch == "MistralForCausalLM" or hf.get("use_sliding_window")
-    if uses_window and window is not None and window < length:
+    if hf["attention_dropout"]:
+        bad.append(f"attention_dropout={hf['attention_dropout']} (ember trains without dropout)")
+    return bad
+
+
+def sliding_window(hf: dict) -> int | None:
+    """The window (in tokens) within which some layer of a resolved config attends; None when every
+    layer attends to all the tokens before it. Mistral: every layer; Qwen2/Qwen3: the layers that
+    layer_types names sliding_attention."""
+    arch = architecture(hf)
+    if arch == "MistralForCausalLM" or "sliding_attention" in (hf.get("layer_types") or ()):
+        return hf.get("sliding_window")
+    return None
+
+
+def llama_config_from_hf(hf: dict, max_seq_len: int | None = None, where: str = "from_hf") -> LlamaConfig:
+    """ember's LlamaConfig for a Hugging Face config.json, read through transformers' defaults for
+    its architecture (ember.models.hf_defaults), for sequences of max_seq_len (None: the config's
+    max_position_embeddings); a clear error, starting with `where`, for anything that would make
+    the model compute something else than transformers does."""
+    arch = architecture(hf)
+    if arch not in ARCHITECTURES:
         raise HFCheckpointError(
-            f"from_hf: {arch} attends within a sliding window of {window} tokens, which changes the "
-            f"result at sequences of {length}; use a max length <= {window} (data.seq_len)"
+            f"{where}: architecture {arch or hf.get('model_type')!r} is not supported (supported: {', '.join(ARCHITECTURES)})"
         )
-    heads = hf["num_attention_heads"]
-    head_dim = hf.get("head_dim") or hf["hidden_size"] // heads
+    r = resolve(hf)
+    bad = _unsupported(arch, r)
+    if bad:
+        raise HFCheckpointError(f"{where}: {arch} with unsupported options: {'; '.join(bad)}")
+    theta, scaling = _rope(r["rope_parameters"], arch)
+    length = int(max_seq_len or r["max_position_embeddings"])
+    window = sliding_window(r)
+    if window is not None and window < length:
+        raise HFCheckpointError(
+            f"{where}: {arch} attends within a sliding window of {window} tokens, which changes the result at "
+            f"sequences of {length}; use sequences of at most {window} tokens (data.seq_len of a run, max_seq_len of from_hf)"
+        )
+    heads = r["num_attention_heads"]
+    head_dim = r.get("head_dim") or r["hidden_size"] // heads
     return LlamaConfig(
-        dim=hf["hidden_size"],
-        n_layers=hf["num_hidden_layers"],
+        dim=r["hidden_size"],
+        n_layers=r["num_hidden_layers"],
         n_heads=heads,
-        n_kv_heads=hf.get("num_key_value_heads") or heads,
-        vocab_size=hf["vocab_size"],
-        ffn_hidden=hf["intermediate_size"],
-        norm_eps=float(hf.get("rms_norm_eps", 1e-6)),
+        n_kv_heads=r["num_key_value_heads"],
+        vocab_size=r["vocab_size"],
+        ffn_hidden=r["intermediate_size"],
+        norm_eps=float(r["rms_norm_eps"]),
         rope_theta=theta,
         rope_scaling=scaling,
         max_seq_len=length,
-        tie_embeddings=bool(hf.get("tie_word_embeddings", False)),
-        init_std=float(hf.get("initializer_range", 0.02)),
-        head_size=head_dim if head_dim != hf["hidden_size"] // heads else 0,
+        tie_embeddings=bool(r["tie_word_embeddings"]),
+        init_std=float(r["initializer_range"]),
+        head_size=head_dim if head_dim != r["hidden_size"] // heads else 0,
         attn_bias=arch == "Qwen2ForCausalLM",
         qk_norm=arch == "Qwen3ForCausalLM",
         hf_config=hf,
@@ -413,6 +429,9 @@ def to_hf(
     missing = [str(f) for f in tokenizer_files if not Path(f).is_file()]
     if missing:
         raise FileNotFoundError(f"to_hf: no such tokenizer file {', '.join(missing)}")
+    from ..sparse import zero_pruned_
+
+    zero_pruned_(model)  # pruned weights leave as zeros, whatever an init put behind the masks
     tensors = {}
     for name, p in model.named_parameters():
         t = p.full_tensor() if hasattr(p, "full_tensor") else p
