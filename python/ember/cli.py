@@ -63,7 +63,9 @@ def _prepare(argv) -> int:
     from .data.prepare import prepare
 
     p = _parser(
-        "prepare", ". A folder contributes its .txt/.md/.py/.jsonl/.parquet files; 'stdlib' is the built-in corpus."
+        "prepare",
+        ". A folder contributes its .txt/.md/.py/.rst/.json/.jsonl/.parquet files (and .gz/.bz2/.xz of them; "
+        "what it skips is reported); 'stdlib' is the built-in corpus.",
     )
     p.add_argument("inputs", nargs="+", help="files, folders, or 'stdlib'")
     p.add_argument("--out", required=True, help="output folder (created; must be empty)")
@@ -88,6 +90,8 @@ def _prepare(argv) -> int:
     p.add_argument("--shard-tokens", type=int, default=1 << 28, help="tokens per shard, about (default: 2^28)")
     a = p.parse_args(argv)
     index = prepare(a.inputs, a.out, a.tokenizer, a.workers, a.text_key, a.val_per_mille, a.shard_tokens, a.eos_token)
+    for note in index["notes"]:
+        print(f"ember prepare: note: {note}", file=sys.stderr)
     for split, shards in index["splits"].items():
         print(
             f"{split}: {sum(s['tokens'] for s in shards):,} tokens, {sum(s['documents'] for s in shards):,} documents, {len(shards)} shard(s)"

@@ -168,3 +168,65 @@ def test_split_is_a_function_of_content_not_path(tmp_path, jsonl_dir, monkeypatc
     val_docs = set(bytes(np.asarray(open_split(tmp_path / "m", "val").shards[0]).astype(np.uint8)).split(b"\0"))
     all_val = set(bytes(np.asarray(open_split(tmp_path / "abs", "val").shards[0]).astype(np.uint8)).split(b"\0"))
     assert val_docs and val_docs <= all_val
+
+
+def _prepared_texts(out) -> list[bytes]:
+    tokens = np.concatenate([np.asarray(s) for sp in ("train", "val") for s in open_split(out, sp).shards])
+    return sorted(bytes(int(t) if t < 256 else 0 for t in tokens).split(b"\0")[:-1])
+
+
+def test_inputs_are_read_by_their_suffix_whatever_its_case(tmp_path):
+    """A.JSONL, x.json, x.jsonl.gz named on the command line; in a folder also .TXT files and a
+    symlinked sub-folder. Once read as raw bytes (JSON syntax and gzip bytes as text) or skipped."""
+    import gzip
+
+    src = tmp_path / "src"
+    (src / "sub").mkdir(parents=True)
+    (src / "A.JSONL").write_text(json.dumps({"text": "upper jsonl"}) + "\n")
+    (src / "x.json").write_text(json.dumps([{"text": "json array 1"}, {"text": "json array 2"}]))
+    (src / "y.json").write_text(json.dumps({"text": "json lines 1"}) + "\n" + json.dumps({"text": "json lines 2"}))
+    (src / "z.jsonl.gz").write_bytes(gzip.compress((json.dumps({"text": "gzipped"}) + "\n").encode()))
+    (src / "sub" / "NOTES.TXT").write_text("upper txt")
+    (tmp_path / "elsewhere").mkdir()
+    (tmp_path / "elsewhere" / "linked.md").write_text("through a link")
+    (src / "link").symlink_to(tmp_path / "elsewhere", target_is_directory=True)
+    (src / "data.csv").write_text("a,b\n")
+    (src / ".hidden.txt").write_text("hidden")
+    want = sorted(
+        b"upper jsonl|json array 1|json array 2|json lines 1|json lines 2|gzipped|upper txt|through a link".split(b"|")
+    )
+    named = [str(src / f) for f in ("A.JSONL", "x.json", "y.json", "z.jsonl.gz", "sub/NOTES.TXT", "link/linked.md")]
+    prepare(named, tmp_path / "named", workers=1, progress=False)
+    assert _prepared_texts(tmp_path / "named") == want
+    index = prepare([str(src)], tmp_path / "walked", workers=1, progress=False)
+    assert _prepared_texts(tmp_path / "walked") == want
+    assert index["notes"] == [f"{src}: skipped 1 .csv files, 1 hidden files"]
+
+
+def test_prepare_refuses_or_reports_misuse(tmp_path, jsonl_dir):
+    (tmp_path / "a.tar.gz").write_bytes(b"\x1f\x8b")
+    with pytest.raises(ValueError, match="cannot read .tar.gz files"):
+        prepare([str(tmp_path / "a.tar.gz")], tmp_path / "o", progress=False)
+    with pytest.raises(ValueError, match="is inside the input folder"):
+        prepare([str(jsonl_dir)], jsonl_dir / "tok", progress=False)
+    (tmp_path / "bad.jsonl").write_bytes(b'{"text": "ok"}\n{"text": "\xff"}\n')
+    with pytest.raises(ValueError, match="bad.jsonl:2: not UTF-8"):
+        prepare([str(tmp_path / "bad.jsonl")], tmp_path / "o", workers=1, progress=False)
+    assert not (tmp_path / "o").exists() and not list(tmp_path.glob(".o.tmp-*"))  # a failed prepare leaves nothing
+    (tmp_path / "empty.txt").write_text("")
+    with pytest.raises(ValueError, match="no document .* has any text"):
+        prepare([str(tmp_path / "empty.txt")], tmp_path / "o", workers=1, progress=False)
+    (tmp_path / "d.jsonl").write_text('{"text": "one"}\n{"text": ""}\n{"text": null}\n')
+    index = prepare(
+        [str(tmp_path / "d.jsonl"), str(tmp_path / "d.jsonl"), str(tmp_path / "empty.txt")],
+        tmp_path / "o",
+        workers=1,
+        progress=False,
+    )
+    assert _prepared_texts(tmp_path / "o") == [b"one"]
+    assert index["notes"] == [
+        f"{tmp_path / 'd.jsonl'} was given twice (as {tmp_path / 'd.jsonl'}): read once",
+        f"{tmp_path / 'd.jsonl'}: 2 empty document(s) skipped",
+        f"{tmp_path / 'empty.txt'}: 1 empty document(s) skipped",
+    ]
+    assert index["fingerprint"] != prepare([str(jsonl_dir)], tmp_path / "p", workers=1, progress=False)["fingerprint"]

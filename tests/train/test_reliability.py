@@ -226,11 +226,11 @@ def _index_not_json(d):
     return "index.json: not valid JSON"
 
 
-def _empty(d):  # `ember prepare` of an input with no documents
+def _empty(d):  # `ember prepare` of an input too short for one window (one with no text at all is refused there)
     shutil.rmtree(d)
-    (d.parent / "empty.jsonl").write_text("")
-    prepare([str(d.parent / "empty.jsonl")], d, workers=1, progress=False)
-    return "index.json: no training data: 0 tokens"
+    (d.parent / "short.jsonl").write_text('{"text": "x"}\n')
+    prepare([str(d.parent / "short.jsonl")], d, workers=1, progress=False)
+    return "index.json: no training data: 2 tokens"
 
 
 @pytest.mark.parametrize(

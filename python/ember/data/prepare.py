@@ -1,11 +1,14 @@
-"""`ember prepare`: tokenize text / jsonl / parquet files (or the built-in corpus) into token
-shards, with several processes and a progress bar. The output does not depend on the number of
-processes: files are tokenized in parallel but written in input order."""
+"""`ember prepare`: tokenize text / json / jsonl / parquet files (or the built-in corpus) into
+token shards, with several processes and a progress bar. The output does not depend on the
+number of processes: files are tokenized in parallel but written in input order. The folder is
+made under a temporary name and renamed when complete: a failed prepare leaves nothing behind.
+What files are read, and how, is inputs.py's."""
 
 from __future__ import annotations
 
-import json
+import hashlib
 import multiprocessing as mp
+import os
 import shutil
 from pathlib import Path
 
@@ -13,11 +16,9 @@ import numpy as np
 from tqdm import tqdm
 
 from . import corpus
+from .inputs import documents, expand_inputs
 from .shards import FORMAT, INDEX, ShardWriter, write_json_atomic
 from .tokenizer import load_tokenizer, token_dtype
-
-TEXT_SUFFIXES = {".txt", ".md", ".py", ".rst", ".text"}
-DATA_SUFFIXES = {".jsonl", ".parquet"}
 
 _tok = None  # the tokenizer of a worker process
 
@@ -27,67 +28,45 @@ def _init_worker(spec, eos_token):
     _tok = load_tokenizer(spec, eos_token)
 
 
-def expand_inputs(inputs: list[str]) -> list[str]:
-    """Files to read, in a fixed order: a folder contributes its text/jsonl/parquet files
-    (sorted); 'stdlib' stands for the built-in corpus."""
-    out = []
-    for item in inputs:
-        if item == corpus.NAME:
-            out.append(item)
-            continue
-        p = Path(item)
-        if p.is_dir():
-            files = sorted(f for f in p.rglob("*") if f.is_file() and f.suffix in TEXT_SUFFIXES | DATA_SUFFIXES)
-            if not files:
-                raise FileNotFoundError(f"ember prepare: {p} holds no .txt/.md/.py/.jsonl/.parquet files")
-            out += [str(f) for f in files]
-        elif p.is_file():
-            out.append(str(p))
-        else:
-            raise FileNotFoundError(f"ember prepare: no such file or folder: {item}")
-    return out
-
-
-def _documents(path: str, text_key: str):
-    """(split or None, text) for each document in one input. None: split by hash."""
-    if path == corpus.NAME:
-        for name, p in corpus.stdlib_files():
-            yield corpus.split_of(name), p.read_bytes()
-        return
-    suffix = Path(path).suffix
-    if suffix == ".jsonl":
-        with open(path, encoding="utf-8") as f:
-            for lineno, line in enumerate(f, 1):
-                if line.strip():
-                    try:
-                        record = json.loads(line)
-                    except json.JSONDecodeError as exc:
-                        raise ValueError(f"{path}:{lineno}: not JSON ({exc.msg})") from None
-                    if not isinstance(record, dict) or text_key not in record:
-                        raise ValueError(f"{path}:{lineno}: no {text_key!r} field (set --text-key)")
-                    yield None, record[text_key]
-    elif suffix == ".parquet":
-        try:
-            import pyarrow.parquet as pq
-        except ImportError as exc:
-            raise RuntimeError("reading parquet needs pyarrow: pip install pyarrow") from exc
-        table = pq.read_table(path, columns=[text_key])
-        for text in table.column(text_key).to_pylist():
-            yield None, text or ""
-    else:
-        yield None, Path(path).read_bytes()
-
-
 def _tokenize_file(job):
-    """Worker: one input → {split: (concatenated tokens with eos after each document, #docs)}."""
+    """Worker: one input → ({split: (concatenated tokens with eos after each document, #docs)},
+    notes on what was dropped or changed)."""
     path, text_key, val_per_mille = job
-    parts = {"train": [], "val": []}
-    for i, (split, text) in enumerate(_documents(path, text_key)):
-        if split is None:
-            split = corpus.split_of(text, val_per_mille)
+    parts, empty, not_utf8 = {"train": [], "val": []}, 0, 0
+    for split, text in documents(path, text_key):
+        if not text:  # an empty document would train on an end-of-document token alone
+            empty += 1
+            continue
+        if isinstance(text, bytes) and _tok.name != "byte" and not _is_utf8(text):
+            not_utf8 += 1  # the byte tokenizer keeps the bytes; a text tokenizer gets U+FFFD for them
+        split = split or corpus.split_of(text, val_per_mille)
         parts[split].append(_tok.encode_document(text))
         parts[split].append(np.array([_tok.eos_id], dtype=parts[split][-1].dtype))
-    return {s: (np.concatenate(v) if v else np.zeros(0, np.uint32), len(v) // 2) for s, v in parts.items()}
+    notes = [f"{path}: {empty} empty document(s) skipped"] if empty else []
+    if not_utf8:
+        notes.append(f"{path}: not UTF-8: its invalid bytes were read as U+FFFD (the byte tokenizer keeps them)")
+    tokens = {s: (np.concatenate(v) if v else np.zeros(0, np.uint32), len(v) // 2) for s, v in parts.items()}
+    return tokens, notes
+
+
+def _is_utf8(data: bytes) -> bool:
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
+
+
+def _check_out(out: Path, inputs: list[str]) -> None:
+    """--out must be empty (or not exist) and outside every input folder: a later prepare of
+    that folder would read the shards' index.json and tokenizer files as documents."""
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise FileExistsError(f"ember prepare: {out} exists and is not empty (or is not a folder)")
+    real = Path(os.path.realpath(out))
+    for item in inputs:
+        folder = Path(os.path.realpath(item))
+        if item != corpus.NAME and folder.is_dir() and (real == folder or folder in real.parents):
+            raise ValueError(f"ember prepare: --out {out} is inside the input folder {item}; choose another --out")
 
 
 def prepare(
@@ -101,31 +80,54 @@ def prepare(
     eos_token: str | None = None,
     progress: bool = True,
 ) -> dict:
-    """Tokenize `inputs` into token shards in `out` and return the index."""
-    out = Path(out)
-    files = expand_inputs(inputs)
+    """Tokenize `inputs` into token shards in `out` and return the index; index['notes'] says
+    what was skipped (files a folder walk passed over, empty documents, files named twice)."""
+    out = Path(os.path.abspath(out))
+    if not 0 <= val_per_mille <= 1000 or shard_tokens < 1 or workers < 0:
+        raise ValueError(
+            f"ember prepare: --val-per-mille must be in 0..1000, --shard-tokens >= 1 and --workers >= 0; "
+            f"got {val_per_mille}, {shard_tokens} and {workers}"
+        )
+    files, notes = expand_inputs(inputs)
     tok = load_tokenizer(tokenizer, eos_token)  # fail early, in this process
-    if out.exists() and any(out.iterdir()):
-        raise FileExistsError(f"ember prepare: {out} exists and is not empty")
-    out.mkdir(parents=True, exist_ok=True)
+    _check_out(out, inputs)
+    tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    try:
+        index = _write(files, tmp, tok, tokenizer, eos_token, workers, text_key, val_per_mille, shard_tokens, progress)
+        index.update(inputs=inputs, notes=notes + index["notes"])
+        write_json_atomic(tmp / INDEX, index)
+        os.replace(tmp, out)  # onto an empty folder too
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return index
+
+
+def _write(files, out: Path, tok, tokenizer, eos_token, workers, text_key, val_per_mille, shard_tokens, progress):
+    """Tokenize the files into shards in `out` (the tokenizer's files beside them); the index."""
     dtype = token_dtype(tok.vocab_size)
     writers = {s: ShardWriter(out, s, dtype, shard_tokens) for s in ("train", "val")}
     workers = workers or min(len(files), mp.cpu_count())
     jobs = [(f, text_key, val_per_mille) for f in files]
+    notes = []
     bar = tqdm(total=len(files), desc="tokenizing", unit="file", disable=not progress)
     with (
         mp.get_context("spawn").Pool(workers, _init_worker, (tokenizer, eos_token))
         if workers > 1
         else _Inline(tokenizer, eos_token) as pool
     ):
-        for parts in pool.imap(_tokenize_file, jobs):
+        for parts, file_notes in pool.imap(_tokenize_file, jobs):
             for split, (tokens, docs) in parts.items():
                 if docs:
                     writers[split].write(tokens, docs)
+            notes += file_notes
             bar.update()
     bar.close()
     for w in writers.values():
         w.close()
+    if not any(w.entries for w in writers.values()):
+        raise ValueError(f"ember prepare: no document in {', '.join(files)} has any text")
     if tokenizer != "byte":  # the tokenizer travels with the tokens (and `ember export` copies it on)
         shutil.copyfile(tok.path, out / "tokenizer.json")
         for name in ("tokenizer_config.json", "special_tokens_map.json"):
@@ -138,11 +140,23 @@ def prepare(
         "eos_id": tok.eos_id,
         "bos_id": tok.bos_id,
         "dtype": dtype.name,
-        "inputs": inputs,
         "splits": {s: w.entries for s, w in writers.items()},
+        "notes": notes,
     }
-    write_json_atomic(out / INDEX, index)
+    index["fingerprint"] = _fingerprint(index, writers, None if tokenizer == "byte" else out / "tokenizer.json")
     return index
+
+
+def _fingerprint(index: dict, writers: dict, tokenizer_file: Path | None) -> str:
+    """A hash of what training reads: the tokens written, their layout and the tokenizer. Runs
+    record it, so that a folder prepared again (other documents, another tokenizer) is noticed."""
+    h = hashlib.blake2b(digest_size=12)
+    h.update(repr([index[k] for k in ("format", "vocab_size", "eos_id", "bos_id", "dtype", "splits")]).encode())
+    for split in sorted(writers):
+        h.update(writers[split].digest.digest())
+    if tokenizer_file is not None:
+        h.update(tokenizer_file.read_bytes())
+    return h.hexdigest()
 
 
 class _Inline:

@@ -12,6 +12,7 @@ separated by the tokenizer's end-of-document id, and one `index.json` describing
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from dataclasses import dataclass
@@ -163,6 +164,7 @@ class ShardWriter:
     def __init__(self, directory: Path, split: str, dtype: np.dtype, shard_tokens: int):
         self.directory, self.split, self.dtype, self.shard_tokens = directory, split, dtype, shard_tokens
         self.entries: list[dict] = []
+        self.digest = hashlib.blake2b(digest_size=12)  # of every byte written, for the folder's fingerprint
         self._file = None
 
     def _open(self):
@@ -179,7 +181,9 @@ class ShardWriter:
             raise ValueError(
                 f"ember prepare: token id {top} does not fit the shards' {self.dtype.name} (the tokenizer's ids pass its vocabulary)"
             )
-        self._file.write(np.ascontiguousarray(tokens, dtype=self.dtype).tobytes())
+        data = np.ascontiguousarray(tokens, dtype=self.dtype).tobytes()
+        self._file.write(data)
+        self.digest.update(data)
         entry = self.entries[-1]
         entry["tokens"] += int(len(tokens))
         entry["documents"] += documents
