@@ -1,7 +1,7 @@
 """float8 training: Float8Linear, convert_to_float8_training, and plain-PyTorch references."""
 
-from .convert import convert_to_float8_training
-from .fsdp import Float8GatheredWeight, Float8ShardedWeight, enable_fp8_all_gather
+from .convert import convert_to_float8_training, enable_fp8_all_gather
+from .fsdp import Float8GatheredWeight, Float8ShardedWeight
 from .linear import RECIPES, Float8Linear, float8_linear
 from .reference import fp8_gemm_reference, quantize_fp8_reference
 

@@ -1,4 +1,5 @@
-"""convert_to_float8_training: swap a model's nn.Linear layers for Float8Linear, in place."""
+"""convert_to_float8_training: swap a model's nn.Linear layers for Float8Linear, in place; and
+enable_fp8_all_gather: make their weights all-gather in fp8 under FSDP2 (ember.float8.fsdp)."""
 
 import logging
 from collections.abc import Callable
@@ -6,6 +7,7 @@ from collections.abc import Callable
 from torch import nn
 
 from ..module_swap import replace_module
+from .fsdp import Float8ShardedWeight, plain_state_dict
 from .linear import RECIPES, Float8Linear, fits_float8
 
 log = logging.getLogger("ember.float8")
@@ -35,3 +37,16 @@ def convert_to_float8_training(
             continue
         replace_module(model, fqn, Float8Linear.from_linear(linear, recipe))
     return model
+
+
+def enable_fp8_all_gather(model: nn.Module) -> int:
+    """Make every Float8Linear weight of ``model`` all-gather in fp8 under FSDP2; call it before
+    ``fully_shard`` (the meta model is fine). Returns how many weights it changed."""
+    n = 0
+    for m in model.modules():
+        if isinstance(m, Float8Linear) and not isinstance(m.weight.data, Float8ShardedWeight):
+            w = m.weight
+            m.weight = nn.Parameter(Float8ShardedWeight(w.data, m.recipe), requires_grad=w.requires_grad)
+            m._register_state_dict_hook(plain_state_dict)
+            n += 1
+    return n

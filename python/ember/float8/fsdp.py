@@ -3,7 +3,8 @@
 FSDP2's extension point: when the local tensor of a sharded parameter defines
 ``fsdp_pre_all_gather`` / ``fsdp_post_all_gather``, FSDP2 all-gathers what the first returns and
 builds the unsharded parameter from the gathered tensors with the second. The local shard of a
-Float8Linear weight becomes a Float8ShardedWeight (enable_fp8_all_gather, before fully_shard);
+Float8Linear weight becomes a Float8ShardedWeight (ember.float8.enable_fp8_all_gather, before
+fully_shard);
 it quantizes its rows exactly as Float8Linear would quantize the full weight, so the gathered
 Float8GatheredWeight holds the fp8 operand of the forward GEMM, which Float8Linear uses as is:
 
@@ -29,6 +30,7 @@ checkpoint) write the wrapped tensor. Float8Linear's state dict holds plain tens
 unwraps the local shard), so checkpoints are those of a run without fp8 all-gather.
 """
 
+import functools
 import logging
 
 import torch
@@ -60,7 +62,6 @@ _KEEP = {
     _aten.clone.default,
     _aten._to_copy.default,
 }
-_warned: set[tuple[str, tuple[int, ...]]] = set()
 
 
 class Float8ShardedWeight(torch.Tensor):
@@ -151,10 +152,13 @@ def _mode(recipe: str, rows: int, ranks: int, shape: tuple[int, ...]) -> str:
         reason = f"a shard's rows ({rows}/{ranks}) are not a multiple of {TILE}"
     if reason is None:
         return recipe
-    if (recipe, shape) not in _warned:
-        _warned.add((recipe, shape))
-        log.info("ember.float8: a %s weight %s is all-gathered in its dtype, not fp8: %s", recipe, shape, reason)
+    _say_plain(recipe, shape, reason)
     return "plain"
+
+
+@functools.cache  # once per recipe and shape
+def _say_plain(recipe: str, shape: tuple[int, ...], reason: str) -> None:
+    log.info("ember.float8: a %s weight %s is all-gathered in its dtype, not fp8: %s", recipe, shape, reason)
 
 
 class Float8GatheredWeight(torch.Tensor):
@@ -227,7 +231,7 @@ def _leading_rows(t: torch.Tensor, size, stride, storage_offset=0) -> bool:
     )
 
 
-def _plain_state_dict(module: nn.Module, state_dict: dict, prefix: str, local_metadata) -> None:
+def plain_state_dict(module: nn.Module, state_dict: dict, prefix: str, local_metadata) -> None:
     """Float8Linear's state dict hook: the weight's local shard as the plain tensor it wraps."""
     from torch.distributed.tensor import DTensor
 
@@ -239,18 +243,3 @@ def _plain_state_dict(module: nn.Module, state_dict: dict, prefix: str, local_me
         )
     elif isinstance(w, Float8ShardedWeight):
         state_dict[key] = w._data
-
-
-def enable_fp8_all_gather(model: nn.Module) -> int:
-    """Make every Float8Linear weight of ``model`` all-gather in fp8 under FSDP2; call it before
-    ``fully_shard`` (the meta model is fine). Returns how many weights it changed."""
-    from .linear import Float8Linear
-
-    n = 0
-    for m in model.modules():
-        if isinstance(m, Float8Linear) and not isinstance(m.weight.data, Float8ShardedWeight):
-            w = m.weight
-            m.weight = nn.Parameter(Float8ShardedWeight(w.data, m.recipe), requires_grad=w.requires_grad)
-            m._register_state_dict_hook(_plain_state_dict)
-            n += 1
-    return n
