@@ -4,6 +4,7 @@ a checkpoint outside the trainer (`ember eval`), with the loading of a checkpoin
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -13,7 +14,7 @@ from ..models import Llama
 from . import checkpoint as ckpt
 from . import distributed
 from .build import apply_sparsity, model_config, new_model
-from .config import Config, apply_flags, config_from_dict
+from .config import Config, ConfigError, apply_flags, config_from_dict
 from .eval_sources import eval_specs
 from .runtime import autocast, compute_dtype
 
@@ -49,15 +50,18 @@ class Evaluator:
 
 
 def load_model(
-    checkpoint: str | Path, device: torch.device | str = "cpu", cfg: Config | None = None
+    checkpoint: str | Path, device: torch.device | str = "cpu", cfg: Config | None = None, seq_len: int = 0
 ) -> tuple[Llama, Config, Path]:
     """(the checkpoint's model with its weights, eval mode; the run's config; the checkpoint
-    folder). `checkpoint`: a checkpoint folder or a run folder (its latest)."""
+    folder). `checkpoint`: a checkpoint folder or a run folder (its latest). The model is built
+    for sequences of the longest of the run's, cfg's and seq_len, through the trainer's
+    model_config and its checks (a model from a Hugging Face checkpoint: the ones `train` makes)."""
     path = ckpt.find_checkpoint(checkpoint)
     saved = config_from_dict(ckpt.read_meta(path)["config"])
     cfg = cfg or saved
     vocab, _ = source_vocab(parse_sources(saved.data.sources)[0], saved.data.tokenizer)
-    mcfg = model_config(saved, vocab).replace(max_seq_len=max(saved.data.seq_len, cfg.data.seq_len))
+    longest = max(saved.data.seq_len, cfg.data.seq_len, seq_len)
+    mcfg = model_config(replace(saved, data=replace(saved.data, seq_len=longest)), vocab)
     model = new_model(mcfg, fused_linear_ce=cfg.loss.fused_linear_ce)
     model.to_empty(device=device)
     apply_sparsity(saved, model)  # the run's SparseLinear layers (their masks come with the state)
@@ -71,7 +75,11 @@ def evaluate_checkpoint(checkpoint: str | Path, cfg: Config | None = None, flags
     cfg None: the run's own config, changed by `flags` (from config.parse_flags: `ember eval`)."""
     path = ckpt.find_checkpoint(checkpoint)
     if cfg is None:
-        cfg = apply_flags(flags or {}, config_from_dict(ckpt.read_meta(path)["config"]))
+        meta = ckpt.read_meta(path)["config"]
+        saved, cfg = config_from_dict(meta), apply_flags(flags or {}, config_from_dict(meta))
+        if cfg.model != saved.model:  # the checkpoint's weights fix the model
+            changed = [f"model.{k}" for k, v in vars(cfg.model).items() if v != getattr(saved.model, k)]
+            raise ConfigError(f"ember eval: {', '.join(changed)} cannot change: the model is the checkpoint's")
     d = distributed.Dist(device=distributed.pick_device(cfg.job.device))
     model, _, path = load_model(path, d.device, cfg)
     losses = Evaluator(cfg, d, compute_dtype(cfg, d.device))(model)

@@ -28,12 +28,18 @@ SIZE_FLAGS = {
 
 
 def init_model_config(cfg: Config) -> LlamaConfig:
-    """The checkpoint's model, for sequences of data.seq_len."""
+    """The checkpoint's model, for sequences of data.seq_len, after from_hf's checks (the
+    architecture and options it computes as transformers does, a sliding window no shorter than
+    data.seq_len). Every command that builds a run's model comes here, through build.model_config:
+    train (and its preflight), eval, score, export."""
+    where = f"config: model.init_from={cfg.model.init_from}"
     try:
         path = resolve_hf_path(cfg.model.init_from)
-        return llama_config_from_hf(read_hf_config(path), max_seq_len=cfg.data.seq_len)
-    except (FileNotFoundError, HFCheckpointError) as exc:
-        raise ConfigError(f"config: model.init_from: {exc}") from None
+        return llama_config_from_hf(read_hf_config(path), max_seq_len=cfg.data.seq_len, where=where)
+    except FileNotFoundError as exc:
+        raise ConfigError(f"{where}: {exc}") from None
+    except HFCheckpointError as exc:
+        raise ConfigError(str(exc)) from None
 
 
 def check_init_from(cfg: Config) -> None:
