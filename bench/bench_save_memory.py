@@ -96,7 +96,7 @@ class Probe:
         import ember.train.trainer as trainer
         from ember.train.metrics import optimizer_state_bytes
 
-        step_fn, save_fn = trainer.Trainer.train_step, ckpt.save
+        step_fn, save_fn = trainer.Trainer.train_step, ckpt.Checkpointer.save
         probe = self
 
         def train_step(self, step):
@@ -107,20 +107,20 @@ class Probe:
             probe.steps.append({"step": step, "peak": _status("VmHWM"), "clean": clean and not probe.writing.is_set()})
             return out
 
-        def save(run_dir, step, model, optimizer, *args, **kwargs):
+        def save(self, step, model, optimizer, *args, **kwargs):
             if not probe.state:
                 params = _local_bytes(model.parameters())
                 probe.state = {"model": params, "optim": optimizer_state_bytes(optimizer)}
-            ckpt.finish_saves(args[3])  # what save does first: the previous write ends outside this interval
+            self.wait()  # what save does first: the previous write ends outside this interval
             probe.written.wait()
             before = _status("VmRSS")
             _reset_peak()
             t = time.perf_counter()
-            out = save_fn(run_dir, step, model, optimizer, *args, **kwargs)
+            out = save_fn(self, step, model, optimizer, *args, **kwargs)
             row = {"step": step, "before": before, "staged": _status("VmHWM"), "save_s": time.perf_counter() - t}
             row["written"] = row["staged"]
             probe.saves.append(row)
-            if ckpt._pending:  # async: the write goes on in the background
+            if self.pending is not None:  # async: the write goes on in the background
                 probe.writing.set()
                 probe.written.clear()
 
@@ -130,11 +130,11 @@ class Probe:
                     probe.writing.clear()
                     probe.written.set()
 
-                ckpt._pending[-1][0].add_done_callback(done)
+                self.pending.future.add_done_callback(done)
             return out
 
         trainer.Trainer.train_step = train_step
-        ckpt.save = save
+        ckpt.Checkpointer.save = save
 
 
 def worker(run_root: str, name: str, flags: list[str]) -> None:

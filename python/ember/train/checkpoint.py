@@ -9,16 +9,21 @@ checkpoint loads under any number of ranks and either parallelism, or none.
 A checkpoint is written into a temporary folder beside its final name, flushed to disk, then
 renamed: a crash mid-save leaves only a `.tmp-*` folder, which loading ignores (and the next save
 removes), never a checkpoint that loads wrong. Folders are deleted the same way round (renamed to
-`.tmp-*` first), and the safetensors export is a temporary file, flushed, then renamed.
+`.tmp-*` first), and the safetensors export is a temporary file, flushed, then renamed. An
+asynchronous save is published the same way by its background thread as soon as its write is
+complete, so a crash leaves the last complete checkpoint whichever way it was written.
 """
 
 from __future__ import annotations
 
+import datetime
 import json
 import os
 import random
 import re
 import shutil
+import threading
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -62,6 +67,32 @@ def _complete(folder: Path) -> bool:
     return all((folder / name).is_file() for name in ("meta.json", "extra.pt", ".metadata"))
 
 
+def set_aside_after(run_dir: Path, step: int) -> Path | None:
+    """A rewind to `step`: the run's later checkpoints (and its model.safetensors, theirs) move
+    to RUN/abandoned/after-step-N-TIME/, out of the names that loading and `latest` look at.
+    Returns that folder, or None when there was nothing later."""
+    later = [p for p in checkpoint_dirs(run_dir) if int(_STEP_DIR.match(p.name).group(1)) > step]
+    if not later:
+        return None
+    when = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
+    aside = Path(run_dir) / "abandoned" / f"after-step-{step:08d}-{when}"
+    (aside / "checkpoints").mkdir(parents=True)
+    for folder in later:
+        os.replace(folder, aside / "checkpoints" / folder.name)
+    if (Path(run_dir) / "model.safetensors").is_file():
+        os.replace(Path(run_dir) / "model.safetensors", aside / "model.safetensors")
+    _fsync_dir(aside / "checkpoints")
+    _fsync_dir(Path(run_dir) / "checkpoints")
+    return aside
+
+
+def _quiet_single_process() -> None:
+    """A one-process DCP save or load warns, every time, that it runs in one process: it is meant
+    to (idempotent: warnings keeps one copy of a filter)."""
+    for verb in ("save", "load"):
+        warnings.filterwarnings("ignore", message=f"torch.distributed is .*the intent is to {verb} in a single")
+
+
 def rng_state() -> dict:
     state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
     if torch.cuda.is_available() and torch.cuda.is_initialized():
@@ -77,72 +108,71 @@ def set_rng_state(state: dict) -> None:
         torch.cuda.set_rng_state(state["cuda"])
 
 
-# An asynchronous save in flight: (its future, the publication to run once it is on disk).
-_pending: list = []
-_save_group = []  # the process group of asynchronous saves' own collectives, made once
+class Checkpointer:
+    """Writes a run's checkpoints: every rank calls save() and writes its own shards; rank 0 writes
+    the rest and publishes. Owns the asynchronous save in flight and the process group of its
+    collectives."""
 
+    def __init__(self, run_dir: Path, d: Dist, keep: int = 0, async_save: bool = False):
+        self.run_dir, self.d, self.keep, self.async_save = Path(run_dir), d, keep, async_save
+        self.pending: _BackgroundSave | None = None
+        self._group = None  # made on the first asynchronous save under torchrun
+        _quiet_single_process()
 
-def _async_group(d: Dist):
-    """A gloo group for a background save's collectives: on the training group they would
-    interleave with the training's and mismatch."""
-    if d.enabled and not _save_group:
-        _save_group.append(torch.distributed.new_group(backend="gloo"))
-    return _save_group[0] if d.enabled else None
+    def save(self, step: int, model, optimizer, scheduler, loader, config: dict, async_ok: bool = True) -> Path | None:
+        """With async_save (and async_ok) the shards are copied to host memory here and written by
+        a background thread while training goes on, which publishes the checkpoint (renames it to
+        its final name) as soon as every rank's shards are on disk. Returns the final folder on
+        rank 0."""
+        d = self.d
+        self.wait()
+        state = {"model": get_model_state_dict(model), "optim": get_optimizer_state_dict(model, optimizer)}
+        rngs = _gather(rng_state(), d)
+        final = self.run_dir / "checkpoints" / f"step-{step:08d}"
+        tmp = final.parent / f"{final.name}.tmp-{d.broadcast(os.getpid())}"
+        if d.is_main:
+            final.parent.mkdir(parents=True, exist_ok=True)
+            for stale in final.parent.glob("*.tmp-*"):
+                shutil.rmtree(stale, ignore_errors=True)
+            tmp.mkdir()
+        d.barrier()
+        extra = {"step": step, "scheduler": scheduler.state_dict(), "loader": loader.state_dict(), "rng": rngs}
+        meta = {"step": step, "world_size": d.world_size, "config": config}
+        publish = lambda: self._publish(tmp, final, extra, meta)  # noqa: E731
+        writer = dcp.FileSystemWriter(tmp, sync_files=True)
+        if self.async_save and async_ok:
+            future = dcp.async_save(
+                state, storage_writer=writer, process_group=self._async_group(), no_dist=not d.enabled
+            )
+            self.pending = _BackgroundSave(future, publish)
+        else:
+            dcp.save(state, storage_writer=writer, no_dist=not d.enabled)
+            d.barrier()  # every rank's shards are on disk
+            publish()
+            d.barrier()
+        return final if d.is_main else None
 
+    def wait(self) -> None:
+        """Until the asynchronous save in flight is written and published (every rank calls this)."""
+        pending, self.pending = self.pending, None
+        if pending is not None:
+            pending.join()
 
-def save(
-    run_dir: Path,
-    step: int,
-    model,
-    optimizer,
-    scheduler,
-    loader,
-    config: dict,
-    d: Dist,
-    keep: int = 0,
-    async_save: bool = False,
-) -> Path | None:
-    """Every rank calls this and writes its own shards; rank 0 writes the rest and publishes.
-    With async_save the shards are copied to host memory here and written by a background
-    thread while training goes on; the checkpoint is published (renamed to its final name) by
-    the next save or by finish_saves(). Returns the final folder on rank 0."""
-    finish_saves(d)
-    state = {"model": get_model_state_dict(model), "optim": get_optimizer_state_dict(model, optimizer)}
-    rngs = _gather(rng_state(), d)
-    final = Path(run_dir) / "checkpoints" / f"step-{step:08d}"
-    tmp = final.parent / f"{final.name}.tmp-{d.broadcast(os.getpid())}"
-    if d.is_main:
-        final.parent.mkdir(parents=True, exist_ok=True)
-        for stale in final.parent.glob("*.tmp-*"):
-            shutil.rmtree(stale, ignore_errors=True)
-        tmp.mkdir()
-    d.barrier()
-    extra = {"step": step, "scheduler": scheduler.state_dict(), "loader": loader.state_dict(), "rng": rngs}
-    meta = {"step": step, "world_size": d.world_size, "config": config}
-    publish = lambda: _publish(tmp, final, extra, meta, run_dir, keep, d)  # noqa: E731
-    writer = dcp.FileSystemWriter(tmp, sync_files=True)
-    if async_save:
-        future = dcp.async_save(state, storage_writer=writer, process_group=_async_group(d), no_dist=not d.enabled)
-        _pending.append((future, publish))
-    else:
-        dcp.save(state, storage_writer=writer, no_dist=not d.enabled)
-        publish()
-    return final if d.is_main else None
+    def _async_group(self):
+        """A gloo group for a background save's collectives: on the training group they would
+        interleave with the training's and mismatch."""
+        if self.d.enabled and self._group is None:
+            self._group = torch.distributed.new_group(backend="gloo")
+        return self._group
 
-
-def finish_saves(d: Dist) -> None:
-    """Wait for an asynchronous save and publish it (every rank calls this)."""
-    while _pending:
-        future, publish = _pending.pop()
-        future.result()
-        publish()
-
-
-def _publish(tmp: Path, final: Path, extra: dict, meta: dict, run_dir: Path, keep: int, d: Dist) -> None:
-    """Once every rank's shards are on disk: rank 0 adds extra.pt and meta.json, then renames."""
-    faults.crash_point(f"save:{extra['step']}", torn=tmp / f"__{d.rank}_0.distcp")
-    d.barrier()
-    if d.is_main:
+    def _publish(self, tmp: Path, final: Path, extra: dict, meta: dict) -> None:
+        """Once every rank's shards are on disk (DCP's metadata, written last by rank 0, says so):
+        rank 0 adds extra.pt and meta.json, then renames. No collectives: a background save's
+        thread calls it too."""
+        d = self.d
+        faults.crash_point(f"save:{extra['step']}", torn=tmp / f"__{d.rank}_0.distcp")
+        if not d.is_main:
+            return
         _write(tmp / "extra.pt", lambda f: torch.save(extra, f))
         _write(tmp / "meta.json", lambda f: f.write(json.dumps(meta, indent=1).encode()))
         _fsync_file(tmp / ".metadata")
@@ -152,15 +182,37 @@ def _publish(tmp: Path, final: Path, extra: dict, meta: dict, run_dir: Path, kee
         _fsync_dir(final.parent)
         if old is not None:
             shutil.rmtree(old, ignore_errors=True)
-        if keep:
-            for stale in checkpoint_dirs(run_dir)[:-keep]:
+        if self.keep:
+            for stale in checkpoint_dirs(self.run_dir)[: -self.keep]:
                 shutil.rmtree(_set_aside(stale), ignore_errors=True)
-    d.barrier()
+
+
+class _BackgroundSave(threading.Thread):
+    """Waits for DCP's background write, then publishes the checkpoint. Not a daemon: a process
+    that ends (an exception, a second Ctrl-C) still finishes and publishes the save in flight."""
+
+    def __init__(self, future, publish):
+        super().__init__(name="ember-checkpoint-publish")
+        self.future, self.publish, self.error = future, publish, None
+        self.start()
+
+    def run(self) -> None:
+        try:
+            self.future.result()
+            self.publish()
+        except BaseException as exc:  # raised in the training thread by join()
+            self.error = exc
+
+    def join(self, timeout=None) -> None:
+        super().join(timeout)
+        if self.error is not None:
+            raise self.error
 
 
 def load(path: Path, model, optimizer, scheduler, loader, d: Dist) -> int:
     """Restore everything saved by `save`, resharded to this job's ranks; returns the step to
     continue from."""
+    _quiet_single_process()
     state = {"model": get_model_state_dict(model), "optim": get_optimizer_state_dict(model, optimizer)}
     dcp.load(state, storage_reader=dcp.FileSystemReader(path), no_dist=not d.enabled)
     set_model_state_dict(model, state["model"])
@@ -176,6 +228,7 @@ def load(path: Path, model, optimizer, scheduler, loader, d: Dist) -> int:
 
 def load_model_weights(path: Path, model) -> None:
     """Only the model's weights from a checkpoint into `model` (plain or sharded), in place."""
+    _quiet_single_process()
     state = {"model": get_model_state_dict(model)}
     dcp.load(state, storage_reader=dcp.FileSystemReader(path), no_dist=not torch.distributed.is_initialized())
     set_model_state_dict(model, state["model"])

@@ -5,6 +5,7 @@ torch when NVML is missing)."""
 from __future__ import annotations
 
 import json
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -72,12 +73,7 @@ class MetricsLogger:
             return
         self.jsonl = open(run_dir / "metrics.jsonl", "a")
         if tensorboard:
-            try:
-                from torch.utils.tensorboard import SummaryWriter
-
-                self.tb = SummaryWriter(str(run_dir / "tensorboard"))
-            except ImportError:  # tensorboard not installed: JSONL only
-                pass
+            self.tb = _tensorboard(run_dir)
         if progress and self.tty:
             self.bar = tqdm(total=total_steps, initial=start_step, unit="step", dynamic_ncols=True, file=sys.stderr)
         self.plain = progress and not self.tty
@@ -90,9 +86,7 @@ class MetricsLogger:
         self.jsonl.write(json.dumps(row) + "\n")
         self.jsonl.flush()
         if self.tb is not None:
-            for k, v in row.items():
-                if k not in ("step", "time") and isinstance(v, (int, float)) and v is not None:
-                    self.tb.add_scalar(k, v, row["step"])
+            _add_scalars(self.tb, row)
 
     def progress(self, step: int, text: str) -> None:
         if not self.enabled:
@@ -120,6 +114,42 @@ class MetricsLogger:
             self.tb.close()
 
 
+def _tensorboard(run_dir: Path):
+    """A TensorBoard writer whose folder is rebuilt from metrics.jsonl (none when tensorboard is
+    not installed): after a resume, a rewind or a reused run name it shows the one history that
+    metrics.jsonl holds, never the steps a resumed run trains again."""
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:  # tensorboard not installed: JSONL only
+        return None
+    folder = Path(run_dir) / "tensorboard"
+    shutil.rmtree(folder, ignore_errors=True)
+    tb = SummaryWriter(str(folder))
+    for _, row in _rows(Path(run_dir) / "metrics.jsonl"):
+        _add_scalars(tb, row)
+    return tb
+
+
+def _add_scalars(tb, row: dict) -> None:
+    for k, v in row.items():
+        if k not in ("step", "time") and isinstance(v, (int, float)) and v is not None:
+            tb.add_scalar(k, v, row["step"], walltime=row.get("time"))
+
+
+def _rows(path: Path) -> list[tuple[str, dict]]:
+    """(line, record) for each whole record of a metrics.jsonl (none when it does not exist); a
+    last line that a crash cut short is left out."""
+    if not path.is_file():
+        return []
+    out = []
+    for line in path.read_text().splitlines():
+        try:
+            out.append((line, json.loads(line)))
+        except json.JSONDecodeError:
+            continue
+    return out
+
+
 def optimizer_state_bytes(optimizer) -> int:
     """The optimizer state this rank holds: its local shards under FSDP2 (DTensor)."""
     total = 0
@@ -140,22 +170,18 @@ def peak_memory_bytes(device: torch.device) -> int:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux reports KiB
 
 
-def trim_metrics(run_dir: Path, step: int) -> None:
-    """Resuming at `step`: drop the rows of later steps, which are trained again, and a last line
-    that a crash cut short (appending after it would spoil the next row too)."""
+def trim_metrics(run_dir: Path, step: int, dropped_to: Path | None = None) -> None:
+    """Resuming at `step`: drop the rows of later steps, which are trained again (into
+    dropped_to/metrics.jsonl when given: a rewound history's), and a last line that a crash cut
+    short (appending after it would spoil the next row too)."""
     path = Path(run_dir) / "metrics.jsonl"
     if not path.is_file():
         return
-    kept = []
-    for line in path.read_text().splitlines():
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError:
-            continue
-        if row.get("step", 0) <= step:
-            kept.append(line + "\n")
+    rows = _rows(path)
+    if dropped_to is not None:
+        (Path(dropped_to) / "metrics.jsonl").write_text("".join(f"{x}\n" for x, r in rows if r.get("step", 0) > step))
     tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text("".join(kept))
+    tmp.write_text("".join(f"{x}\n" for x, r in rows if r.get("step", 0) <= step))
     tmp.replace(path)
 
 

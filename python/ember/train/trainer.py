@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime
+import itertools
 import math
 import os
 import sys
@@ -24,9 +25,9 @@ import torch
 from ..data.loader import PackedLoader, parse_sources, source_vocab
 from ..losses.lm import IGNORE_INDEX
 from . import checkpoint as ckpt
-from . import distributed, faults, host, run_info
+from . import distributed, faults, host, resume, run_data, run_info
 from .build import build_model, build_optimizer, build_scheduler, model_config
-from .config import Config, ConfigError, config_from_dict
+from .config import Config, ConfigError
 from .evaluate import Evaluator
 from .metrics import (
     MetricsLogger,
@@ -63,7 +64,7 @@ class Trainer:
     trains to the last step (or to a stop request) and returns the summary."""
 
     def __init__(self, cfg: Config, d: distributed.Dist, stop: StopSignal):
-        self.cfg, self.d, self.stop = cfg, d, stop
+        self.cfg, self.d, self.stop = run_data.absolute_paths(cfg), d, stop  # the run's data wherever it is used from
         self.set_up()
         self.build()
         self.open_run_folder()
@@ -76,8 +77,11 @@ class Trainer:
         set_determinism(cfg, d.device)
         self.dtype = compute_dtype(cfg, d.device)
         self.run_dir, self.resume_from = _run_dir(cfg, d)
+        self.auto_named = not cfg.job.name and not (cfg.checkpoint.resume and cfg.checkpoint.resume != "latest")
         if self.resume_from is not None:
-            _check_same_run(cfg, ckpt.read_meta(self.resume_from)["config"])
+            meta = ckpt.read_meta(self.resume_from)
+            resume.check_same_run(cfg, meta["config"], meta["step"])
+            run_data.check_resume(cfg, self.resume_from)
 
     def build(self) -> None:
         """The data loader, the evaluator, the model, the optimizer and the learning-rate
@@ -103,17 +107,15 @@ class Trainer:
         self.scheduler = build_scheduler(cfg, self.optimizer)
         self.start = 0
         if self.resume_from is not None:
+            built = resume.hyperparameters(self.optimizer, self.scheduler)
             self.start = ckpt.load(self.resume_from, self.model, self.optimizer, self.scheduler, self.loader, d)
+            resume.restore_hyperparameters(self.optimizer, self.scheduler, built)  # this run's lr, weight decay...
 
     def open_run_folder(self) -> None:
         """The run folder (a resumed run's metrics cut back to its step), config.toml, the metrics
         logger, the header; then what every step needs to know."""
         cfg, d = self.cfg, self.d
-        if d.is_main:
-            self.run_dir.mkdir(parents=True, exist_ok=True)
-            if self.resume_from is not None:
-                trim_metrics(self.run_dir, self.start)
-        d.barrier()
+        self.run_dir = Path(d.broadcast(str(self._claim_run_folder()) if d.is_main else None))
         self.log = MetricsLogger(
             self.run_dir,
             cfg.training.steps,
@@ -124,8 +126,10 @@ class Trainer:
             cfg.metrics.log_every,
         )
         self.resolved = cfg.to_dict()
+        self.checkpointer = ckpt.Checkpointer(self.run_dir, d, cfg.checkpoint.keep, cfg.checkpoint.async_save)
         if d.is_main:
             ckpt.write_atomic(self.run_dir / "config.toml", cfg.to_toml().encode())
+            run_data.save_tokenizer(cfg, self.run_dir)
             run_info.print_header(cfg, d, self.model, self.dtype, self.run_dir, self.resume_from, self.start)
             if self.built.sparsity:
                 run_info.print_sparsity(self.built.sparsity, self.run_dir)
@@ -140,6 +144,27 @@ class Trainer:
         self.params = list(self.model.parameters())
         self.max_norm = cfg.training.max_norm or float("inf")
         self.summary = {"run_dir": str(self.run_dir), "step": self.start, "val_loss": None, "train_loss": None}
+
+    def _claim_run_folder(self) -> Path:
+        """(rank 0) The run folder, holding one history: a timestamp-named folder made by this run
+        alone (another name when a run started in the same second took it); a fresh run's metrics
+        started anew; a resumed run's cut back to its step, and a rewound history's later
+        checkpoints and metrics set aside (kept, and said where)."""
+        run_dir = _new_folder(self.run_dir) if self.auto_named else self.run_dir
+        run_dir.mkdir(parents=True, exist_ok=True)
+        if self.resume_from is None:
+            (run_dir / "metrics.jsonl").unlink(missing_ok=True)
+            return run_dir
+        aside = ckpt.set_aside_after(run_dir, self.start)
+        trim_metrics(run_dir, self.start, dropped_to=aside)
+        if aside is not None:
+            later = ", ".join(p.name for p in sorted((aside / "checkpoints").iterdir()))
+            print(
+                f"ember train: rewinding {run_dir} to step {self.start}: its later checkpoints ({later}), "
+                f"their metrics and export are kept in {aside}",
+                flush=True,
+            )
+        return run_dir
 
     def run(self) -> dict:
         """Steps start+1 .. training.steps: train, log, evaluate, checkpoint; then finish."""
@@ -253,24 +278,14 @@ class Trainer:
     def checkpoint(self, step: int, async_ok: bool = True) -> Path | None:
         """Save the step's state (in a background thread with --checkpoint.async_save, unless a
         stop is due); returns the checkpoint folder."""
-        cfg = self.cfg
-        return ckpt.save(
-            self.run_dir,
-            step,
-            self.model,
-            self.optimizer,
-            self.scheduler,
-            self.loader,
-            self.resolved,
-            self.d,
-            cfg.checkpoint.keep,
-            async_save=cfg.checkpoint.async_save and async_ok,
+        return self.checkpointer.save(
+            step, self.model, self.optimizer, self.scheduler, self.loader, self.resolved, async_ok=async_ok
         )
 
     def finish(self) -> dict:
         """Wait for background saves; model.safetensors and the plots if asked; the summary."""
         cfg, d, summary = self.cfg, self.d, self.summary
-        ckpt.finish_saves(d)
+        self.checkpointer.wait()
         if cfg.checkpoint.export_safetensors:
             summary["safetensors"] = str(
                 ckpt.export_safetensors(self.model, self.run_dir / "model.safetensors", self.mcfg.to_dict(), d)
@@ -297,10 +312,10 @@ def _run_dir(cfg: Config, d: distributed.Dist) -> tuple[Path, Path | None]:
     root = Path(cfg.job.dir)
     resume = cfg.checkpoint.resume
     if resume and resume != "latest":
-        found = ckpt.find_checkpoint(resume)
-        return (root / cfg.job.name if cfg.job.name else found.parent.parent), found
-    name = cfg.job.name or d.broadcast(datetime.datetime.now().strftime("%Y%m%d-%H%M%S"))
-    run_dir = root / name
+        return _resume_target(cfg, ckpt.find_checkpoint(resume))
+    if not cfg.job.name:  # made exclusively by open_run_folder
+        return root / d.broadcast(timestamp()), None
+    run_dir = root / cfg.job.name
     existing = ckpt.checkpoint_dirs(run_dir)
     if resume == "latest":
         return run_dir, existing[-1] if existing else None
@@ -311,16 +326,38 @@ def _run_dir(cfg: Config, d: distributed.Dist) -> tuple[Path, Path | None]:
     return run_dir, None
 
 
-def _check_same_run(cfg: Config, saved: dict) -> None:
-    """A resumed run must train the same model on the same data."""
-    old = config_from_dict(saved)
-    for section in ("model", "data"):
-        if getattr(old, section) != getattr(cfg, section):
-            raise ConfigError(
-                f"checkpoint.resume: the checkpoint's [{section}] differs from this run's: {getattr(old, section)} vs {getattr(cfg, section)}"
-            )
-    if (old.job.seed, old.training.batch_size) != (cfg.job.seed, cfg.training.batch_size):
-        raise ConfigError("checkpoint.resume: job.seed and training.batch_size must match the checkpoint's")
+def _resume_target(cfg: Config, found: Path) -> tuple[Path, Path]:
+    """(run folder, checkpoint) for --checkpoint.resume=PATH: the checkpoint's own run folder, or
+    --job.name's, which must not hold checkpoints of another history."""
+    home = found.parent.parent if found.parent.name == "checkpoints" else None
+    if not cfg.job.name and home is None:
+        raise ConfigError(
+            f"checkpoint.resume: {found} is not inside a run folder (RUN/checkpoints/step-N): name the run to continue it in with --job.name"
+        )
+    run_dir = Path(cfg.job.dir) / cfg.job.name if cfg.job.name else home
+    if (home is None or run_dir.resolve() != home.resolve()) and ckpt.checkpoint_dirs(run_dir):
+        raise ConfigError(
+            f"checkpoint.resume: {found} is not a checkpoint of {run_dir}, which holds checkpoints of its own: "
+            "choose another --job.name to branch into a new run folder"
+        )
+    return run_dir, found
+
+
+def timestamp() -> str:
+    """The name of a run started now without --job.name."""
+    return datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
+
+
+def _new_folder(path: Path) -> Path:
+    """`path`, made now by this process alone, or path-2, path-3, ... when another run has it."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    for k in itertools.count(1):
+        candidate = path if k == 1 else path.with_name(f"{path.name}-{k}")
+        try:
+            candidate.mkdir()
+            return candidate
+        except FileExistsError:
+            continue
 
 
 def _grad_sync(wrapped, sync: bool):
