@@ -204,8 +204,9 @@ def unpatch(model_or_class=None) -> list[str]:
         del model.forward
         changes.append(f"{type(model).__name__} instance forward restored")
     from ..float8 import Float8Linear
-    from ..sparse import SparseLinear
+    from ..sparse import SparseLinear, zero_pruned_
 
+    zero_pruned_(model)  # the plain layers get zeros where the masks were, whatever an init left there
     for name, module in list(model.named_modules()):
         if isinstance(module, (SparseLinear, Float8Linear)):
             plain = nn.Linear.__new__(nn.Linear)

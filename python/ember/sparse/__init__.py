@@ -3,7 +3,7 @@ densities, and SparseLinear layers whose masked matmuls skip what is pruned."""
 
 from .densities import METHODS, densities_for_shapes, layerwise_densities, prunable_layers
 from .linear import SparseLinear
-from .prune import random_prune, sparsity_report
+from .prune import random_prune, sparsity_report, zero_pruned_
 
 __all__ = [
     "METHODS",
@@ -13,4 +13,5 @@ __all__ = [
     "prunable_layers",
     "random_prune",
     "sparsity_report",
+    "zero_pruned_",
 ]

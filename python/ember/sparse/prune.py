@@ -6,10 +6,11 @@ import math
 
 import torch
 from torch import nn
+from torch.distributed.tensor import DTensor
 
 from ..module_swap import replace_module
 from .densities import layerwise_densities, prunable_layers
-from .linear import SparseLinear
+from .linear import SparseLinear, zero_masked_
 
 
 def _random_mask(shape, density: float, block: int | None, generator: torch.Generator) -> torch.Tensor:
@@ -76,22 +77,44 @@ def random_prune(
         if isinstance(module, nn.Linear):
             replace_module(model, name, SparseLinear.from_linear(module, mask, block))
         else:
-            mask = mask.to(module.weight.device)
-            module.register_buffer("weight_mask", mask)
-            with torch.no_grad():
-                module.weight.mul_(mask)
-            module.weight.register_hook(lambda grad, m=mask: grad * m)
+            module.register_buffer("weight_mask", mask.to(module.weight.device))
+            zero_masked_(module.weight, module.weight_mask)
+            # Values an initialization puts behind the mask later are zeroed before the conv runs.
+            module.register_forward_pre_hook(_zero_pruned_conv)
+            module.weight.register_hook(lambda grad, m=module: grad * m.weight_mask)
     report = sparsity_report(model, masks)
     report.update(method=method, target_sparsity=sparsity, block=block, seed=seed)
     return report
+
+
+def _zero_pruned_conv(module: nn.Module, args) -> None:
+    zero_masked_(module.weight, module.weight_mask)
+
+
+def zero_pruned_(model: nn.Module) -> int:
+    """Zero, in place, every pruned weight of `model` that holds anything else: what an
+    initialization after random_prune (init_weights, reset_parameters, model.apply(init),
+    to_empty) leaves behind the masks. SparseLinear layers do it themselves in state_dict;
+    exporters that read parameters directly (ember.models.to_hf, ember.patch.unpatch) call this.
+    Returns how many weights were zeroed."""
+    stale = 0
+    for m in model.modules():
+        if isinstance(m, SparseLinear):
+            stale += m.zero_pruned_()
+        elif isinstance(getattr(m, "weight_mask", None), torch.Tensor):
+            stale += zero_masked_(m.weight, m.weight_mask)
+    return stale
 
 
 def sparsity_report(model: nn.Module, masks: dict[str, torch.Tensor] | None = None) -> dict:
     """Per prunable layer: shape, density (kept / weights), kept parameters and FLOPs kept per
     input row (2·kept for a Linear; per output position for a Conv); and the totals. Works for
     any model: layers without a mask count their nonzero weights; `masks` (by layer name) are
-    counted instead of the model's own (a model on the meta device)."""
-    layers, total, kept = [], 0, 0
+    counted instead of the model's own (a model on the meta device). `nonzero`: the weight's
+    actual nonzero values, pruned positions included (values an initialization left behind a
+    mask, which the layer never uses and zero_pruned_ / state_dict zero); None on the meta device
+    or for a sharded weight."""
+    layers, total, kept, nonzero = [], 0, 0, 0
     for name, m in prunable_layers(model).items():
         if masks is not None and name in masks:
             mask = masks[name]
@@ -102,8 +125,13 @@ def sparsity_report(model: nn.Module, masks: dict[str, torch.Tensor] | None = No
         else:
             mask = m.weight.detach() != 0
         n, k = mask.numel(), int(mask.sum())
-        layers.append({"name": name, "shape": tuple(m.weight.shape), "density": k / n, "params": k, "flops": 2 * k})
+        w = m.weight
+        nz = None if w.is_meta or isinstance(w, DTensor) else int(torch.count_nonzero(w.detach()))
+        layers.append(
+            {"name": name, "shape": tuple(w.shape), "density": k / n, "params": k, "flops": 2 * k, "nonzero": nz}
+        )
         total, kept = total + n, kept + k
+        nonzero = None if nonzero is None or nz is None else nonzero + nz
     return {
         "layers": layers,
         "params_total": total,
@@ -111,4 +139,5 @@ def sparsity_report(model: nn.Module, masks: dict[str, torch.Tensor] | None = No
         "density": kept / total if total else 1.0,
         "flops_kept": 2 * kept,
         "flops_total": 2 * total,
+        "params_nonzero": nonzero,
     }
