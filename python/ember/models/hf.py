@@ -432,9 +432,6 @@ def to_hf(
     from ..sparse import zero_pruned_
 
     zero_pruned_(model)  # pruned weights leave as zeros, whatever an init put behind the masks
-    from ..sparse import zero_pruned_
-
-    zero_pruned_(model)  # pruned weights leave as zeros, whatever an init put behind the masks
     tensors = {}
     for name, p in model.named_parameters():
         t = p.full_tensor() if hasattr(p, "full_tensor") else p
