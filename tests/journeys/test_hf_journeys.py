@@ -11,9 +11,8 @@ import torch
 
 from ember.cli import main as ember_main
 from ember.models import from_hf, to_hf
-from ember.models.hf import HFCheckpointError
 from tests.train.helpers import TINY
-from tests.train.test_hf_import import hf_logits, hf_model, rel_err, tokens
+from tests.train.test_hf_import import hf_model, tokens
 
 transformers = pytest.importorskip("transformers")
 
@@ -56,3 +55,93 @@ def test_commands_refuse_what_train_refuses(tmp_path, capsys):
     assert ember_main(["eval", run, "--data.seq_len=32"]) == 0  # within the window: what transformers computes
     assert ember_main(["eval", run, "--model.n_layers=3"]) == 1  # the checkpoint's model, not another
     assert "model.n_layers" in capsys.readouterr().err
+
+
+# --- generation settings ---------------------------------------------------------------------
+
+GENERATION = dict(
+    do_sample=True, temperature=0.7, top_p=0.9, repetition_penalty=1.3, bos_token_id=1, eos_token_id=[2, 7]
+)
+
+
+def with_generation(path, family="llama", **changes):
+    """A saved tiny model whose generation_config.json has sampling defaults and two end ids."""
+    model = hf_model(family, **changes)
+    model.generation_config = transformers.GenerationConfig(**GENERATION)
+    model.save_pretrained(path)
+    return path
+
+
+def generation_of(path) -> dict:
+    gen = json.loads((path / "generation_config.json").read_text())
+    return {k: v for k, v in gen.items() if k != "transformers_version"}
+
+
+@torch.no_grad()
+def always_predicts(model, token: int):
+    """Make ember's model predict `token` after anything: blocks that add nothing, a residual
+    stream whose first channel is large, and a head that reads only that channel."""
+    for layer in model.layers:
+        layer.attention.wo.weight.zero_()
+        layer.feed_forward.w2.weight.zero_()
+    model.tok_embeddings.weight[:, 0] = 10.0
+    model.norm.weight.zero_()
+    model.norm.weight[0] = 1.0
+    model.output.weight.zero_()
+    model.output.weight[token, 0] = 1.0
+
+
+def test_from_hf_to_hf_keeps_generation_config(tmp_path):
+    """The exported folder has the source's generation_config.json, and transformers' generate
+    stops at its second end id (7), which config.json does not name."""
+    src = with_generation(tmp_path / "src")
+    model = from_hf(src)
+    always_predicts(model, 7)
+    to_hf(model, tmp_path / "out")
+    assert generation_of(tmp_path / "out") == generation_of(src)
+    back = transformers.AutoModelForCausalLM.from_pretrained(tmp_path / "out").eval()
+    assert back.generation_config.repetition_penalty == 1.3 and back.generation_config.eos_token_id == [2, 7]
+    out = back.generate(tokens(n=5, batch=1), max_new_tokens=6, do_sample=False)
+    assert out.shape == (1, 6) and out[0, -1] == 7  # one new token: the end
+
+
+def test_scratch_export_writes_generation_config(tmp_path):
+    """A model trained from scratch gets a generation_config.json with its tokenizer's ids."""
+    from ember.models import CONFIGS, Llama
+
+    with torch.device("meta"):
+        model = Llama(CONFIGS["debug"].replace(dim=64, n_layers=2, n_heads=4, ffn_hidden=96, tie_embeddings=False))
+    model.to_empty(device="cpu").init_weights(seed=0)
+    always_predicts(model, 256)
+    to_hf(model, tmp_path / "out", eos_token_id=256)
+    assert generation_of(tmp_path / "out") == {"eos_token_id": 256}
+    back = transformers.AutoModelForCausalLM.from_pretrained(tmp_path / "out").eval()
+    assert back.generate(tokens(n=5, batch=1), max_new_tokens=6, do_sample=False).shape == (1, 6)
+
+
+@pytest.mark.slow
+def test_export_of_a_run_keeps_generation_config(tmp_path):
+    """`ember export` of a run from a Hugging Face folder carries the folder's generation settings."""
+    src = with_generation(tmp_path / "src", vocab_size=VOCAB)
+    run = train_from(tmp_path, src)
+    assert ember_main(["export", run, str(tmp_path / "out")]) == 0
+    assert generation_of(tmp_path / "out") == generation_of(src)
+
+
+@pytest.mark.slow
+def test_scratch_run_export_has_its_tokenizers_ids(tmp_path):
+    """A run from scratch on data of a Hugging Face tokenizer: generation_config.json has that
+    tokenizer's end and beginning of document ids."""
+    from ember.data import load_tokenizer
+    from tests.train.test_hf_tokenizer import TEXTS, model_folder
+
+    folder = model_folder(tmp_path)
+    tok = load_tokenizer(str(folder))
+    docs = tmp_path / "docs.jsonl"
+    docs.write_text("".join(json.dumps({"text": t * 4}) + "\n" for t in TEXTS))
+    prepare = ["prepare", str(docs), "--out", str(tmp_path / "tok"), "--tokenizer", str(folder), "--workers", "1"]
+    assert ember_main([*prepare, "--val-per-mille", "100"]) == 0
+    args = [*TINY, f"--job.dir={tmp_path}", "--job.name=s", f"--data.sources={tmp_path}/tok", "--training.steps=2"]
+    assert ember_main(["train", *args]) == 0
+    assert ember_main(["export", str(tmp_path / "s"), str(tmp_path / "out")]) == 0
+    assert generation_of(tmp_path / "out") == {"bos_token_id": tok.bos_id, "eos_token_id": tok.eos_id}

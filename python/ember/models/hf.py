@@ -23,6 +23,7 @@ from .llama import Llama, LlamaConfig
 ARCHITECTURES = ("LlamaForCausalLM", "MistralForCausalLM", "Qwen2ForCausalLM", "Qwen3ForCausalLM")
 INDEX = "model.safetensors.index.json"
 SINGLE = "model.safetensors"
+GENERATION = "generation_config.json"
 DTYPES = {
     "fp32": torch.float32,
     "float32": torch.float32,
@@ -88,6 +89,17 @@ def read_hf_config(path: Path) -> dict:
     file = Path(path) / "config.json"
     if not file.is_file():
         raise FileNotFoundError(f"Hugging Face checkpoint {path}: no config.json")
+    try:
+        return json.loads(file.read_text())
+    except json.JSONDecodeError as exc:
+        raise HFCheckpointError(f"Hugging Face checkpoint {file}: not valid JSON ({exc})") from None
+
+
+def read_generation_config(path: Path) -> dict | None:
+    """The folder's generation_config.json (sampling defaults, end-of-sequence ids), or None."""
+    file = Path(path) / GENERATION
+    if not file.is_file():
+        return None
     try:
         return json.loads(file.read_text())
     except json.JSONDecodeError as exc:
@@ -337,6 +349,7 @@ def from_hf(
     dtype = parse_dtype(dtype, "from_hf")
     path = resolve_hf_path(path)
     cfg = llama_config_from_hf(read_hf_config(path), max_seq_len)
+    cfg = cfg.replace(hf_generation_config=read_generation_config(path))
     files = check_weights(path, cfg)
     dtype = dtype or _checkpoint_dtype(files)
     with torch.device("meta"):
@@ -394,6 +407,18 @@ def hf_config_for(
     return out
 
 
+def generation_config_for(cfg: LlamaConfig, eos_token_id: int | None, bos_token_id: int | None) -> dict | None:
+    """generation_config.json of a model: the imported one, unchanged; for a model trained from
+    scratch, its tokenizer's end (and beginning) of document ids, so that generate stops at the
+    end of a document; None for an imported model that had none (transformers then reads config.json)."""
+    if cfg.hf_generation_config is not None:
+        return dict(cfg.hf_generation_config)
+    if cfg.hf_config is not None:
+        return None
+    ids = {"bos_token_id": bos_token_id, "eos_token_id": eos_token_id}
+    return {k: v for k, v in ids.items() if v is not None} or None
+
+
 def _shards(tensors: dict[str, torch.Tensor], max_bytes: int) -> list[dict[str, torch.Tensor]]:
     groups, size = [{}], 0
     for name, t in tensors.items():
@@ -438,6 +463,7 @@ def to_hf(
         tensors[hf_name(_source_name(name))] = t.detach().to("cpu", dtype or t.dtype).contiguous()
     dtype = dtype or next(iter(tensors.values())).dtype
     config = hf_config_for(model.config, dtype, eos_token_id, bos_token_id)
+    generation = generation_config_for(model.config, eos_token_id, bos_token_id)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     try:
@@ -455,6 +481,8 @@ def to_hf(
                 json.dumps({"metadata": {"total_size": total}, "weight_map": weight_map}, indent=1)
             )
         (tmp / "config.json").write_text(json.dumps(config, indent=1) + "\n")
+        if generation is not None:
+            (tmp / GENERATION).write_text(json.dumps(generation, indent=1) + "\n")
         for f in tokenizer_files:
             shutil.copyfile(f, tmp / Path(f).name)
         if out.exists():

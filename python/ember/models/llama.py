@@ -49,6 +49,8 @@ class LlamaConfig:
     # The Hugging Face config.json this model was imported from (kept so that an export writes the
     # same architecture back); not part of the model's identity.
     hf_config: dict | None = field(default=None, compare=False, repr=False)
+    # Its generation_config.json (sampling defaults, end-of-sequence ids), written back on export.
+    hf_generation_config: dict | None = field(default=None, compare=False, repr=False)
 
     def __post_init__(self):
         kv = self.kv_heads

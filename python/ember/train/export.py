@@ -23,6 +23,16 @@ def tokenizer_files(cfg: Config) -> list[Path]:
     return [Path(src.path) / f for f in TOKENIZER_FILES if (Path(src.path) / f).is_file()]
 
 
+def bos_id(files: list[Path]) -> int | None:
+    """The beginning-of-document id of the Hugging Face tokenizer shipped with the model (declared
+    in its tokenizer_config.json); None for bytes or a bare tokenizer.json."""
+    if not any(f.name == "tokenizer_config.json" for f in files):
+        return None
+    from ..data.tokenizer import HFTokenizer
+
+    return HFTokenizer(files[0].parent).bos_id
+
+
 def export_run(checkpoint: str | Path, out_dir: str | Path, dtype=None, max_shard_bytes: int = 2 << 30) -> dict:
     """Write the checkpoint (or a run folder's latest) to out_dir; dtype None keeps the weights'."""
     from .evaluate import load_model
@@ -33,7 +43,16 @@ def export_run(checkpoint: str | Path, out_dir: str | Path, dtype=None, max_shar
     model, cfg, path = load_model(checkpoint, "cpu")
     _, eos = source_vocab(parse_sources(cfg.data.sources)[0], cfg.data.tokenizer)
     files = tokenizer_files(cfg)
-    out = to_hf(model, out_dir, dtype, tokenizer_files=files, eos_token_id=eos, max_shard_bytes=max_shard_bytes)
+    bos = bos_id(files)
+    out = to_hf(
+        model,
+        out_dir,
+        dtype,
+        tokenizer_files=files,
+        eos_token_id=eos,
+        bos_token_id=bos,
+        max_shard_bytes=max_shard_bytes,
+    )
     arch = json.loads((out / "config.json").read_text())["architectures"][0]
     return {
         "checkpoint": str(path),

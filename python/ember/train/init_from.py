@@ -11,6 +11,7 @@ from ..models.hf import (
     check_weights,
     llama_config_from_hf,
     load_hf_weights,
+    read_generation_config,
     read_hf_config,
     resolve_hf_path,
 )
@@ -35,7 +36,8 @@ def init_model_config(cfg: Config) -> LlamaConfig:
     where = f"config: model.init_from={cfg.model.init_from}"
     try:
         path = resolve_hf_path(cfg.model.init_from)
-        return llama_config_from_hf(read_hf_config(path), max_seq_len=cfg.data.seq_len, where=where)
+        mcfg = llama_config_from_hf(read_hf_config(path), max_seq_len=cfg.data.seq_len, where=where)
+        return mcfg.replace(hf_generation_config=read_generation_config(path))  # export writes it back
     except FileNotFoundError as exc:
         raise ConfigError(f"{where}: {exc}") from None
     except HFCheckpointError as exc:
