@@ -270,10 +270,11 @@ def validation_batches(
     tokenizer: str = "byte",
 ) -> list[torch.Tensor]:
     """The first batches·batch_size windows of a source's validation split (fewer when the split
-    is short), as tensors of (rows, seq_len+1); rank r keeps rows r, r+world, ... (every rank
-    the same number: sharded models run collectives in each forward)."""
+    is short), as tensors of (rows, seq_len+1); rank r keeps windows r, r+world, ..., so that
+    every window is evaluated once at any world size (the first n % world ranks hold one more:
+    the Evaluator evens out the number of forward passes)."""
     windows = Windows(open_source(spec, "val", tokenizer), seq_len)
-    n = min(windows.n, batches * batch_size) // world_size * world_size
+    n = min(windows.n, batches * batch_size)
     mine = list(range(rank, n, world_size))
     return [
         torch.from_numpy(np.stack([windows.get(k)[0] for k in mine[i : i + batch_size]]))

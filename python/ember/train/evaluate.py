@@ -10,6 +10,7 @@ from pathlib import Path
 import torch
 
 from ..data.loader import parse_sources, source_vocab, validation_batches
+from ..losses.lm import IGNORE_INDEX
 from ..models import Llama
 from . import checkpoint as ckpt
 from . import distributed
@@ -21,29 +22,34 @@ from .runtime import autocast, compute_dtype
 
 class Evaluator:
     """Mean loss per token on each source's validation batches (this rank's share, summed over
-    ranks): the training sources, then the eval-only ones (--eval.sources)."""
+    ranks): the training sources, then the eval-only ones (--eval.sources). Every window counts
+    once at any world size; a rank whose share is a batch short runs a batch of ignored targets
+    instead, so that every rank runs the same forward passes (a sharded model's collectives)."""
 
     def __init__(self, cfg: Config, d: distributed.Dist, dtype: torch.dtype):
         self.d, self.dtype = d, dtype
-        self.sets = {}
+        self.sets, self.passes = {}, {}
         self.trained = [s.name for s in parse_sources(cfg.data.sources)]  # val_loss: their mean
+        self.blank = torch.zeros(1, cfg.data.seq_len + 1, dtype=torch.long)
         for src in eval_specs(cfg):
             batches = validation_batches(
                 src, cfg.data.seq_len, cfg.eval.batch_size, cfg.eval.batches, d.rank, d.world_size, cfg.data.tokenizer
             )
-            if batches:
-                self.sets[src.name] = batches
+            passes = int(max(d.per_rank(len(batches))))
+            if passes:
+                self.sets[src.name], self.passes[src.name] = batches, passes
 
     @torch.no_grad()
     def __call__(self, model) -> dict[str, float]:
         out = {}
         for name, batches in self.sets.items():
             total, count = torch.zeros((), dtype=torch.float64, device=self.d.device), 0
-            for b in batches:
-                b = b.to(self.d.device)
+            for i in range(self.passes[name]):
+                b = (batches[i] if i < len(batches) else self.blank).to(self.d.device)
+                y = b[:, 1:] if i < len(batches) else torch.full_like(b[:, 1:], IGNORE_INDEX)
                 with autocast(self.d.device, self.dtype):
-                    total += model(b[:, :-1], b[:, 1:]).double()
-                count += b[:, 1:].numel()
+                    total += model(b[:, :-1], y).double()
+                count += int((y != IGNORE_INDEX).sum())
             s = self.d.all_sum(torch.stack([total, torch.tensor(count, dtype=torch.float64, device=self.d.device)]))
             out[name] = (s[0] / s[1]).item()
         return out
