@@ -1,26 +1,14 @@
 """`ember export`: a run's checkpoint as a Hugging Face model folder (ember.models.to_hf), with
-the tokenizer files of its data when they came from a Hugging Face tokenizer."""
+the tokenizer files of its data when they came from a Hugging Face tokenizer: the copy the run
+kept in RUN/tokenizer/ (run_data.py), so export ships the run's tokenizer from any directory."""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
 
-from ..data import corpus
-from ..data.loader import parse_sources, source_vocab
-from ..data.shards import read_index
-from ..models.hf import TOKENIZER_FILES, parse_dtype, to_hf
-from .config import Config
-
-
-def tokenizer_files(cfg: Config) -> list[Path]:
-    """The Hugging Face tokenizer files the run's data was made with (none for bytes)."""
-    src = parse_sources(cfg.data.sources)[0]
-    if src.path == corpus.NAME:
-        return [Path(cfg.data.tokenizer)] if cfg.data.tokenizer != "byte" else []
-    if read_index(src.path).get("tokenizer", "byte") == "byte":
-        return []
-    return [Path(src.path) / f for f in TOKENIZER_FILES if (Path(src.path) / f).is_file()]
+from ..models.hf import parse_dtype, to_hf
+from . import run_data
 
 
 def bos_id(files: list[Path]) -> int | None:
@@ -41,8 +29,7 @@ def export_run(checkpoint: str | Path, out_dir: str | Path, dtype=None, max_shar
     if Path(out_dir).exists() and any(Path(out_dir).iterdir()):  # before the model is loaded
         raise FileExistsError(f"ember export: {out_dir} exists and is not empty")
     model, cfg, path = load_model(checkpoint, "cpu")
-    _, eos = source_vocab(parse_sources(cfg.data.sources)[0], cfg.data.tokenizer)
-    files = tokenizer_files(cfg)
+    files, eos = run_data.export_tokenizer(cfg, path)  # the run's own, from wherever export is called
     bos = bos_id(files)
     out = to_hf(
         model,

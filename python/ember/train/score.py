@@ -11,10 +11,12 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from ..data.fingerprint import source_record
 from ..data.shards import WEIGHTS_INDEX, read_index, weights_file, write_json_atomic
 from ..losses import prior_token_weights
 from ..ops import linear_cross_entropy
 from .evaluate import load_model
+from .run_data import recorded_data
 
 
 @torch.no_grad()
@@ -83,10 +85,12 @@ def score(
     data_dir = Path(data_dir)
     index = read_index(data_dir)
     model, saved, path = load_model(checkpoint, device, seq_len=seq_len)
-    if index["vocab_size"] > model.config.vocab_size:
+    record = recorded_data(path)
+    same = not record or next(iter(record.values()))["tokenizer"] == source_record(str(data_dir))["tokenizer"]
+    if index["vocab_size"] > model.config.vocab_size or not same:
         raise ValueError(
-            f"ember score: {data_dir} has a vocabulary of {index['vocab_size']}, the reference model "
-            f"{model.config.vocab_size}: it was trained with another tokenizer"
+            f"ember score: {data_dir} was made with another tokenizer than the reference model's data "
+            f"(vocabulary {index['vocab_size']}, the model's {model.config.vocab_size})"
         )
     seq_len = seq_len or saved.data.seq_len
     dtype = np.dtype(index["dtype"])

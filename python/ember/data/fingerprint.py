@@ -1,0 +1,69 @@
+"""What a run records about its data, to notice later that it changed: per source, the token
+folder's fingerprint (index.json's, from `ember prepare`: a hash of the tokens and tokenizer),
+its token counts, and the tokenizer's identity (a hash of its tokenizer.json, or 'byte'); for
+all of them, the vocabulary, end- and beginning-of-document ids a model trained on them has.
+
+The record travels in the data loader's state, so every checkpoint holds it; comparing it with
+the folders as they are now is a read of each index.json."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+from . import corpus
+from .shards import INDEX, read_index
+from .tokenizer import load_tokenizer
+
+
+def _hash(data: bytes) -> str:
+    return hashlib.blake2b(data, digest_size=12).hexdigest()
+
+
+def tokenizer_identity(spec: str | Path) -> str:
+    """'byte', or a hash of the tokenizer.json (a file, or a folder holding one)."""
+    if str(spec) == "byte":
+        return "byte"
+    path = Path(spec) / "tokenizer.json" if Path(spec).is_dir() else Path(spec)
+    return _hash(path.read_bytes())
+
+
+def source_record(path: str, tokenizer: str = "byte") -> dict:
+    """The record of one source: a token folder, or the built-in corpus with `tokenizer`."""
+    if path == corpus.NAME:
+        tok = load_tokenizer(tokenizer)
+        ident = tokenizer_identity(tokenizer)
+        return {"fingerprint": None, "tokenizer": ident, "vocab_size": tok.vocab_size, "eos_id": tok.eos_id}
+    index = read_index(path)
+    return {
+        # a folder from before prepare recorded one: its index.json, which lists every shard's size
+        "fingerprint": index.get("fingerprint") or _hash((Path(path) / INDEX).read_bytes()),
+        "tokenizer": "byte" if index["tokenizer"] == "byte" else tokenizer_identity(Path(path) / index["tokenizer"]),
+        "vocab_size": index["vocab_size"],
+        "eos_id": index["eos_id"],
+        "bos_id": index.get("bos_id"),
+        "tokens": {split: sum(e["tokens"] for e in entries) for split, entries in index["splits"].items()},
+    }
+
+
+def data_record(paths: list[str], tokenizer: str = "byte") -> dict:
+    """{path: source_record} for a run's sources (paths as the run names them: absolute)."""
+    return {p: source_record(p, tokenizer) for p in dict.fromkeys(paths)}
+
+
+def what_changed(path: str, then: dict, tokenizer: str = "byte") -> str | None:
+    """None if the source at `path` is what `then` recorded; else what differs, in words."""
+    if path != corpus.NAME and not (Path(path) / INDEX).is_file():
+        why = "is gone" if not Path(path).exists() else "is no longer a token folder (no index.json)"
+        return f"{path} {why}"
+    now = source_record(path, tokenizer)
+    if now["fingerprint"] == then["fingerprint"] and now["tokenizer"] == then["tokenizer"]:
+        return None
+    diffs = [
+        f"{key} {then.get(key)} -> {now.get(key)}"
+        for key in ("tokens", "vocab_size", "eos_id", "bos_id")
+        if then.get(key) != now.get(key)
+    ]
+    if now["tokenizer"] != then["tokenizer"]:
+        diffs.insert(0, "another tokenizer")
+    return f"{path} was prepared again since ({', '.join(diffs) or 'other tokens'})"

@@ -1,0 +1,156 @@
+"""Data as users handle it: the same corpus named by different paths, documents that write
+special-token strings, a run used from another project's directory (its own data/ and
+tokenizer), data prepared again under a run, a run's data moved away, and eval / export / score
+with flags other than train's. Each gives the run's own answer or a refusal naming what changed."""
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from ember.cli import main as ember_main
+from ember.data import load_tokenizer, prepare
+from ember.data.shards import open_split
+from ember.train import ConfigError
+from ember.train.evaluate import evaluate_checkpoint
+from ember.train.export import export_run
+from tests.train.helpers import run
+
+tokenizers = pytest.importorskip("tokenizers")
+
+CODE = [f"def f{i}(x):\n    return x * {i} + {i * i}  # number {i}\n" * 3 for i in range(300)]
+PROSE = [f"Chapter {i}. The river ran {i} miles to the sea, and nobody knew why.\n" * 3 for i in range(300)]
+
+
+def tokenizer_folder(where: Path, texts: list[str], vocab: int = 300) -> Path:
+    """A small byte-level BPE tokenizer trained on `texts`, in a model folder with its config."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+
+    tok = Tokenizer(models.BPE(unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    specials = ["<unk>", "<|endoftext|>", "<|im_start|>"]
+    alphabet = pre_tokenizers.ByteLevel.alphabet()
+    tok.train_from_iterator(
+        texts, trainers.BpeTrainer(vocab_size=vocab, special_tokens=specials, initial_alphabet=alphabet)
+    )
+    where.mkdir(parents=True, exist_ok=True)
+    tok.save(str(where / "tokenizer.json"))
+    (where / "tokenizer_config.json").write_text(json.dumps({"eos_token": "<|endoftext|>", "bos_token": None}))
+    return where
+
+
+def jsonl(path: Path, texts: list[str]) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(json.dumps({"text": t}) + "\n" for t in texts))
+    return path
+
+
+@pytest.fixture
+def inside(monkeypatch):
+    """Work from a directory, as a user in a project folder does."""
+    return monkeypatch.chdir
+
+
+def test_the_same_corpus_by_different_paths_gives_the_same_folder(tmp_path, inside):
+    jsonl(tmp_path / "corpus" / "a.jsonl", CODE)
+    inside(tmp_path)
+    rel = prepare(["corpus"], "rel", workers=1, val_per_mille=100, progress=False)
+    ab = prepare([str(tmp_path / "corpus")], tmp_path / "abs", workers=1, val_per_mille=100, progress=False)
+    assert rel["fingerprint"] == ab["fingerprint"] and rel["splits"] == ab["splits"]
+    for split in ("train", "val"):
+        a, b = (np.concatenate(open_split(tmp_path / d, split).shards) for d in ("rel", "abs"))
+        assert len(a) == len(b) and (a == b).all()
+
+
+def test_documents_that_write_special_token_strings(tmp_path):
+    folder = tokenizer_folder(tmp_path / "model", CODE)
+    docs = ["a <|endoftext|> b", "<|im_start|>user\nhi<|endoftext|>", "plain"]
+    prepare([str(jsonl(tmp_path / "d.jsonl", docs))], tmp_path / "tok", str(folder), workers=1, progress=False)
+    tok = load_tokenizer(str(folder))
+    tokens = np.concatenate([np.asarray(s) for sp in ("train", "val") for s in open_split(tmp_path / "tok", sp).shards])
+    assert (tokens == tok.eos_id).sum() == 3 and tok._tok.token_to_id("<|im_start|>") not in tokens
+    documents = np.split(tokens, np.flatnonzero(tokens == tok.eos_id) + 1)[:-1]
+    assert sorted(tok.decode(d[:-1]) for d in documents) == sorted(docs)
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory):
+    """Project A: code data under its own tokenizer, prepared as `data` (a relative path) and a
+    4-step run trained from A's directory with --data.sources=data. Project B: prose under
+    another tokenizer, also in `data`."""
+    root = tmp_path_factory.mktemp("projects")
+    a, b = root / "a", root / "b"
+    for where, texts in ((a, CODE), (b, PROSE)):
+        tokenizer_folder(where / "model", texts, vocab=300 if where == a else 280)
+        jsonl(where / "raw" / "docs.jsonl", texts)
+    cwd = os.getcwd()
+    try:
+        for where in (a, b):
+            os.chdir(where)
+            prepare(["raw"], "data", "model", workers=1, val_per_mille=100, progress=False)
+        os.chdir(a)
+        summary = run(Path("runs"), "r", "--data.sources=data", "--training.steps=4", "--checkpoint.every=2")
+    finally:
+        os.chdir(cwd)
+    return a, b, summary
+
+
+@pytest.mark.slow
+def test_a_run_names_its_data_absolutely_and_keeps_its_tokenizer(project):
+    a, _, _ = project
+    assert f'sources = "{a / "data"}"' in (a / "runs" / "r" / "config.toml").read_text()
+    assert (a / "runs" / "r" / "tokenizer" / "tokenizer.json").read_bytes() == (
+        a / "model" / "tokenizer.json"
+    ).read_bytes()
+
+
+@pytest.mark.slow
+def test_eval_export_and_score_from_another_project(project, inside, tmp_path):
+    a, b, summary = project
+    inside(b)  # B has its own data/ and tokenizer
+    result = evaluate_checkpoint(a / "runs" / "r")
+    assert result["val_loss"] == pytest.approx(summary["val_loss"], rel=1e-6)
+    out = export_run(a / "runs" / "r", tmp_path / "hf")
+    assert out["tokenizer_files"] == ["tokenizer.json", "tokenizer_config.json"]
+    assert (tmp_path / "hf" / "tokenizer.json").read_bytes() == (a / "model" / "tokenizer.json").read_bytes()
+    # flags other than train's: another window, batch and device spelling
+    other = evaluate_checkpoint(a / "runs" / "r", flags={"data.seq_len": 32, "eval.batch_size": 3, "job.device": "cpu"})
+    assert other["val_loss"] != result["val_loss"] and np.isfinite(other["val_loss"])
+    # B's data, named explicitly, has another tokenizer than the run's model
+    with pytest.raises(ConfigError, match="another tokenizer than the run's data"):
+        evaluate_checkpoint(a / "runs" / "r", flags={"data.sources": "data"})
+    assert ember_main(["score", str(a / "runs" / "r"), "--data", "data"]) == 1  # B's: another tokenizer
+    assert not list((b / "data").glob("weights*"))
+    assert ember_main(["score", str(a / "runs" / "r"), "--data", str(a / "data"), "--seq-len", "32"]) == 0
+    assert json.loads((a / "data" / "weights.json").read_text())["seq_len"] == 32
+
+
+@pytest.mark.slow
+def test_data_prepared_again_or_moved_under_a_run(tmp_path):
+    """Resume and eval refuse a folder prepared again (other documents, another tokenizer) or
+    moved away, naming it, before any state is loaded; export needs only the run."""
+    data = tmp_path / "tok"
+    prepare([str(jsonl(tmp_path / "code.jsonl", CODE))], data, workers=1, val_per_mille=100, progress=False)
+    run(tmp_path, "r", f"--data.sources={data}", "--training.steps=2")
+    resume = (f"--data.sources={data}", "--training.steps=4", "--checkpoint.resume=latest")
+    shutil.rmtree(data)
+    prepare([str(jsonl(tmp_path / "prose.jsonl", PROSE))], data, workers=1, val_per_mille=100, progress=False)
+    with pytest.raises(ConfigError, match=f"{data} was prepared again since .*tokens"):
+        run(tmp_path, "r", *resume)
+    with pytest.raises(ConfigError, match=f"ember eval: the run's data changed .*{data} was prepared again"):
+        evaluate_checkpoint(tmp_path / "r")
+    shutil.rmtree(data)
+    folder = tokenizer_folder(tmp_path / "model", PROSE)
+    prepare([str(tmp_path / "prose.jsonl")], data, str(folder), workers=1, val_per_mille=100, progress=False)
+    with pytest.raises(ConfigError, match="prepared again since \\(another tokenizer"):
+        run(tmp_path, "r", *resume)  # once a DCP traceback (the embedding's shape)
+    os.replace(data, tmp_path / "moved")
+    with pytest.raises(ConfigError, match=f"{data} is gone"):
+        evaluate_checkpoint(tmp_path / "r")
+    assert export_run(tmp_path / "r", tmp_path / "hf")["tokenizer_files"] == []  # bytes: nothing to ship
+    assert json.loads((tmp_path / "hf" / "config.json").read_text())["eos_token_id"] == 256
+    assert [p.name for p in (tmp_path / "r" / "checkpoints").iterdir()] == ["step-00000002"]
