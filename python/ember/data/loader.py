@@ -21,6 +21,7 @@ import numpy as np
 import torch
 
 from . import corpus
+from .fingerprint import data_record
 from .shards import TokenSplit, open_split, read_index, window_count
 from .tokenizer import load_tokenizer
 
@@ -184,15 +185,25 @@ class PackedLoader:
         self.batch = 0
         self.counters = [0] * len(sources)
         self._perm_cache: dict = {}
+        self.data = data_record([s.path for s in sources], tokenizer)  # saved with the position
 
     def state_dict(self) -> dict:
-        return {"batch": self.batch, "counters": list(self.counters), "seed": self.seed, "batch_size": self.batch_size}
+        return {
+            "batch": self.batch,
+            "counters": list(self.counters),
+            "seed": self.seed,
+            "batch_size": self.batch_size,
+            "data": self.data,
+        }
 
     def load_state_dict(self, state: dict) -> None:
         if state["seed"] != self.seed or state["batch_size"] != self.batch_size:
             raise ValueError(
                 f"loader: checkpoint was made with seed {state['seed']} and batch size {state['batch_size']}, this run has {self.seed} and {self.batch_size}"
             )
+        changed = [p for p, rec in state.get("data", {}).items() if self.data.get(p, rec) != rec]
+        if changed:  # a position in other data means nothing
+            raise ValueError(f"loader: the checkpoint's data changed since it was saved: {', '.join(changed)}")
         self.batch, self.counters = state["batch"], list(state["counters"])
 
     def _subset(self, source: int, tokens: int, seq_len: int) -> np.ndarray | None:

@@ -9,11 +9,11 @@ from pathlib import Path
 
 import torch
 
-from ..data.loader import parse_sources, source_vocab, validation_batches
+from ..data.loader import parse_sources, validation_batches
 from ..losses.lm import IGNORE_INDEX
 from ..models import Llama
 from . import checkpoint as ckpt
-from . import distributed
+from . import distributed, run_data
 from .build import apply_sparsity, model_config, new_model
 from .config import Config, ConfigError, apply_flags, config_from_dict
 from .eval_sources import eval_specs
@@ -65,7 +65,7 @@ def load_model(
     path = ckpt.find_checkpoint(checkpoint)
     saved = config_from_dict(ckpt.read_meta(path)["config"])
     cfg = cfg or saved
-    vocab, _ = source_vocab(parse_sources(saved.data.sources)[0], saved.data.tokenizer)
+    vocab, _ = run_data.run_vocab(saved, path)  # recorded: the model loads wherever its data is
     longest = max(saved.data.seq_len, cfg.data.seq_len, seq_len)
     mcfg = model_config(replace(saved, data=replace(saved.data, seq_len=longest)), vocab)
     model = new_model(mcfg, fused_linear_ce=cfg.loss.fused_linear_ce)
@@ -86,6 +86,7 @@ def evaluate_checkpoint(checkpoint: str | Path, cfg: Config | None = None, flags
         if cfg.model != saved.model:  # the checkpoint's weights fix the model
             changed = [f"model.{k}" for k, v in vars(cfg.model).items() if v != getattr(saved.model, k)]
             raise ConfigError(f"ember eval: {', '.join(changed)} cannot change: the model is the checkpoint's")
+        run_data.check_eval_data(cfg, flags or {}, path, "ember eval")
     d = distributed.Dist(device=distributed.pick_device(cfg.job.device))
     model, _, path = load_model(path, d.device, cfg)
     losses = Evaluator(cfg, d, compute_dtype(cfg, d.device))(model)
