@@ -6,6 +6,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from ..amp import autocast_inputs
 from ..ops import linear_cross_entropy
 from .lm import IGNORE_INDEX
 
@@ -18,6 +19,9 @@ class LinearCrossEntropyLoss(nn.Module):
 
         self.loss_fn = LinearCrossEntropyLoss(z_loss=1e-4)
         loss = self.loss_fn(h, self.lm_head.weight, labels, weight=token_weights)
+
+    Under autocast it computes as ``F.cross_entropy(lm_head(h), labels)`` does: the GEMM in
+    autocast's dtype, the loss in fp32, each gradient in its tensor's dtype.
     """
 
     def __init__(
@@ -29,6 +33,7 @@ class LinearCrossEntropyLoss(nn.Module):
         reduction: str = "mean",
     ):
         super().__init__()
+        _check_options(ignore_index, label_smoothing, z_loss, softcap, reduction)
         self.ignore_index, self.label_smoothing, self.z_loss = ignore_index, label_smoothing, z_loss
         self.softcap, self.reduction = softcap, reduction
 
@@ -40,6 +45,8 @@ class LinearCrossEntropyLoss(nn.Module):
         weight: torch.Tensor | None = None,
         bias: torch.Tensor | None = None,
     ) -> torch.Tensor:
+        # Under autocast the head's GEMM runs in its dtype, as lm_head(h) would; the loss is fp32.
+        hidden, lm_weight, bias = autocast_inputs(hidden, lm_weight, bias)
         return linear_cross_entropy(
             hidden,
             lm_weight,
@@ -58,3 +65,22 @@ class LinearCrossEntropyLoss(nn.Module):
             f"ignore_index={self.ignore_index}, label_smoothing={self.label_smoothing}, z_loss={self.z_loss}, "
             f"softcap={self.softcap}, reduction={self.reduction!r}"
         )
+
+
+def _check_options(ignore_index, label_smoothing, z_loss, softcap, reduction) -> None:
+    """At construction, as the op would at the first call (which may be far into a run)."""
+
+    def bad(key, want, got):
+        raise ValueError(f"ember.losses.LinearCrossEntropyLoss: {key} must be {want}, got {got!r}")
+
+    number = lambda v: isinstance(v, (int, float)) and not isinstance(v, bool)  # noqa: E731
+    if not isinstance(ignore_index, int) or isinstance(ignore_index, bool):
+        bad("ignore_index", "an int", ignore_index)
+    if not (number(label_smoothing) and 0.0 <= label_smoothing <= 1.0):
+        bad("label_smoothing", "in [0, 1]", label_smoothing)
+    if not (number(z_loss) and 0.0 <= z_loss < float("inf")):
+        bad("z_loss", "a finite float >= 0", z_loss)
+    if softcap is not None and not (number(softcap) and 0.0 < softcap < float("inf")):
+        bad("softcap", "a finite float > 0 or None", softcap)
+    if reduction not in ("mean", "sum", "none"):
+        bad("reduction", "'mean', 'sum' or 'none'", reduction)

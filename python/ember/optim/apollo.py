@@ -80,19 +80,31 @@ class Apollo(torch.optim.Optimizer):
 
     # ---- groups ----------------------------------------------------------------------------------
     def add_param_group(self, param_group: dict) -> None:
+        # Checked before torch adds it: a refused group leaves the optimizer as it was.
+        if isinstance(param_group, dict):
+            params = param_group.get("params")
+            params = [params] if isinstance(params, torch.Tensor) else params
+            if params is not None and not isinstance(params, set):  # torch names the other cases
+                param_group = {**param_group, "params": list(params)}  # a generator is read once
+                group = {**self.defaults, **param_group}
+                _check_hyperparameters(type(self).__name__, group)
+                for p in param_group["params"]:
+                    self._check_param(p, group)
         super().add_param_group(param_group)
-        group = self.param_groups[-1]
-        _check_hyperparameters(type(self).__name__, group)
-        for p in group["params"]:
-            if p.is_complex():
-                raise ValueError(
-                    f"ember.optim.{type(self).__name__}: complex parameters are not supported (got a {p.dtype} parameter of shape {tuple(p.shape)})"
-                )
-            if self._lowrank(p, group) and p.dtype not in (torch.float32, torch.bfloat16):
-                raise ValueError(
-                    f"ember.optim.{type(self).__name__}: low-rank parameters must be float32 or "
-                    f"bfloat16, got {p.dtype} for a parameter of shape {tuple(p.shape)}"
-                )
+
+    def _check_param(self, p: torch.Tensor, group: dict) -> None:
+        name = type(self).__name__
+        if not isinstance(p, torch.Tensor):
+            return  # torch's add_param_group names it
+        if p.is_complex():
+            raise ValueError(
+                f"ember.optim.{name}: complex parameters are not supported (got a {p.dtype} parameter of shape {tuple(p.shape)})"
+            )
+        if self._lowrank(p, group) and p.dtype not in (torch.float32, torch.bfloat16):
+            raise ValueError(
+                f"ember.optim.{name}: low-rank parameters must be float32 or "
+                f"bfloat16, got {p.dtype} for a parameter of shape {tuple(p.shape)}"
+            )
 
     @staticmethod
     def _lowrank(p: torch.Tensor, group: dict) -> bool:
@@ -126,22 +138,7 @@ class Apollo(torch.optim.Optimizer):
                 if self._lowrank(p, group):
                     streams = streams or self._stream_of()
                     is_dtensor = isinstance(p, DTensor)
-                    if not state:
-                        long_dim = max(p.shape)
-                        zeros = (
-                            (lambda: apollo_sharded.new_state(p, group["rank"]))
-                            if is_dtensor
-                            else (lambda: torch.zeros(long_dim, group["rank"], device=p.device))
-                        )
-                        state["step"] = torch.tensor(0.0)  # on the host: reading it never syncs
-                        state["exp_avg"], state["exp_avg_sq"] = zeros(), zeros()
-                        state["norm_prev"] = torch.zeros((), device=p.to_local().device if is_dtensor else p.device)
-                    elif state["exp_avg"].shape[1] != group["rank"]:
-                        raise RuntimeError(
-                            f"ember.optim.{type(self).__name__}: the state of a parameter of shape "
-                            f"{tuple(p.shape)} has rank {state['exp_avg'].shape[1]}, the group asks "
-                            f"for rank {group['rank']}"
-                        )
+                    self._lowrank_state(p, state, group)
                     if is_dtensor:
                         for key, value in (("params", p), ("states", state), ("streams", streams[p])):
                             sharded[key].append(value)
@@ -155,12 +152,7 @@ class Apollo(torch.optim.Optimizer):
                     lists["step_counts"].append(state["step"])
                     lists["streams"].append(streams[p])
                 else:
-                    if not state:
-                        state["step"] = torch.zeros((), dtype=torch.float32, device=p.device)
-                        state["exp_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
-                        state["exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
-                    elif state["step"].device != p.device:  # loaded from a checkpoint: fused wants it here
-                        state["step"] = state["step"].to(p.device)
+                    self._adamw_state(p, state)
                     lists = adamw[(p.device, p.dtype)]
                     lists["params"].append(p)
                     lists["grads"].append(grad)
@@ -217,6 +209,58 @@ class Apollo(torch.optim.Optimizer):
                 )
         return loss
 
+    def _lowrank_state(self, p: torch.Tensor, state: dict, group: dict) -> None:
+        """The low-rank state of p: new zeros on the first step; else checked against p and the
+        group, and moved to p's device if p moved (the moments stay float32)."""
+        name = type(self).__name__
+        self._check_param(p, group)  # p may have changed dtype since it was added
+        is_dtensor = isinstance(p, DTensor)
+        device = p.to_local().device if is_dtensor else p.device
+        if not state:
+            long_dim = max(p.shape)
+            zeros = (
+                (lambda: apollo_sharded.new_state(p, group["rank"]))
+                if is_dtensor
+                else (lambda: torch.zeros(long_dim, group["rank"], device=p.device))
+            )
+            state["step"] = torch.tensor(0.0)  # on the host: reading it never syncs
+            state["exp_avg"], state["exp_avg_sq"] = zeros(), zeros()
+            state["norm_prev"] = torch.zeros((), device=device)
+            return
+        if state["exp_avg"].shape[1] != group["rank"]:
+            raise RuntimeError(
+                f"ember.optim.{name}: the state of a parameter of shape {tuple(p.shape)} has rank "
+                f"{state['exp_avg'].shape[1]}, the group asks for rank {group['rank']}"
+            )
+        if not is_dtensor and tuple(state["exp_avg"].shape) != (max(p.shape), group["rank"]):
+            raise RuntimeError(
+                f"ember.optim.{name}: a parameter of shape {tuple(p.shape)} has a low-rank state of shape "
+                f"{tuple(state['exp_avg'].shape)} (a state dict whose parameters came in another order?)"
+            )
+        if not is_dtensor and state["exp_avg"].device != device:  # the model moved
+            for key in _LOWRANK_KEYS:
+                state[key] = state[key].to(device)
+
+    @staticmethod
+    def _adamw_state(p: torch.Tensor, state: dict) -> None:
+        """AdamW's state of p (as torch keeps it: moments in p's dtype, on p's device): zeros on
+        the first step, else moved or cast to follow p (a model moved to another dtype or device)."""
+        if not state:
+            state["step"] = torch.zeros((), dtype=torch.float32, device=p.device)
+            state["exp_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+            state["exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+            return
+        if state["exp_avg"].shape != p.shape:
+            raise RuntimeError(
+                f"ember.optim.Apollo: a parameter of shape {tuple(p.shape)} has an AdamW state of shape "
+                f"{tuple(state['exp_avg'].shape)} (a state dict whose parameters came in another order?)"
+            )
+        for key in ("exp_avg", "exp_avg_sq"):
+            if state[key].device != p.device or state[key].dtype != p.dtype:
+                state[key] = state[key].to(p.device, p.dtype)
+        if state["step"].device != p.device:  # loaded from a checkpoint: fused wants it here
+            state["step"] = state["step"].to(p.device)
+
     # ---- checkpoints ---------------------------------------------------------------------------------
     def load_state_dict(self, state_dict: dict) -> None:
         # torch casts every floating state tensor to its parameter's dtype; the low-rank moments
@@ -230,7 +274,12 @@ class Apollo(torch.optim.Optimizer):
         # parameters in group order, as torch pairs them.
         keys = [k for g in state_dict["param_groups"] for k in g["params"]]
         params = dict(zip(keys, (p for g in self.param_groups for p in g["params"])))
-        super().load_state_dict(state_dict)
+        # Hyperparameters the saved groups lack (another optimizer's state dict) are this one's
+        # defaults; all are checked before anything is loaded.
+        groups = [{**self.defaults, **g} for g in state_dict["param_groups"]]
+        for group in groups:
+            _check_hyperparameters(type(self).__name__, group)
+        super().load_state_dict({**state_dict, "param_groups": groups})
         for k, st in saved.items():
             p = params[k]
             for name, value in st.items():
@@ -322,3 +371,6 @@ def _check_hyperparameters(name: str, h: dict) -> None:
         bad("seed", "an int in [0, 2^63)")
     if not isinstance(h.get("stochastic_rounding"), bool):
         bad("stochastic_rounding", "a bool")
+    for key in ("maximize", "amsgrad", "capturable", "differentiable"):  # torch optimizers' flags it lacks
+        if h.get(key):
+            bad(key, f"False ({name} does not implement it)")
