@@ -11,6 +11,9 @@ function(ember_c_string out value)
   set(${out} "${value}" PARENT_SCOPE)
 endfunction()
 
+# This folder, read when the file is included: inside a function CMAKE_CURRENT_LIST_DIR is the caller's.
+set(EMBER_BUILD_INFO_DIR ${CMAKE_CURRENT_LIST_DIR})
+
 # Writes HEADER from the build's variables (unset ones become "").
 function(ember_write_build_info header)
   ember_c_string(EMBER_INFO_VERSION "${PROJECT_VERSION}")
@@ -20,7 +23,7 @@ function(ember_write_build_info header)
   ember_c_string(EMBER_INFO_CUDA_VERSION "${CMAKE_CUDA_COMPILER_VERSION}")
   ember_c_string(EMBER_INFO_CUTLASS_VERSION "${EMBER_CUTLASS_VERSION}")
   ember_c_string(EMBER_INFO_CXX_COMPILER "${CMAKE_CXX_COMPILER_ID} ${CMAKE_CXX_COMPILER_VERSION}")
-  configure_file(${CMAKE_CURRENT_LIST_DIR}/build_info.h.in ${header} @ONLY)
+  configure_file(${EMBER_BUILD_INFO_DIR}/build_info.h.in ${header} @ONLY)
 endfunction()
 
 # `cmake -DEMBER_BUILD_INFO_HEADER=FILE -DEMBER_BUILD_MODE=... -P cmake/EmberBuildInfo.cmake`
