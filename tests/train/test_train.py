@@ -150,16 +150,16 @@ def test_schedules(decay):
 
 
 def test_non_finite_loss_stops_the_step(tmp_path, monkeypatch):
-    import ember.models.llama as llama
+    import ember.losses.lm as lm
 
-    real, calls = llama.causal_lm_loss_sum, []
+    real, calls = lm.causal_lm_loss_sum, []
 
     def poisoned(*a, **k):
         calls.append(torch.is_grad_enabled())  # training calls, not evaluation
         out = real(*a, **k)
         return out * float("nan") if sum(calls) == 3 and calls[-1] else out
 
-    monkeypatch.setattr(llama, "causal_lm_loss_sum", poisoned)
+    monkeypatch.setattr(lm, "causal_lm_loss_sum", poisoned)
     with pytest.raises(TrainingError, match="step 3: non-finite loss .* the update was not applied"):
         run(tmp_path, "nan", "--training.steps=5")
     assert list(losses(tmp_path / "nan")) == [1, 2]

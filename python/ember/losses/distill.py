@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-from .lm import IGNORE_INDEX
+from ..ops.cross_entropy import IGNORE_INDEX
 
 
 def kl_to_teacher_sum(
@@ -39,8 +39,8 @@ def _chunk_kl(hidden, head_weight, teacher_hidden, teacher_head, targets):
 
 
 class Distillation:
-    """Held by a Llama (`model.distill`, not a submodule: the teacher is neither trained nor
-    saved). `weight` is λ; the teacher is an ember Llama."""
+    """Part of the trainer's loss (ember.losses.lm.CausalLMLoss), not of the model: the teacher is
+    neither trained nor saved. `weight` is λ; the teacher is an ember Llama."""
 
     CHUNK = 2048  # tokens whose logits exist at once
 

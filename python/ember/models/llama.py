@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-from ..losses.lm import causal_lm_loss_sum
+from ..losses.lm import CausalLMLoss
 
 
 @dataclass(frozen=True)
@@ -197,13 +197,14 @@ class Block(nn.Module):
         return x + self.feed_forward(self.ffn_norm(x))
 
 
+_PLAIN_LOSS = CausalLMLoss()  # immutable: Σ w_i·CE_i through the fused kernel
+
+
 class Llama(nn.Module):
-    def __init__(self, cfg: LlamaConfig, *, fused_linear_ce: bool = True, activation_checkpointing: bool = False):
+    def __init__(self, cfg: LlamaConfig, *, activation_checkpointing: bool = False):
         super().__init__()
         self.config = cfg
         self.activation_checkpointing = activation_checkpointing  # recompute each block in the backward
-        self.fused_linear_ce = fused_linear_ce  # loss without the full logits (see ember.losses.lm)
-        self.distill = None  # an ember.losses.distill.Distillation: a KL term in training forwards
         self.tok_embeddings = nn.Embedding(cfg.vocab_size, cfg.dim)
         self.layers = nn.ModuleList(Block(cfg) for _ in range(cfg.n_layers))
         self.norm = RMSNorm(cfg.dim, cfg.norm_eps)
@@ -276,18 +277,20 @@ class Llama(nn.Module):
         return self.norm(x)
 
     def forward(
-        self, tokens: torch.Tensor, targets: torch.Tensor | None = None, token_weights: torch.Tensor | None = None
+        self,
+        tokens: torch.Tensor,
+        targets: torch.Tensor | None = None,
+        token_weights: torch.Tensor | None = None,
+        loss: CausalLMLoss | None = None,
     ) -> torch.Tensor:
-        """Logits (B, T, vocab); with targets, the loss summed over the tokens instead
-        (Σ w_i·CE_i, targets of -100 ignored; see ember.losses.lm), computed inside forward so
-        that DDP / FSDP wrappers see the output head used."""
+        """Logits (B, T, vocab); with targets, the loss summed over the tokens instead: `loss`
+        (the caller's; default Σ w_i·CE_i through the fused kernel, targets of -100 ignored; see
+        ember.losses.lm), computed inside forward so that DDP / FSDP wrappers see the output head
+        used."""
         h = self.hidden(tokens)
         if targets is None:
             return F.linear(h, self.output_weight)
-        loss = causal_lm_loss_sum(h, self.output_weight, targets, token_weights, self.fused_linear_ce)
-        if self.distill is not None and torch.is_grad_enabled():  # training only: validation stays plain CE
-            loss = loss + self.distill.loss_sum(tokens, h, self.output_weight, targets)
-        return loss
+        return (loss or _PLAIN_LOSS)(tokens, h, self.output_weight, targets, token_weights)
 
     def num_params(self, embeddings: bool = True) -> int:
         n = sum(p.numel() for p in self.parameters())

@@ -1,5 +1,5 @@
 """The one place where the trainer builds what its switches change: the model (and how it is
-parallelized), the optimizer, the learning-rate schedule. A new feature's switch goes into
+parallelized), the loss, the optimizer, the learning-rate schedule. A new feature's switch goes into
 config.py and is read here."""
 
 from __future__ import annotations
@@ -11,6 +11,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from ..losses.distill import Distillation
+from ..losses.lm import CausalLMLoss
 from ..models import CONFIGS, Llama, LlamaConfig
 from .config import Config
 from .distributed import Dist
@@ -40,19 +42,27 @@ class BuiltModel:
     sparsity: dict | None = None
 
 
-def new_model(mcfg: LlamaConfig, *, fused_linear_ce: bool, activation_checkpointing: bool = False) -> Llama:
-    """A Llama on the meta device, with the run's two switches (its loss head, and recomputation
-    in the backward)."""
+def new_model(mcfg: LlamaConfig, *, activation_checkpointing: bool = False) -> Llama:
+    """A Llama on the meta device (recomputing each block in the backward when asked)."""
     with torch.device("meta"):
-        return Llama(mcfg, fused_linear_ce=fused_linear_ce, activation_checkpointing=activation_checkpointing)
+        return Llama(mcfg, activation_checkpointing=activation_checkpointing)
+
+
+def build_loss(cfg: Config, device: torch.device) -> CausalLMLoss:
+    """The run's training loss (--loss.fused_linear_ce, --loss.distill with its teacher), owned by
+    the Trainer and passed to the model's forward."""
+    distill = None
+    if cfg.loss.distill:
+        from .init_from import load_teacher
+
+        distill = Distillation(load_teacher(cfg, device), cfg.loss.distill)
+    return CausalLMLoss(fused_linear_ce=cfg.loss.fused_linear_ce, distill=distill)
 
 
 def build_model(cfg: Config, mcfg: LlamaConfig, d: Dist) -> BuiltModel:
     """The model to train, built on the meta device, sharded (FSDP2) if asked, then materialized
     and initialized (or loaded from --model.init_from), and wrapped for DDP if asked."""
-    model = new_model(
-        mcfg, fused_linear_ce=cfg.loss.fused_linear_ce, activation_checkpointing=cfg.training.activation_checkpointing
-    )
+    model = new_model(mcfg, activation_checkpointing=cfg.training.activation_checkpointing)
     apply_float8(cfg, model)
     masks, report = apply_sparsity(cfg, model)  # the layers and the report now, the masks' values after to_empty
     if d.enabled and cfg.training.parallel in ("fsdp", "hsdp"):

@@ -10,7 +10,7 @@ from pathlib import Path
 import torch
 
 from ..data.loader import parse_sources, validation_batches
-from ..losses.lm import IGNORE_INDEX
+from ..losses.lm import IGNORE_INDEX, CausalLMLoss
 from ..models import Llama
 from . import checkpoint as ckpt
 from . import distributed, run_data
@@ -28,6 +28,7 @@ class Evaluator:
 
     def __init__(self, cfg: Config, d: distributed.Dist, dtype: torch.dtype):
         self.d, self.dtype = d, dtype
+        self.loss = CausalLMLoss(fused_linear_ce=cfg.loss.fused_linear_ce)  # plain CE: no distillation term
         self.sets, self.passes = {}, {}
         self.trained = [s.name for s in parse_sources(cfg.data.sources)]  # val_loss: their mean
         self.blank = torch.zeros(1, cfg.data.seq_len + 1, dtype=torch.long)
@@ -48,7 +49,7 @@ class Evaluator:
                 b = (batches[i] if i < len(batches) else self.blank).to(self.d.device)
                 y = b[:, 1:] if i < len(batches) else torch.full_like(b[:, 1:], IGNORE_INDEX)
                 with autocast(self.d.device, self.dtype):
-                    total += model(b[:, :-1], y).double()
+                    total += model(b[:, :-1], y, loss=self.loss).double()
                 count += int((y != IGNORE_INDEX).sum())
             s = self.d.all_sum(torch.stack([total, torch.tensor(count, dtype=torch.float64, device=self.d.device)]))
             out[name] = (s[0] / s[1]).item()
@@ -68,7 +69,7 @@ def load_model(
     vocab, _ = run_data.run_vocab(saved, path)  # recorded: the model loads wherever its data is
     longest = max(saved.data.seq_len, cfg.data.seq_len, seq_len)
     mcfg = model_config(replace(saved, data=replace(saved.data, seq_len=longest)), vocab)
-    model = new_model(mcfg, fused_linear_ce=cfg.loss.fused_linear_ce)
+    model = new_model(mcfg)
     model.to_empty(device=device)
     apply_sparsity(saved, model)  # the run's SparseLinear layers (their masks come with the state)
     ckpt.load_model_weights(path, model)

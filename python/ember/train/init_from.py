@@ -5,6 +5,8 @@ headers."""
 
 from __future__ import annotations
 
+import torch
+
 from ..data.loader import parse_sources, source_vocab
 from ..models.hf import (
     HFCheckpointError,
@@ -76,16 +78,19 @@ def check_init_from(cfg: Config) -> None:
 
 def load_init_from(model: Llama, cfg: Config) -> None:
     """The checkpoint's weights into the (materialized, maybe sharded) model: each rank reads its
-    own slices. With --loss.distill, a frozen whole copy on each rank becomes the teacher."""
-    path = resolve_hf_path(cfg.model.init_from)
-    load_hf_weights(model, path)
-    if cfg.loss.distill:
-        from ..losses.distill import Distillation
-        from ..models.hf import from_hf
+    own slices."""
+    load_hf_weights(model, resolve_hf_path(cfg.model.init_from))
 
-        device = model.rope_cos.device
-        # fp32 on a CPU (its bf16 GEMMs are slow); the checkpoint's own dtype on a GPU
-        teacher = from_hf(
-            path, dtype="fp32" if device.type == "cpu" else None, max_seq_len=cfg.data.seq_len, device=device
-        )
-        model.distill = Distillation(teacher, cfg.loss.distill)
+
+def load_teacher(cfg: Config, device) -> Llama:
+    """--loss.distill's teacher: the init_from checkpoint as a whole copy on this rank, for the
+    trainer's loss (fp32 on a CPU, whose bf16 GEMMs are slow; the checkpoint's own dtype on a GPU)."""
+    from ..models.hf import from_hf
+
+    device = torch.device(device)
+    return from_hf(
+        resolve_hf_path(cfg.model.init_from),
+        dtype="fp32" if device.type == "cpu" else None,
+        max_seq_len=cfg.data.seq_len,
+        device=device,
+    )

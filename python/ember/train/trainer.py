@@ -26,7 +26,7 @@ from ..data.loader import PackedLoader, parse_sources, source_vocab
 from ..losses.lm import IGNORE_INDEX
 from . import checkpoint as ckpt
 from . import distributed, faults, host, resume, run_data, run_info
-from .build import build_model, build_optimizer, build_scheduler, model_config
+from .build import build_loss, build_model, build_optimizer, build_scheduler, model_config
 from .config import Config, ConfigError
 from .evaluate import Evaluator
 from .metrics import (
@@ -103,6 +103,7 @@ class Trainer:
         self.mcfg = model_config(cfg, vocab)
         self.built = build_model(cfg, self.mcfg, d)
         self.wrapped, self.model = self.built.wrapped, self.built.model
+        self.loss = build_loss(cfg, d.device)
         self.optimizer = build_optimizer(cfg, self.model)
         self.scheduler = build_scheduler(cfg, self.optimizer)
         self.start = 0
@@ -234,7 +235,10 @@ class Trainer:
             last = i + self.micro >= self.per_rank
             with _grad_sync(self.wrapped, last), autocast(device, self.dtype):
                 part = self.wrapped(
-                    x[i : i + self.micro], y[i : i + self.micro], None if w is None else w[i : i + self.micro]
+                    x[i : i + self.micro],
+                    y[i : i + self.micro],
+                    None if w is None else w[i : i + self.micro],
+                    loss=self.loss,
                 )
             # DDP and FSDP average gradients over ranks; scale so the result is Σ loss / N_global.
             (part * (d.world_size / n_global)).backward()
