@@ -12,7 +12,7 @@ import torch
 from ember.cli import main as ember_main
 from ember.models import from_hf, to_hf
 from tests.train.helpers import TINY
-from tests.train.test_hf_import import hf_model, tokens
+from tests.train.test_hf_import import hf_logits, hf_model, rel_err, tokens
 
 transformers = pytest.importorskip("transformers")
 
@@ -145,3 +145,82 @@ def test_scratch_run_export_has_its_tokenizers_ids(tmp_path):
     assert ember_main(["train", *args]) == 0
     assert ember_main(["export", str(tmp_path / "s"), str(tmp_path / "out")]) == 0
     assert generation_of(tmp_path / "out") == {"bos_token_id": tok.bos_id, "eos_token_id": tok.eos_id}
+
+
+# --- folders handed over by mistake -----------------------------------------------------------
+
+
+def test_tied_config_with_a_distinct_head_computes_as_transformers(tmp_path):
+    """A config that ties the head, saved with both tensors and different values: transformers
+    keeps both (untied), and so does from_hf; export says so in config.json."""
+    from safetensors.torch import load_file, save_file
+
+    path = tmp_path / "tied"
+    hf_model("qwen2").save_pretrained(path)  # tie_word_embeddings=true
+    sd = load_file(str(path / "model.safetensors"))
+    sd["lm_head.weight"] = torch.randn_like(sd["model.embed_tokens.weight"]) * 0.1
+    save_file(sd, str(path / "model.safetensors"), metadata={"format": "pt"})
+    ref = transformers.AutoModelForCausalLM.from_pretrained(path).eval()
+    x = tokens()
+    model = from_hf(path)
+    assert not model.config.tie_embeddings
+    with torch.no_grad():
+        assert rel_err(model(x), hf_logits(ref, x)) <= 1e-4
+    to_hf(model, tmp_path / "out")
+    assert json.loads((tmp_path / "out" / "config.json").read_text())["tie_word_embeddings"] is False
+    with torch.no_grad():
+        back = transformers.AutoModelForCausalLM.from_pretrained(tmp_path / "out").eval()
+        assert rel_err(hf_logits(back, x), hf_logits(ref, x)) <= 1e-5
+    sd["lm_head.weight"] = sd["model.embed_tokens.weight"].clone()  # the same values: tied, as before
+    save_file(sd, str(path / "model.safetensors"), metadata={"format": "pt"})
+    assert from_hf(path).config.tie_embeddings
+
+
+def test_round_trip_and_bf16(tmp_path):
+    """from_hf → to_hf → from_hf gives the same logits bit for bit; a bf16 checkpoint stays bf16
+    (config.json's dtype says so on export) and equals transformers in fp32."""
+    hf_model("qwen3").to(torch.bfloat16).save_pretrained(tmp_path / "src")
+    a = from_hf(tmp_path / "src")
+    assert a.tok_embeddings.weight.dtype == torch.bfloat16
+    to_hf(a, tmp_path / "out")
+    assert json.loads((tmp_path / "out" / "config.json").read_text())["dtype"] == "bfloat16"
+    b = from_hf(tmp_path / "out")
+    x = tokens()
+    with torch.no_grad():
+        assert torch.equal(a(x), b(x))
+        ref = transformers.AutoModelForCausalLM.from_pretrained(tmp_path / "out", dtype=torch.float32).eval()
+        assert rel_err(from_hf(tmp_path / "out", dtype="fp32")(x), hf_logits(ref, x)) <= 1e-4
+
+
+def test_pytorch_bin_only_and_names_not_in_cache(tmp_path, monkeypatch, capsys):
+    path = tmp_path / "bin"
+    model = hf_model("llama")
+    model.save_pretrained(path)
+    torch.save(model.state_dict(), path / "pytorch_model.bin")
+    (path / "model.safetensors").unlink()
+    with pytest.raises(FileNotFoundError, match="found pytorch_model.bin.*save_pretrained"):
+        from_hf(path)
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))
+    args = [*BASE, f"--job.dir={tmp_path}", "--job.name=r", "--model.init_from=org/absent"]
+    assert ember_main(["train", *args]) == 1
+    assert "'org/absent'" in capsys.readouterr().err and not (tmp_path / "r").exists()
+
+
+@pytest.mark.slow
+def test_export_into_used_folders(tmp_path, capsys):
+    """A non-empty folder and the run's checkpoints folder (which training prunes and rewinds)
+    are refused before the model is read; a folder beside the checkpoints, in the run, is fine."""
+    src = tmp_path / "src"
+    hf_model("llama", vocab_size=VOCAB).save_pretrained(src)
+    run = train_from(tmp_path, src)
+    (tmp_path / "used").mkdir()
+    (tmp_path / "used" / "notes.txt").write_text("mine")
+    capsys.readouterr()
+    assert ember_main(["export", run, str(tmp_path / "used")]) == 1
+    assert "not empty" in capsys.readouterr().err and (tmp_path / "used" / "notes.txt").read_text() == "mine"
+    inside = f"{run}/checkpoints/step-00000002/hf"
+    assert ember_main(["export", run, inside]) == 1
+    assert "checkpoints" in capsys.readouterr().err
+    assert not (tmp_path / "run" / "checkpoints" / "step-00000002" / "hf").exists()
+    assert ember_main(["export", run, f"{run}/hf"]) == 0
+    transformers.AutoModelForCausalLM.from_pretrained(f"{run}/hf")

@@ -124,7 +124,12 @@ def weight_files(path: Path) -> dict[str, Path]:
         with safe_open(str(path / SINGLE), "pt") as f:
             return {name: path / SINGLE for name in f.keys()}
     other = [p.name for p in path.glob("*.bin")] + [p.name for p in path.glob("*.pth")]
-    hint = f" (only safetensors are read; found {', '.join(other)})" if other else ""
+    hint = (
+        f" (only safetensors are read; found {', '.join(other)}: transformers' "
+        "AutoModelForCausalLM.from_pretrained(folder).save_pretrained(new_folder) writes them)"
+        if other
+        else ""
+    )
     raise FileNotFoundError(f"Hugging Face checkpoint {path}: no {SINGLE} and no {INDEX}{hint}")
 
 
@@ -261,6 +266,26 @@ def _source_name(name: str) -> str:
 # --- loading -----------------------------------------------------------------------------
 
 
+def untie_if_distinct(path: Path, cfg: LlamaConfig) -> LlamaConfig:
+    """transformers' rule for a config that ties the head to the embeddings but a checkpoint that
+    holds both tensors: tied when their values are equal, else two tensors (an untied model).
+    Compares a block of rows at a time."""
+    from safetensors import safe_open
+
+    files = weight_files(path)
+    head, emb = "lm_head.weight", "model.embed_tokens.weight"
+    if not cfg.tie_embeddings or head not in files or emb not in files:
+        return cfg
+    with safe_open(str(files[head]), "pt") as h, safe_open(str(files[emb]), "pt") as e:
+        a, b = h.get_slice(head), e.get_slice(emb)
+        if a.get_shape() != b.get_shape():
+            return cfg.replace(tie_embeddings=False)  # check_weights names the shape
+        for start in range(0, a.get_shape()[0], 4096):
+            if not torch.equal(a[start : start + 4096], b[start : start + 4096]):
+                return cfg.replace(tie_embeddings=False)
+    return cfg
+
+
 def check_weights(path: Path, model_cfg: LlamaConfig) -> dict[str, Path]:
     """The checkpoint's tensors exactly match the model's parameters (names, shapes) and are
     floating point; returns weight_files(path). Reads headers only."""
@@ -349,7 +374,7 @@ def from_hf(
     dtype = parse_dtype(dtype, "from_hf")
     path = resolve_hf_path(path)
     cfg = llama_config_from_hf(read_hf_config(path), max_seq_len)
-    cfg = cfg.replace(hf_generation_config=read_generation_config(path))
+    cfg = untie_if_distinct(path, cfg.replace(hf_generation_config=read_generation_config(path)))
     files = check_weights(path, cfg)
     dtype = dtype or _checkpoint_dtype(files)
     with torch.device("meta"):
@@ -371,7 +396,7 @@ def hf_config_for(
     """config.json of a model: the imported one (same architecture and fields) or, for a model
     trained from scratch, a LlamaForCausalLM (Qwen2 / Qwen3 when it has their options)."""
     if cfg.hf_config is not None:
-        out = dict(cfg.hf_config)
+        out = {**cfg.hf_config, "tie_word_embeddings": cfg.tie_embeddings}  # untie_if_distinct may untie
     else:
         arch = {
             (False, False): "LlamaForCausalLM",

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from ..models.hf import parse_dtype, to_hf
 from . import run_data
+from .checkpoint import find_checkpoint
 
 
 def bos_id(files: list[Path]) -> int | None:
@@ -21,13 +22,26 @@ def bos_id(files: list[Path]) -> int | None:
     return HFTokenizer(files[0].parent).bos_id
 
 
+def check_out_dir(checkpoint: str | Path, out_dir: str | Path) -> None:
+    """out_dir is new or empty, and not inside the run's checkpoints folder, whose folders
+    training deletes (checkpoint.keep) and sets aside on a rewind."""
+    out = Path(out_dir)
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise FileExistsError(f"ember export: {out_dir} exists and is not empty")
+    root = find_checkpoint(checkpoint).resolve().parent
+    if root.name == "checkpoints" and (out.resolve() == root or root in out.resolve().parents):
+        raise ValueError(
+            f"ember export: {out_dir} is inside the run's checkpoints folder {root}, which training prunes "
+            f"(checkpoint.keep) and rewinds; export beside it (e.g. {root.parent / 'hf'})"
+        )
+
+
 def export_run(checkpoint: str | Path, out_dir: str | Path, dtype=None, max_shard_bytes: int = 2 << 30) -> dict:
     """Write the checkpoint (or a run folder's latest) to out_dir; dtype None keeps the weights'."""
     from .evaluate import load_model
 
     dtype = parse_dtype(dtype, "ember export")
-    if Path(out_dir).exists() and any(Path(out_dir).iterdir()):  # before the model is loaded
-        raise FileExistsError(f"ember export: {out_dir} exists and is not empty")
+    check_out_dir(checkpoint, out_dir)  # before the model is loaded
     model, cfg, path = load_model(checkpoint, "cpu")
     files, eos = run_data.export_tokenizer(cfg, path)  # the run's own, from wherever export is called
     bos = bos_id(files)

@@ -16,6 +16,7 @@ from ..models.hf import (
     read_generation_config,
     read_hf_config,
     resolve_hf_path,
+    untie_if_distinct,
 )
 from ..models.llama import Llama, LlamaConfig
 from .config import Config, ConfigError
@@ -39,7 +40,8 @@ def init_model_config(cfg: Config) -> LlamaConfig:
     try:
         path = resolve_hf_path(cfg.model.init_from)
         mcfg = llama_config_from_hf(read_hf_config(path), max_seq_len=cfg.data.seq_len, where=where)
-        return mcfg.replace(hf_generation_config=read_generation_config(path))  # export writes it back
+        mcfg = mcfg.replace(hf_generation_config=read_generation_config(path))  # export writes it back
+        return untie_if_distinct(path, mcfg)
     except FileNotFoundError as exc:
         raise ConfigError(f"{where}: {exc}") from None
     except HFCheckpointError as exc:
