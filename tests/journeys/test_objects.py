@@ -473,3 +473,69 @@ def test_a_torch_adamw_state_dict_loads():
     bad["param_groups"][0]["lr"] = -1.0
     with pytest.raises(ValueError, match="lr must be"):
         Apollo(model.parameters(), rank=4).load_state_dict(bad)
+
+
+# ---- a Hugging Face model patched with sparsity, trained in bf16 ---------------------------------
+def tiny_hf_llama():
+    transformers = pytest.importorskip("transformers")
+    torch.manual_seed(0)
+    cfg = transformers.LlamaConfig(
+        vocab_size=64,
+        hidden_size=32,
+        intermediate_size=48,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=32,
+    )
+    return transformers.LlamaForCausalLM(cfg)
+
+
+def test_sparse_patched_model_under_autocast_as_the_unpatched_one():
+    """The attention output reaches o_proj in bf16 under autocast: a pruned layer takes it as
+    nn.Linear does, and the loss and gradients match the plain model with the same zeros."""
+    from ember.patch import apply_ember, unpatch
+
+    model = tiny_hf_llama()
+    apply_ember(model, sparsity=dict(target=0.5, seed=0))
+    plain = copy.deepcopy(model)
+    unpatch(plain)
+    ids = torch.randint(0, 64, (2, 12), generator=torch.Generator().manual_seed(0))
+    losses = []
+    for m in (model, plain):
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            loss = m(input_ids=ids, labels=ids).loss
+        loss.backward()
+        losses.append(loss)
+    torch.testing.assert_close(losses[0], losses[1], atol=2e-2, rtol=1e-2)
+    w, ref = model.model.layers[0].self_attn.o_proj, plain.model.layers[0].self_attn.o_proj
+    assert w.weight.grad.dtype == torch.float32
+    keep = w.dense_mask()
+    assert (w.weight.grad[~keep] == 0).all()
+    torch.testing.assert_close(w.weight.grad, ref.weight.grad * keep, atol=2e-2, rtol=5e-2)
+
+
+@pytest.mark.slow
+def test_transformers_trainer_bf16_on_a_sparse_patched_model(tmp_path):
+    transformers = pytest.importorskip("transformers")
+    from ember.patch import apply_ember
+
+    model = tiny_hf_llama()
+    apply_ember(model, sparsity=dict(target=0.5, seed=0))
+    ids = torch.randint(0, 64, (8, 12), generator=torch.Generator().manual_seed(0))
+    args = transformers.TrainingArguments(
+        str(tmp_path),
+        bf16=True,
+        use_cpu=True,
+        max_steps=2,
+        per_device_train_batch_size=4,
+        report_to=[],
+        save_strategy="no",
+        disable_tqdm=True,
+    )
+    data = [{"input_ids": r, "labels": r} for r in ids]
+    out = transformers.Trainer(model=model, args=args, train_dataset=data).train()
+    assert torch.isfinite(torch.tensor(out.training_loss))
+    for m in model.modules():
+        if isinstance(m, SparseLinear):
+            assert (m.weight[~m.dense_mask()] == 0).all()
