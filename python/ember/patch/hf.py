@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 import types
+import warnings
 
 from torch import nn
 
@@ -47,11 +48,17 @@ def _supported_classes() -> list[type]:
     return [getattr(transformers, name) for name in sorted(set(scan()[0].values()))]
 
 
-def _plan_or_raise(cls, fn: str):
+def _plan_or_raise(cls, fn: str, model=None):
     try:
         return plan_for(cls)
     except Refused as exc:
-        raise TypeError(f"ember.patch.{fn}: {cls.__name__} cannot be patched: {exc}") from None
+        hint = ""
+        for attr in ("_orig_mod", "module"):  # torch.compile's wrapper; DDP, DataParallel
+            inner = getattr(model, attr, None)
+            if isinstance(inner, nn.Module):
+                hint = f" (it wraps a {type(inner).__name__}: patch that one, apply_ember(model.{attr}))"
+                break
+        raise TypeError(f"ember.patch.{fn}: {cls.__name__} cannot be patched: {exc}{hint}") from None
 
 
 def _decoder_layers(model: nn.Module) -> tuple[str, nn.Module]:
@@ -92,9 +99,26 @@ def apply_ember(
       ember.float8.Float8Linear (needs an instance; the head and MoE routers stay, and layers
       whose dims are not multiples of 16 stay nn.Linear).
 
+    In training with labels the output has no logits: `out.logits` is None, and the tuple of
+    `return_dict=False` drops them, so its positions shift: (loss, past_key_values, ...) where the
+    unpatched model gives (loss, logits, past_key_values, ...). A forward or backward hook on the
+    head makes those calls compute the logits (unfused, one warning); accelerate's offload hooks
+    and FSDP2's run around the fused loss. The fused loss has no second derivative: a backward
+    with create_graph=True raises (unpatch for it).
+
     Returns what changed, one readable line each; `unpatch` restores the originals. A model it
     cannot patch raises TypeError with the reason before anything changes.
     """
+    targets, layers = _plan(model_or_class, linear_cross_entropy, token_weights, float8, sparsity)
+    changes = [line for target in targets for line in _patch_forward(target)] if linear_cross_entropy else []
+    if layers is not None:
+        changes += _convert_layers(model_or_class, layers, float8, sparsity)
+    return changes
+
+
+def _plan(model_or_class, linear_cross_entropy: bool, token_weights: bool, float8, sparsity):
+    """apply_ember's checks, all before anything changes: (classes or instance to patch, the
+    decoder's stack of layers to convert or None)."""
     fn = "apply_ember"
     if float8 is not None and float8 not in RECIPES:
         raise ValueError(f"ember.patch.{fn}: float8 recipe must be one of {RECIPES}, got {float8!r}")
@@ -111,61 +135,77 @@ def apply_ember(
         raise ValueError(f"ember.patch.{fn}: token_weights=True needs linear_cross_entropy=True")
     _transformers()
     if model_or_class is None:
-        targets = _supported_classes()
+        return _supported_classes(), None
+    if not isinstance(model_or_class, nn.Module) and not (
+        isinstance(model_or_class, type) and issubclass(model_or_class, nn.Module)
+    ):
+        raise TypeError(
+            f"ember.patch.{fn}: expected a transformers causal LM (instance or class), got {type(model_or_class).__name__}"
+        )
+    cls = model_or_class if isinstance(model_or_class, type) else type(model_or_class)
+    plan = _plan_or_raise(cls, fn, model_or_class if instance else None)
+    if instance and not isinstance(getattr(model_or_class, plan.head, None), nn.Linear):
+        raise TypeError(f"ember.patch.{fn}: {cls.__name__}.{plan.head} is not an nn.Linear")
+    layers = _decoder_layers(model_or_class) if instance and (float8 or sparsity) else None
+    return [model_or_class], layers
+
+
+def _forward_slot(model: nn.Module) -> str:
+    """The instance attribute its forward lives in: accelerate's hook (offload, device_map) wraps
+    `_old_forward` in `forward`, and replacing `forward` would drop the hook."""
+    return (
+        "_old_forward" if getattr(model, "_hf_hook", None) is not None and "_old_forward" in vars(model) else "forward"
+    )
+
+
+def _patched(fn) -> bool:
+    """A forward apply_ember made (a function, or bound: accelerate's wrapper copies its attributes)."""
+    fn = getattr(fn, "__func__", fn)
+    return isinstance(fn, types.FunctionType) and vars(fn).get("__ember_patched__", False)
+
+
+def _patch_forward(target) -> list[str]:
+    """The loss forward on one class or instance (nothing when it is patched already)."""
+    if isinstance(target, type):
+        if _patched(target.forward):
+            return []
+        plan = plan_for(target)
+        setattr(target, _ORIGINAL, target.forward)
+        target.forward = loss_forward(target.forward, plan)
+        _PATCHED_CLASSES.add(target)
+        where = f"{target.__name__}.forward"
     else:
-        if not isinstance(model_or_class, nn.Module) and not (
-            isinstance(model_or_class, type) and issubclass(model_or_class, nn.Module)
-        ):
-            raise TypeError(
-                f"ember.patch.{fn}: expected a transformers causal LM (instance or class), got {type(model_or_class).__name__}"
-            )
-        cls = model_or_class if isinstance(model_or_class, type) else type(model_or_class)
-        plan = _plan_or_raise(cls, fn)
-        if instance and not isinstance(getattr(model_or_class, plan.head, None), nn.Linear):
-            raise TypeError(f"ember.patch.{fn}: {cls.__name__}.{plan.head} is not an nn.Linear")
-        targets = [model_or_class]
-    layers = _decoder_layers(model_or_class) if instance and (float8 or sparsity) else None  # errors first
+        slot = _forward_slot(target)
+        if _patched(getattr(target, slot)):
+            return []
+        plan = plan_for(type(target))
+        setattr(target, slot, types.MethodType(loss_forward(type(target).forward, plan), target))
+        where = f"{type(target).__name__} instance forward"
+    notes = f" ({', '.join(plan.notes)})" if plan.notes else ""
+    return [f"{where}: causal-LM loss through ember.ops.linear_cross_entropy{notes}"]
 
+
+def _convert_layers(model, layers, float8, sparsity) -> list[str]:
+    """The decoder's Linear layers randomly pruned or made Float8Linear."""
+    name, stack = layers
     changes = []
-    if linear_cross_entropy:
-        for target in targets:
-            if getattr(target.forward, "__ember_patched__", False):
-                continue
-            if isinstance(target, type):
-                plan = plan_for(target)
-                setattr(target, _ORIGINAL, target.forward)
-                target.forward = loss_forward(target.forward, plan)
-                _PATCHED_CLASSES.add(target)
-                changes.append(
-                    f"{target.__name__}.forward: causal-LM loss through ember.ops.linear_cross_entropy"
-                    + (f" ({', '.join(plan.notes)})" if plan.notes else "")
-                )
-            else:
-                plan = plan_for(type(target))
-                target.forward = types.MethodType(loss_forward(type(target).forward, plan), target)
-                changes.append(
-                    f"{type(target).__name__} instance forward: causal-LM loss through "
-                    "ember.ops.linear_cross_entropy" + (f" ({', '.join(plan.notes)})" if plan.notes else "")
-                )
-    if layers is not None:
-        name, stack = layers
-        config = getattr(model_or_class, "config", None)
-        if sparsity is not None:
-            from ..sparse import random_prune
+    if sparsity is not None:
+        from ..sparse import random_prune
 
-            opts = dict(sparsity)
-            target_sparsity = opts.pop("target")
-            report = random_prune(stack, target_sparsity, **opts)
-            model_or_class._ember_sparsity_report = report
-            for layer in report["layers"]:
-                changes.append(f"{name}.{layer['name']}: SparseLinear, density {layer['density']:.3f}")
-        if float8 is not None:
-            from ..float8 import Float8Linear, convert_to_float8_training
+        opts = dict(sparsity)
+        target_sparsity = opts.pop("target")
+        report = random_prune(stack, target_sparsity, **opts)
+        model._ember_sparsity_report = report
+        for layer in report["layers"]:
+            changes.append(f"{name}.{layer['name']}: SparseLinear, density {layer['density']:.3f}")
+    if float8 is not None:
+        from ..float8 import Float8Linear, convert_to_float8_training
 
-            convert_to_float8_training(stack, recipe=float8, module_filter_fn=lambda m, n: not _is_router(n, m, config))
-            changes += [
-                f"{name}.{n}: Float8Linear ({float8})" for n, m in stack.named_modules() if isinstance(m, Float8Linear)
-            ]
+        config = getattr(model, "config", None)
+        convert_to_float8_training(stack, recipe=float8, module_filter_fn=lambda m, n: not _is_router(n, m, config))
+        changes += [
+            f"{name}.{n}: Float8Linear ({float8})" for n, m in stack.named_modules() if isinstance(m, Float8Linear)
+        ]
     return changes
 
 
@@ -192,6 +232,27 @@ def _restore_class(cls) -> list[str]:
     return [f"{cls.__name__}.forward restored"]
 
 
+def _restore_instance(model: nn.Module) -> list[str]:
+    """The instance's own forward back (an accelerate hook around it stays); a warning when its
+    class is patched, which this does not undo."""
+    name = type(model).__name__
+    for slot in ("forward", "_old_forward"):
+        fn = vars(model).get(slot)
+        if _patched(fn):
+            if slot == "forward":
+                del model.forward
+            else:  # inside accelerate's wrapper: the class's forward again, bound
+                setattr(model, slot, types.MethodType(fn.__wrapped__, model))
+            return [f"{name} instance forward restored"]
+    if _patched(type(model).forward):
+        warnings.warn(
+            f"ember.patch.unpatch: the class {name} is patched, so this model still is: "
+            f"unpatch({name}) restores the class",
+            stacklevel=3,
+        )
+    return []
+
+
 def unpatch(model_or_class=None) -> list[str]:
     """Undo apply_ember: every patched class (None), one class, or one instance (its forward, and
     SparseLinear / Float8Linear layers back to nn.Linear; pruned weights stay zero)."""
@@ -199,10 +260,7 @@ def unpatch(model_or_class=None) -> list[str]:
         return [c for cls in sorted(_PATCHED_CLASSES, key=lambda k: k.__name__) for c in _restore_class(cls)]
     if isinstance(model_or_class, type):
         return _restore_class(model_or_class)
-    model, changes = model_or_class, []
-    if "forward" in model.__dict__:
-        del model.forward
-        changes.append(f"{type(model).__name__} instance forward restored")
+    model, changes = model_or_class, _restore_instance(model_or_class)
     from ..float8 import Float8Linear
     from ..sparse import SparseLinear, zero_pruned_
 

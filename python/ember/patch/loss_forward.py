@@ -2,10 +2,13 @@
 
 During training with labels, the model's own forward runs with `labels=None` and
 `logits_to_keep=0` while its head is swapped for a stand-in that keeps the head's input (the
-final hidden states, after anything the model does to them) and returns empty logits. The real
-head module is then called once, with its forward set to compute the fused loss: so under FSDP2
+final hidden states, after anything the model does to them) and returns empty logits. The fused
+loss then runs where the real head's forward would, inside its hooks (`head_call`): so under FSDP2
 its weight is gathered by its own pre-forward hook exactly once per micro-batch, its gradient
-reduce-scattered by the usual post-backward, and DDP sees an ordinary forward. Logit scaling
+reduce-scattered by the usual post-backward, accelerate loads an offloaded weight first, and DDP
+sees an ordinary forward. A hook that would see the head's output makes that call take the
+original forward (one warning says why); the loss has no second derivative (a backward with
+create_graph=True is refused with the way out). Logit scaling
 folds into the hidden states (the head is linear), soft-capping is the fused loss's `softcap`,
 and a mixture-of-experts aux loss that the original forward computed is added as it would add
 it. Normalization follows transformers: the sum over tokens divided by `num_items_in_batch`
@@ -16,12 +19,14 @@ Outside training or without labels the original forward runs untouched.
 from __future__ import annotations
 
 import functools
+import warnings
 
 import torch
 from torch import nn
 
 from ..losses.lm import IGNORE_INDEX
 from .detect import Plan, logit_map
+from .head_call import bypassed, call_head
 
 
 class _HeadStandIn(nn.Module):
@@ -49,98 +54,139 @@ def _shifted(t: torch.Tensor, fill) -> torch.Tensor:
     return nn.functional.pad(t, (0, 1), value=fill)[..., 1:]
 
 
-def _loss_through_head(head: nn.Linear, hidden, target, weight, scale, softcap, ignore_index):
-    """Call `head` (its hooks included) with a forward that returns the summed fused loss."""
+def _fused_loss(head: nn.Linear, hidden, target, weight, scale, softcap, ignore_index):
+    """The summed fused loss, computed where the head's forward would run (its hooks included)."""
     from ..ops import linear_cross_entropy
 
-    def fused(h):
+    def fused(h):  # h where the head's hooks put it (accelerate: its execution device)
         w, b = head.weight, head.bias
+        y, tw = target.to(h.device), None if weight is None else weight.to(h.device)
         h = h.reshape(-1, h.shape[-1]).to(w.dtype)
         if scale != 1.0:  # (s·h)·Wᵀ + s·b = s·(h·Wᵀ + b)
             h = h * scale
             b = None if b is None else b * scale
         return linear_cross_entropy(
-            h, w, target, weight=weight, bias=b, ignore_index=ignore_index, softcap=softcap, reduction="sum"
+            h, w, y, weight=tw, bias=b, ignore_index=ignore_index, softcap=softcap, reduction="sum"
         )
 
-    had = "forward" in head.__dict__
-    saved = head.__dict__.get("forward")
-    head.forward = fused
+    loss = call_head(head, fused, hidden)
+    if loss.requires_grad and not torch.compiler.is_compiling():
+        loss.register_hook(_first_derivative_only)
+    return loss
+
+
+def _first_derivative_only(grad):
+    # grad mode is on in a backward exactly when it builds a graph (create_graph=True): the fused
+    # op's gradients have none, so a second derivative would silently miss the loss's own part
+    if torch.is_grad_enabled():
+        raise RuntimeError(
+            "ember.patch: the fused loss (ember.ops.linear_cross_entropy) has no second derivative, so a "
+            "backward with create_graph=True (double backward, gradient penalties, Hessian-vector products) "
+            "is refused: call ember.patch.unpatch(model) for that computation"
+        )
+    return grad
+
+
+class _Notices:
+    """The warnings one patched forward has given (each reason once)."""
+
+    def __init__(self):
+        self.seen = set()
+
+    def warn(self, message: str) -> None:
+        if message not in self.seen:
+            self.seen.add(message)
+            warnings.warn(message, stacklevel=2)
+
+
+def _targets(plan: Plan, labels, shift_labels, token_weights, ignore_index, device):
+    """Per-token targets and weights, flat, aligned with the hidden states' positions."""
+    if plan.shifted_labels:  # the model scores position p against labels[p]
+        y, w = labels, token_weights
+    else:
+        y = shift_labels if shift_labels is not None else _shifted(labels, ignore_index)
+        w = None
+        if token_weights is not None:
+            w = token_weights if shift_labels is not None else _shifted(token_weights.float(), 0.0)
+    return y.reshape(-1).to(device), None if w is None else w.reshape(-1).to(device)
+
+
+def _hidden_states(self, original, plan: Plan, head, args, kwargs):
+    """The model's forward with the head's input kept and no logits: (output, hidden states)."""
+    stand_in = _HeadStandIn(head)
+    kwargs["logits_to_keep"] = 0  # every position reaches the head (0 keeps all)
+    self._modules[plan.head] = stand_in  # not setattr: nothing else about the module changes
     try:
-        return head(hidden)
+        out = original(self, *args, **kwargs)
     finally:
-        if had:
-            head.forward = saved
-        else:
-            del head.forward
+        self._modules[plan.head] = head
+    if stand_in.hidden is None:
+        raise RuntimeError(f"ember.patch: {type(self).__name__}.forward did not call self.{plan.head}")
+    return out, stand_in.hidden
+
+
+def _with_loss(out, loss, plan: Plan, aux_coef, as_tuple: bool):
+    """The model's output with the fused loss first and no logits."""
+    if isinstance(out, tuple):  # config.use_return_dict False: (logits, ...), no aux loss by name
+        if plan.aux_coef is not None:
+            raise TypeError("ember.patch: a model with an MoE aux loss needs return_dict=True in training")
+        return (loss,) + tuple(out[1:])
+    aux = getattr(out, "aux_loss", None)
+    if plan.aux_coef is not None and aux is not None:
+        loss = loss + aux_coef * aux.to(loss.device)
+    # a fresh output keeps the fields' order (loss first: out[0] is the loss), without logits
+    out = type(out)(**{**{k: v for k, v in out.items() if k != "logits"}, "loss": loss})
+    return out.to_tuple() if as_tuple else out
+
+
+def _fused_forward(self, original, plan: Plan, head, args, kwargs, labels, shift_labels, token_weights, n_items):
+    if not plan.shifted_labels:
+        _check_loss_function(self)
+    ignore_index = kwargs.pop("ignore_index", IGNORE_INDEX)
+    as_tuple = kwargs.get("return_dict") is False
+    if as_tuple:  # a ModelOutput, so the aux loss is found by name; a tuple again at the end
+        kwargs["return_dict"] = True
+    out, h = _hidden_states(self, original, plan, head, args, kwargs)
+    y, w = _targets(plan, labels, shift_labels, token_weights, ignore_index, h.device)
+    scale, softcap, aux_coef = logit_map(plan, self)
+    loss = _fused_loss(head, h, y, w, scale, softcap, ignore_index)
+    if n_items is not None and not plan.shifted_labels:
+        loss = loss / (n_items.to(loss.device) if torch.is_tensor(n_items) else n_items)
+    else:
+        loss = loss / (y != ignore_index).sum().to(loss.device)
+    return _with_loss(out, loss, plan, aux_coef, as_tuple)
 
 
 def loss_forward(original, plan: Plan):
     """`original` (a class's forward function) wrapped as described in the module docstring."""
+    notices = _Notices()
 
     @functools.wraps(original)
     def forward(self, *args, labels=None, token_weights=None, shift_labels=None, num_items_in_batch=None, **kwargs):
+        given = dict(labels=labels, shift_labels=shift_labels, num_items_in_batch=num_items_in_batch)
+        given = {k: v for k, v in given.items() if v is not None}
         if (labels is None and shift_labels is None) or not self.training:
             if token_weights is not None:
                 raise ValueError("ember.patch: token_weights applies to the training loss (model.train() and labels)")
-            extra = {
-                k: v
-                for k, v in (
-                    ("labels", labels),
-                    ("shift_labels", shift_labels),
-                    ("num_items_in_batch", num_items_in_batch),
-                )
-                if v is not None
-            }
-            return original(self, *args, **extra, **kwargs)
+            return original(self, *args, **given, **kwargs)
         head = getattr(self, plan.head)
         if not isinstance(head, nn.Linear):
             raise TypeError(
                 f"ember.patch: {type(self).__name__}.{plan.head} is a {type(head).__name__}, not an nn.Linear: the fused loss cannot take its place"
             )
-        if not plan.shifted_labels:
-            _check_loss_function(self)
-        ignore_index = kwargs.pop("ignore_index", IGNORE_INDEX)
-        as_tuple = kwargs.get("return_dict") is False
-        if as_tuple:  # a ModelOutput, so the aux loss is found by name; a tuple again at the end
-            kwargs["return_dict"] = True
-        stand_in = _HeadStandIn(head)
-        kwargs["logits_to_keep"] = 0  # every position reaches the head (0 keeps all)
-        self._modules[plan.head] = stand_in  # not setattr: nothing else about the module changes
-        try:
-            out = original(self, *args, **kwargs)
-        finally:
-            self._modules[plan.head] = head
-        h = stand_in.hidden
-        if h is None:
-            raise RuntimeError(f"ember.patch: {type(self).__name__}.forward did not call self.{plan.head}")
-        if plan.shifted_labels:  # the model scores position p against labels[p]
-            y, w = labels, token_weights
-        else:
-            y = shift_labels if shift_labels is not None else _shifted(labels, ignore_index)
-            w = None
+        why = bypassed(head)
+        if why is not None:  # the head's output is seen: this call computes the logits
+            where = f"{type(self).__name__}.{plan.head} has {why}"
             if token_weights is not None:
-                w = token_weights if shift_labels is not None else _shifted(token_weights.float(), 0.0)
-        y = y.reshape(-1).to(h.device)
-        w = None if w is None else w.reshape(-1).to(h.device)
-        scale, softcap, aux_coef = logit_map(plan, self)
-        loss = _loss_through_head(head, h, y, w, scale, softcap, ignore_index)
-        if num_items_in_batch is not None and not plan.shifted_labels:
-            loss = loss / (
-                num_items_in_batch.to(loss.device) if torch.is_tensor(num_items_in_batch) else num_items_in_batch
+                raise ValueError(f"ember.patch: token_weights need the fused loss, but {where}")
+            notices.warn(
+                f"ember.patch: {where}, which the fused loss would bypass: calls with it compute the loss "
+                "from the logits (the unfused path); remove it to get the fused loss back"
             )
-        else:
-            loss = loss / (y != ignore_index).sum()
-        if isinstance(out, tuple):  # config.use_return_dict False: (logits, ...), no aux loss by name
-            if plan.aux_coef is not None:
-                raise TypeError("ember.patch: a model with an MoE aux loss needs return_dict=True in training")
-            return (loss,) + tuple(out[1:])
-        aux = getattr(out, "aux_loss", None)
-        if plan.aux_coef is not None and aux is not None:
-            loss = loss + aux_coef * aux.to(loss.device)
-        # a fresh output keeps the fields' order (loss first: out[0] is the loss), without logits
-        out = type(out)(**{**{k: v for k, v in out.items() if k != "logits"}, "loss": loss})
-        return out.to_tuple() if as_tuple else out
+            return original(self, *args, **given, **kwargs)
+        return _fused_forward(
+            self, original, plan, head, args, kwargs, labels, shift_labels, token_weights, num_items_in_batch
+        )
 
     forward.__ember_patched__ = True
     return forward

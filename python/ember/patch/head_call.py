@@ -1,0 +1,68 @@
+"""Calling the model's head with the fused loss in place of its forward, without changing the head.
+
+The head runs the hooks that keep its weight where it belongs (FSDP2's unshard and reshard,
+accelerate's offload, which loads the weight before the forward and puts it back after) and
+the forward pre-hooks, which see the head's real input. A hook that would see the head's output or
+its gradients (a forward hook, a backward hook, a forward replaced on the instance by someone
+else) would get the loss instead of the logits: `bypassed` names it, and the caller takes the
+unfused path for that call (accelerate's forward wrapper is not such a forward: it is run here). Nothing is set on the head, so the same code runs under torch.compile.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+
+import torch
+from torch import nn
+from torch.nn.modules import module as _module
+
+# hooks of these packages keep the weight in place (FSDP2 and the composable APIs, accelerate):
+# they run around the fused loss and never see logits
+_FRAMEWORKS = ("torch.distributed.", "accelerate.")
+
+
+def _framework(hook) -> bool:
+    while isinstance(hook, functools.partial):
+        hook = hook.func
+    return (getattr(hook, "__module__", None) or "").startswith(_FRAMEWORKS)
+
+
+def bypassed(head: nn.Module) -> str | None:
+    """Why the fused loss cannot stand in for `head`'s forward in this call (None: it can)."""
+    kinds = (
+        ("forward hook", {**_module._global_forward_hooks, **head._forward_hooks}),
+        ("backward hook", {**_module._global_backward_hooks, **head._backward_hooks}),
+        ("backward pre-hook", {**_module._global_backward_pre_hooks, **head._backward_pre_hooks}),
+    )
+    for kind, hooks in kinds:
+        if any(not _framework(h) for h in hooks.values()):
+            return f"a {kind}"
+    if "forward" in head.__dict__ and getattr(head, "_hf_hook", None) is None:
+        return "a forward set on the instance"
+    return None
+
+
+def call_head(head: nn.Module, fn, hidden):
+    """`fn(hidden)` as `head(hidden)` would run its forward: pre-hooks, accelerate's hook and
+    the framework forward hooks around it (`bypassed(head)` is None)."""
+    args, kwargs = (hidden,), {}
+    for key, hook in (*_module._global_forward_pre_hooks.items(), *head._forward_pre_hooks.items()):
+        if key in head._forward_pre_hooks_with_kwargs:
+            result = hook(head, args, kwargs)
+            args, kwargs = (args, kwargs) if result is None else result
+        else:
+            result = hook(head, args)
+            args = args if result is None else result if isinstance(result, tuple) else (result,)
+    accelerate_hook = getattr(head, "_hf_hook", None)
+    if accelerate_hook is not None:  # as accelerate's forward wrapper: weight loaded, inputs moved
+        args, kwargs = accelerate_hook.pre_forward(head, *args, **kwargs)
+    with torch.no_grad() if getattr(accelerate_hook, "no_grad", False) else contextlib.nullcontext():
+        out = fn(*args, **kwargs)
+    if accelerate_hook is not None:
+        out = accelerate_hook.post_forward(head, out)
+    with_kwargs = {**_module._global_forward_hooks_with_kwargs, **head._forward_hooks_with_kwargs}
+    for key, hook in (*_module._global_forward_hooks.items(), *head._forward_hooks.items()):
+        result = hook(head, args, kwargs, out) if key in with_kwargs else hook(head, args, out)
+        out = out if result is None else result
+    return out
