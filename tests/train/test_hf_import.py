@@ -229,7 +229,7 @@ def test_defaults_table_matches_transformers(arch):
     with its default; resolved configs (derived fields, RoPE forms) equal transformers' objects."""
     import dataclasses
 
-    from ember.models.hf_defaults import DEFAULT_THETA, DEFAULTS, resolve
+    from ember.models.hf_config import DEFAULT_THETA, DEFAULTS, resolve
 
     cls = CONFIG_CLASSES[arch]
     assert set(DEFAULTS[arch]) == {f.name for f in dataclasses.fields(cls)} - BASE_FIELDS

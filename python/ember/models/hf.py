@@ -17,10 +17,9 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from .hf_defaults import DEFAULTS, LAYER_TYPES, architecture, resolve
+from .hf_config import HFCheckpointError, llama_config_from_hf
 from .llama import Llama, LlamaConfig
 
-ARCHITECTURES = ("LlamaForCausalLM", "MistralForCausalLM", "Qwen2ForCausalLM", "Qwen3ForCausalLM")
 INDEX = "model.safetensors.index.json"
 SINGLE = "model.safetensors"
 GENERATION = "generation_config.json"
@@ -36,10 +35,6 @@ DTYPE_NAMES = {torch.float32: "float32", torch.bfloat16: "bfloat16", torch.float
 # safetensors' dtype tags of floating-point tensors that load into a trainable model.
 FLOAT_TAGS = {"F32", "BF16", "F16", "F64"}
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json")
-
-
-class HFCheckpointError(ValueError):
-    """A Hugging Face folder that ember cannot load (missing files, unsupported options)."""
 
 
 def parse_dtype(dtype, where: str) -> torch.dtype | None:
@@ -131,98 +126,6 @@ def weight_files(path: Path) -> dict[str, Path]:
         else ""
     )
     raise FileNotFoundError(f"Hugging Face checkpoint {path}: no {SINGLE} and no {INDEX}{hint}")
-
-
-# --- config ------------------------------------------------------------------------------
-
-
-def _rope(rope: dict, arch: str) -> tuple[float, dict | None]:
-    """(rope_theta, scaling or None) from hf_defaults.rope_parameters' standard form."""
-    if any(k in LAYER_TYPES for k in rope):
-        raise HFCheckpointError(f"from_hf: {arch} with RoPE parameters per layer type is not supported")
-    kind, theta = rope["rope_type"], float(rope["rope_theta"])
-    if kind == "default":
-        return theta, None
-    if kind not in ("linear", "llama3"):
-        raise HFCheckpointError(f"from_hf: RoPE scaling type {kind!r} is not supported (default, linear, llama3)")
-    keys = ("factor",) if kind == "linear" else ("factor", "low_freq_factor", "high_freq_factor")
-    missing = [k for k in keys if k not in rope]
-    if missing:
-        raise HFCheckpointError(f"from_hf: RoPE scaling {kind!r} lacks {', '.join(missing)}")
-    if kind == "llama3":
-        keys += ("original_max_position_embeddings",)
-    return theta, {"rope_type": kind, **{k: rope[k] for k in keys}}
-
-
-def _unsupported(arch: str, hf: dict) -> list[str]:
-    """The options of a resolved config that ember's Llama does not compute (each architecture
-    reads only its own fields: Mistral and Qwen2 ignore attention_bias, only Llama has mlp_bias)."""
-    bad = []
-    if hf["hidden_act"] != "silu":
-        bad.append(f"hidden_act={hf['hidden_act']!r} (only silu)")
-    if hf.get("mlp_bias"):
-        bad.append("mlp_bias=true")
-    if hf.get("attention_bias") and arch != "Qwen2ForCausalLM" and "attention_bias" in DEFAULTS[arch]:
-        bad.append("attention_bias=true (biases on the output projection)")
-    if hf["rope_parameters"].get("partial_rotary_factor", 1.0) != 1.0:
-        bad.append("partial_rotary_factor != 1")
-    if hf["attention_dropout"]:
-        bad.append(f"attention_dropout={hf['attention_dropout']} (ember trains without dropout)")
-    return bad
-
-
-def sliding_window(hf: dict) -> int | None:
-    """The window (in tokens) within which some layer of a resolved config attends; None when every
-    layer attends to all the tokens before it. Mistral: every layer; Qwen2/Qwen3: the layers that
-    layer_types names sliding_attention."""
-    arch = architecture(hf)
-    if arch == "MistralForCausalLM" or "sliding_attention" in (hf.get("layer_types") or ()):
-        return hf.get("sliding_window")
-    return None
-
-
-def llama_config_from_hf(hf: dict, max_seq_len: int | None = None, where: str = "from_hf") -> LlamaConfig:
-    """ember's LlamaConfig for a Hugging Face config.json, read through transformers' defaults for
-    its architecture (ember.models.hf_defaults), for sequences of max_seq_len (None: the config's
-    max_position_embeddings); a clear error, starting with `where`, for anything that would make
-    the model compute something else than transformers does."""
-    arch = architecture(hf)
-    if arch not in ARCHITECTURES:
-        raise HFCheckpointError(
-            f"{where}: architecture {arch or hf.get('model_type')!r} is not supported (supported: {', '.join(ARCHITECTURES)})"
-        )
-    r = resolve(hf)
-    bad = _unsupported(arch, r)
-    if bad:
-        raise HFCheckpointError(f"{where}: {arch} with unsupported options: {'; '.join(bad)}")
-    theta, scaling = _rope(r["rope_parameters"], arch)
-    length = int(max_seq_len or r["max_position_embeddings"])
-    window = sliding_window(r)
-    if window is not None and window < length:
-        raise HFCheckpointError(
-            f"{where}: {arch} attends within a sliding window of {window} tokens, which changes the result at "
-            f"sequences of {length}; use sequences of at most {window} tokens (data.seq_len of a run, max_seq_len of from_hf)"
-        )
-    heads = r["num_attention_heads"]
-    head_dim = r.get("head_dim") or r["hidden_size"] // heads
-    return LlamaConfig(
-        dim=r["hidden_size"],
-        n_layers=r["num_hidden_layers"],
-        n_heads=heads,
-        n_kv_heads=r["num_key_value_heads"],
-        vocab_size=r["vocab_size"],
-        ffn_hidden=r["intermediate_size"],
-        norm_eps=float(r["rms_norm_eps"]),
-        rope_theta=theta,
-        rope_scaling=scaling,
-        max_seq_len=length,
-        tie_embeddings=bool(r["tie_word_embeddings"]),
-        init_std=float(r["initializer_range"]),
-        head_size=head_dim if head_dim != r["hidden_size"] // heads else 0,
-        attn_bias=arch == "Qwen2ForCausalLM",
-        qk_norm=arch == "Qwen3ForCausalLM",
-        hf_config=hf,
-    )
 
 
 # --- tensor names ------------------------------------------------------------------------
