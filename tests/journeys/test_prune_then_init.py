@@ -4,6 +4,7 @@ pruned weights are zero in everything ember exports or hands back (state_dict, t
 to_hf, save_pretrained, unpatch), the masks are never uninitialized memory, and the exported
 model computes what ember's does."""
 
+import copy
 import io
 import math
 
@@ -228,3 +229,18 @@ def test_hf_model_initialized_after_patching_saves_and_unpatches_zeros(tmp_path)
         assert (back.get_submodule(name).weight[~keep] == 0).all()
     with torch.no_grad():
         torch.testing.assert_close(model(ids).logits, want)
+
+
+def test_pruned_conv_copied_or_pickled_still_masks_its_gradient():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 8, 3), nn.Flatten(), nn.Linear(8 * 6 * 6, 10))
+    random_prune(model, 0.8, "erk", seed=1)
+    buf = io.BytesIO()
+    torch.save(model, buf)
+    buf.seek(0)
+    for m in (model, copy.deepcopy(model), torch.load(buf, weights_only=False)):
+        m(torch.randn(2, 3, 8, 8)).sum().backward()
+        m(torch.randn(2, 3, 8, 8)).sum().backward()
+        conv = m[0]
+        assert conv.weight.grad.abs().sum() > 0 and (conv.weight.grad[~conv.weight_mask] == 0).all()
+        assert len(conv.weight._backward_hooks) == 1  # one hook, however many forwards

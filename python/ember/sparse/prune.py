@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import math
 
 import torch
@@ -78,17 +79,25 @@ def random_prune(
             replace_module(model, name, SparseLinear.from_linear(module, mask, block))
         else:
             module.register_buffer("weight_mask", mask.to(module.weight.device))
-            zero_masked_(module.weight, module.weight_mask)
-            # Values an initialization puts behind the mask later are zeroed before the conv runs.
-            module.register_forward_pre_hook(_zero_pruned_conv)
-            module.weight.register_hook(lambda grad, m=module: grad * m.weight_mask)
+            module.register_forward_pre_hook(_masked_conv)
+            _masked_conv(module, ())
     report = sparsity_report(model, masks)
     report.update(method=method, target_sparsity=sparsity, block=block, seed=seed)
     return report
 
 
-def _zero_pruned_conv(module: nn.Module, args) -> None:
+def _masked_conv(module: nn.Module, args) -> None:
+    """Before a pruned conv runs: zeros behind its mask (what an initialization put there since),
+    and the hook that masks its weight's gradient, on the weight the module holds now (a copy of
+    the module, pickled or deep-copied, has a new weight without the hook)."""
     zero_masked_(module.weight, module.weight_mask)
+    if module.__dict__.get("_ember_masked_grad_of") != id(module.weight):
+        module.weight.register_hook(functools.partial(_masked_grad, module))
+        module._ember_masked_grad_of = id(module.weight)
+
+
+def _masked_grad(module: nn.Module, grad: torch.Tensor) -> torch.Tensor:
+    return grad * module.weight_mask  # the buffer: it moves with the module
 
 
 def zero_pruned_(model: nn.Module) -> int:
