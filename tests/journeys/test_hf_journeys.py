@@ -11,6 +11,7 @@ import torch
 
 from ember.cli import main as ember_main
 from ember.models import from_hf, to_hf
+from ember.models.hf import HFCheckpointError
 from tests.train.helpers import TINY
 from tests.train.test_hf_import import hf_logits, hf_model, rel_err, tokens
 
@@ -224,3 +225,28 @@ def test_export_into_used_folders(tmp_path, capsys):
     assert not (tmp_path / "run" / "checkpoints" / "step-00000002" / "hf").exists()
     assert ember_main(["export", run, f"{run}/hf"]) == 0
     transformers.AutoModelForCausalLM.from_pretrained(f"{run}/hf")
+
+
+def test_wrong_things_passed_as_the_folder(tmp_path, monkeypatch):
+    """Its config.json instead of the folder, an ember run folder (its config.json is ember's),
+    and a cache whose `main` names a snapshot that is gone (another revision is there): each
+    refused, saying what was found."""
+    from ember.models import CONFIGS
+
+    path = tmp_path / "m"
+    hf_model("llama").save_pretrained(path)
+    with pytest.raises(FileNotFoundError, match="config.json is a file: pass its folder"):
+        from_hf(path / "config.json")
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "config.json").write_text(json.dumps(CONFIGS["debug"].to_dict()))
+    with pytest.raises(HFCheckpointError, match="not a Hugging Face model folder.*ember export"):
+        from_hf(run)
+    repo = tmp_path / "hub" / "models--org--m"
+    (repo / "snapshots").mkdir(parents=True)
+    (path).rename(repo / "snapshots" / "old")
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text("new")
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))
+    with pytest.raises(FileNotFoundError, match="refs/main names snapshot 'new'.*not there"):
+        from_hf("org/m")

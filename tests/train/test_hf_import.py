@@ -279,6 +279,7 @@ LLAMA3 = {"factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0}
         ),
         dict(rope_parameters={"rope_type": "llama3", "rope_theta": 5e5, **LLAMA3}, max_position_embeddings=24),
         dict(architectures=None),  # model_type alone names the class
+        dict(hidden_act="swish"),  # transformers' other name of silu
     ],
 )
 def test_older_and_partial_llama_configs(tmp_path, change):

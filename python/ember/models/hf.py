@@ -64,12 +64,19 @@ def resolve_hf_path(spec: str | os.PathLike) -> Path:
     path = Path(spec).expanduser()
     if path.is_dir():
         return path
+    if path.is_file():
+        raise FileNotFoundError(f"Hugging Face checkpoint {spec}: {path.name} is a file: pass its folder")
     name = str(spec)
     repo = _hub_cache() / ("models--" + name.replace("/", "--"))
     snapshots = repo / "snapshots"
-    if "/" in name and not path.exists() and snapshots.is_dir():
+    if "/" in name and snapshots.is_dir():
         ref = repo / "refs" / "main"
-        if ref.is_file() and (snapshots / ref.read_text().strip()).is_dir():
+        if ref.is_file():  # the revision `main` was downloaded as, and no other
+            if not (snapshots / ref.read_text().strip()).is_dir():
+                raise FileNotFoundError(
+                    f"Hugging Face checkpoint {name!r}: the cache's refs/main names snapshot "
+                    f"{ref.read_text().strip()!r}, which is not there ({snapshots}): download it again"
+                )
             return snapshots / ref.read_text().strip()
         found = sorted(snapshots.iterdir(), key=lambda p: p.stat().st_mtime)
         if found:

@@ -152,7 +152,7 @@ def _unsupported(arch: str, hf: dict) -> list[str]:
     """The options of a resolved config that ember's Llama does not compute (each architecture
     reads only its own fields: Mistral and Qwen2 ignore attention_bias, only Llama has mlp_bias)."""
     bad = []
-    if hf["hidden_act"] != "silu":
+    if hf["hidden_act"] not in ("silu", "swish"):  # transformers' two names of x·sigmoid(x)
         bad.append(f"hidden_act={hf['hidden_act']!r} (only silu)")
     if hf.get("mlp_bias"):
         bad.append("mlp_bias=true")
@@ -181,6 +181,11 @@ def llama_config_from_hf(hf: dict, max_seq_len: int | None = None, where: str = 
     max_position_embeddings); a clear error, starting with `where`, for anything that would make
     the model compute something else than transformers does."""
     arch = architecture(hf)
+    if arch is None and "model_type" not in hf:
+        raise HFCheckpointError(
+            f"{where}: its config.json names no architectures and no model_type: not a Hugging Face model "
+            "folder (an ember run folder? `ember export RUN OUT` makes one from it)"
+        )
     if arch not in ARCHITECTURES:
         raise HFCheckpointError(
             f"{where}: architecture {arch or hf.get('model_type')!r} is not supported (supported: {', '.join(ARCHITECTURES)})"
