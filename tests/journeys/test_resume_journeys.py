@@ -74,6 +74,8 @@ OTHER = {
     "training.activation_checkpointing": True,
     "training.parallel": "fsdp",
     "training.hsdp_shard": 2,
+    "training.selftest": False,
+    "training.kernel_fallback": True,
     "optimizer.name": "sgd",
     "optimizer.lr": 1e-3,
     "optimizer.betas": "0.8,0.9",
@@ -177,11 +179,37 @@ def test_rewind_sets_the_newer_checkpoints_aside_and_latest_continues_the_new_hi
     assert names(run_dir) == [step(2), step(3), step(4)]
 
 
-def test_a_reused_name_without_checkpoints_starts_a_fresh_history(tmp_path):
+def test_a_branch_into_another_run_folder_leaves_the_run_it_came_from(tmp_path):
+    run(tmp_path, "a", "--training.steps=4", *EVERY_2)
+    b = run(
+        tmp_path, "b", "--training.steps=3", *EVERY_2, f"--checkpoint.resume={tmp_path / 'a' / 'checkpoints' / step(2)}"
+    )
+    assert list(b["losses"]) == [3] and b["losses"][3] == losses(tmp_path / "a")[3]
+    assert names(tmp_path / "a") == [step(2), step(4)] and loss_steps(tmp_path / "a") == [1, 2, 3, 4]
+    with pytest.raises(ConfigError, match="holds checkpoints of its own"):  # b's history is b's
+        build(tmp_path, "b", "--training.steps=4", f"--checkpoint.resume={tmp_path / 'a'}")
+
+
+def test_resume_names_what_is_not_a_checkpoint(tmp_path):
+    run(tmp_path, "a", "--training.steps=2")
+    assert (
+        build(tmp_path, "a", "--training.steps=3", f"--checkpoint.resume={tmp_path / 'a' / 'checkpoints'}").start == 2
+    )
+    for wrong in ("metrics.jsonl", "checkpoints/step-00000002/extra.pt"):
+        with pytest.raises(FileNotFoundError, match=f"{tmp_path / 'a' / wrong} is a file"):
+            build(tmp_path, "a", "--training.steps=3", f"--checkpoint.resume={tmp_path / 'a' / wrong}")
+    torn = tmp_path / "a" / "checkpoints" / "step-00000002.tmp-1"
+    torn.mkdir()
+    with pytest.raises(FileNotFoundError, match="incomplete"):
+        build(tmp_path, "a", "--training.steps=3", f"--checkpoint.resume={torn}")
+
+
+def test_a_reused_name_without_checkpoints_starts_a_fresh_history(tmp_path, capsys):
     run_dir = tmp_path / "x"
     run_dir.mkdir()
     (run_dir / "metrics.jsonl").write_text('{"step": 1, "loss": 9.0}\n{"step": 2, "loss": 8.0}\n')
-    run(tmp_path, "x", "--training.steps=2")
+    run(tmp_path, "x", "--training.steps=2", "--checkpoint.resume")  # latest: none there
+    assert "no checkpoint to resume in it: starting at step 0" in capsys.readouterr().out
     assert [r["step"] for r in rows(run_dir)] == [0, 1, 2, 2]  # val_loss at 0, losses, val_loss at 2
     assert 9.0 not in [r.get("loss") for r in rows(run_dir)]
 

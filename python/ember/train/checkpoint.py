@@ -53,11 +53,18 @@ def checkpoint_dirs(run_dir: Path) -> list[Path]:
 
 
 def find_checkpoint(where: str | Path) -> Path:
-    """A checkpoint folder, or the latest complete checkpoint of a run folder."""
+    """A checkpoint folder, or the latest complete checkpoint of a run folder (or of its
+    checkpoints/ folder)."""
     where = Path(where)
     if _complete(where):
         return where
-    found = checkpoint_dirs(where)
+    if where.is_file():
+        raise FileNotFoundError(f"{where} is a file, not a checkpoint folder (RUN/checkpoints/step-N/) or a run folder")
+    if _STEP_DIR.match(where.name.split(".tmp-")[0]):
+        raise FileNotFoundError(
+            f"{where} is an incomplete checkpoint (a save cut short): give its run folder to take the last complete one"
+        )
+    found = checkpoint_dirs(where.parent if where.name == "checkpoints" else where)
     if not found:
         raise FileNotFoundError(f"no checkpoint in {where} (looked for {where}/checkpoints/step-*/)")
     return found[-1]

@@ -23,7 +23,8 @@ def print_header(
         f"# model {cfg.model.init_from or cfg.model.name}: {model.num_params() / 1e6:.2f}M parameters | device {d.device} x {d.world_size} "
         f"({cfg.training.parallel if d.enabled else 'single process'}) | {dtype} | "
         f"{cfg.training.batch_size * cfg.data.seq_len} tokens/step"
-        + (f" | resuming {resume_from} at step {start}" if resume_from else ""),
+        + (f" | resuming {resume_from} at step {start}" if resume_from else "")
+        + (" | no checkpoint to resume in it: starting at step 0" if cfg.checkpoint.resume and not resume_from else ""),
         flush=True,
     )
     if d.device.type == "cpu":
