@@ -244,3 +244,14 @@ def test_pruned_conv_copied_or_pickled_still_masks_its_gradient():
         conv = m[0]
         assert conv.weight.grad.abs().sum() > 0 and (conv.weight.grad[~conv.weight_mask] == 0).all()
         assert len(conv.weight._backward_hooks) == 1  # one hook, however many forwards
+
+
+def test_a_mask_without_values_is_refused_at_to_empty():
+    """A mask buffer assigned on the meta device (a meta state dict loaded with assign=True) has
+    no values to materialize: to_empty says so rather than hand out uninitialized memory."""
+    layer = SparseLinear(32, 16)
+    with torch.device("meta"):
+        meta = SparseLinear(32, 16)
+    layer.load_state_dict(meta.state_dict(), assign=True)
+    with pytest.raises(RuntimeError, match="SparseLinear: the mask is on the meta device and its values are unknown"):
+        layer.to_empty(device="cpu")
