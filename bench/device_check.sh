@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The GPU check: one call on a machine with an H100/H200 and no internet. Builds ember for sm_90a
-# with all cores, runs the whole test suite (CUDA included), runs every benchmark in its short
+# with all cores, runs `ember selftest --device cuda` (selftest.json: every kernel against its
+# reference on this card), runs the whole test suite (CUDA included), runs every benchmark in its short
 # mode, and writes report.md plus logs into the folder given (on the device tool: $OUT).
 #
 #   bash bench/device_check.sh OUT_DIR
@@ -47,6 +48,11 @@ if ! EMBER_PTXAS_VERBOSE=1 python3 -m pip install --no-build-isolation --no-deps
   exit 1
 fi
 build_s=$(( $(date +%s) - t0 ))
+
+stamp "ember selftest (every kernel against its reference on this GPU)"
+timeout $(cap 120) python3 -m ember selftest --device cuda --json "$out/selftest.json" > "$out/selftest.log" 2>&1
+selftest_rc=$?
+tail -1 "$out/selftest.log"
 
 stamp "tests"
 timeout $(cap 240) python3 -m pytest -q -p no:cacheprovider tests > "$out/tests.log" 2>&1
@@ -99,6 +105,7 @@ timeout $(cap 150) python3 examples/train_apollo.py --steps 300 --json "$out/tra
   echo '```'; cat "$out/env.txt"; echo '```'
   echo
   echo "- build: ${build_s}s, ptxas report in build.log"
+  echo "- ember selftest --device cuda (rc $selftest_rc): $(tail -1 "$out/selftest.log"), selftest.json"
   echo "- tests (rc $tests_rc): $(tail -1 "$out/tests.log")"
   echo "- ember train default (rc $train_rc): ${train_s}s wall, $(grep -o 'done at step.*val loss [0-9.]*' "$out/train.log")"
   echo "- total: $(( $(date +%s) - t0 ))s"
@@ -109,4 +116,4 @@ timeout $(cap 150) python3 examples/train_apollo.py --steps 300 --json "$out/tra
 } > "$out/report.md"
 cat "$out/bench.txt"
 stamp "done: $out/report.md"
-exit $tests_rc
+exit $(( tests_rc != 0 ? tests_rc : selftest_rc ))

@@ -8,7 +8,7 @@ import torch
 import ember
 from ember.float8.reference import quantize_fp8_reference
 
-from .cross_entropy import reference
+from ember.reference import cross_entropy as reference
 
 pytestmark = pytest.mark.large
 

@@ -8,6 +8,7 @@ import torch  # noqa: F401  (loads libtorch before the extension that links it)
 
 from . import _C
 from . import float8, losses, models, ops, optim, sparse  # noqa: E402
+from .kernel_check import selftest  # noqa: E402
 
 __version__ = _C.build_info()["version"]
 
@@ -72,6 +73,7 @@ __all__ = [
     "ops",
     "optim",
     "patch",
+    "selftest",
     "sparse",
     "train",
     "__version__",

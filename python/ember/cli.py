@@ -1,4 +1,4 @@
-"""The `ember` command: train | prepare | score | eval | plot | export | info.
+"""The `ember` command: train | prepare | score | eval | plot | export | info | selftest.
 
 `ember train` with no arguments trains the debug model on the built-in corpus (the Python
 standard library's source), on CPU or GPU; under `torchrun --nproc-per-node N -m ember train`
@@ -17,6 +17,7 @@ COMMANDS = {
     "plot": "PNG curves (loss, lr, tokens/s) of a run folder",
     "export": "a checkpoint as a Hugging Face model folder (transformers' from_pretrained loads it)",
     "info": "how ember was built and the ops it provides",
+    "selftest": "check every kernel against its reference on this device (ember train does it first, cached)",
 }
 
 
@@ -29,6 +30,8 @@ def _info(argv) -> int:
     _parser("info").parse_args(argv)
     import ember
 
+    import torch
+
     info = {**ember.build_info(), "cuda_available": ember.cuda_available()}
     width = max(map(len, info))
     print("ember build")
@@ -37,7 +40,44 @@ def _info(argv) -> int:
     print("ops (torch.ops.ember.*: kernels registered)")
     for name, keys in ember.ops_available().items():
         print(f"  {name.removeprefix('ember::'):<24} {', '.join(keys)}")
+    from .kernel_check import cache, training
+
+    print("selftest (cached results of `ember selftest` / `ember train`)")
+    devices = ["cpu"] + [f"cuda:{i}" for i in range(torch.cuda.device_count())] if ember.cuda_available() else ["cpu"]
+    for device in devices:
+        print(f"  {device:<8} {training.describe(cache.load(torch.device(device)))}")
     return 0
+
+
+def _selftest(argv) -> int:
+    from .kernel_check import FAMILIES, selftest
+
+    p = _parser(
+        "selftest",
+        ". Each kernel runs at shapes that reach each of its instantiations and is compared with its reference at "
+        "the tests' tolerances; one line per kernel: pass/fail, its largest error against its tolerance, time. Exit "
+        "status 0 only when every kernel passes. The results are cached for `ember train`.",
+    )
+    p.add_argument("--family", action="append", choices=FAMILIES, help="a family to check (repeat; default: all)")
+    p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when a GPU is visible)")
+    p.add_argument("--json", default=None, metavar="FILE", help="also write the report as JSON")
+    a = p.parse_args(argv)
+    import ember
+
+    if a.device not in (None, "cpu", "cuda") and not str(a.device).startswith("cuda:"):
+        raise ValueError(f"--device must be cpu or cuda, got {a.device!r}")
+    if a.device and a.device.startswith("cuda") and not ember.cuda_available():
+        raise ValueError("--device cuda: ember's CUDA kernels are not built or no GPU is visible")
+    report = selftest(a.family, a.device)
+    print("\n".join(report.lines()))
+    if a.json:
+        from .atomic import write_json
+
+        write_json(a.json, report.to_dict())
+    failed = report.failed()
+    if failed:
+        print(f"ember selftest: FAILED: {', '.join(failed)}", file=sys.stderr)
+    return 0 if not failed else 1
 
 
 def _train(argv) -> int:
@@ -179,6 +219,7 @@ HANDLERS = {
     "eval": _eval,
     "plot": _plot,
     "info": _info,
+    "selftest": _selftest,
     "export": _export,
 }
 
@@ -199,12 +240,13 @@ def main(argv=None) -> int:
             print(f"\nember: unknown command {argv[0]!r}", file=sys.stderr)
             return 2
         return 0 if argv else 2
+    from .kernel_check.training import KernelCheckFailed
     from .train import ConfigError, TrainingError
 
     try:
         return HANDLERS[argv[0]](argv[1:])
-    except (ConfigError, TrainingError, FileNotFoundError, FileExistsError, ValueError) as exc:
-        print(f"ember {argv[0]}: error: {exc}", file=sys.stderr)
+    except (ConfigError, TrainingError, KernelCheckFailed, FileNotFoundError, FileExistsError, ValueError) as exc:
+        print(f"ember {argv[0]}: error: {str(exc).removeprefix(f'ember {argv[0]}: ')}", file=sys.stderr)
         return 1
 
 

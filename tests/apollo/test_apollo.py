@@ -1,5 +1,5 @@
 """APOLLO: the Philox projection against its numpy reference (bit for bit), the fused step against
-the rule written plainly (tests/apollo/reference.py, fed the same P), checkpoints, param groups
+the rule written plainly (ember/reference/apollo.py, fed the same P), checkpoints, param groups
 and errors."""
 
 import copy
@@ -14,7 +14,7 @@ from hypothesis import given, strategies as st
 import ember
 from ember.optim import Apollo, ApolloMini, apollo_param_groups
 
-from . import reference
+from ember.reference import apollo as reference
 
 
 # ---- the projection ---------------------------------------------------------------------------------

@@ -1,4 +1,4 @@
-"""Fuzz of the apollo ops: apollo_step_ against the rule of tests/apollo/reference.py run in float64,
+"""Fuzz of the apollo ops: apollo_step_ against the rule of ember/reference/apollo.py run in float64,
 apollo_projection_ against its numpy reference (bit for bit).
 
 Tolerance principle for the step: a finite output is within 4× the error of the same reference run
@@ -16,7 +16,7 @@ import pytest
 import torch
 from hypothesis import event, given, strategies as st
 
-from ..apollo import reference
+from ember.reference import apollo as reference
 from . import harness
 
 STEP, PROJ = "ember.apollo_step_", "ember.apollo_projection_"

@@ -14,7 +14,7 @@ import pytest
 import torch
 from hypothesis import given, strategies as st
 
-from ..cross_entropy import reference
+from ember.reference import cross_entropy as reference
 from . import harness
 
 DTYPES = [torch.float32, torch.bfloat16, torch.float16]

@@ -3,6 +3,9 @@ apollo_projection (the projection P an APOLLO step uses, for inspection and test
 
 import torch
 
+from .. import kernels
+from . import reference_path
+
 
 def apollo_projection(
     rank: int,
@@ -18,6 +21,8 @@ def apollo_projection(
     CUDA; bf16 only on CUDA (the CUDA GEMM input for bf16 weights). The op,
     torch.ops.ember.apollo_projection_(out, seed, stream, refresh), fills a contiguous `out` and
     refuses any other layout."""
+    if kernels.disabled("apollo.projection"):
+        return reference_path.apollo_projection(rank, dim, seed, stream, refresh, device, dtype)
     out = torch.empty(rank, dim, device=device, dtype=dtype)
     torch.ops.ember.apollo_projection_(out, seed, stream, refresh)
     return out
@@ -64,27 +69,23 @@ def apollo_step_(
     the limiter's guard)."""
     if not params:
         return
-    torch.ops.ember.apollo_step_(
-        params,
-        grads,
-        exp_avg,
-        exp_avg_sq,
-        norm_prev,
-        steps,
-        streams,
-        lr,
-        beta1,
-        beta2,
-        eps,
-        weight_decay,
-        scale,
-        tensor_scale,
-        norm_growth_limit,
-        rank,
-        update_proj_gap,
-        seed,
-        stochastic_rounding,
-    )
+    # in the op's argument order
+    hyper = dict(lr=lr, beta1=beta1, beta2=beta2, eps=eps, weight_decay=weight_decay, scale=scale)
+    hyper.update(tensor_scale=tensor_scale, norm_growth_limit=norm_growth_limit, rank=rank)
+    hyper.update(update_proj_gap=update_proj_gap, seed=seed, stochastic_rounding=stochastic_rounding)
+    lists = (params, grads, exp_avg, exp_avg_sq, norm_prev, steps, streams)
+    routed = [_disabled_step(p) for p in params]
+    if any(routed):  # those matrices by the rule, the others by the kernel
+        reference_path.apollo_step_(*([x for x, r in zip(xs, routed) if r] for xs in lists), **hyper)
+        lists = tuple([x for x, r in zip(xs, routed) if not r] for xs in lists)
+        if not lists[0]:
+            return
+    torch.ops.ember.apollo_step_(*lists, *hyper.values())
+
+
+def _disabled_step(param: torch.Tensor) -> bool:
+    dtype = {torch.float32: "fp32", torch.bfloat16: "bf16"}.get(param.dtype)
+    return kernels.disabled("apollo.projection") or (dtype is not None and kernels.disabled(f"apollo.step.{dtype}"))
 
 
 @torch.library.register_fake("ember::apollo_step_")

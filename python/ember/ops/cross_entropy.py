@@ -8,7 +8,7 @@ of non-ignored tokens (not by Σw), as PRIOR and torch do. The token weights are
 gradient flows to them), as are the log-probs and entropies these ops also return.
 
 Special values (the same on CPU and CUDA; tests/fuzz/test_cross_entropy.py holds them to a float64
-reference, tests/cross_entropy/reference.py):
+reference, ember/reference/cross_entropy.py):
 - a −inf logit (a masked token, a −inf bias) is a class of probability 0: it adds nothing to lse
   or the entropy and gets gradient 0. A −inf *target* logit gives loss +inf and log-prob −inf
   (with a finite gradient); with label smoothing, any −inf logit makes the loss +inf (the
@@ -29,6 +29,9 @@ then not overlap.
 from __future__ import annotations
 
 import torch
+
+from .. import kernels
+from . import reference_path
 
 IGNORE_INDEX = -100  # the target that marks a token to skip (torch's default)
 
@@ -75,6 +78,8 @@ def cross_entropy(
     z = logits.reshape(-1, vocab)
     y, w = _rows(target, weight)
     args = (ignore_index, float(label_smoothing), float(z_loss), float(softcap or 0.0))
+    if kernels.disabled("cross_entropy.rows"):
+        return _reduce(reference_path.ce_rows(z, y, w, *args)[0], y, ignore_index, reduction, target.shape)
     if inplace_backward and torch.is_grad_enabled() and logits.requires_grad:
         loss = _InplaceCrossEntropy.apply(z, y, w, args)
     else:
@@ -86,6 +91,10 @@ def cross_entropy_stats(logits, target, ignore_index: int = IGNORE_INDEX, softca
     """(log p(target), entropy) per token, fp32, 0 for ignored tokens. No gradient."""
     vocab = logits.shape[-1]
     y, _ = _rows(target, None)
+    if kernels.disabled("cross_entropy.rows"):
+        z = logits.detach().reshape(-1, vocab)
+        _, lp, ent = reference_path.ce_rows(z, y, None, ignore_index, 0.0, 0.0, float(softcap or 0.0))
+        return lp.view(target.shape), ent.view(target.shape)
     _, _, lp, ent = torch.ops.ember.cross_entropy_forward(
         logits.detach().reshape(-1, vocab), y, None, ignore_index, 0.0, 0.0, float(softcap or 0.0), True, True
     )
@@ -132,6 +141,12 @@ def linear_cross_entropy(
         raise ValueError("ember.ops.linear_cross_entropy: return_entropy=True needs return_logprobs=True")
     h = hidden.reshape(-1, hidden.shape[-1])
     y, w = _rows(target, weight)
+    if kernels.disabled("cross_entropy.rows"):
+        args = (ignore_index, float(label_smoothing), float(z_loss), float(softcap or 0.0))
+        loss, lp, ent = reference_path.linear_ce_rows(h, lm_weight, y, w, bias, *args)
+        extra = (lp.view(target.shape),) + ((ent.view(target.shape),) if return_entropy else ())
+        out = _reduce(loss, y, ignore_index, reduction, target.shape)
+        return (out, *extra) if return_logprobs else out
     needs_grad = torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in (hidden, lm_weight, bias))
     compute_grad = needs_grad and reduction != "none"
     loss, _, lp, ent, *_ = torch.ops.ember.linear_cross_entropy_forward(

@@ -2,6 +2,9 @@
 
 import torch
 
+from .. import kernels
+from . import reference_path
+
 _GRANULARITIES = ("tensor", "row", "block", "tile")
 
 
@@ -32,6 +35,8 @@ def quantize_fp8(
 
     Other groups are unaffected. Not differentiable (outputs never require grad).
     """
+    if kernels.disabled(f"float8.quantize.{granularity}"):
+        return reference_path.quantize_fp8(x, dtype, granularity, block, transpose)
     return torch.ops.ember.quantize_fp8(x, dtype, granularity, block, transpose)
 
 
@@ -88,6 +93,8 @@ def fp8_gemm(
     ``quantize_fp8`` never do that: an inf scale comes with NaN codes). a, b, a_scale and b_scale
     must be contiguous, bias may have any layout.
     """
+    if a.device.type == "cpu" and kernels.disabled("float8.gemm.emulated"):  # (CUDA's emulation is a fallback)
+        return reference_path.fp8_gemm(a, a_scale, b, b_scale, out_dtype, bias)
     return torch.ops.ember.fp8_gemm(a, a_scale, b, b_scale, out_dtype, bias, fast_accum)
 
 

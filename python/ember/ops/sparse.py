@@ -11,6 +11,9 @@ import math
 
 import torch
 
+from .. import kernels
+from . import reference_path
+
 _BLOCKS = (16, 32, 64, 128)
 
 
@@ -53,6 +56,8 @@ def masked_linear(
     b = _block("masked_linear", block)
     if mask.dtype == torch.bool:
         mask, b = pack_mask(mask), 0
+    if kernels.disabled("sparse.block_gemms" if b else "sparse.bitmask_tiled"):  # (the kernels' own fallback)
+        return reference_path.masked_linear(x, weight, mask, bias, b)
     rows = math.prod(x.shape[:-1])  # not reshape(-1, in): ambiguous when in == 0
     y = torch.ops.ember.masked_linear(x.reshape(rows, x.shape[-1]), weight, mask, b, bias)
     return y.view(*x.shape[:-1], weight.shape[0])

@@ -136,27 +136,99 @@ class ReferenceApollo:
 
     def step(self, g: torch.Tensor) -> None:
         self.t += 1
-        b1, b2 = self.betas
         p = projection(self.rank, min(g.shape), self.seed, self.stream, (self.t - 1) // self.gap).to(g.dtype)
-        gv = g.t() if self.transposed else g
-        r = gv @ p.t()
-        self.m = b1 * self.m + (1 - b1) * r
-        self.v = b2 * self.v + (1 - b2) * r * r
-        rt = self.m / (self.v.sqrt() + self.eps)
-        if self.tensor_scale:
-            s = rt.norm() / (r.norm() + 1e-8)
-        else:
-            s = (rt.norm(dim=1) / (r.norm(dim=1) + 1e-8))[:, None]
-        u = gv * s
-        u_norm = u.norm()
-        if self.norm_prev is not None:
-            limiter = max(u_norm / (self.norm_prev + 1e-8), self.gamma) / self.gamma
-            u = u / limiter
-            self.norm_prev = u_norm / limiter
-        else:
-            self.norm_prev = u_norm
-        step_size = self.lr * math.sqrt(1 - b2**self.t) / (1 - b1**self.t) * math.sqrt(self.scale)
-        u = u.t() if self.transposed else u
-        self.w = self.w - step_size * u
-        if self.lr * self.wd:  # (0·inf would turn an inf weight into NaN)
-            self.w = self.w - self.lr * self.wd * self.w
+        self.w, self.m, self.v, self.norm_prev = rule(
+            self.w,
+            g,
+            self.m,
+            self.v,
+            self.norm_prev,
+            self.t,
+            p,
+            self.betas,
+            self.eps,
+            self.wd,
+            self.lr,
+            self.scale,
+            self.tensor_scale,
+            self.gamma,
+        )
+
+
+def rule(w, g, m, v, norm_prev, t, p, betas, eps, wd, lr, scale, tensor_scale, gamma):
+    """Step t of the rule for one matrix with projection p: (w, m, v, norm_prev) after it
+    (norm_prev None before the first step)."""
+    transposed = w.shape[0] < w.shape[1]
+    b1, b2 = betas
+    gv = g.t() if transposed else g
+    r = gv @ p.t()
+    m = b1 * m + (1 - b1) * r
+    v = b2 * v + (1 - b2) * r * r
+    rt = m / (v.sqrt() + eps)
+    if tensor_scale:
+        s = rt.norm() / (r.norm() + 1e-8)
+    else:
+        s = (rt.norm(dim=1) / (r.norm(dim=1) + 1e-8))[:, None]
+    u = gv * s
+    u_norm = u.norm()
+    if norm_prev is not None:
+        limiter = max(u_norm / (norm_prev + 1e-8), gamma) / gamma
+        u = u / limiter
+        norm_prev = u_norm / limiter
+    else:
+        norm_prev = u_norm
+    step_size = lr * math.sqrt(1 - b2**t) / (1 - b1**t) * math.sqrt(scale)
+    u = u.t() if transposed else u
+    w = w - step_size * u
+    if lr * wd:  # (0·inf would turn an inf weight into NaN)
+        w = w - lr * wd * w
+    return w, m, v, norm_prev
+
+
+def step_(
+    params,
+    grads,
+    exp_avg,
+    exp_avg_sq,
+    norm_prev,
+    steps,
+    streams,
+    *,
+    lr,
+    beta1,
+    beta2,
+    eps,
+    weight_decay,
+    scale,
+    tensor_scale,
+    norm_growth_limit,
+    rank,
+    update_proj_gap,
+    seed,
+    **_,
+):
+    """ember.ops.apollo_step_ by the rule, in fp32, in place (a bf16 weight rounded to nearest):
+    the path of a matrix whose kernel is disabled."""
+    for w, g, m, v, n, t, stream in zip(params, grads, exp_avg, exp_avg_sq, norm_prev, steps, streams):
+        p = projection(rank, min(w.shape), seed, stream, (t - 1) // update_proj_gap).to(w.device)
+        prev = n.reshape(()) if t > 1 else None
+        w1, m1, v1, n1 = rule(
+            w.float(),
+            g.float(),
+            m,
+            v,
+            prev,
+            t,
+            p,
+            (beta1, beta2),
+            eps,
+            weight_decay,
+            lr,
+            scale,
+            tensor_scale,
+            norm_growth_limit,
+        )
+        w.copy_(w1)
+        m.copy_(m1)
+        v.copy_(v1)
+        n.copy_(n1.reshape(n.shape))

@@ -1,5 +1,7 @@
 """float64 reference of the cross-entropy ops with their special-value semantics (documented in
-python/ember/ops/cross_entropy.py), written from the formula, row by row:
+python/ember/ops/cross_entropy.py), written from the formula, row by row. The tests hold the
+kernels to it, the selftest does on the user's device, and a disabled kernel's calls run through
+it (on `device`: the CPU by default, where the tests compare):
 
 - a −inf logit is a class of probability 0: nothing in lse, 0·(−inf) = 0 in the entropy, p = 0 in
   the gradient; a −inf target logit gives loss +inf; label smoothing over a −inf logit gives +inf;
@@ -14,8 +16,8 @@ from __future__ import annotations
 import torch
 
 
-def _prepare(z, softcap):
-    z = z.double().cpu()  # differentiable: the tests also take autograd's gradient of these rows
+def _prepare(z, softcap, device):
+    z = z.double().to(device)  # differentiable: the tests also take autograd's gradient of these rows
     return softcap * torch.tanh(z / softcap) if softcap else z
 
 
@@ -30,19 +32,19 @@ def _probs(z, lse):
     return torch.where(masked, torch.zeros_like(z), torch.exp(z - lse[:, None]))
 
 
-def _scale(target, weight, ignore_index, n):
-    w = torch.ones(n, dtype=torch.float64) if weight is None else weight.detach().double().cpu()
-    dead = (target.cpu() == ignore_index) | (w == 0)
+def _scale(target, weight, ignore_index, n, device):
+    w = torch.ones(n, dtype=torch.float64, device=device) if weight is None else weight.detach().double().to(device)
+    dead = (target == ignore_index) | (w == 0)
     return w, dead
 
 
-def rows(z, target, weight=None, ignore_index=-100, label_smoothing=0.0, z_loss=0.0, softcap=None):
+def rows(z, target, weight=None, ignore_index=-100, label_smoothing=0.0, z_loss=0.0, softcap=None, device="cpu"):
     """Per-token (loss, lse, log p(target), entropy), float64."""
-    z = _prepare(z, softcap)
+    z, target = _prepare(z, softcap, device), target.to(device)
     n, v = z.shape
     lse = _lse(z)
-    w, dead = _scale(target, weight, ignore_index, n)
-    y = torch.where(target.cpu() == ignore_index, 0, target.cpu())
+    w, dead = _scale(target, weight, ignore_index, n, device)
+    y = torch.where(target == ignore_index, 0, target)
     zy = z.gather(1, y[:, None])[:, 0]
     ls = label_smoothing
     smooth = ls * (lse - z.mean(-1)) if ls > 0 else torch.zeros_like(lse)
@@ -51,20 +53,30 @@ def rows(z, target, weight=None, ignore_index=-100, label_smoothing=0.0, z_loss=
     pd = torch.where(p == 0, torch.zeros_like(z), p * (lse[:, None] - z))  # Σ p·(lse − z): no cancellation
     ent = pd.sum(-1)
     zero = torch.zeros_like(lse)
-    ignored = target.cpu() == ignore_index
+    ignored = target == ignore_index
     return (torch.where(dead, zero, loss), lse, torch.where(ignored, zero, zy - lse), torch.where(ignored, zero, ent))
 
 
-def grad(z_raw, target, grad_loss, weight=None, ignore_index=-100, label_smoothing=0.0, z_loss=0.0, softcap=None):
+def grad(
+    z_raw,
+    target,
+    grad_loss,
+    weight=None,
+    ignore_index=-100,
+    label_smoothing=0.0,
+    z_loss=0.0,
+    softcap=None,
+    device="cpu",
+):
     """∂(Σ_i grad_loss_i·loss_i)/∂z_raw, float64."""
-    z = _prepare(z_raw, softcap)
+    z, target = _prepare(z_raw, softcap, device), target.to(device)
     n, v = z.shape
     lse = _lse(z)
-    w, dead = _scale(target, weight, ignore_index, n)
-    s = w * grad_loss.detach().double().cpu().expand(n)
+    w, dead = _scale(target, weight, ignore_index, n, device)
+    s = w * grad_loss.detach().double().to(device).expand(n)
     g = _probs(z, lse) * (1 + 2 * z_loss * lse)[:, None] - label_smoothing / v
-    y = torch.where(target.cpu() == ignore_index, 0, target.cpu())
-    g[torch.arange(n), y] -= 1 - label_smoothing
+    y = torch.where(target == ignore_index, 0, target)
+    g[torch.arange(n, device=device), y] -= 1 - label_smoothing
     if softcap:  # tanh saturates to exactly 1 in fp32 (z = c): the kernels' derivative is then 0
         t = (z / softcap).float().double()
         g = g * (1 - t**2)

@@ -221,3 +221,25 @@ def lr_factor(step: int, cfg: Config) -> float:
 
 def build_scheduler(cfg: Config, optimizer: torch.optim.Optimizer):
     return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: lr_factor(step, cfg))
+
+
+def kernel_families(cfg: Config) -> list[str]:
+    """The kernel families this run calls: cross_entropy for the fused head, float8, APOLLO, sparsity."""
+    uses = {
+        "float8": bool(cfg.float8.recipe),
+        "cross_entropy": cfg.loss.fused_linear_ce,
+        "apollo": cfg.optimizer.name.startswith("apollo"),
+        "sparse": cfg.sparsity.target > 0,
+    }
+    return [family for family, used in uses.items() if used]
+
+
+def check_kernels(cfg: Config, d: Dist):
+    """--training.selftest, --training.kernel_fallback: the run's kernels checked on this rank's
+    device before anything is made (ember.kernel_check.training); None when skipped."""
+    families = kernel_families(cfg)
+    if not cfg.training.selftest or not families:
+        return None
+    from ..kernel_check.training import check_kernels as check
+
+    return check(families, d.device, cfg.training.kernel_fallback, d.is_main)

@@ -95,6 +95,14 @@ class Training:
         ("ddp", "fsdp", "hsdp"),
     )
     hsdp_shard: int = opt(0, "hsdp: ranks in a sharding group (0: the ranks of one node, torchrun's LOCAL_WORLD_SIZE)")
+    selftest: bool = opt(
+        True,
+        "check the kernels this run uses against their references on this device before training (`ember selftest`; cached per ember build, card and driver); false skips it, which is unsafe on a machine they never passed on",
+    )
+    kernel_fallback: bool = opt(
+        False,
+        "a kernel that fails its check takes its reference path for this run (slower; a warning and kernel_fallback.json in the run folder) instead of stopping the run",
+    )
 
 
 @dataclass

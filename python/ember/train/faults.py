@@ -15,11 +15,13 @@ import os
 import signal
 from pathlib import Path
 
+from .. import env
+
 ENV = "EMBER_TEST_CRASH_AT"
 
 
 def crash_point(name: str, torn: Path | None = None) -> None:
-    if os.environ.get(ENV) != name:
+    if env.get(ENV) != name:
         return
     if torn is not None:  # what a write cut short leaves on disk
         os.truncate(torn, os.path.getsize(torn) // 2)

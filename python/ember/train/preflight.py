@@ -93,6 +93,10 @@ def _check_features(cfg: Config) -> None:
         raise ConfigError(
             f"config: float8.all_gather needs training.parallel=fsdp or hsdp (it changes what FSDP2 all-gathers), got {cfg.training.parallel!r}"
         )
+    if cfg.training.kernel_fallback and not cfg.training.selftest:
+        raise ConfigError(
+            "config: training.kernel_fallback needs training.selftest (it acts on the kernels that fail it)"
+        )
     if o.name.startswith("apollo"):
         if o.rank < 0 or o.scale < 0 or o.update_proj_gap < 1:
             raise ConfigError(

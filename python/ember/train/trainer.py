@@ -26,7 +26,7 @@ from ..data.loader import PackedLoader, parse_sources, source_vocab
 from ..losses.lm import IGNORE_INDEX
 from . import checkpoint as ckpt
 from . import distributed, faults, host, resume, run_data, run_info
-from .build import build_loss, build_model, build_optimizer, build_scheduler, model_config
+from .build import build_loss, build_model, build_optimizer, build_scheduler, check_kernels, model_config
 from .config import Config, ConfigError
 from .evaluate import Evaluator
 from .metrics import (
@@ -72,6 +72,7 @@ class Trainer:
     def set_up(self) -> None:
         """Device, seed and dtype; the run folder and the checkpoint to resume from (nothing made yet)."""
         cfg, d = self.cfg, self.d
+        self.kernel_check = check_kernels(cfg, d)  # refuses a failed kernel before anything is made
         if d.device.type == "cpu":
             host.keep_freed_memory()
         set_determinism(cfg, d.device)
@@ -131,6 +132,8 @@ class Trainer:
         if d.is_main:
             ckpt.write_atomic(self.run_dir / "config.toml", cfg.to_toml().encode())
             run_data.save_tokenizer(cfg, self.run_dir)
+            if self.kernel_check:
+                self.kernel_check.record(self.run_dir)
             run_info.print_header(cfg, d, self.model, self.dtype, self.run_dir, self.resume_from, self.start)
             if self.built.sparsity:
                 run_info.print_sparsity(self.built.sparsity, self.run_dir)

@@ -1,0 +1,67 @@
+"""Runs the cases of the kernels asked for on one device and collects the report."""
+
+from __future__ import annotations
+
+import math
+import time
+
+import torch
+
+from .. import env, kernels
+from . import cases_apollo, cases_cross_entropy, cases_float8, cases_sparse
+from .catalog import kernels_of
+from .compare import Compare
+from .report import KernelResult, Report
+
+CASES = {**cases_float8.CASES, **cases_cross_entropy.CASES, **cases_apollo.CASES, **cases_sparse.CASES}
+
+
+def device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    import platform
+
+    return (
+        f"{platform.machine()} {platform.processor() or ''}".strip() + f" ({torch.backends.cpu.get_cpu_capability()})"
+    )
+
+
+def run(families=None, device="cpu") -> Report:
+    """Every kernel of `families` checked on `device` (the ones that exist elsewhere only are listed as skipped).
+    The registry of disabled kernels is set aside meanwhile: the kernels themselves are checked."""
+    device = torch.device(device)
+    if device.type == "cuda" and device.index is None:
+        device = torch.device("cuda", torch.cuda.current_device())
+    report = Report(str(device), device_name(device))
+    inject = set(env.names("EMBER_SELFTEST_INJECT"))
+    with kernels.registry().suspended(), torch.random.fork_rng(devices=[]):
+        for kernel in kernels_of(families):
+            if device.type not in kernel.devices:
+                report.results.append(KernelResult(kernel.name, "skip", detail=f"{'/'.join(kernel.devices)} only"))
+                continue
+            report.results.append(check(kernel.name, device, kernel.name in inject))
+    return report
+
+
+def check(name: str, device: torch.device, inject: bool) -> KernelResult:
+    """One kernel's cases: pass when every comparison is within its tolerance."""
+    start = time.perf_counter()
+    try:
+        compares: list[Compare] = CASES[name](device)
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+    except Exception as exc:  # a kernel that raises or refuses fails its check, naming why
+        return KernelResult(
+            name, "fail", math.nan, math.nan, time.perf_counter() - start, f"{type(exc).__name__}: {exc}"
+        )
+    if inject:
+        compares = [c.corrupted() for c in compares]
+    rows = [] if compares else [(0.0, 0.0, 0.0, "")]
+    for c in compares:
+        err, tol = c.error()
+        ratio = err / tol if tol > 0 else (0.0 if err == 0 else math.inf)
+        rows.append((math.inf if math.isnan(ratio) else ratio, err, tol, c.what))
+    worst_ratio, err, tol, what = max(rows, key=lambda r: r[:2])
+    status = "pass" if worst_ratio <= 1 else "fail"
+    detail = f"{len(compares)} comparisons" + (f"; worst: {what}" if status == "fail" else "")
+    return KernelResult(name, status, err, tol, time.perf_counter() - start, detail)

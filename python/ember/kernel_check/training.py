@@ -1,0 +1,88 @@
+"""The trainer's kernel check: before a run makes anything, the kernels of the families it uses are
+checked on this rank's device (from the cache when this build, card and driver passed before).
+A failure stops the run naming the kernel, or, with fallback, routes that kernel's calls to the
+reference path for this run (ember.kernels), says so loudly, and records it in the run folder."""
+
+from __future__ import annotations
+
+import sys
+import time
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from .. import atomic, env, kernels
+from . import cache, runner
+from .catalog import kernels_of
+from .report import Report
+
+FALLBACK_FILE = "kernel_fallback.json"
+
+
+class KernelCheckFailed(RuntimeError):
+    """A kernel the run needs failed its selftest on this device (and no fallback was asked for)."""
+
+
+@dataclass
+class KernelCheck:
+    report: Report  # the results of the run's kernels on this device
+    fallback: list[str]  # kernels routed to the reference path for this run
+
+    def record(self, run_dir: Path) -> None:
+        """The fallback, in the run folder (nothing when every kernel passed)."""
+        if self.fallback:
+            atomic.write_json(Path(run_dir) / FALLBACK_FILE, {"disabled": self.fallback, **self.report.to_dict()})
+
+
+def check_kernels(families: list[str], device: torch.device, fallback: bool, verbose: bool) -> KernelCheck:
+    """The report of `families`' kernels on `device`; raises KernelCheckFailed naming a failed
+    kernel unless `fallback`."""
+    names = [k.name for k in kernels_of(families, device.type)]
+    injected = bool(env.get("EMBER_SELFTEST_INJECT"))  # a test hook's result is never cached
+    cached = None if injected else cache.load(device)
+    if cache.covers(cached, names):
+        report = Report(cached.device, cached.device_name, [cached.result(n) for n in names], cached=True)
+    else:
+        start = time.perf_counter()
+        report = runner.run(families, device)
+        report.results = [r for r in report.results if r.name in names]
+        if not injected:
+            cache.save(report, device)
+        if verbose:
+            print(
+                f"ember train: {len(names)} kernels checked on {device} in {time.perf_counter() - start:.1f}s (ember selftest)"
+            )
+    failed = report.failed()
+    if failed and not fallback:
+        raise KernelCheckFailed(_refusal(report, failed))
+    if failed:
+        kernels.registry().add(failed)
+        message = (
+            f"kernel(s) {', '.join(failed)} failed the selftest on {device} ({report.device_name}); "
+            f"--training.kernel_fallback=true: their calls take the reference path for this run (slower)"
+        )
+        warnings.warn(message, RuntimeWarning, stacklevel=2)
+        print(f"ember train: WARNING: {message}", file=sys.stderr, flush=True)
+    return KernelCheck(report, failed)
+
+
+def _refusal(report: Report, failed: list[str]) -> str:
+    r = report.result(failed[0])
+    why = r.detail if r.error != r.error else f"error {r.error:.3g} > tolerance {r.tolerance:.3g} ({r.detail})"
+    others = f" (also failed: {', '.join(failed[1:])})" if failed[1:] else ""
+    return (
+        f"kernel {r.name} failed its selftest on {report.device} ({report.device_name}): {why}{others}. "
+        f"Nothing was written. `ember selftest --device {report.device.split(':')[0]}` shows every kernel; "
+        f"--training.kernel_fallback=true trains with the failed kernels' reference path instead"
+    )
+
+
+def describe(report: Report | None) -> str:
+    """One line for `ember info`."""
+    if report is None:
+        return "not checked yet (`ember selftest`; `ember train` checks its kernels first)"
+    counts = {s: sum(r.status == s for r in report.results) for s in ("pass", "fail")}
+    failed = report.failed()
+    return f"{counts['pass']} passed, {counts['fail']} failed" + (f": {', '.join(failed)}" if failed else "")
