@@ -118,6 +118,9 @@ def test_scratch_export_writes_generation_config(tmp_path):
     assert generation_of(tmp_path / "out") == {"eos_token_id": 256}
     back = transformers.AutoModelForCausalLM.from_pretrained(tmp_path / "out").eval()
     assert back.generate(tokens(n=5, batch=1), max_new_tokens=6, do_sample=False).shape == (1, 6)
+    x = tokens(vocab=257)
+    with torch.no_grad():  # and back into ember: the same model
+        assert torch.equal(from_hf(tmp_path / "out")(x), model(x))
 
 
 @pytest.mark.slow

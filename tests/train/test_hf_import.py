@@ -256,8 +256,11 @@ def test_defaults_table_matches_transformers(arch):
 
 
 def same_as_transformers(path, n=40):
-    """from_hf(path) computes the logits transformers' from_pretrained(path) does."""
-    ref = transformers.AutoModelForCausalLM.from_pretrained(path).float().eval()
+    """from_hf(path) has the dtype transformers' from_pretrained(path) gives, and computes its
+    logits (both in fp32)."""
+    default = transformers.AutoModelForCausalLM.from_pretrained(path).dtype
+    assert from_hf(path, max_seq_len=n).tok_embeddings.weight.dtype == default
+    ref = transformers.AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32).eval()
     x = tokens(n=n, vocab=ref.config.vocab_size)
     with torch.no_grad():
         assert rel_err(from_hf(path, dtype="fp32", max_seq_len=n)(x), hf_logits(ref, x)) <= 1e-4
@@ -316,4 +319,21 @@ def test_qwen_sliding_layers(tmp_path):
     _edit_config(path, max_window_layers=2, layer_types=None)  # no layer slides
     cfg = json.loads((path / "config.json").read_text())
     (path / "config.json").write_text(json.dumps({k: v for k, v in cfg.items() if v is not None}))
+    same_as_transformers(path)
+
+
+@pytest.mark.parametrize(
+    "family, keys",
+    [  # the fields of configs written by transformers 4 (Qwen2.5, Mistral 7B v0.1), sizes shrunk
+        ("qwen2", dict(rope_theta=1e6, sliding_window=131072, use_sliding_window=False, max_window_layers=21)),
+        ("mistral", dict(rope_theta=1e4, sliding_window=4096, torch_dtype="bfloat16")),
+        ("qwen3", dict(rope_theta=1e6, rope_scaling=None, head_dim=32, max_window_layers=28)),
+    ],
+)
+def test_transformers_4_configs(tmp_path, family, keys):
+    path = _saved(tmp_path, family)
+    cfg = {
+        k: v for k, v in json.loads((path / "config.json").read_text()).items() if k not in ("rope_parameters", "dtype")
+    }
+    (path / "config.json").write_text(json.dumps({**cfg, **keys}))
     same_as_transformers(path)

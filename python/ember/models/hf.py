@@ -266,9 +266,16 @@ def load_hf_weights(model: Llama, path: str | Path, files: dict[str, Path] | Non
     model.init_buffers()
 
 
-def _checkpoint_dtype(files: dict[str, Path]) -> torch.dtype:
+def _checkpoint_dtype(hf: dict, files: dict[str, Path]) -> torch.dtype:
+    """The dtype transformers loads a checkpoint in by default: config.json's `dtype`, else its
+    older `torch_dtype`, else the first tensor's."""
     from safetensors import safe_open
 
+    named = hf.get("dtype") or hf.get("torch_dtype")
+    if named is not None:
+        if str(named).lower() not in DTYPES and named != "float64":
+            raise HFCheckpointError(f"from_hf: config.json's dtype {named!r} is not a float dtype")
+        return DTYPES.get(str(named).lower(), torch.float64)
     name, file = next(iter(files.items()))
     with safe_open(str(file), "pt") as f:
         tag = f.get_slice(name).get_dtype()
@@ -279,14 +286,14 @@ def from_hf(
     path: str | os.PathLike, dtype=None, max_seq_len: int | None = None, device: str | torch.device = "cpu"
 ) -> Llama:
     """ember's Llama with the weights of a local Hugging Face checkpoint (a folder, or a name in
-    the local HF cache). dtype: None keeps the checkpoint's; max_seq_len: None takes the config's
-    max_position_embeddings."""
+    the local HF cache). dtype: None takes the one transformers would (config.json's dtype, else
+    the tensors'); max_seq_len: None takes the config's max_position_embeddings."""
     dtype = parse_dtype(dtype, "from_hf")
     path = resolve_hf_path(path)
     cfg = llama_config_from_hf(read_hf_config(path), max_seq_len)
     cfg = untie_if_distinct(path, cfg.replace(hf_generation_config=read_generation_config(path)))
     files = check_weights(path, cfg)
-    dtype = dtype or _checkpoint_dtype(files)
+    dtype = dtype or _checkpoint_dtype(cfg.hf_config, files)
     with torch.device("meta"):
         model = Llama(cfg)
     model.to_empty(device=device)
