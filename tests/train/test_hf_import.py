@@ -258,9 +258,10 @@ def test_defaults_table_matches_transformers(arch):
 def same_as_transformers(path, n=40):
     """from_hf(path) has the dtype transformers' from_pretrained(path) gives, and computes its
     logits (both in fp32)."""
-    default = transformers.AutoModelForCausalLM.from_pretrained(path).dtype
-    assert from_hf(path, max_seq_len=n).tok_embeddings.weight.dtype == default
-    ref = transformers.AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32).eval()
+    ref = transformers.AutoModelForCausalLM.from_pretrained(path).eval()
+    assert from_hf(path, max_seq_len=n).tok_embeddings.weight.dtype == ref.dtype
+    if ref.dtype != torch.float32:
+        ref = transformers.AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32).eval()
     x = tokens(n=n, vocab=ref.config.vocab_size)
     with torch.no_grad():
         assert rel_err(from_hf(path, dtype="fp32", max_seq_len=n)(x), hf_logits(ref, x)) <= 1e-4
