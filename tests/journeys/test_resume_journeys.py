@@ -5,6 +5,8 @@ refusal that names the flag before anything is written."""
 
 import json
 import signal
+import subprocess
+import sys
 import time
 import warnings
 from pathlib import Path
@@ -18,7 +20,7 @@ from ember.train.distributed import Dist
 from ember.train.faults import ENV as CRASH_AT
 from ember.train.preempt import StopSignal
 from ember.train.preflight import check_config
-from tests.train.helpers import TINY, cli, flags, losses, run
+from tests.train.helpers import TINY, cli, cli_env, flags, losses, run
 
 EVERY_2 = ("--checkpoint.every=2", "--checkpoint.keep=0", "--lr_scheduler.decay=constant")
 
@@ -287,6 +289,35 @@ def test_an_async_save_survives_a_kill_two_steps_later(tmp_path):
     assert r.returncode == -signal.SIGKILL, r.stderr[-2000:]
     assert names(tmp_path / "a") == [step(4)]
     assert "torch.distributed is disabled" not in r.stderr
+
+
+INTERRUPTED_DURING_A_SAVE = """
+import sys, time
+import torch.distributed.checkpoint as dcp
+from tests.journeys.test_resume_journeys import Path, build
+
+write = dcp.FileSystemWriter.write_data
+def slow(self, *args, **kwargs):  # a big checkpoint: the write outlasts the interrupt
+    time.sleep(1.0)
+    return write(self, *args, **kwargs)
+dcp.FileSystemWriter.write_data = slow
+build(Path(sys.argv[1]), "k", "--checkpoint.async_save=true").checkpoint(3)
+raise KeyboardInterrupt  # a second Ctrl-C while the background save is being written
+"""
+
+
+@pytest.mark.slow
+def test_a_process_interrupted_during_a_background_save_still_publishes_it(tmp_path):
+    r = subprocess.run(
+        [sys.executable, "-c", INTERRUPTED_DURING_A_SAVE, str(tmp_path)],
+        capture_output=True,
+        text=True,
+        cwd=Path(__file__).parents[2],
+        env=cli_env(),
+        timeout=300,
+    )
+    assert r.returncode != 0 and "KeyboardInterrupt" in r.stderr
+    assert names(tmp_path / "k") == [step(3)]
 
 
 @pytest.mark.slow
