@@ -108,7 +108,7 @@ def test_patch_and_offload_in_either_order_and_unpatch_keeps_the_offload(order):
 # ---- torch.compile -----------------------------------------------------------------------------------
 def _compiled_step(model, backend, ids, labels):
     torch._dynamo.reset()
-    return loss_and_grads(torch.compile(model, backend=backend), ids, labels)
+    return loss_and_grads(torch.compile(model, backend=backend, fullgraph=True), ids, labels)
 
 
 @pytest.mark.slow  # 8 s for eager on a CPU

@@ -70,7 +70,7 @@ def _fused_loss(head: nn.Linear, hidden, target, weight, scale, softcap, ignore_
         )
 
     loss = call_head(head, fused, hidden)
-    if loss.requires_grad and not torch.compiler.is_compiling():
+    if loss.requires_grad and not torch.compiler.is_compiling():  # fullgraph: no hook on an intermediate
         loss.register_hook(_first_derivative_only)
     return loss
 
