@@ -131,3 +131,24 @@ def test_every_ember_switch_is_declared_and_python_reads_them_through_env():
         for name in re.findall(r'"(EMBER_[A-Z0-9_]+)"', path.read_text())
     }
     assert native and native <= set(env.SWITCHES), native - set(env.SWITCHES)
+
+
+@pytest.mark.skipif(not hasattr(ember._C, "set_disabled_kernels"), reason="a native library without the registry")
+def test_a_native_dispatcher_takes_its_fallback_for_a_disabled_kernel(monkeypatch):
+    # linear_cross_entropy's fused gradient (forced on) disabled: the materialized path's result, bit for bit
+    g = torch.Generator().manual_seed(0)
+    h0, w0, y = torch.randn(37, 48, generator=g), torch.randn(208, 48, generator=g), torch.randint(0, 208, (37,))
+
+    def grads(fused: str):
+        monkeypatch.setenv("EMBER_CE_SOFTMAX_GEMM", fused)
+        h, w = h0.clone().requires_grad_(), w0.clone().requires_grad_()
+        ember.ops.linear_cross_entropy(h, w, y).backward()
+        return h.grad, w.grad
+
+    materialized, fused = grads("0"), grads("1")
+    assert not torch.equal(fused[1], materialized[1])  # the two paths round apart
+    kernels.registry().set(["cross_entropy.softmax_grad_gemm"])
+    assert ember._C.disabled_kernels() == ["cross_entropy.softmax_grad_gemm"]
+    assert all(torch.equal(a, b) for a, b in zip(grads("1"), materialized))
+    kernels.registry().set([])
+    assert ember._C.disabled_kernels() == []
