@@ -198,7 +198,7 @@ def test_inputs_are_read_by_their_suffix_whatever_its_case(tmp_path):
     named = [str(src / f) for f in ("A.JSONL", "x.json", "y.json", "z.jsonl.gz", "sub/NOTES.TXT", "link/linked.md")]
     prepare(named, tmp_path / "named", workers=1, progress=False)
     assert _prepared_texts(tmp_path / "named") == want
-    index = prepare([str(src)], tmp_path / "walked", workers=1, progress=False)
+    index = prepare([str(src)], tmp_path / "walked", workers=1, val_per_mille=0, progress=False)
     assert _prepared_texts(tmp_path / "walked") == want
     assert index["notes"] == [f"{src}: skipped 1 .csv files, 1 hidden files"]
 
@@ -225,8 +225,9 @@ def test_prepare_refuses_or_reports_misuse(tmp_path, jsonl_dir):
     )
     assert _prepared_texts(tmp_path / "o") == [b"one"]
     assert index["notes"] == [
-        f"{tmp_path / 'd.jsonl'} was given twice (as {tmp_path / 'd.jsonl'}): read once",
+        f"{tmp_path / 'd.jsonl'} was given twice: read once",
         f"{tmp_path / 'd.jsonl'}: 2 empty document(s) skipped",
         f"{tmp_path / 'empty.txt'}: 1 empty document(s) skipped",
+        "no document fell into the validation split (--val-per-mille 5): runs will report no val_loss",
     ]
     assert index["fingerprint"] != prepare([str(jsonl_dir)], tmp_path / "p", workers=1, progress=False)["fingerprint"]

@@ -104,7 +104,7 @@ def expand_inputs(inputs: list[str]) -> tuple[list[str], list[str]]:
         for f in files:
             key = f if f == corpus.NAME else os.path.realpath(f)
             if key in real:
-                notes.append(f"{f} was given twice (as {real[key]}): read once")
+                notes.append(f"{f} was given twice" + (f" (as {real[key]})" if real[key] != f else "") + ": read once")
                 continue
             real[key] = f
             out.append(f)

@@ -83,11 +83,13 @@ def prepare(
     """Tokenize `inputs` into token shards in `out` and return the index; index['notes'] says
     what was skipped (files a folder walk passed over, empty documents, files named twice)."""
     out = Path(os.path.abspath(out))
-    if not 0 <= val_per_mille <= 1000 or shard_tokens < 1 or workers < 0:
-        raise ValueError(
-            f"ember prepare: --val-per-mille must be in 0..1000, --shard-tokens >= 1 and --workers >= 0; "
-            f"got {val_per_mille}, {shard_tokens} and {workers}"
-        )
+    for flag, value, ok, want in (
+        ("--val-per-mille", val_per_mille, 0 <= val_per_mille <= 1000, "in 0..1000"),
+        ("--shard-tokens", shard_tokens, shard_tokens >= 1, ">= 1"),
+        ("--workers", workers, workers >= 0, ">= 0 (0: one per core)"),
+    ):
+        if not ok:
+            raise ValueError(f"ember prepare: {flag} must be {want}, got {value}")
     files, notes = expand_inputs(inputs)
     tok = load_tokenizer(tokenizer, eos_token)  # fail early, in this process
     _check_out(out, inputs)
@@ -111,11 +113,11 @@ def _write(files, out: Path, tok, tokenizer, eos_token, workers, text_key, val_p
     workers = workers or min(len(files), mp.cpu_count())
     jobs = [(f, text_key, val_per_mille) for f in files]
     notes = []
-    bar = tqdm(total=len(files), desc="tokenizing", unit="file", disable=not progress)
     with (
+        tqdm(total=len(files), desc="tokenizing", unit="file", disable=not progress) as bar,
         mp.get_context("spawn").Pool(workers, _init_worker, (tokenizer, eos_token))
         if workers > 1
-        else _Inline(tokenizer, eos_token) as pool
+        else _Inline(tokenizer, eos_token) as pool,
     ):
         for parts, file_notes in pool.imap(_tokenize_file, jobs):
             for split, (tokens, docs) in parts.items():
@@ -123,11 +125,14 @@ def _write(files, out: Path, tok, tokenizer, eos_token, workers, text_key, val_p
                     writers[split].write(tokens, docs)
             notes += file_notes
             bar.update()
-    bar.close()
     for w in writers.values():
         w.close()
     if not any(w.entries for w in writers.values()):
         raise ValueError(f"ember prepare: no document in {', '.join(files)} has any text")
+    if val_per_mille and not writers["val"].entries:
+        notes.append(
+            f"no document fell into the validation split (--val-per-mille {val_per_mille}): runs will report no val_loss"
+        )
     if tokenizer != "byte":  # the tokenizer travels with the tokens (and `ember export` copies it on)
         shutil.copyfile(tok.path, out / "tokenizer.json")
         for name in ("tokenizer_config.json", "special_tokens_map.json"):

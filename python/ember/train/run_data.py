@@ -82,10 +82,10 @@ def save_tokenizer(cfg: Config, run_dir: Path) -> None:
         return
     folder = Path(run_dir) / TOKENIZER_DIR
     folder.mkdir(parents=True, exist_ok=True)
-    for f in files:
-        tmp = folder / f".{f.name}.tmp"
-        shutil.copyfile(f, tmp)
-        os.replace(tmp, folder / f.name)
+    for f in files:  # a --data.tokenizer file of any name is the run's tokenizer.json
+        name = f.name if f.name in TOKENIZER_FILES else "tokenizer.json"
+        shutil.copyfile(f, folder / f".{name}.tmp")
+        os.replace(folder / f".{name}.tmp", folder / name)
 
 
 def data_tokenizer_files(cfg: Config) -> list[Path]:
