@@ -39,6 +39,20 @@ def test_train_refuses_a_failed_kernel_before_its_run_folder_exists(tmp_path):
     assert not (tmp_path / "refused").exists()
 
 
+def test_every_rank_checks_and_refuses_under_torchrun(tmp_path):
+    r = cli(
+        "train",
+        *TINY,
+        f"--job.dir={tmp_path}",
+        "--job.name=ranks",
+        nproc=2,
+        env=env(tmp_path, EMBER_SELFTEST_INJECT=KERNEL),
+    )
+    assert r.returncode != 0
+    assert r.stderr.count(f"kernel {KERNEL} failed its selftest on cpu") == 2  # each rank checked its own device
+    assert not (tmp_path / "ranks").exists()
+
+
 def test_fallback_trains_as_with_the_kernel_disabled(tmp_path):
     r = train(tmp_path, "fallback", "--training.kernel_fallback=true", EMBER_SELFTEST_INJECT=KERNEL)
     assert r.returncode == 0, r.stderr

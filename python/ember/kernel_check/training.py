@@ -68,6 +68,21 @@ def check_kernels(families: list[str], device: torch.device, fallback: bool, ver
     return KernelCheck(report, failed)
 
 
+def check_on_every_rank(families: list[str], d, fallback: bool) -> KernelCheck:
+    """check_kernels on each rank's own device (d: the run's ember.train.distributed.Dist), and
+    every rank refuses when one does, so none waits for the others in a collective."""
+    try:
+        result, error = check_kernels(families, d.device, fallback, d.is_main), None
+    except KernelCheckFailed as exc:
+        result, error = None, exc
+    failed = [rank for rank, bad in enumerate(d.per_rank(float(error is not None))) if bad]
+    if error is not None:
+        raise error
+    if failed:
+        raise KernelCheckFailed(f"rank {failed[0]}'s device failed the kernel selftest (its error names the kernel)")
+    return result
+
+
 def _refusal(report: Report, failed: list[str]) -> str:
     r = report.result(failed[0])
     why = r.detail if r.error != r.error else f"error {r.error:.3g} > tolerance {r.tolerance:.3g} ({r.detail})"

@@ -240,6 +240,6 @@ def check_kernels(cfg: Config, d: Dist):
     families = kernel_families(cfg)
     if not cfg.training.selftest or not families:
         return None
-    from ..kernel_check.training import check_kernels as check
+    from ..kernel_check.training import check_on_every_rank
 
-    return check(families, d.device, cfg.training.kernel_fallback, d.is_main)
+    return check_on_every_rank(families, d, cfg.training.kernel_fallback)
