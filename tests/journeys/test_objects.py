@@ -191,6 +191,20 @@ def test_step_after_the_model_moves_to_a_dtype_apollo_refuses():
         opt.step()
 
 
+def test_a_refused_step_changes_no_group():
+    model = net()
+    opt = Apollo([{"params": model[0].parameters()}, {"params": model[2].parameters()}], rank=4)
+    train(model, opt, 1)
+    model[2].double()  # the second group's weight: a dtype the low-rank rule refuses
+    opt.zero_grad()
+    model[2](model[1](model[0](torch.randn(8, 16))).double()).square().mean().backward()
+    before = [p.clone() for p in model.parameters()]
+    with pytest.raises(ValueError, match="low-rank parameters must be float32 or bfloat16"):
+        opt.step()
+    assert all(torch.equal(p, q) for p, q in zip(model.parameters(), before))
+    assert all(int(opt.state[p]["step"]) == 1 for p in model.parameters())
+
+
 def test_flags_torch_optimizers_have_and_apollo_lacks():
     params = list(net().parameters())
     with pytest.raises(TypeError, match="maximize"):

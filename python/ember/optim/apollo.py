@@ -121,93 +121,58 @@ class Apollo(torch.optim.Optimizer):
         if closure is not None:
             with torch.enable_grad():
                 loss = closure()
-        streams = None
-        for group in self.param_groups:
-            lowrank = defaultdict(lambda: defaultdict(list))  # device -> lists for the native step
-            sharded = defaultdict(list)  # FSDP2's DTensors: apollo_sharded.step
-            adamw = defaultdict(lambda: defaultdict(list))  # (device, dtype) -> lists for fused AdamW
-            for p in group["params"]:
-                if p.grad is None:
-                    continue
-                grad = p.grad
-                if grad.is_sparse:
-                    raise RuntimeError(
-                        f"ember.optim.{type(self).__name__}: sparse gradients are not supported (parameter of shape {tuple(p.shape)})"
-                    )
-                state = self.state[p]
-                if self._lowrank(p, group):
-                    streams = streams or self._stream_of()
-                    is_dtensor = isinstance(p, DTensor)
-                    self._lowrank_state(p, state, group)
-                    if is_dtensor:
-                        for key, value in (("params", p), ("states", state), ("streams", streams[p])):
-                            sharded[key].append(value)
-                        continue
-                    lists = lowrank[p.device]
-                    lists["params"].append(p)
-                    lists["grads"].append(grad if grad.is_contiguous() else grad.contiguous())
-                    for key in _LOWRANK_KEYS:
-                        lists[key].append(state[key])
-                    lists["steps"].append(int(state["step"]) + 1)  # the step being taken
-                    lists["step_counts"].append(state["step"])
-                    lists["streams"].append(streams[p])
-                else:
-                    self._adamw_state(p, state)
-                    lists = adamw[(p.device, p.dtype)]
-                    lists["params"].append(p)
-                    lists["grads"].append(grad)
-                    lists["exp_avg"].append(state["exp_avg"])
-                    lists["exp_avg_sq"].append(state["exp_avg_sq"])
-                    lists["steps"].append(state["step"])
-            beta1, beta2 = group["betas"]
+        # Every group is checked and sorted before any parameter changes: a refusal changes nothing.
+        streams = self._stream_of()
+        plans = [(group, *self._sort(group, streams)) for group in self.param_groups]
+        for group, lowrank, sharded, adamw in plans:
             for lists in lowrank.values():
-                ops.apollo_step_(
-                    lists["params"],
-                    lists["grads"],
-                    lists["exp_avg"],
-                    lists["exp_avg_sq"],
-                    lists["norm_prev"],
-                    lists["steps"],
-                    lists["streams"],
-                    lr=float(group["lr"]),
-                    beta1=beta1,
-                    beta2=beta2,
-                    eps=group["eps"],
-                    weight_decay=group["weight_decay"],
-                    scale=group["scale"],
-                    tensor_scale=group["scale_type"] == "tensor",
-                    norm_growth_limit=group["norm_growth_limit"],
-                    rank=group["rank"],
-                    update_proj_gap=group["update_proj_gap"],
-                    seed=group["seed"],
-                    stochastic_rounding=group["stochastic_rounding"],
-                )
-                for count in lists["step_counts"]:  # only once the step was taken: an error changes nothing
-                    count.add_(1)
+                _apollo_step(group, lists)
             if sharded:
                 apollo_sharded.step(group, sharded["params"], sharded["states"], sharded["streams"])
                 for state in sharded["states"]:
                     state["step"].add_(1)
             for lists in adamw.values():
-                torch._foreach_add_(lists["steps"], 1)
-                torch._fused_adamw_(
-                    lists["params"],
-                    lists["grads"],
-                    lists["exp_avg"],
-                    lists["exp_avg_sq"],
-                    [],
-                    lists["steps"],
-                    amsgrad=False,
-                    lr=float(group["lr"]),
-                    beta1=beta1,
-                    beta2=beta2,
-                    weight_decay=group["weight_decay"],
-                    eps=group["eps"],
-                    maximize=False,
-                    grad_scale=None,
-                    found_inf=None,
-                )
+                _adamw_step(group, lists)
         return loss
+
+    def _sort(self, group: dict, streams: dict) -> tuple[dict, dict, dict]:
+        """The group's parameters with gradients, their states made or checked, in lists for the
+        native low-rank step (by device), apollo_sharded (FSDP2's DTensors) and fused AdamW (by
+        device and dtype)."""
+        lowrank = defaultdict(lambda: defaultdict(list))
+        sharded = defaultdict(list)
+        adamw = defaultdict(lambda: defaultdict(list))
+        for p in group["params"]:
+            if p.grad is None:
+                continue
+            grad = p.grad
+            if grad.is_sparse:
+                raise RuntimeError(
+                    f"ember.optim.{type(self).__name__}: sparse gradients are not supported (parameter of shape {tuple(p.shape)})"
+                )
+            state = self.state[p]
+            if not self._lowrank(p, group):
+                self._adamw_state(p, state)
+                lists = adamw[(p.device, p.dtype)]
+                for key, value in (("params", p), ("grads", grad), ("steps", state["step"])):
+                    lists[key].append(value)
+                for key in ("exp_avg", "exp_avg_sq"):
+                    lists[key].append(state[key])
+                continue
+            self._lowrank_state(p, state, group)
+            if isinstance(p, DTensor):
+                for key, value in (("params", p), ("states", state), ("streams", streams[p])):
+                    sharded[key].append(value)
+                continue
+            lists = lowrank[p.device]
+            lists["params"].append(p)
+            lists["grads"].append(grad if grad.is_contiguous() else grad.contiguous())
+            for key in _LOWRANK_KEYS:
+                lists[key].append(state[key])
+            lists["steps"].append(int(state["step"]) + 1)  # the step being taken
+            lists["step_counts"].append(state["step"])
+            lists["streams"].append(streams[p])
+        return lowrank, sharded, adamw
 
     def _lowrank_state(self, p: torch.Tensor, state: dict, group: dict) -> None:
         """The low-rank state of p: new zeros on the first step; else checked against p and the
@@ -285,6 +250,57 @@ class Apollo(torch.optim.Optimizer):
             for name, value in st.items():
                 self.state[p][name] = value.to(device=p.device, dtype=torch.float32, copy=True)
             self.state[p]["step"] = self.state[p]["step"].cpu()
+
+
+def _apollo_step(group: dict, lists: dict) -> None:
+    """One native step of a group's low-rank matrices on one device."""
+    beta1, beta2 = group["betas"]
+    ops.apollo_step_(
+        lists["params"],
+        lists["grads"],
+        lists["exp_avg"],
+        lists["exp_avg_sq"],
+        lists["norm_prev"],
+        lists["steps"],
+        lists["streams"],
+        lr=float(group["lr"]),
+        beta1=beta1,
+        beta2=beta2,
+        eps=group["eps"],
+        weight_decay=group["weight_decay"],
+        scale=group["scale"],
+        tensor_scale=group["scale_type"] == "tensor",
+        norm_growth_limit=group["norm_growth_limit"],
+        rank=group["rank"],
+        update_proj_gap=group["update_proj_gap"],
+        seed=group["seed"],
+        stochastic_rounding=group["stochastic_rounding"],
+    )
+    for count in lists["step_counts"]:  # only once the step was taken: an error changes nothing
+        count.add_(1)
+
+
+def _adamw_step(group: dict, lists: dict) -> None:
+    """torch's fused AdamW on a group's other parameters of one device and dtype."""
+    beta1, beta2 = group["betas"]
+    torch._foreach_add_(lists["steps"], 1)
+    torch._fused_adamw_(
+        lists["params"],
+        lists["grads"],
+        lists["exp_avg"],
+        lists["exp_avg_sq"],
+        [],
+        lists["steps"],
+        amsgrad=False,
+        lr=float(group["lr"]),
+        beta1=beta1,
+        beta2=beta2,
+        weight_decay=group["weight_decay"],
+        eps=group["eps"],
+        maximize=False,
+        grad_scale=None,
+        found_inf=None,
+    )
 
 
 class ApolloMini(Apollo):
