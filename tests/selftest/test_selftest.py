@@ -84,6 +84,16 @@ def test_a_disabled_apollo_step_follows_the_rule():
     assert (results[1] - results[0]).norm() / results[0].norm() < 1e-6
 
 
+def test_info_shows_the_cached_result(capsys):
+    from ember.cli import main
+
+    assert main(["info"]) == 0
+    assert "cpu      not checked yet" in capsys.readouterr().out
+    ember.selftest(["apollo"], "cpu")
+    assert main(["info"]) == 0
+    assert "cpu      3 passed, 0 failed" in capsys.readouterr().out
+
+
 def test_unknown_kernel_names_are_refused():
     with pytest.raises(ValueError, match=r"unknown kernel name\(s\) float8\.nope"):
         kernels.DisabledKernels(["float8.nope"])

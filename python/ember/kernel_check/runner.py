@@ -34,7 +34,7 @@ def run(families=None, device="cpu") -> Report:
         device = torch.device("cuda", torch.cuda.current_device())
     report = Report(str(device), device_name(device))
     inject = set(env.names("EMBER_SELFTEST_INJECT"))
-    with kernels.registry().suspended(), torch.random.fork_rng(devices=[]):
+    with kernels.registry().suspended(), torch.random.fork_rng(devices=[]), torch.enable_grad():
         for kernel in kernels_of(families):
             if device.type not in kernel.devices:
                 report.results.append(KernelResult(kernel.name, "skip", detail=f"{'/'.join(kernel.devices)} only"))
