@@ -37,8 +37,8 @@ struct ApolloOps {
 
   // In the device's TORCH_LIBRARY_IMPL block.
   static void register_impls(torch::Library& m) {
-    m.impl("apollo_step_", &step);
-    m.impl("apollo_projection_", &projection);
+    register_impl<Device>(m, "apollo_step_", &step);
+    register_impl<Device>(m, "apollo_projection_", &projection);
   }
 };
 

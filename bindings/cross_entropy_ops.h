@@ -4,7 +4,6 @@
 // docs/adding_an_op.md's.
 #pragma once
 
-#include <ATen/MemoryOverlap.h>
 #include <torch/library.h>
 
 #include <optional>
@@ -43,10 +42,13 @@ struct CrossEntropyOps {
 
   static void backward_inplace(const T& logits, const T& grad_loss, const T& target, const Opt& weight, const T& lse,
                                int64_t ignore_index, double ls, double zl, double cap) {
-    // rows that share memory (an expanded or overlapping view) cannot each hold their own gradient
-    TORCH_CHECK(at::has_internal_overlap(logits) != at::MemOverlap::Yes,
-                "ember.cross_entropy_backward_: logits overlap themselves (an expanded or overlapping view, strides ",
-                logits.strides(), "); the in-place gradient needs a tensor whose elements are distinct");
+    // rows that share memory (an expanded or overlapping view: a row starts less than V elements
+    // after the one before) cannot each hold their own gradient
+    constexpr const char* op = "ember.cross_entropy_backward_";
+    check_logits(op, logits);
+    TORCH_CHECK(logits.size(0) <= 1 || logits.stride(0) >= logits.size(1), op,
+                ": logits rows overlap (an expanded or overlapping view, strides ", logits.strides(), " for shape ",
+                logits.sizes(), "); the in-place gradient needs rows at least V apart");
     write_backward("ember.cross_entropy_backward_", logits, grad_loss, logits, target, weight, lse, ignore_index, ls,
                    zl, cap);
   }
@@ -89,11 +91,11 @@ struct CrossEntropyOps {
 
   // In the device's TORCH_LIBRARY_IMPL block.
   static void register_impls(torch::Library& m) {
-    m.impl("cross_entropy_forward", &forward);
-    m.impl("cross_entropy_backward", &backward);
-    m.impl("cross_entropy_backward_", &backward_inplace);
-    m.impl("linear_cross_entropy_forward", &linear_forward);
-    m.impl("linear_cross_entropy_backward", &linear_backward);
+    register_impl<Device>(m, "cross_entropy_forward", &forward);
+    register_impl<Device>(m, "cross_entropy_backward", &backward);
+    register_impl<Device>(m, "cross_entropy_backward_", &backward_inplace);
+    register_impl<Device>(m, "linear_cross_entropy_forward", &linear_forward);
+    register_impl<Device>(m, "linear_cross_entropy_backward", &linear_backward);
   }
 };
 

@@ -50,10 +50,10 @@ struct SparseOps {
 
   // In the device's TORCH_LIBRARY_IMPL block.
   static void register_impls(torch::Library& m) {
-    m.impl("pack_mask", &pack_mask);
-    m.impl("unpack_mask", &unpack_mask);
-    m.impl("masked_linear", &masked_linear);
-    m.impl("masked_linear_backward", &masked_linear_backward);
+    register_impl<Device>(m, "pack_mask", &pack_mask);
+    register_impl<Device>(m, "unpack_mask", &unpack_mask);
+    register_impl<Device>(m, "masked_linear", &masked_linear);
+    register_impl<Device>(m, "masked_linear_backward", &masked_linear_backward);
   }
 };
 

@@ -55,7 +55,8 @@ at::Tensor gemm(const at::Tensor& a, const at::Tensor& a_scale, const at::Tensor
   p.a_scale = a_scale.data_ptr<float>();
   p.b_scale = b_scale.data_ptr<float>();
   p.out = out.data_ptr();
-  if (k.gemm != nullptr && p.m > 0 && p.k > 0 && gemm_cuda_has_kernel(p)) {
+  // (an empty a or b may have a null data pointer, which the alignment check would refuse)
+  if (k.gemm != nullptr && p.m > 0 && p.n > 0 && p.k > 0 && gemm_cuda_has_kernel(p)) {
     for (const auto& [t, arg] : {std::pair{&a, "a"}, std::pair{&b, "b"}})
       TORCH_CHECK(aligned16(t->data_ptr()), "ember.fp8_gemm: ", arg,
                   " must start at a 16-byte aligned address (TMA), got a view at storage offset ", t->storage_offset());

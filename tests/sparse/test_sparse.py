@@ -8,6 +8,7 @@ import pytest
 import torch
 from hypothesis import given, strategies as st
 
+import ember
 from ember.ops import masked_linear, pack_mask, unpack_mask
 from ember.sparse import SparseLinear, densities_for_shapes, layerwise_densities, random_prune, sparsity_report
 
@@ -205,6 +206,17 @@ def test_opcheck(device):
         )
     torch.library.opcheck(torch.ops.ember.pack_mask.default, (m, 16))
     torch.library.opcheck(torch.ops.ember.unpack_mask.default, (pack_mask(m), 40, 50, 0))
+
+
+@pytest.mark.skipif(not ember.cuda_available(), reason="needs a GPU")
+@pytest.mark.parametrize("block", [0, 16])
+def test_backward_refuses_a_grad_on_another_device(block):
+    # the dispatcher picks the CUDA kernel from x: a CPU grad would hand host pointers to it
+    m = block_mask(32, 48, 16, 0.5)
+    x, w = torch.randn(8, 48, device="cuda"), torch.randn(32, 48, device="cuda")
+    mask = pack_mask(m.cuda(), block or None)
+    with pytest.raises(RuntimeError, match=r"ember\.masked_linear_backward: grad must be on cuda"):
+        torch.ops.ember.masked_linear_backward(torch.randn(8, 32), x, w, mask, block, True, True)
 
 
 @pytest.mark.parametrize("block", [None, 16])
