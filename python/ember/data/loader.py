@@ -14,6 +14,7 @@ batch gives the same data whatever the number of ranks.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -114,7 +115,15 @@ def source_vocab(spec: SourceSpec, tokenizer: str) -> tuple[int, int]:
     return index["vocab_size"], index["eos_id"]
 
 
-_stdlib_cache: dict = {}
+@functools.cache
+def _stdlib_tokens(split: str, tokenizer: str) -> np.ndarray:
+    """The built-in corpus's split, tokenized once per process (read-only: shared by callers)."""
+    tok = load_tokenizer(tokenizer)
+    eos = np.array([tok.eos_id], dtype=np.uint32)
+    docs = [np.concatenate([tok.encode_document(d), eos]) for d in corpus.stdlib_documents(split)]
+    tokens = np.concatenate(docs).astype(np.int32)
+    tokens.flags.writeable = False
+    return tokens
 
 
 def open_source(spec: SourceSpec, split: str, tokenizer: str = "byte", with_weights: bool = False) -> TokenSplit:
@@ -124,15 +133,7 @@ def open_source(spec: SourceSpec, split: str, tokenizer: str = "byte", with_weig
         raise ValueError(
             "the built-in corpus has no token weights: `ember prepare stdlib --out DIR`, then `ember score`"
         )
-    key = (split, tokenizer)
-    if key not in _stdlib_cache:  # tokenized once per process
-        tok = load_tokenizer(tokenizer)
-        docs = corpus.stdlib_documents(split)
-        eos = np.array([tok.eos_id], dtype=np.uint32)
-        _stdlib_cache[key] = np.concatenate([np.concatenate([tok.encode_document(d), eos]) for d in docs]).astype(
-            np.int32
-        )
-    return TokenSplit([_stdlib_cache[key]])
+    return TokenSplit([_stdlib_tokens(split, tokenizer)])
 
 
 class Windows:

@@ -6,6 +6,7 @@ What files are read, and how, is inputs.py's."""
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import multiprocessing as mp
 import os
@@ -20,28 +21,28 @@ from .inputs import documents, expand_inputs
 from .shards import FORMAT, INDEX, ShardWriter, write_json_atomic
 from .tokenizer import load_tokenizer, token_dtype
 
-_tok = None  # the tokenizer of a worker process
 
-
-def _init_worker(spec, eos_token):
-    global _tok
-    _tok = load_tokenizer(spec, eos_token)
+@functools.cache
+def _tokenizer(spec: str, eos_token: str | None):
+    """The tokenizer, loaded once per process (each worker loads its own)."""
+    return load_tokenizer(spec, eos_token)
 
 
 def _tokenize_file(job):
     """Worker: one input → ({split: (concatenated tokens with eos after each document, #docs)},
     notes on what was dropped or changed)."""
-    path, text_key, val_per_mille = job
+    path, text_key, val_per_mille, spec, eos_token = job
+    tok = _tokenizer(spec, eos_token)
     parts, empty, not_utf8 = {"train": [], "val": []}, 0, 0
     for split, text in documents(path, text_key):
         if not text:  # an empty document would train on an end-of-document token alone
             empty += 1
             continue
-        if isinstance(text, bytes) and _tok.name != "byte" and not _is_utf8(text):
+        if isinstance(text, bytes) and tok.name != "byte" and not _is_utf8(text):
             not_utf8 += 1  # the byte tokenizer keeps the bytes; a text tokenizer gets U+FFFD for them
         split = split or corpus.split_of(text, val_per_mille)
-        parts[split].append(_tok.encode_document(text))
-        parts[split].append(np.array([_tok.eos_id], dtype=parts[split][-1].dtype))
+        parts[split].append(tok.encode_document(text))
+        parts[split].append(np.array([tok.eos_id], dtype=parts[split][-1].dtype))
     notes = [f"{path}: {empty} empty document(s) skipped"] if empty else []
     if not_utf8:
         notes.append(f"{path}: not UTF-8: its invalid bytes were read as U+FFFD (the byte tokenizer keeps them)")
@@ -111,13 +112,11 @@ def _write(files, out: Path, tok, tokenizer, eos_token, workers, text_key, val_p
     dtype = token_dtype(tok.vocab_size)
     writers = {s: ShardWriter(out, s, dtype, shard_tokens) for s in ("train", "val")}
     workers = workers or min(len(files), mp.cpu_count())
-    jobs = [(f, text_key, val_per_mille) for f in files]
+    jobs = [(f, text_key, val_per_mille, tokenizer, eos_token) for f in files]
     notes = []
     with (
         tqdm(total=len(files), desc="tokenizing", unit="file", disable=not progress) as bar,
-        mp.get_context("spawn").Pool(workers, _init_worker, (tokenizer, eos_token))
-        if workers > 1
-        else _Inline(tokenizer, eos_token) as pool,
+        mp.get_context("spawn").Pool(workers) if workers > 1 else _Inline() as pool,
     ):
         for parts, file_notes in pool.imap(_tokenize_file, jobs):
             for split, (tokens, docs) in parts.items():
@@ -166,9 +165,6 @@ def _fingerprint(index: dict, writers: dict, tokenizer_file: Path | None) -> str
 
 class _Inline:
     """The Pool interface in this process (one worker: no processes to spawn)."""
-
-    def __init__(self, spec, eos_token):
-        _init_worker(spec, eos_token)
 
     def __enter__(self):
         return self
