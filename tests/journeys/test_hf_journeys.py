@@ -253,3 +253,26 @@ def test_wrong_things_passed_as_the_folder(tmp_path, monkeypatch):
     monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))
     with pytest.raises(FileNotFoundError, match="refs/main names snapshot 'new'.*not there"):
         from_hf("org/m")
+
+
+@pytest.mark.slow
+def test_run_outlives_its_source_folder(tmp_path, capsys):
+    """A run keeps its source's config.json and generation_config.json (RUN/init_from/): once the
+    Hugging Face folder is gone (or replaced by another model), eval and export still build the
+    model the run trained."""
+    import shutil
+
+    src = with_generation(tmp_path / "src", vocab_size=VOCAB)
+    run = train_from(tmp_path, src)
+    capsys.readouterr()
+    assert ember_main(["eval", run]) == 0
+    before = json.loads(capsys.readouterr().out.splitlines()[-1])["val_loss"]
+    shutil.rmtree(src)
+    hf_model("qwen3", vocab_size=VOCAB).save_pretrained(src)  # another model under the same name
+    assert ember_main(["eval", run]) == 0
+    assert json.loads(capsys.readouterr().out.splitlines()[-1])["val_loss"] == before
+    shutil.rmtree(src)
+    assert ember_main(["export", run, str(tmp_path / "out")]) == 0
+    assert generation_of(tmp_path / "out") == generation_of(tmp_path / "run" / "init_from")
+    back = transformers.AutoModelForCausalLM.from_pretrained(tmp_path / "out")
+    assert type(back).__name__ == "LlamaForCausalLM" and back.generation_config.eos_token_id == [2, 7]

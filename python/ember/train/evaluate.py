@@ -17,6 +17,7 @@ from . import distributed, run_data
 from .build import apply_sparsity, model_config, new_model
 from .config import Config, ConfigError, apply_flags, config_from_dict
 from .eval_sources import eval_specs
+from .init_from import with_kept_source
 from .runtime import autocast, compute_dtype
 
 
@@ -68,7 +69,8 @@ def load_model(
     cfg = cfg or saved
     vocab, _ = run_data.run_vocab(saved, path)  # recorded: the model loads wherever its data is
     longest = max(saved.data.seq_len, cfg.data.seq_len, seq_len)
-    mcfg = model_config(replace(saved, data=replace(saved.data, seq_len=longest)), vocab)
+    sized = with_kept_source(replace(saved, data=replace(saved.data, seq_len=longest)), path)
+    mcfg = model_config(sized, vocab)
     model = new_model(mcfg)
     model.to_empty(device=device)
     apply_sparsity(saved, model)  # the run's SparseLinear layers (their masks come with the state)

@@ -5,6 +5,9 @@ headers."""
 
 from __future__ import annotations
 
+from dataclasses import replace
+from pathlib import Path
+
 import torch
 
 from ..data.loader import parse_sources, source_vocab
@@ -18,8 +21,12 @@ from ..models.hf import (
     resolve_hf_path,
     untie_if_distinct,
 )
+from ..atomic import atomic_dir, write_json
+from ..models.hf import GENERATION
 from ..models.llama import Llama, LlamaConfig
 from .config import Config, ConfigError
+
+KEPT = "init_from"  # RUN/init_from/: the source's config files as the run read them
 
 SIZE_FLAGS = {
     "dim": "dim",
@@ -29,6 +36,28 @@ SIZE_FLAGS = {
     "ffn_hidden": "hidden",
     "vocab_size": "vocab_size",
 }
+
+
+def keep_source(mcfg: LlamaConfig, run_dir: Path) -> None:
+    """(rank 0) The run's copy of its source's config.json (its head tied as the run ties it) and
+    generation_config.json, in RUN/init_from/, made once (a resumed run keeps what it started
+    from): eval, score and export build the model the run trained from it, wherever the source
+    folder has gone or whatever replaced it."""
+    kept = Path(run_dir) / KEPT
+    if kept.is_dir():
+        return
+    with atomic_dir(kept) as tmp:
+        write_json(tmp / "config.json", {**mcfg.hf_config, "tie_word_embeddings": mcfg.tie_embeddings})
+        if mcfg.hf_generation_config is not None:
+            write_json(tmp / GENERATION, mcfg.hf_generation_config)
+
+
+def with_kept_source(cfg: Config, checkpoint: Path) -> Config:
+    """cfg, with model.init_from pointing at the kept copy of the checkpoint's run, if it has one."""
+    kept = Path(checkpoint).resolve().parents[1] / KEPT
+    if not cfg.model.init_from or not (kept / "config.json").is_file():
+        return cfg
+    return replace(cfg, model=replace(cfg.model, init_from=str(kept)))
 
 
 def init_model_config(cfg: Config) -> LlamaConfig:

@@ -29,6 +29,7 @@ from . import distributed, faults, host, resume, run_data, run_info
 from .build import build_loss, build_model, build_optimizer, build_scheduler, check_kernels, model_config
 from .config import Config, ConfigError
 from .evaluate import Evaluator
+from .init_from import keep_source
 from .metrics import (
     MetricsLogger,
     card_name,
@@ -132,6 +133,8 @@ class Trainer:
         if d.is_main:
             ckpt.write_atomic(self.run_dir / "config.toml", cfg.to_toml().encode())
             run_data.save_tokenizer(cfg, self.run_dir)
+            if cfg.model.init_from:
+                keep_source(self.mcfg, self.run_dir)  # eval and export build this model, wherever the source goes
             if self.kernel_check:
                 self.kernel_check.record(self.run_dir)
             run_info.print_header(cfg, d, self.model, self.dtype, self.run_dir, self.resume_from, self.start)
