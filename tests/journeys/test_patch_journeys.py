@@ -168,6 +168,26 @@ def test_a_backward_hook_on_the_head_takes_the_unfused_path():
         model(input_ids=ids, labels=labels, token_weights=torch.ones(ids.shape))
 
 
+def test_global_hooks_a_user_sets_take_the_unfused_path_torchs_module_tracker_does_not():
+    from torch.utils.flop_counter import FlopCounterMode
+
+    model = tiny_model("llama").train()
+    ids, labels = batch()
+    apply_ember(model)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with FlopCounterMode(display=False):  # tracks modules with global hooks
+            assert model(input_ids=ids, labels=labels).logits is None
+    outputs = []
+    handle = torch.nn.modules.module.register_module_forward_hook(lambda m, a, out: outputs.append(type(m)))
+    try:
+        with pytest.warns(UserWarning, match="lm_head has a global module forward hook"):
+            assert model(input_ids=ids, labels=labels).logits is not None
+    finally:
+        handle.remove()
+    assert torch.nn.Linear in outputs
+
+
 def test_a_forward_set_on_the_head_instance_is_called():
     model = tiny_model("llama").train()
     ids, labels = batch()
@@ -272,7 +292,7 @@ def test_class_then_instance_and_unpatching_the_instance_says_the_class_is_patch
     assert model(input_ids=ids, labels=labels).logits is not None
 
 
-@pytest.mark.parametrize("wrap", [torch.compile, torch.nn.DataParallel])
+@pytest.mark.parametrize("wrap", [pytest.param(torch.compile, marks=pytest.mark.slow), torch.nn.DataParallel])
 def test_a_wrapped_model_is_refused_naming_the_model_inside(wrap):
     model = tiny_model("llama")
     attr = "_orig_mod" if wrap is torch.compile else "module"

@@ -17,9 +17,10 @@ import torch
 from torch import nn
 from torch.nn.modules import module as _module
 
-# hooks of these packages keep the weight in place (FSDP2 and the composable APIs, accelerate):
-# they run around the fused loss and never see logits
-_FRAMEWORKS = ("torch.distributed.", "accelerate.")
+# hooks of these packages keep the weight in place (FSDP2 and the composable APIs, accelerate) or
+# track which module runs (torch's ModuleTracker, under FlopCounterMode): they run around the
+# fused loss, and none of them needs the logits
+_FRAMEWORKS = ("torch.distributed.", "torch.utils.module_tracker", "accelerate.")
 
 
 def _framework(hook) -> bool:
@@ -31,13 +32,15 @@ def _framework(hook) -> bool:
 def bypassed(head: nn.Module) -> str | None:
     """Why the fused loss cannot stand in for `head`'s forward in this call (None: it can)."""
     kinds = (
-        ("forward hook", {**_module._global_forward_hooks, **head._forward_hooks}),
-        ("backward hook", {**_module._global_backward_hooks, **head._backward_hooks}),
-        ("backward pre-hook", {**_module._global_backward_pre_hooks, **head._backward_pre_hooks}),
+        ("forward hook", _module._global_forward_hooks, head._forward_hooks),
+        ("backward hook", _module._global_backward_hooks, head._backward_hooks),
+        ("backward pre-hook", _module._global_backward_pre_hooks, head._backward_pre_hooks),
     )
-    for kind, hooks in kinds:
+    for kind, global_hooks, hooks in kinds:
         if any(not _framework(h) for h in hooks.values()):
             return f"a {kind}"
+        if any(not _framework(h) for h in global_hooks.values()):
+            return f"a global module {kind} (it runs on every module)"
     if "forward" in head.__dict__ and getattr(head, "_hf_hook", None) is None:
         return "a forward set on the instance"
     return None
