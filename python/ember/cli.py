@@ -156,7 +156,11 @@ def _score(argv) -> int:
     a = p.parse_args(argv)
     from .train.distributed import pick_device
 
-    info = score(a.checkpoint, a.data, a.alpha, a.batch_size, pick_device(a.device), a.seq_len)
+    try:
+        device = pick_device(a.device)
+    except RuntimeError as exc:  # cuda asked, none visible
+        raise ValueError(f"--device {a.device}: {exc}") from None
+    info = score(a.checkpoint, a.data, a.alpha, a.batch_size, device, a.seq_len)
     print(f"ember score: {info['tokens']:,} token weights (mean {info['mean_weight']:.4f}) written to {a.data}")
     return 0
 

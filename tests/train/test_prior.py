@@ -93,3 +93,14 @@ def test_training_refuses_all_zero_or_nonfinite_weights(tmp_path, tok_folder, me
     flags = [f"--data.sources={tok_folder}", f"--loss.token_weights={tok_folder}", "--data.seq_len=16"]
     with pytest.raises(ConfigError, match="weights.json: the token weights average"):
         check_config(parse_config(flags))
+
+
+def test_score_without_the_gpu_it_asks_for(tok_folder, capsys):
+    import torch
+
+    from ember.cli import main
+
+    if torch.cuda.is_available():
+        pytest.skip("a GPU is visible")
+    assert main(["score", str(tok_folder / "no-run"), "--data", str(tok_folder), "--device", "cuda"]) == 1
+    assert "ember score: error: --device cuda: job.device=cuda but no GPU is visible" in capsys.readouterr().err
