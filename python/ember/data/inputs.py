@@ -128,7 +128,9 @@ def _texts(path: str, records, text_key: str, where: str = ""):
     for n, record in records:
         text = record.get(text_key, ...) if isinstance(record, dict) else record
         if text is ...:
-            raise ValueError(f"{path}:{where}{n}: no {text_key!r} field (set --text-key)")
+            raise ValueError(
+                f"{path}:{where}{n}: no {text_key!r} field (set --text-key, or move the file out of the inputs)"
+            )
         if text is not None and not isinstance(text, str):
             raise ValueError(f"{path}:{where}{n}: {text_key!r} is a {type(text).__name__}, not text")
         yield text or ""

@@ -109,7 +109,8 @@ def score(
             total += len(w)
             weight_sum += float(w.sum(dtype=np.float64))
         if not weight_sum > 0:
-            raise ValueError(f"ember score: every token weight of {data_dir} is 0; nothing was written")
+            why = "has no training tokens" if not total else "gets a weight of 0 for every token"
+            raise ValueError(f"ember score: {data_dir} {why}; nothing was written")
     except BaseException:
         for target in written:
             target.with_name(target.name + ".tmp").unlink(missing_ok=True)
