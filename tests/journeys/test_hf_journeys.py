@@ -276,3 +276,22 @@ def test_run_outlives_its_source_folder(tmp_path, capsys):
     assert generation_of(tmp_path / "out") == generation_of(tmp_path / "run" / "init_from")
     back = transformers.AutoModelForCausalLM.from_pretrained(tmp_path / "out")
     assert type(back).__name__ == "LlamaForCausalLM" and back.generation_config.eos_token_id == [2, 7]
+
+
+@pytest.mark.slow
+def test_resume_refuses_a_changed_source(tmp_path, capsys):
+    """Resuming reads the source folder again: one whose config.json changed since the run
+    started (another RoPE base) is refused, naming the key, before anything is made."""
+    src = tmp_path / "src"
+    hf_model("llama", vocab_size=VOCAB).save_pretrained(src)
+    run = train_from(tmp_path, src)
+    cfg = json.loads((src / "config.json").read_text())
+    (src / "config.json").write_text(
+        json.dumps({**cfg, "rope_parameters": {"rope_type": "default", "rope_theta": 1e4}})
+    )
+    capsys.readouterr()
+    args = [*BASE, f"--job.dir={tmp_path}", "--job.name=run", f"--model.init_from={src}", "--training.steps=3"]
+    assert ember_main(["train", *args, f"--checkpoint.resume={run}"]) == 1
+    assert "rope_parameters" in capsys.readouterr().err
+    (src / "config.json").write_text(json.dumps(cfg))
+    assert ember_main(["train", *args, f"--checkpoint.resume={run}"]) == 0

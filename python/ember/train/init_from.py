@@ -54,10 +54,31 @@ def keep_source(mcfg: LlamaConfig, run_dir: Path) -> None:
 
 def with_kept_source(cfg: Config, checkpoint: Path) -> Config:
     """cfg, with model.init_from pointing at the kept copy of the checkpoint's run, if it has one."""
-    kept = Path(checkpoint).resolve().parents[1] / KEPT
+    run = Path(checkpoint).resolve().parent.parent  # RUN/checkpoints/step-N
+    kept = run / KEPT
     if not cfg.model.init_from or not (kept / "config.json").is_file():
         return cfg
     return replace(cfg, model=replace(cfg.model, init_from=str(kept)))
+
+
+def check_source_unchanged(cfg: Config, checkpoint: Path) -> None:
+    """A resume reads model.init_from again: its config files must be those the run kept when it
+    started (RUN/init_from/), else ConfigError naming the keys that changed."""
+    kept = Path(with_kept_source(cfg, checkpoint).model.init_from)
+    if not cfg.model.init_from or kept == Path(cfg.model.init_from):
+        return
+    now = init_model_config(cfg)
+    was = init_model_config(replace(cfg, model=replace(cfg.model, init_from=str(kept))))
+    for name, a, b in (
+        ("config.json", {**now.hf_config, "tie_word_embeddings": now.tie_embeddings}, was.hf_config),
+        (GENERATION, now.hf_generation_config or {}, was.hf_generation_config or {}),
+    ):
+        changed = sorted(k for k in a.keys() | b.keys() if a.get(k) != b.get(k) and k not in ("dtype", "torch_dtype"))
+        if changed:
+            raise ConfigError(
+                f"config: model.init_from={cfg.model.init_from}: its {name} is not the one the run started from "
+                f"({kept / name}): {', '.join(changed)} changed; resume from that source, or start a new run"
+            )
 
 
 def init_model_config(cfg: Config) -> LlamaConfig:

@@ -29,7 +29,7 @@ from . import distributed, faults, host, resume, run_data, run_info
 from .build import build_loss, build_model, build_optimizer, build_scheduler, check_kernels, model_config
 from .config import Config, ConfigError
 from .evaluate import Evaluator
-from .init_from import keep_source
+from .init_from import check_source_unchanged, keep_source
 from .metrics import (
     MetricsLogger,
     card_name,
@@ -84,6 +84,7 @@ class Trainer:
             meta = ckpt.read_meta(self.resume_from)
             resume.check_same_run(cfg, meta["config"], meta["step"])
             run_data.check_resume(cfg, self.resume_from)
+            check_source_unchanged(cfg, self.resume_from)
 
     def build(self) -> None:
         """The data loader, the evaluator, the model, the optimizer and the learning-rate
