@@ -122,8 +122,8 @@ def _forward_tree(cls) -> ast.FunctionDef:
     return tree.body[0]
 
 
-def analyze(cls) -> Plan:
-    """The Plan for one class, or Refused with the reason."""
+def _check_signature(cls) -> None:
+    """A text-only causal LM's forward: it takes `labels` and `logits_to_keep`, and no images."""
     name = cls.__name__
     try:
         params = inspect.signature(cls.forward).parameters
@@ -143,73 +143,77 @@ def analyze(cls) -> Plan:
         raise Refused(
             f"{name} is multimodal ({', '.join(subs) or 'a conditional-generation model'}): only text-only causal LMs are patched"
         )
-    try:
-        fn = _forward_tree(cls)
-    except (OSError, TypeError, SyntaxError) as exc:
-        raise Refused(f"{name}.forward has no readable source ({exc})") from None
 
-    state = dict(var=None, head=None, ops=[], aux=None, loss=None, shifted=False)
 
-    def refuse(stmt, why):
-        raise Refused(f"{name}.forward: {why}: `{_src(stmt).splitlines()[0].strip()}`")
+class _ForwardReader:
+    """Walks a forward's statements: the head call and what is done to its logits, then the loss."""
 
-    def visit(stmts, cond, in_labels):
+    def __init__(self, name: str):
+        self.name = name
+        self.var = self.head = self.aux = self.loss = None  # logits variable, head name, aux coef, loss kind
+        self.ops = []
+        self.shifted = False
+
+    def refuse(self, stmt, why):
+        raise Refused(f"{self.name}.forward: {why}: `{_src(stmt).splitlines()[0].strip()}`")
+
+    def visit(self, stmts, cond, in_labels):
         for stmt in stmts:
             if isinstance(stmt, ast.If):
                 if _labels_test(stmt.test):
-                    visit(stmt.body, cond, True)
+                    self.visit(stmt.body, cond, True)
                     if stmt.orelse:
-                        visit(stmt.orelse, cond, in_labels)
+                        self.visit(stmt.orelse, cond, in_labels)
                     continue
-                touches = state["var"] is not None and state["var"] in _names(stmt)
+                touches = self.var is not None and self.var in _names(stmt)
                 if touches and not in_labels:
                     # ops recorded under a test it cannot evaluate refuse the class; plain uses
                     # (`if not return_dict: return (logits,) + ...`) are fine
                     ok = _condition_ok(stmt.test) and not stmt.orelse and cond is None
-                    visit(stmt.body, stmt.test if ok else stmt, in_labels)
-                    visit(stmt.orelse, stmt, in_labels)
+                    self.visit(stmt.body, stmt.test if ok else stmt, in_labels)
+                    self.visit(stmt.orelse, stmt, in_labels)
                     continue
-                visit(stmt.body, cond, in_labels)
-                visit(stmt.orelse, cond, in_labels)
+                self.visit(stmt.body, cond, in_labels)
+                self.visit(stmt.orelse, cond, in_labels)
                 continue
             if in_labels:
-                labels_stmt(stmt)
+                self.labels_stmt(stmt)
                 continue
-            var = state["var"]
+            var = self.var
             if isinstance(stmt, ast.Assign) and len(stmt.targets) == 1 and isinstance(stmt.targets[0], ast.Name):
                 target = stmt.targets[0].id
-                chain = _ops_of(stmt.value, var if target == var else None, head_ok=state["head"] is None)
+                chain = _ops_of(stmt.value, var if target == var else None, head_ok=self.head is None)
                 if chain is not None and ((chain[0] is not None and "logits" in target) or target == var):
                     if chain[0] is not None:
-                        if state["head"] is not None:
-                            refuse(stmt, "a second head call")
-                        state["head"], state["var"] = chain[0], target
+                        if self.head is not None:
+                            self.refuse(stmt, "a second head call")
+                        self.head, self.var = chain[0], target
                     if chain[1] and isinstance(cond, ast.If):
-                        refuse(cond, "a condition on the logits it cannot evaluate")
-                    state["ops"] += [(k, e, cond) for k, e in chain[1]]
+                        self.refuse(cond, "a condition on the logits it cannot evaluate")
+                    self.ops += [(k, e, cond) for k, e in chain[1]]
                     continue
                 if target == "loss" and _src(stmt.value) == "None":
                     continue
             if var is not None and var in _names(stmt) and not _harmless_use(stmt, var):
-                refuse(stmt, "an unrecognized use of the logits")
+                self.refuse(stmt, "an unrecognized use of the logits")
             if var is None and any(_head_call(n) and n.func.attr == "lm_head" for n in ast.walk(stmt)):
-                refuse(stmt, "the head is called in a form it does not recognize")
+                self.refuse(stmt, "the head is called in a form it does not recognize")
 
-    def labels_stmt(stmt):
-        var = state["var"]
+    def labels_stmt(self, stmt):
+        var = self.var
         src = _src(stmt)
         if isinstance(stmt, ast.If):  # nested condition inside the loss block
-            refuse(stmt, "a conditional change to the loss")
+            self.refuse(stmt, "a conditional change to the loss")
         if isinstance(stmt, ast.Assign) and len(stmt.targets) == 1 and isinstance(stmt.targets[0], ast.Name):
             target, value = stmt.targets[0].id, stmt.value
             if target == "labels":
                 if src.startswith("labels = labels.to(") and len(value.args) == 1:
                     return
-                refuse(stmt, "labels changed before the loss")
+                self.refuse(stmt, "labels changed before the loss")
             if target == "loss_fct" and src in ("loss_fct = CrossEntropyLoss()", "loss_fct = nn.CrossEntropyLoss()"):
-                state["shifted"] = True
+                self.shifted = True
                 return
-            if target == "loss" and isinstance(value, ast.Call) and state["loss"] is None:
+            if target == "loss" and isinstance(value, ast.Call) and self.loss is None:
                 f = _src(value.func)
                 args = [_src(a) for a in value.args[:2]]
                 kw = {k.arg: _src(k.value) for k in value.keywords}
@@ -218,25 +222,25 @@ def analyze(cls) -> Plan:
                     and (args or [kw.get("logits")])[0] == var
                     and (args[1:] or [kw.get("labels")])[0] == "labels"
                 ):
-                    state["loss"] = "causal"
+                    self.loss = "causal"
                     return
                 if (
                     f == "loss_fct"
-                    and state["shifted"]
+                    and self.shifted
                     and len(args) == 2
                     and not kw
                     and args[0] in (f"{var}.view(-1, self.config.vocab_size)", f"{var}.view(-1, {var}.size(-1))")
                     and args[1] in ("labels.view(-1)", "labels.reshape(-1)")
                 ):
-                    state["loss"] = "shifted"
+                    self.loss = "shifted"
                     return
         if (
             isinstance(stmt, ast.AugAssign)
             and isinstance(stmt.op, ast.Add)
             and isinstance(stmt.target, ast.Name)
             and stmt.target.id == "loss"
-            and state["loss"] is not None
-            and state["aux"] is None
+            and self.loss is not None
+            and self.aux is None
         ):
             v = stmt.value
             if (
@@ -246,29 +250,39 @@ def analyze(cls) -> Plan:
                 and "aux_loss" in _names(v.right)
                 and _names(v.right) <= {"aux_loss", "loss"}
             ):
-                state["aux"] = v.left
+                self.aux = v.left
                 return
         if "loss" not in _names(stmt) and (var is None or var not in _names(stmt)):
             return  # e.g. moving labels, nothing the loss depends on
-        refuse(stmt, "a loss it does not recognize")
+        self.refuse(stmt, "a loss it does not recognize")
 
-    visit(fn.body, None, False)
-    if state["head"] is None:
+
+def analyze(cls) -> Plan:
+    """The Plan for one class, or Refused with the reason."""
+    name = cls.__name__
+    _check_signature(cls)
+    try:
+        fn = _forward_tree(cls)
+    except (OSError, TypeError, SyntaxError) as exc:
+        raise Refused(f"{name}.forward has no readable source ({exc})") from None
+    reader = _ForwardReader(name)
+    reader.visit(fn.body, None, False)
+    if reader.head is None:
         raise Refused(f"{name}.forward: no `self.<head>(hidden_states)` call found")
-    if state["loss"] is None:
+    if reader.loss is None:
         raise Refused(f"{name}.forward: no loss through self.loss_function or CrossEntropyLoss found")
-    _check_ops(name, state["ops"])
-    _check_head_is_linear(cls, state["head"])
+    _check_ops(name, reader.ops)
+    _check_head_is_linear(cls, reader.head)
     notes = []
-    if any(k == "tanh" for k, _, _ in state["ops"]):
+    if any(k == "tanh" for k, _, _ in reader.ops):
         notes.append("soft-capped logits")
-    elif state["ops"]:
+    elif reader.ops:
         notes.append("scaled logits")
-    if state["aux"] is not None:
+    if reader.aux is not None:
         notes.append("MoE aux loss")
-    if state["loss"] == "shifted":
+    if reader.loss == "shifted":
         notes.append("labels already shifted")
-    return Plan(state["head"], tuple(state["ops"]), state["aux"], state["loss"] == "shifted", tuple(notes))
+    return Plan(reader.head, tuple(reader.ops), reader.aux, reader.loss == "shifted", tuple(notes))
 
 
 def _harmless_use(stmt, var: str) -> bool:
