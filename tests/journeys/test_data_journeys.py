@@ -154,3 +154,24 @@ def test_data_prepared_again_or_moved_under_a_run(tmp_path):
     assert export_run(tmp_path / "r", tmp_path / "hf")["tokenizer_files"] == []  # bytes: nothing to ship
     assert json.loads((tmp_path / "hf" / "config.json").read_text())["eos_token_id"] == 256
     assert [p.name for p in (tmp_path / "r" / "checkpoints").iterdir()] == ["step-00000002"]
+
+
+def _weights(data: Path, value: float) -> None:
+    """Token weights as `ember score` lays them out, all `value`."""
+    for e in json.loads((data / "index.json").read_text())["splits"]["train"]:
+        np.full(e["tokens"], value, np.float32).tofile(data / f"weights-{e['file']}")
+    (data / "weights.json").write_text(json.dumps({"method": "prior", "alpha": value, "mean_weight": value}))
+
+
+@pytest.mark.slow
+def test_token_weights_made_again_under_a_run(tmp_path):
+    """A weighted run resumes only on the weights it trained with; eval does not read them."""
+    data = tmp_path / "tok"
+    prepare([str(jsonl(tmp_path / "code.jsonl", CODE))], data, workers=1, val_per_mille=100, progress=False)
+    _weights(data, 1.0)
+    weighted = (f"--data.sources={data}", f"--loss.token_weights={data}")
+    run(tmp_path, "w", *weighted, "--training.steps=2")
+    _weights(data, 2.0)
+    with pytest.raises(ConfigError, match=f"{data}: its token weights were made again since"):
+        run(tmp_path, "w", *weighted, "--training.steps=4", "--checkpoint.resume=latest")
+    assert np.isfinite(evaluate_checkpoint(tmp_path / "w")["val_loss"])

@@ -12,7 +12,7 @@ import hashlib
 from pathlib import Path
 
 from . import corpus
-from .shards import INDEX, read_index
+from .shards import INDEX, WEIGHTS_INDEX, read_index
 from .tokenizer import load_tokenizer
 
 
@@ -28,14 +28,15 @@ def tokenizer_identity(spec: str | Path) -> str:
     return _hash(path.read_bytes())
 
 
-def source_record(path: str, tokenizer: str = "byte") -> dict:
-    """The record of one source: a token folder, or the built-in corpus with `tokenizer`."""
+def source_record(path: str, tokenizer: str = "byte", weighted: bool = False) -> dict:
+    """The record of one source: a token folder, or the built-in corpus with `tokenizer`;
+    weighted: with a hash of its token weights' weights.json (what `ember score` made them from)."""
     if path == corpus.NAME:
         tok = load_tokenizer(tokenizer)
         ident = tokenizer_identity(tokenizer)
         return {"fingerprint": None, "tokenizer": ident, "vocab_size": tok.vocab_size, "eos_id": tok.eos_id}
     index = read_index(path)
-    return {
+    record = {
         # a folder from before prepare recorded one: its index.json, which lists every shard's size
         "fingerprint": index.get("fingerprint") or _hash((Path(path) / INDEX).read_bytes()),
         "tokenizer": "byte" if index["tokenizer"] == "byte" else tokenizer_identity(Path(path) / index["tokenizer"]),
@@ -44,21 +45,31 @@ def source_record(path: str, tokenizer: str = "byte") -> dict:
         "bos_id": index.get("bos_id"),
         "tokens": {split: sum(e["tokens"] for e in entries) for split, entries in index["splits"].items()},
     }
+    if weighted:
+        weights = Path(path) / WEIGHTS_INDEX
+        record["weights"] = _hash(weights.read_bytes()) if weights.is_file() else None
+    return record
 
 
-def data_record(paths: list[str], tokenizer: str = "byte") -> dict:
-    """{path: source_record} for a run's sources (paths as the run names them: absolute)."""
-    return {p: source_record(p, tokenizer) for p in dict.fromkeys(paths)}
+def data_record(paths: list[str], tokenizer: str = "byte", weighted: str | None = None) -> dict:
+    """{path: source_record} for a run's sources (paths as the run names them: absolute);
+    `weighted`: the source whose token weights it trains with."""
+    weighted = Path(weighted).resolve() if weighted else None
+    return {p: source_record(p, tokenizer, Path(p).resolve() == weighted) for p in dict.fromkeys(paths)}
 
 
-def what_changed(path: str, then: dict, tokenizer: str = "byte") -> str | None:
-    """None if the source at `path` is what `then` recorded; else what differs, in words."""
+def what_changed(path: str, then: dict, tokenizer: str = "byte", weights: bool = True) -> str | None:
+    """None if the source at `path` is what `then` recorded (its token weights too, if `weights`
+    and it was recorded with them); else what differs, in words."""
     if path != corpus.NAME and not (Path(path) / INDEX).is_file():
         why = "is gone" if not Path(path).exists() else "is no longer a token folder (no index.json)"
         return f"{path} {why}"
-    now = source_record(path, tokenizer)
+    weights = weights and "weights" in then
+    now = source_record(path, tokenizer, weights)
     if now["fingerprint"] == then["fingerprint"] and now["tokenizer"] == then["tokenizer"]:
-        return None
+        if not weights or now["weights"] == then["weights"]:
+            return None
+        return f"{path}: its token weights were made again since (weights.json differs)"
     diffs = [
         f"{key} {then.get(key)} -> {now.get(key)}"
         for key in ("tokens", "vocab_size", "eos_id", "bos_id")

@@ -186,7 +186,7 @@ class PackedLoader:
         self.batch = 0
         self.counters = [0] * len(sources)
         self._perm_cache: dict = {}
-        self.data = data_record([s.path for s in sources], tokenizer)  # saved with the position
+        self.data = data_record([s.path for s in sources], tokenizer, token_weights)  # saved with the position
 
     def state_dict(self) -> dict:
         return {

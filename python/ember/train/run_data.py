@@ -53,15 +53,16 @@ def recorded_data(checkpoint: Path) -> dict | None:
     return extra.get("loader", {}).get("data")
 
 
-def changes(record: dict | None, cfg: Config, only: list[str] | None = None) -> list[str]:
-    """What differs between the recorded sources (those in `only`, if given) and the folders now."""
+def changes(record: dict | None, cfg: Config, only: list[str] | None = None, weights: bool = True) -> list[str]:
+    """What differs between the recorded sources (those in `only`, if given) and the folders now
+    (their token weights too, if `weights`)."""
     if not record:
         return []
     return [
         why
         for path, then in record.items()
         if only is None or path in only
-        if (why := what_changed(path, then, cfg.data.tokenizer)) is not None
+        if (why := what_changed(path, then, cfg.data.tokenizer, weights)) is not None
     ]
 
 
@@ -126,7 +127,7 @@ def check_eval_data(cfg: Config, flags: dict, checkpoint: Path, command: str) ->
     given = "data.sources" in flags or "data.tokenizer" in flags
     own = [] if given else [s.path for s in parse_sources(cfg.data.sources)]
     own += [s.path for s in parse_sources(cfg.eval.sources)] if cfg.eval.sources and "eval.sources" not in flags else []
-    changed = changes(record, cfg, own)
+    changed = changes(record, cfg, own, weights=False)  # evaluation reads no token weights
     if changed:
         raise ConfigError(
             f"{command}: the run's data changed since it was trained: {'; '.join(changed)}. "
@@ -155,7 +156,7 @@ def export_tokenizer(saved: Config, checkpoint: Path) -> tuple[list[Path], int]:
     kept = run_tokenizer_files(checkpoint)
     if kept:
         return kept, first["eos_id"]
-    changed = changes(record, saved, [path])
+    changed = changes(record, saved, [path], weights=False)
     if changed:
         raise ConfigError(
             f"ember export: the run kept no copy of its tokenizer ({TOKENIZER_DIR}/ beside its checkpoints) and its "
