@@ -98,6 +98,8 @@ def test_missing_unknown_and_wrong_dtype(tmp_path):
     cfg = json.loads((path / "config.json").read_text())
     (path / "config.json").write_text(json.dumps({**cfg, "architectures": ["PhiForCausalLM"]}))
     assert "'PhiForCausalLM' is not supported" in refused(tmp_path, f"--model.init_from={path}")
+    (path / "config.json").write_text(json.dumps({**cfg, "rope_parameters": {"rope_type": "yarn", "factor": 2.0}}))
+    assert f"model.init_from={path}: RoPE scaling type 'yarn'" in refused(tmp_path, f"--model.init_from={path}")
     (path / "config.json").write_text(json.dumps(cfg))
     from safetensors.torch import load_file, save_file
 

@@ -130,19 +130,19 @@ def rope_parameters(hf: dict, max_position_embeddings: int) -> dict:
 # --- config.json → LlamaConfig ------------------------------------------------------------
 
 
-def _rope(rope: dict, arch: str) -> tuple[float, dict | None]:
+def _rope(rope: dict, arch: str, where: str) -> tuple[float, dict | None]:
     """(rope_theta, scaling or None) from hf_defaults.rope_parameters' standard form."""
     if any(k in LAYER_TYPES for k in rope):
-        raise HFCheckpointError(f"from_hf: {arch} with RoPE parameters per layer type is not supported")
+        raise HFCheckpointError(f"{where}: {arch} with RoPE parameters per layer type is not supported")
     kind, theta = rope["rope_type"], float(rope["rope_theta"])
     if kind == "default":
         return theta, None
     if kind not in ("linear", "llama3"):
-        raise HFCheckpointError(f"from_hf: RoPE scaling type {kind!r} is not supported (default, linear, llama3)")
+        raise HFCheckpointError(f"{where}: RoPE scaling type {kind!r} is not supported (default, linear, llama3)")
     keys = ("factor",) if kind == "linear" else ("factor", "low_freq_factor", "high_freq_factor")
     missing = [k for k in keys if k not in rope]
     if missing:
-        raise HFCheckpointError(f"from_hf: RoPE scaling {kind!r} lacks {', '.join(missing)}")
+        raise HFCheckpointError(f"{where}: RoPE scaling {kind!r} lacks {', '.join(missing)}")
     if kind == "llama3":
         keys += ("original_max_position_embeddings",)
     return theta, {"rope_type": kind, **{k: rope[k] for k in keys}}
@@ -194,7 +194,7 @@ def llama_config_from_hf(hf: dict, max_seq_len: int | None = None, where: str = 
     bad = _unsupported(arch, r)
     if bad:
         raise HFCheckpointError(f"{where}: {arch} with unsupported options: {'; '.join(bad)}")
-    theta, scaling = _rope(r["rope_parameters"], arch)
+    theta, scaling = _rope(r["rope_parameters"], arch, where)
     length = int(max_seq_len or r["max_position_embeddings"])
     window = sliding_window(r)
     if window is not None and window < length:
