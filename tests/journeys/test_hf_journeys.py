@@ -53,6 +53,12 @@ def test_commands_refuse_what_train_refuses(tmp_path, capsys):
         == 1
     )
     assert "sliding window of 64 tokens" in capsys.readouterr().err and not (tmp_path / "long").exists()
+    docs = tmp_path / "docs.jsonl"
+    docs.write_text("".join(json.dumps({"text": f"def f{i}(x):\n    return x * {i}\n" * 9}) + "\n" for i in range(40)))
+    assert ember_main(["prepare", str(docs), "--out", str(tmp_path / "tok"), "--workers", "1"]) == 0
+    capsys.readouterr()
+    assert ember_main(["score", run, "--data", str(tmp_path / "tok"), "--seq-len", "128"]) == 1
+    assert "sliding window of 64 tokens" in capsys.readouterr().err
     assert ember_main(["eval", run, "--data.seq_len=32"]) == 0  # within the window: what transformers computes
     assert ember_main(["eval", run, "--model.n_layers=3"]) == 1  # the checkpoint's model, not another
     assert "model.n_layers" in capsys.readouterr().err
