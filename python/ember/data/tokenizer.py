@@ -75,6 +75,10 @@ class HFTokenizer:
         self._tok = Tokenizer.from_file(str(self.path))
         # Document text is text: a "</s>" written in it is five characters, not the end-of-document
         # token (ember places special tokens itself; add_special_tokens=False alone still matches them).
+        if not hasattr(self._tok, "encode_special_tokens"):
+            raise RuntimeError(
+                "a tokenizer.json needs tokenizers >= 0.15 (encode_special_tokens): pip install -U tokenizers"
+            )
         self._tok.encode_special_tokens = True
         # The ids the tokenizer can produce, not the count it reports: a tokenizer.json may skip ids
         # (a vocabulary of 3 holding the id 70000), and the model and the shard dtype must hold them all.
