@@ -127,7 +127,8 @@ def _write(files, out: Path, tok, tokenizer, eos_token, workers, text_key, val_p
     for w in writers.values():
         w.close()
     if not any(w.entries for w in writers.values()):
-        raise ValueError(f"ember prepare: no document in {', '.join(files)} has any text")
+        named = ", ".join(files[:3]) + (f" and {len(files) - 3} more files" if len(files) > 3 else "")
+        raise ValueError(f"ember prepare: no document in {named} has any text")
     if val_per_mille and not writers["val"].entries:
         notes.append(
             f"no document fell into the validation split (--val-per-mille {val_per_mille}): runs will report no val_loss"
