@@ -18,8 +18,7 @@ from ..module_swap import replace_module
 from .detect import Refused, plan_for, scan
 from .loss_forward import loss_forward
 
-_ORIGINAL = "_ember_original_forward"
-_PATCHED_CLASSES: set[type] = set()
+_ORIGINAL = "_ember_original_forward"  # set on a patched class: the forward it had (and the mark of one)
 
 
 def _transformers():
@@ -172,7 +171,6 @@ def _patch_forward(target) -> list[str]:
         plan = plan_for(target)
         setattr(target, _ORIGINAL, target.forward)
         target.forward = loss_forward(target.forward, plan)
-        _PATCHED_CLASSES.add(target)
         where = f"{target.__name__}.forward"
     else:
         slot = _forward_slot(target)
@@ -228,8 +226,20 @@ def _restore_class(cls) -> list[str]:
         return []
     cls.forward = cls.__dict__[_ORIGINAL]
     delattr(cls, _ORIGINAL)
-    _PATCHED_CLASSES.discard(cls)
     return [f"{cls.__name__}.forward restored"]
+
+
+def _patched_classes() -> list[type]:
+    """Every loaded module class that apply_ember patched, found by the mark it left on the class
+    (no registry to keep in step), by name."""
+    found, todo = set(), [nn.Module]
+    while todo:
+        cls = todo.pop()
+        for sub in cls.__subclasses__():
+            if sub not in found:
+                found.add(sub)
+                todo.append(sub)
+    return sorted((c for c in found if _ORIGINAL in vars(c)), key=lambda c: c.__name__)
 
 
 def _restore_instance(model: nn.Module) -> list[str]:
@@ -257,7 +267,7 @@ def unpatch(model_or_class=None) -> list[str]:
     """Undo apply_ember: every patched class (None), one class, or one instance (its forward, and
     SparseLinear / Float8Linear layers back to nn.Linear; pruned weights stay zero)."""
     if model_or_class is None:
-        return [c for cls in sorted(_PATCHED_CLASSES, key=lambda k: k.__name__) for c in _restore_class(cls)]
+        return [c for cls in _patched_classes() for c in _restore_class(cls)]
     if isinstance(model_or_class, type):
         return _restore_class(model_or_class)
     model, changes = model_or_class, _restore_instance(model_or_class)
