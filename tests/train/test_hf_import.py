@@ -1,6 +1,7 @@
 """ember.models.from_hf / to_hf against transformers: tiny random models of each supported
 architecture, built and saved by transformers in the test (nothing downloaded)."""
 
+import dataclasses
 import json
 
 import pytest
@@ -220,15 +221,13 @@ def test_quantized_or_mismatched_tensors(tmp_path):
 
 CONFIG_CLASSES = {arch: getattr(transformers, cls) for cls, arch, _ in FAMILIES.values()}
 # PretrainedConfig's own fields (no effect on what the model computes)
-BASE_FIELDS = {f.name for f in __import__("dataclasses").fields(transformers.PretrainedConfig)}
+BASE_FIELDS = {f.name for f in dataclasses.fields(transformers.PretrainedConfig)}
 
 
 @pytest.mark.parametrize("arch", CONFIG_CLASSES)
 def test_defaults_table_matches_transformers(arch):
     """ember's table of defaults has every field of the installed transformers' config class,
     with its default; resolved configs (derived fields, RoPE forms) equal transformers' objects."""
-    import dataclasses
-
     from ember.models.hf_config import DEFAULT_THETA, DEFAULTS, resolve
 
     cls = CONFIG_CLASSES[arch]
