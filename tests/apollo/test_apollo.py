@@ -107,20 +107,40 @@ def test_step_matches_the_rule_over_100_steps(device, scale_type):
         assert int(state["step"]) == 100
 
 
-@given(
-    st.integers(1, 40),
-    st.integers(1, 40),
-    st.integers(1, 9),
-    st.booleans(),
-    st.integers(0, 2**40),
-    st.floats(1e-3, 1e3),
-)
-def test_step_matches_the_rule_for_any_shape(m, n, rank, tensor_scale, seed, magnitude):
+def cpu_order_project(gv: torch.Tensor, p: torch.Tensor) -> torch.Tensor:
+    """R = gv·pᵀ in fp32, summed in the CPU kernel's order: rank 1 has its own loop (rows of gv as
+    channels: lane k of 8 sums products k, k + 8, ..., the tail joins lane 0, the lanes fold in
+    order; columns of G as channels: G's rows added one after another); other ranks go through
+    the BLAS, as the reference does."""
+    if p.shape[0] != 1:
+        return gv @ p.t()
+    prod = gv * p[0]
+    if not gv.is_contiguous():  # gv = Gᵀ (G has more columns): the kernel adds G's rows in order
+        acc = torch.zeros(gv.shape[0])
+        for i in range(gv.shape[1]):
+            acc = acc + prod[:, i]
+        return acc[:, None]
+    full = gv.shape[1] - gv.shape[1] % 8
+    lanes = torch.zeros(gv.shape[0], 8)
+    for j in range(0, full, 8):
+        lanes = lanes + prod[:, j : j + 8]
+    for j in range(full, gv.shape[1]):
+        lanes[:, 0] = lanes[:, 0] + prod[:, j]
+    acc = torch.zeros(gv.shape[0])
+    for k in range(8):
+        acc = acc + lanes[:, k]
+    return acc[:, None]
+
+
+def step_both(m, n, rank, tensor_scale, seed, magnitude):
+    """Five steps of the kernel, of the rule in fp32 summed in the kernel's order and of the rule in
+    float64: (kernel's error, fp32 rule's error, kernel's error in V, fp32 rule's), normwise
+    against float64."""
     g = torch.Generator().manual_seed(seed % 1000)
     w0 = torch.randn(m, n, generator=g)
-    ref = reference.ReferenceApollo(
-        w0, rank, tensor_scale=tensor_scale, update_proj_gap=2, seed=seed, weight_decay=0.01
-    )
+    kw = dict(tensor_scale=tensor_scale, update_proj_gap=2, seed=seed, weight_decay=0.01)
+    ref32 = reference.ReferenceApollo(w0, rank, project=cpu_order_project, **kw)
+    ref64 = reference.ReferenceApollo(w0.double(), rank, **kw)
     p = torch.nn.Parameter(w0.clone())
     opt = Apollo(
         [p],
@@ -132,11 +152,42 @@ def test_step_matches_the_rule_for_any_shape(m, n, rank, tensor_scale, seed, mag
     )
     for _ in range(5):
         grad = torch.randn(m, n, generator=g) * magnitude
-        ref.step(grad)
+        ref32.step(grad)
+        ref64.step(grad.double())
         p.grad = grad
         opt.step()
-    assert rel(p.detach(), ref.w) < 1e-6
-    assert rel(opt.state[p]["exp_avg_sq"], ref.v) < 1e-6
+    v = opt.state[p]["exp_avg_sq"]
+    return rel(p.detach(), ref64.w), rel(ref32.w, ref64.w), rel(v, ref64.v), rel(ref32.v, ref64.v)
+
+
+FP32_FLOOR = 2.0**-22  # two units in the last place: where fp32 happens to be exact
+
+
+@given(
+    st.integers(1, 40),
+    st.integers(1, 40),
+    st.integers(1, 9),
+    st.booleans(),
+    st.integers(0, 2**40),
+    st.floats(1e-3, 1e3),
+)
+def test_step_matches_the_rule_for_any_shape(m, n, rank, tensor_scale, seed, magnitude):
+    # The rule is ill-conditioned where a row of R = G·Pᵀ nearly cancels (condition 1e4 at these
+    # sizes: its scale s_i ~ 1/|R_i|), so two fp32 summation orders differ there by up to 1e-4 in
+    # the weight, and a bound against a BLAS-ordered fp32 reference fails by the luck of the
+    # order. The principle: the kernel's error against the float64 rule is no worse than 2x what
+    # fp32 in the kernel's summation order gives (plus two ulps where fp32 is exact).
+    err, err32, err_v, err32_v = step_both(m, n, rank, tensor_scale, seed, magnitude)
+    assert err <= 2 * max(err32, FP32_FLOOR), (err, err32)
+    assert err_v <= 2 * max(err32_v, FP32_FLOOR), (err_v, err32_v)
+
+
+def test_step_error_near_a_cancelling_row_is_fp32_in_the_kernel_order():
+    # m=35, rank 1: row 27's R has condition 907 at step 1; a BLAS-ordered fp32 reference was
+    # 1.56e-6 away (the old bound 1e-6 failed on AVX2 machines), though the kernel is no further
+    # from the float64 rule than fp32 in its own order.
+    err, err32, _, _ = step_both(35, 35, 1, False, 35, 1.0)
+    assert err <= 2 * max(err32, FP32_FLOOR), (err, err32)
 
 
 def test_no_buffer_survives_a_step(device):

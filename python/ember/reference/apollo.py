@@ -112,6 +112,7 @@ class ReferenceApollo:
         update_proj_gap=200,
         seed=0,
         stream=0,
+        project=None,
     ):
         self.w = w.clone()
         self.transposed = w.shape[0] < w.shape[1]
@@ -132,6 +133,7 @@ class ReferenceApollo:
             gap=update_proj_gap,
             seed=seed,
             stream=stream,
+            project=project,
         )
 
     def step(self, g: torch.Tensor) -> None:
@@ -152,16 +154,18 @@ class ReferenceApollo:
             self.scale,
             self.tensor_scale,
             self.gamma,
+            self.project,
         )
 
 
-def rule(w, g, m, v, norm_prev, t, p, betas, eps, wd, lr, scale, tensor_scale, gamma):
+def rule(w, g, m, v, norm_prev, t, p, betas, eps, wd, lr, scale, tensor_scale, gamma, project=None):
     """Step t of the rule for one matrix with projection p: (w, m, v, norm_prev) after it
-    (norm_prev None before the first step)."""
+    (norm_prev None before the first step). project(gv, p) -> R = gv·pᵀ, in a summation order
+    of the caller's choosing (default: the BLAS's)."""
     transposed = w.shape[0] < w.shape[1]
     b1, b2 = betas
     gv = g.t() if transposed else g
-    r = gv @ p.t()
+    r = gv @ p.t() if project is None else project(gv, p)
     m = b1 * m + (1 - b1) * r
     v = b2 * v + (1 - b2) * r * r
     rt = m / (v.sqrt() + eps)
