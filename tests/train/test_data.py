@@ -231,3 +231,13 @@ def test_prepare_refuses_or_reports_misuse(tmp_path, jsonl_dir):
         "no document fell into the validation split (--val-per-mille 5): runs will report no val_loss",
     ]
     assert index["fingerprint"] != prepare([str(jsonl_dir)], tmp_path / "p", workers=1, progress=False)["fingerprint"]
+
+
+@pytest.mark.parametrize(
+    "arg, value, flag",
+    [("val_per_mille", 1001, "--val-per-mille"), ("shard_tokens", 0, "--shard-tokens"), ("workers", -1, "--workers")],
+)
+def test_prepare_numbers_out_of_range_are_named(tmp_path, jsonl_dir, arg, value, flag):
+    with pytest.raises(ValueError, match=f"{flag} must be .*, got {value}"):
+        prepare([str(jsonl_dir)], tmp_path / "o", progress=False, **{arg: value})
+    assert not (tmp_path / "o").exists()
