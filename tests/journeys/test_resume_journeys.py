@@ -224,6 +224,7 @@ def scalars(run_dir: Path, tag: str) -> list[int]:
     return [e.step for e in acc.Scalars(tag)]
 
 
+@pytest.mark.slow
 def test_tensorboard_is_one_history_after_a_resume(tmp_path):
     pytest.importorskip("tensorboard")
     tb = "--metrics.tensorboard=true"

@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import difflib
+import functools
 import sys
 import typing
 from dataclasses import dataclass, field
@@ -235,11 +236,13 @@ def _plain(v):
     return list(v) if isinstance(v, tuple) else v
 
 
+@functools.cache  # type hints are strings here (annotations): evaluated once, not per key
 def _sections() -> dict[str, type]:
     hints = typing.get_type_hints(Config)
     return {f.name: hints[f.name] for f in dataclasses.fields(Config)}
 
 
+@functools.cache
 def _fields(section_cls) -> dict[str, tuple[object, dataclasses.Field]]:
     hints = typing.get_type_hints(section_cls)
     return {f.name: (hints[f.name], f) for f in dataclasses.fields(section_cls)}
