@@ -61,6 +61,7 @@ def test_the_same_corpus_by_different_paths_gives_the_same_folder(tmp_path, insi
     rel = prepare(["corpus"], "rel", workers=1, val_per_mille=100, progress=False)
     ab = prepare([str(tmp_path / "corpus")], tmp_path / "abs", workers=1, val_per_mille=100, progress=False)
     assert rel["fingerprint"] == ab["fingerprint"] and rel["splits"] == ab["splits"]
+    assert (tmp_path / "rel" / "index.json").read_bytes() == (tmp_path / "abs" / "index.json").read_bytes()
     for split in ("train", "val"):
         a, b = (np.concatenate(open_split(tmp_path / d, split).shards) for d in ("rel", "abs"))
         assert len(a) == len(b) and (a == b).all()

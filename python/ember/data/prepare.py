@@ -99,7 +99,8 @@ def prepare(
     tmp.mkdir(parents=True)
     try:
         index = _write(files, tmp, tok, tokenizer, eos_token, workers, text_key, val_per_mille, shard_tokens, progress)
-        index.update(inputs=inputs, notes=notes + index["notes"])
+        named = [i if i == corpus.NAME else os.path.abspath(i) for i in inputs]  # where the folder came from
+        index.update(inputs=named, notes=notes + index["notes"])
         write_json_atomic(tmp / INDEX, index)
         os.replace(tmp, out)  # onto an empty folder too
     finally:
