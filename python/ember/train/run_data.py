@@ -13,8 +13,8 @@ from pathlib import Path
 import torch
 
 from ..data import corpus
-from ..data.fingerprint import what_changed
-from ..data.loader import parse_sources
+from ..data.fingerprint import source_record, what_changed
+from ..data.loader import parse_sources, source_vocab
 from ..data.shards import read_index
 from ..models.hf import TOKENIZER_FILES
 from .config import Config, ConfigError, config_from_dict
@@ -113,8 +113,6 @@ def run_vocab(saved: Config, checkpoint: Path) -> tuple[int, int]:
     if record:
         first = next(iter(record.values()))
         return first["vocab_size"], first["eos_id"]
-    from ..data.loader import source_vocab
-
     return source_vocab(parse_sources(saved.data.sources)[0], saved.data.tokenizer)
 
 
@@ -133,8 +131,6 @@ def check_eval_data(cfg: Config, flags: dict, checkpoint: Path, command: str) ->
             f"{command}: the run's data changed since it was trained: {'; '.join(changed)}. "
             "Restore it, or name the data to evaluate on with --data.sources"
         )
-    from ..data.fingerprint import source_record
-
     run_tok = next(iter(record.values()))["tokenizer"]
     for spec in parse_sources(cfg.data.sources) + (parse_sources(cfg.eval.sources) if cfg.eval.sources else []):
         if spec.path != corpus.NAME and not (Path(spec.path) / "index.json").is_file():
