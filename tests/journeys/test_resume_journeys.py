@@ -245,6 +245,9 @@ def test_runs_started_in_the_same_second_get_their_own_folders(tmp_path, monkeyp
     assert len({a["run_dir"], b["run_dir"], str(busy)}) == 3
     assert (busy / "metrics.jsonl").read_text() == '{"step": 1, "loss": 9.0}\n'
     assert all(Path(r["run_dir"]).name.startswith("20260101-000000") for r in (a, b))
+    for r in (a, b):  # config.toml names the folder the run used: --config RUN/config.toml continues it
+        saved = parse_config(["--config", str(Path(r["run_dir"]) / "config.toml")])
+        assert Path(saved.job.dir) / saved.job.name == Path(r["run_dir"])
 
 
 def test_an_async_save_publishes_itself_when_written(tmp_path):

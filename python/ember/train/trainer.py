@@ -12,6 +12,7 @@ A run, top to bottom (the Trainer's methods, in the order they are called):
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import datetime
 import itertools
 import math
@@ -118,8 +119,11 @@ class Trainer:
     def open_run_folder(self) -> None:
         """The run folder (a resumed run's metrics cut back to its step), config.toml, the metrics
         logger, the header; then what every step needs to know."""
-        cfg, d = self.cfg, self.d
+        d = self.d
         self.run_dir = Path(d.broadcast(str(self._claim_run_folder()) if d.is_main else None))
+        # config.toml names the folder used (a timestamp, a resumed checkpoint's run)
+        job = dataclasses.replace(self.cfg.job, name=self.run_dir.name, dir=str(self.run_dir.parent))
+        self.cfg = cfg = dataclasses.replace(self.cfg, job=job)
         self.log = MetricsLogger(
             self.run_dir,
             cfg.training.steps,
