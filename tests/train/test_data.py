@@ -191,11 +191,16 @@ def test_inputs_are_read_by_their_suffix_whatever_its_case(tmp_path):
     (tmp_path / "elsewhere" / "linked.md").write_text("through a link")
     (src / "link").symlink_to(tmp_path / "elsewhere", target_is_directory=True)
     (src / "data.csv").write_text("a,b\n")
+    (src / "sub" / "index.json").write_text(json.dumps([{"text": "a corpus file named index.json"}]))
     (src / ".hidden.txt").write_text("hidden")
     want = sorted(
         b"upper jsonl|json array 1|json array 2|json lines 1|json lines 2|gzipped|upper txt|through a link".split(b"|")
     )
-    named = [str(src / f) for f in ("A.JSONL", "x.json", "y.json", "z.jsonl.gz", "sub/NOTES.TXT", "link/linked.md")]
+    want = sorted([*want, b"a corpus file named index.json"])
+    named = [
+        str(src / f)
+        for f in ("A.JSONL", "x.json", "y.json", "z.jsonl.gz", "sub/NOTES.TXT", "sub/index.json", "link/linked.md")
+    ]
     prepare(named, tmp_path / "named", workers=1, progress=False)
     assert _prepared_texts(tmp_path / "named") == want
     index = prepare([str(src)], tmp_path / "walked", workers=1, val_per_mille=0, progress=False)

@@ -24,6 +24,7 @@ from collections import Counter
 from pathlib import Path
 
 from . import corpus
+from .shards import FORMAT, INDEX
 
 TEXT = {".txt", ".md", ".py", ".rst", ".text"}
 READERS = {**dict.fromkeys(TEXT, "text"), ".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "json", ".parquet": "parquet"}
@@ -52,12 +53,20 @@ def _named_file(path: Path) -> str:
     return str(path)
 
 
+def _is_token_folder(folder: str) -> bool:
+    """An `ember prepare` output (its index.json says so), not a corpus with a file of that name."""
+    try:
+        return json.loads(Path(folder, INDEX).read_text()).get("format") == FORMAT
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
 def _walk(folder: Path, skipped: Counter) -> list[str]:
     """The readable files under folder, sorted, following symlinked folders (each real one once)."""
     found, seen = [], set()
     for dirpath, dirnames, filenames in os.walk(folder, followlinks=True):
         real = os.path.realpath(dirpath)
-        if real in seen or os.path.isfile(os.path.join(dirpath, "index.json")):
+        if real in seen or _is_token_folder(dirpath):
             skipped["folders seen before through a link" if real in seen else "token folders (index.json)"] += 1
             dirnames[:] = []
             continue
