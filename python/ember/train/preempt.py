@@ -5,7 +5,8 @@ checkpoint and raises `Preempted`; `ember train` then exits with EXIT_PREEMPTED.
 the flag rides on each step's loss all-reduce (no extra collective), so every rank stops after
 the same step. A second signal does what it would have done without ember (SIGTERM kills,
 SIGINT raises KeyboardInterrupt): a checkpoint being written is left as a temporary folder that
-loading ignores, and the last complete one stays.
+loading ignores, and the last complete one stays (a background save, --checkpoint.async_save,
+is finished and published before the process exits).
 """
 
 from __future__ import annotations
