@@ -3,11 +3,13 @@ reuse a run name, start two runs at once, save in the background and be killed. 
 history (one metrics.jsonl, one TensorBoard series, the newest checkpoint of that history) or a
 refusal that names the flag before anything is written."""
 
+import datetime
 import json
 import signal
 import subprocess
 import sys
 import time
+import types
 import warnings
 from pathlib import Path
 
@@ -179,6 +181,24 @@ def test_rewind_sets_the_newer_checkpoints_aside_and_latest_continues_the_new_hi
     assert loss_steps(run_dir) == [1, 2, 3, 4]  # one history
     assert resumed["losses"] == pytest.approx(first["losses"], rel=1e-6)  # the same data, the same steps
     assert names(run_dir) == [step(2), step(3), step(4)]
+
+
+def test_two_rewinds_in_one_second_keep_both_abandoned_histories(tmp_path, monkeypatch):
+    def fake_checkpoint(k):
+        folder = tmp_path / "checkpoints" / step(k)
+        folder.mkdir(parents=True)
+        for name in ("meta.json", "extra.pt", ".metadata"):
+            (folder / name).touch()
+
+    now = datetime.datetime(2026, 1, 1)
+    monkeypatch.setattr(ckpt, "datetime", types.SimpleNamespace(datetime=types.SimpleNamespace(now=lambda: now)))
+    fake_checkpoint(2)
+    asides = []
+    for _ in range(2):
+        fake_checkpoint(4)
+        asides.append(ckpt.set_aside_after(tmp_path, 2))
+    assert asides[0] != asides[1] and all((a / "checkpoints" / step(4)).is_dir() for a in asides)
+    assert names(tmp_path) == [step(2)]
 
 
 def test_a_branch_into_another_run_folder_leaves_the_run_it_came_from(tmp_path):

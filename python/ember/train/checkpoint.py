@@ -17,6 +17,7 @@ complete, so a crash leaves the last complete checkpoint whichever way it was wr
 from __future__ import annotations
 
 import datetime
+import itertools
 import json
 import os
 import random
@@ -82,8 +83,8 @@ def set_aside_after(run_dir: Path, step: int) -> Path | None:
     if not later:
         return None
     when = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
-    aside = Path(run_dir) / "abandoned" / f"after-step-{step:08d}-{when}"
-    (aside / "checkpoints").mkdir(parents=True)
+    aside = new_folder(Path(run_dir) / "abandoned" / f"after-step-{step:08d}-{when}")
+    (aside / "checkpoints").mkdir()
     for folder in later:
         os.replace(folder, aside / "checkpoints" / folder.name)
     if (Path(run_dir) / "model.safetensors").is_file():
@@ -91,6 +92,19 @@ def set_aside_after(run_dir: Path, step: int) -> Path | None:
     _fsync_dir(aside / "checkpoints")
     _fsync_dir(Path(run_dir) / "checkpoints")
     return aside
+
+
+def new_folder(path: Path) -> Path:
+    """`path`, made now by this process alone, or path-2, path-3, ... when it exists (another run
+    started in the same second)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    for k in itertools.count(1):
+        candidate = path if k == 1 else path.with_name(f"{path.name}-{k}")
+        try:
+            candidate.mkdir()
+            return candidate
+        except FileExistsError:
+            continue
 
 
 def _quiet_single_process() -> None:

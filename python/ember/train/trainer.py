@@ -14,7 +14,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import datetime
-import itertools
 import math
 import os
 import sys
@@ -162,7 +161,7 @@ class Trainer:
         alone (another name when a run started in the same second took it); a fresh run's metrics
         started anew; a resumed run's cut back to its step, and a rewound history's later
         checkpoints and metrics set aside (kept, and said where)."""
-        run_dir = _new_folder(self.run_dir) if self.auto_named else self.run_dir
+        run_dir = ckpt.new_folder(self.run_dir) if self.auto_named else self.run_dir
         run_dir.mkdir(parents=True, exist_ok=True)
         if self.resume_from is None:
             (run_dir / "metrics.jsonl").unlink(missing_ok=True)
@@ -361,18 +360,6 @@ def _resume_target(cfg: Config, found: Path) -> tuple[Path, Path]:
 def timestamp() -> str:
     """The name of a run started now without --job.name."""
     return datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
-
-
-def _new_folder(path: Path) -> Path:
-    """`path`, made now by this process alone, or path-2, path-3, ... when another run has it."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    for k in itertools.count(1):
-        candidate = path if k == 1 else path.with_name(f"{path.name}-{k}")
-        try:
-            candidate.mkdir()
-            return candidate
-        except FileExistsError:
-            continue
 
 
 def _grad_sync(wrapped, sync: bool):
