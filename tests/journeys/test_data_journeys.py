@@ -176,3 +176,29 @@ def test_token_weights_made_again_under_a_run(tmp_path):
     with pytest.raises(ConfigError, match=f"{data}: its token weights were made again since"):
         run(tmp_path, "w", *weighted, "--training.steps=4", "--checkpoint.resume=latest")
     assert np.isfinite(evaluate_checkpoint(tmp_path / "w")["val_loss"])
+
+
+@pytest.mark.slow
+def test_a_run_from_before_runs_recorded_their_data(tmp_path, inside):
+    """Its relative data path is read only from the directory it was trained in."""
+    import torch
+
+    (tmp_path / "a").mkdir()
+    inside(tmp_path / "a")
+    prepare([str(jsonl(tmp_path / "code.jsonl", CODE))], "tok", workers=1, val_per_mille=100, progress=False)
+    run(Path("runs"), "r", "--data.sources=tok", "--training.steps=2")
+    step = tmp_path / "a" / "runs" / "r" / "checkpoints" / "step-00000002"
+    extra = torch.load(step / "extra.pt", weights_only=False)
+    del extra["loader"]["data"]  # as such a run saved it: no record, the path as typed
+    torch.save(extra, step / "extra.pt")
+    meta = json.loads((step / "meta.json").read_text())
+    meta["config"]["data"]["sources"], meta["config"]["job"]["dir"] = "tok", "runs"
+    (step / "meta.json").write_text(json.dumps(meta))
+    before = evaluate_checkpoint("runs/r")["val_loss"]
+    (tmp_path / "b").mkdir()
+    inside(tmp_path / "b")  # another project, with its own tok/
+    prepare([str(jsonl(tmp_path / "prose.jsonl", PROSE))], "tok", workers=1, val_per_mille=100, progress=False)
+    with pytest.raises(ConfigError, match="names it relatively \\(tok\\): run the command from the directory"):
+        evaluate_checkpoint(tmp_path / "a" / "runs" / "r")
+    inside(tmp_path / "a")
+    assert evaluate_checkpoint("runs/r")["val_loss"] == before

@@ -113,7 +113,22 @@ def run_vocab(saved: Config, checkpoint: Path) -> tuple[int, int]:
     if record:
         first = next(iter(record.values()))
         return first["vocab_size"], first["eos_id"]
+    _check_legacy_paths(saved, checkpoint)
     return source_vocab(parse_sources(saved.data.sources)[0], saved.data.tokenizer)
+
+
+def _check_legacy_paths(saved: Config, checkpoint: Path) -> None:
+    """A run from before runs recorded their data names it as typed: a relative path means the
+    directory it was trained in, recognized by its job.dir leading to the folder of the run. From
+    anywhere else it would name another project's data."""
+    relative = [
+        s.path for s in parse_sources(saved.data.sources) if s.path != corpus.NAME and not os.path.isabs(s.path)
+    ]
+    if relative and Path(checkpoint).resolve().parent.parent.parent != Path(saved.job.dir).resolve():
+        raise ConfigError(
+            f"this run was trained before runs recorded their data and names it relatively ({relative[0]}): "
+            "run the command from the directory it was trained in"
+        )
 
 
 def check_eval_data(cfg: Config, flags: dict, checkpoint: Path, command: str) -> None:
