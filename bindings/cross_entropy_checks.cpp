@@ -68,8 +68,8 @@ void check_linear(const char* op, const at::Tensor& hidden, const at::Tensor& lm
 
 void check_backward(const char* op, const at::Tensor& grad_loss, const at::Tensor& lse, int64_t rows,
                     at::Device device) {
-  TORCH_CHECK(grad_loss.scalar_type() == at::kFloat && lse.scalar_type() == at::kFloat, op,
-              ": grad_loss and lse must be float32, got ", grad_loss.scalar_type(), " and ", lse.scalar_type());
+  TORCH_CHECK(grad_loss.scalar_type() == at::kFloat, op, ": grad_loss must be float32, got ", grad_loss.scalar_type());
+  TORCH_CHECK(lse.scalar_type() == at::kDouble, op, ": lse must be float64 (the forward's), got ", lse.scalar_type());
   check_rows_tensor(op, "grad_loss", grad_loss, rows, device);
   check_rows_tensor(op, "lse", lse, rows, device);
   TORCH_CHECK(lse.is_contiguous(), op, ": lse must be contiguous");

@@ -18,7 +18,7 @@ void check_logits(const char* op, const at::Tensor& logits);
 void check_linear(const char* op, const at::Tensor& hidden, const at::Tensor& lm_weight,
                   const std::optional<at::Tensor>& bias);
 void check_rows_tensor(const char* op, const char* name, const at::Tensor& t, int64_t rows, at::Device device);
-// grad_loss and lse of a backward op: fp32 (N) on `device`, lse contiguous.
+// grad_loss and lse of a backward op: (N) on `device`, grad_loss fp32, lse float64 and contiguous.
 void check_backward(const char* op, const at::Tensor& grad_loss, const at::Tensor& lse, int64_t rows,
                     at::Device device);
 

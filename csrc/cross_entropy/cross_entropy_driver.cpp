@@ -91,18 +91,27 @@ struct Chunk {
 };
 
 // The side tensor of the softmax-gradient GEMMs (include/ember/cross_entropy_softmax_grad.h) for chunk rows with these
-// lse, scales and targets: per row and vocabulary tile t of `block` columns, the words (lse,
-// scale, target − t·block, 0).
+// lse (float64), scales and targets: per row and vocabulary tile t of `block` columns, the words
+// (lse.hi, scale, target − t·block, lse.lo), lse = hi + lo as split_lse makes them.
 at::Tensor side_tensor(const at::Tensor& lse, const at::Tensor& scale, const at::Tensor& target, int64_t vocab,
                        int64_t block) {
   const int64_t groups = (vocab + block - 1) / block;
+  const auto f32 = lse.options().dtype(at::kFloat);
+  const at::Tensor hi = lse.to(at::kFloat);
+  const at::Tensor lo = at::where(hi.isfinite(), (lse - hi.to(at::kDouble)).to(at::kFloat), at::zeros({}, f32));
   at::Tensor side = at::empty({lse.size(0), groups, 4}, lse.options().dtype(at::kInt));
-  side.select(2, 0).copy_(lse.view(at::kInt).unsqueeze(1).expand({-1, groups}));
-  side.select(2, 1).copy_(scale.contiguous().view(at::kInt).unsqueeze(1).expand({-1, groups}));
+  auto word = [&](int w, const at::Tensor& v) { side.select(2, w).copy_(v.unsqueeze(1).expand({-1, groups})); };
+  word(0, hi.view(at::kInt));
+  word(1, scale.contiguous().view(at::kInt));
   const at::Tensor starts = at::arange(groups, target.options()) * block;
   side.select(2, 2).copy_(target.unsqueeze(1) - starts.unsqueeze(0));
-  side.select(2, 3).zero_();
+  word(3, lo.view(at::kInt));
   return side;
+}
+
+// Row scales upstream × token weight, 0 where the weight is 0 (row_scale of include/ember/cross_entropy.h).
+at::Tensor row_scales(const at::Tensor& upstream, const at::Tensor& weight) {
+  return weight.defined() ? at::where(weight == 0, at::zeros({}, upstream.options()), upstream * weight) : upstream;
 }
 
 // Adds chunk k's gradient into the sink with the softmax-gradient GEMMs, for row scales `scale`
@@ -137,7 +146,8 @@ void accumulate_fused(GradSink& s, const Chunk& k, const at::Tensor& lse, const 
     const at::Tensor workspace = at::empty({rk.softmax_grad_gemm_workspace_bytes(p)}, w.options().dtype(at::kByte));
     return rk.softmax_grad_gemm(p, workspace.data_ptr(), rk.stream);
   };
-  at::Tensor dh = at::empty({c, dim}, lse.options());  // fp32 (stream-K reduces in fp32), rounded once below
+  at::Tensor dh =
+      at::empty({c, dim}, lse.options().dtype(at::kFloat));  // fp32 (stream-K reduces in fp32), rounded once below
   if (!run(SoftmaxGradKind::kDhidden, w, dh)) dh = at::mm(refused("dh"), w);
   s.dh.index_copy_(0, k.rows, dh.to(s.dh.scalar_type()));
   if (!run(SoftmaxGradKind::kDweight, k.h, s.dw)) s.dw.addmm_(refused("dW").t(), k.h);
@@ -170,11 +180,11 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> forward(const at::Ten
                                                                    const at::Tensor& grad_loss) {
   const auto f32 = logits.options().dtype(at::kFloat);
   const int64_t n = logits.size(0);
-  at::Tensor loss = at::empty({n}, f32), lse = at::empty({n}, f32);
+  at::Tensor loss = at::empty({n}, f32), lse = at::empty({n}, f32.dtype(at::kDouble));
   at::Tensor lp = at::empty({logprobs ? n : 0}, f32), ent = at::empty({entropy ? n : 0}, f32);
   RowsParams p = rows_params(logits, target, or_undefined(weight), o);
   p.loss = loss.data_ptr<float>();
-  p.lse = lse.data_ptr<float>();
+  p.lse = lse.data_ptr<double>();
   p.logprob = logprobs ? lp.data_ptr<float>() : nullptr;
   p.entropy = entropy ? ent.data_ptr<float>() : nullptr;
   if (grad.defined()) {
@@ -191,7 +201,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> forward(const at::Ten
 void backward(const at::Tensor& out, const at::Tensor& grad_loss, const at::Tensor& logits, const at::Tensor& target,
               const std::optional<at::Tensor>& weight, const at::Tensor& lse, const Options& o, const Kernels& k) {
   RowsParams p = rows_params(logits, target, or_undefined(weight), o);
-  p.lse = const_cast<float*>(lse.data_ptr<float>());
+  p.lse = const_cast<double*>(lse.data_ptr<double>());
   p.grad = out.data_ptr();
   p.grad_ld = out.stride(0);
   p.grad_type = scalar_type_of(out);
@@ -207,7 +217,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tenso
   const int64_t n = hidden.size(0), vocab = lm_weight.size(0);
   const bool cuda = hidden.is_cuda();
   const auto f32 = hidden.options().dtype(at::kFloat);
-  at::Tensor loss = at::zeros({n}, f32), lse = at::zeros({n}, f32);
+  at::Tensor loss = at::zeros({n}, f32), lse = at::zeros({n}, f32.dtype(at::kDouble));
   at::Tensor lp = at::zeros({logprobs ? n : 0}, f32), ent = at::zeros({entropy ? n : 0}, f32);
   const at::Tensor tw = or_undefined(weight);
   at::Tensor keep = target != o.ignore_index;
@@ -237,7 +247,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tenso
     if (logprobs) lp.index_copy_(0, k.rows, lpc);
     if (entropy) ent.index_copy_(0, k.rows, entc);
     if (fused) {
-      accumulate_fused(sink, k, sc, k.weight.defined() ? k.weight : at::ones_like(sc), o, w, rk);
+      accumulate_fused(sink, k, sc, k.weight.defined() ? k.weight : at::ones_like(sc, f32), o, w, rk);
     } else if (compute_grad) {
       accumulate(sink, grad, k.rows, k.h, w);
     }
@@ -279,7 +289,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> linear_backward(const at::Tensor&
   for_each_chunk(rows, chunk, h, w, b, target, tw, logits_buf, [&](const Chunk& k) {
     const at::Tensor gl = grad_loss.index_select(0, k.rows).to(at::kFloat), lse_c = lse.index_select(0, k.rows);
     if (fused) {
-      accumulate_fused(sink, k, lse_c, k.weight.defined() ? gl * k.weight : gl, o, w, rk);
+      accumulate_fused(sink, k, lse_c, row_scales(gl, k.weight), o, w, rk);
       return;
     }
     at::Tensor grad = grad_buf.slice(0, 0, k.rows.numel());

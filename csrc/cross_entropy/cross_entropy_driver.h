@@ -26,7 +26,8 @@ struct Kernels {
 };
 
 // logits (N, V) row-major rows (any row stride), target (N) int64, weight (N) fp32 or none.
-// Returns (loss, lse, logprobs, entropy): fp32 (N); logprobs / entropy empty unless asked for.
+// Returns (loss, lse, logprobs, entropy): fp32 (N), lse float64 (max + log Σ without rounding);
+// logprobs / entropy empty unless asked for.
 // With grad defined, also writes ∂(Σ_i grad_loss[i]·loss_i)/∂logits into it (may be logits) in
 // the same visit of each row; grad_loss: (N) or one value for every row.
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> forward(const at::Tensor& logits, const at::Tensor& target,

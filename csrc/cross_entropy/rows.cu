@@ -35,9 +35,10 @@ __device__ __forceinline__ void store(void* p, ScalarType t, int64_t i, float v)
 }
 
 // Row i's gradient, each element read and written by the same thread (in place is safe).
-__device__ void write_grad(const RowsParams& p, int64_t i, float lse) {
+__device__ void write_grad(const RowsParams& p, int64_t i, LseParts lse) {
   const int64_t base = row_start(i, p.ld), out = row_start(i, p.grad_ld);
-  const float scale = ignored(p, i) ? 0.f : p.grad_rows[i * p.grad_rows_stride] * (p.weight ? p.weight[i] : 1.f);
+  const float scale =
+      ignored(p, i) ? 0.f : row_scale(p.grad_rows[i * p.grad_rows_stride], p.weight ? p.weight[i] : 1.f);
   const int64_t y = p.target[i];
   for (int64_t j = threadIdx.x; j < p.vocab; j += kThreads) {
     const float g =
@@ -64,16 +65,16 @@ __global__ void __launch_bounds__(kThreads) forward_kernel(RowsParams p) {
   }
   if (threadIdx.x % 32 == 0) part[threadIdx.x / 32] = s;
   __syncthreads();
-  __shared__ float row_lse;
+  __shared__ LseParts row_lse;
   if (threadIdx.x == 0) {
     const RowStats t = merge_warps(part, 1);
-    const float lse = t.lse();
-    row_lse = lse;
+    const double lse = t.lse_exact();
+    row_lse = split_lse(lse);
     p.lse[i] = lse;
     const bool ign = ignored(p, i);
     const float zy = ign ? 0.f : softcapped(load(p.logits, p.type, base + p.target[i]), p.opt.softcap);
     p.loss[i] = ign ? 0.f : row_loss(p.opt, t, zy, p.vocab, p.weight ? p.weight[i] : 1.f);
-    if (p.logprob) p.logprob[i] = ign ? 0.f : zy - lse;
+    if (p.logprob) p.logprob[i] = ign ? 0.f : t.minus_lse(zy);
     if (p.entropy) p.entropy[i] = ign ? 0.f : t.entropy();
   }
   if (p.grad == nullptr) return;
@@ -82,7 +83,7 @@ __global__ void __launch_bounds__(kThreads) forward_kernel(RowsParams p) {
 }
 
 __global__ void __launch_bounds__(kThreads) backward_kernel(RowsParams p) {
-  write_grad(p, blockIdx.x, p.lse[blockIdx.x]);
+  write_grad(p, blockIdx.x, split_lse(p.lse[blockIdx.x]));
 }
 
 void check(cudaError_t err, const char* what) { cuda_check(err, "ember cross_entropy", what); }

@@ -80,9 +80,9 @@ EMBER_CPU_WIDE_CLONES void span_grad_from_e(float* e, int64_t n, float mul_e, fl
 }
 
 // g_j = ∂/∂z_j without the target term (added by the caller), for softcap off.
-EMBER_CPU_WIDE_CLONES void span_grad(const float* z, float* g, int64_t n, float lse, float mul_p, float minus,
+EMBER_CPU_WIDE_CLONES void span_grad(const float* z, float* g, int64_t n, LseParts lse, float mul_p, float minus,
                                      float scale) {
-  for (int64_t j = 0; j < n; ++j) g[j] = (exp_poly(z[j] - lse) * mul_p - minus) * scale;
+  for (int64_t j = 0; j < n; ++j) g[j] = (exp_poly((z[j] - lse.hi) - lse.lo) * mul_p - minus) * scale;
 }
 
 template <typename T>
@@ -95,15 +95,15 @@ void load_row(const T* src, float* dst, int64_t n, float cap) {
 }
 
 // The upstream gradient × weight of row i (0: ignored, weight 0 or no upstream gradient).
-float row_scale(const RowsParams& p, int64_t i) {
-  return ignored(p, i) ? 0.0f : p.grad_rows[i * p.grad_rows_stride] * (p.weight ? p.weight[i] : 1.0f);
+float scale_of_row(const RowsParams& p, int64_t i) {
+  return ignored(p, i) ? 0.0f : row_scale(p.grad_rows[i * p.grad_rows_stride], p.weight ? p.weight[i] : 1.0f);
 }
 
 // Row i's gradient into out, from its (softcapped) values z (fp32, may alias out when T is
 // float) or, with a softcap, from the raw row.
 template <typename T>
-void row_grad(const RowsParams& p, int64_t i, const T* raw, const float* z, T* out, float lse, float* scratch) {
-  const float scale = row_scale(p, i);
+void row_grad(const RowsParams& p, int64_t i, const T* raw, const float* z, T* out, LseParts lse, float* scratch) {
+  const float scale = scale_of_row(p, i);
   if (scale == 0.0f) {  // exactly zero
     std::fill(out, out + p.vocab, T(0.0f));
     return;
@@ -117,7 +117,7 @@ void row_grad(const RowsParams& p, int64_t i, const T* raw, const float* z, T* o
     // is inf − inf for an infinite weight); z[y] read first, as g may be z
     const int64_t y = p.target[i];
     const float gy = grad_logit(p.opt, z[y], true, lse, p.vocab, scale);
-    span_grad(z, g, p.vocab, lse, p_factor(p.opt, lse), smooth_term(p.opt, p.vocab), scale);
+    span_grad(z, g, p.vocab, lse, p_factor(p.opt, lse.hi), smooth_term(p.opt, p.vocab), scale);
     g[y] = gy;
   }
   if (!std::is_same_v<T, float>)
@@ -169,17 +169,17 @@ void forward_typed(const RowsParams& p) {
       } else {
         span_sums<false>(const_cast<float*>(z), p.vocab, shift, s.sum, s.sum_pd, s.sum_z);  // reads only
       }
-      const float lse = s.lse();
-      p.lse[i] = lse;
+      p.lse[i] = s.lse_exact();
+      const LseParts lse = split_lse(p.lse[i]);
       p.loss[i] = ign ? 0.0f : row_loss(p.opt, s, zy, p.vocab, p.weight ? p.weight[i] : 1.0f);
-      if (p.logprob) p.logprob[i] = ign ? 0.0f : zy - lse;
+      if (p.logprob) p.logprob[i] = ign ? 0.0f : s.minus_lse(zy);
       if (p.entropy) p.entropy[i] = ign ? 0.0f : s.entropy();
       if (in_place) {
-        const float scale = row_scale(p, i);
+        const float scale = scale_of_row(p, i);
         if (scale == 0.0f) {
           std::fill(in_place, in_place + p.vocab, 0.0f);
         } else {  // p_j·(1 + 2·zl·lse) − ls/V with p_j = e_j/Σe
-          span_grad_from_e(in_place, p.vocab, p_factor(p.opt, lse) / s.sum, smooth_term(p.opt, p.vocab), scale);
+          span_grad_from_e(in_place, p.vocab, p_factor(p.opt, lse.hi) / s.sum, smooth_term(p.opt, p.vocab), scale);
           in_place[y] = grad_logit(p.opt, zy, true, lse, p.vocab, scale);  // as row_grad does
         }
       } else if (p.grad) {
@@ -201,7 +201,7 @@ void backward_typed(const RowsParams& p) {
         load_row(row, z.data(), p.vocab, 0.0f);
         zr = z.data();
       }
-      row_grad(p, i, row, zr, static_cast<T*>(p.grad) + row_start(i, p.grad_ld), p.lse[i], scratch.data());
+      row_grad(p, i, row, zr, static_cast<T*>(p.grad) + row_start(i, p.grad_ld), split_lse(p.lse[i]), scratch.data());
     }
   });
 }

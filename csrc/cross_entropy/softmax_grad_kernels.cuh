@@ -66,7 +66,7 @@ struct SoftmaxGradTransform {
   template <bool kTransposedA, class Side>
   CUTLASS_DEVICE static Element apply(float z, Side const& side, int m, int k, Params const& p) {
     const int row = kTransposedA ? k : m, column = kTransposedA ? m : k;  // token; vocabulary column in the tile
-    const uint32_t group[3] = {side(row, 0), side(row, 1), side(row, 2)};
+    const uint32_t group[4] = {side(row, 0), side(row, 1), side(row, 2), side(row, 3)};
     return Element(grad_logit_from_side(p.opt, z, group, column, p.vocab));
   }
 };

@@ -8,6 +8,10 @@
 //   ∂loss_i/∂z_v = w·[p_v·(1 + 2·zl·lse) − (1−ls)·[v = y] − ls/V],  p = softmax(z)
 //   and through the softcap ∂z/∂z_raw = 1 − (z/c)².
 // Per-row outputs besides the loss: lse, log p(y) = z_y − lse, entropy = lse − Σ p_v·z_v.
+//
+// lse = max + log Σ exp(z − max) is kept as its two parts (or their exact sum, a double): an lse
+// rounded to fp32 is off by up to |lse|·2^-24, and p = exp(z − lse) with it by as much relative,
+// which at logits of 1000 is a thousand times torch's error. z − max is exact where p matters.
 #pragma once
 
 #include <cstdint>
@@ -99,8 +103,12 @@ struct RowStats {
 
   // A +inf logit poisons the row (NaN, like a NaN logit); an all −inf row has lse −inf and a
   // NaN entropy (there is no distribution). The semantics are in python/ember/ops/cross_entropy.py.
-  EMBER_HOST_DEVICE float lse() const { return max == INFINITY ? NAN : max + log_f(sum); }
+  EMBER_HOST_DEVICE float log_sum() const { return max == INFINITY ? NAN : log_f(sum); }  // lse − max
+  EMBER_HOST_DEVICE float lse() const { return max + log_sum(); }
+  EMBER_HOST_DEVICE double lse_exact() const { return double(max) + double(log_sum()); }  // no rounding
   EMBER_HOST_DEVICE float entropy() const { return max == INFINITY ? NAN : log_f(sum) + sum_pd / sum; }
+  // z − lse for a logit z of the row, as (z − max) − log Σ: the log-prob of z
+  EMBER_HOST_DEVICE float minus_lse(float z) const { return (z - max) - log_sum(); }
 };
 
 // The row's loss from its statistics and its (softcapped) target logit.
@@ -108,9 +116,23 @@ EMBER_HOST_DEVICE float row_loss(const Options& o, const RowStats& s, float z_ta
   if (weight == 0.0f) return 0.0f;  // weight 0 masks the token whatever its logits (inf · 0 would be NaN)
   const float lse = s.lse();
   const float smooth =
-      o.label_smoothing > 0.0f ? o.label_smoothing * (lse - s.sum_z / static_cast<float>(vocab)) : 0.0f;
-  return weight * ((1.0f - o.label_smoothing) * (lse - z_target) + smooth + o.z_loss * lse * lse);
+      o.label_smoothing > 0.0f ? -o.label_smoothing * s.minus_lse(s.sum_z / static_cast<float>(vocab)) : 0.0f;
+  return weight * (-(1.0f - o.label_smoothing) * s.minus_lse(z_target) + smooth + o.z_loss * lse * lse);
 }
+
+// An lse as fp32 parts, lse = hi + lo (lo = 0 where hi is not finite): z − lse is (z − hi) − lo,
+// exact in its first step wherever p is not negligible.
+struct LseParts {
+  float hi, lo;
+};
+EMBER_HOST_DEVICE LseParts split_lse(double lse) {
+  const float hi = static_cast<float>(lse);
+  return {hi, hi - hi == 0.0f ? static_cast<float>(lse - double(hi)) : 0.0f};
+}
+
+// The scale of row i's gradient: upstream gradient × token weight, exactly 0 for weight 0 (a
+// masked token) whatever the upstream gradient (inf · 0 would make the row NaN).
+EMBER_HOST_DEVICE float row_scale(float upstream, float weight) { return weight == 0.0f ? 0.0f : upstream * weight; }
 
 // The gradient of loss_i/w in z_v is p_v·p_factor − smooth_term, minus target_term at v = y.
 // (The CPU row kernels apply these three terms in vectorized loops of their own.)
@@ -120,32 +142,34 @@ EMBER_HOST_DEVICE float smooth_term(const Options& o, int64_t vocab) {
 }
 EMBER_HOST_DEVICE float target_term(const Options& o) { return 1.0f - o.label_smoothing; }
 
-// ∂(scale·loss_i)/∂z_raw for one element: z_raw the logit as stored, lse the row's, row_scale
-// = upstream gradient × weight.
-EMBER_HOST_DEVICE float grad_logit(const Options& o, float z_raw, bool is_target, float lse, int64_t vocab,
-                                   float row_scale) {
+// ∂(scale·loss_i)/∂z_raw for one element: z_raw the logit as stored, lse the row's, scale
+// = row_scale(upstream gradient, weight); exactly 0 when scale is (whatever the logit).
+EMBER_HOST_DEVICE float grad_logit(const Options& o, float z_raw, bool is_target, LseParts lse, int64_t vocab,
+                                   float scale) {
   const float z = softcapped(z_raw, o.softcap);
   // z ≤ lse for every logit of the row; the clamp only acts on the zero-filled padding a GEMM tile
   // reads past the vocabulary, where exp(0 − lse) would overflow for lse < −88 (NaN stays NaN)
-  const float d = z - lse;
+  const float d = (z - lse.hi) - lse.lo;
   const float p = exp_f(d > 0.0f ? 0.0f : d);
-  float g = p * p_factor(o, lse) - smooth_term(o, vocab);
+  float g = p * p_factor(o, lse.hi) - smooth_term(o, vocab);
   if (is_target) g -= target_term(o);
   if (o.softcap > 0.0f) {
     const float t = z / o.softcap;
     g *= 1.0f - t * t;
   }
-  return g * row_scale;
+  return scale == 0.0f ? 0.0f : g * scale;
 }
 
 // The softmax-gradient GEMMs' per-element gradient (include/ember/cross_entropy_softmax_grad.h), read
-// from the side tensor's group for the element's row and vocabulary tile: (lse, scale) as float
-// bits, the target's column relative to the tile as an int32, 0. `column`: the element's column
-// within the tile. The CUDA kernels' transform and the CPU's version both call this.
+// from the side tensor's group for the element's row and vocabulary tile: (lse.hi, scale) as
+// float bits, the target's column relative to the tile as an int32, lse.lo as float bits.
+// `column`: the element's column within the tile. The CUDA kernels' transform and the CPU's
+// version both call this.
 EMBER_HOST_DEVICE float grad_logit_from_side(const Options& o, float z, const uint32_t* group, int64_t column,
                                              int64_t vocab) {
   const bool is_target = column == int64_t(int32_t(group[2]));
-  return grad_logit(o, z, is_target, bits_as_float(group[0]), vocab, bits_as_float(group[1]));
+  const LseParts lse{bits_as_float(group[0]), bits_as_float(group[3])};
+  return grad_logit(o, z, is_target, lse, vocab, bits_as_float(group[1]));
 }
 
 // ---- row kernels ------------------------------------------------------------------------------------
@@ -170,14 +194,14 @@ struct RowsParams {
   const int64_t* target = nullptr;
   const float* weight = nullptr;  // per row, or null (1)
   Options opt;
-  // forward outputs (fp32, per row; logprob and entropy may be null)
+  // forward outputs (per row; logprob and entropy may be null): fp32, lse float64 (lse_exact)
   float* loss = nullptr;
-  float* lse = nullptr;
+  double* lse = nullptr;
   float* logprob = nullptr;
   float* entropy = nullptr;
   // backward: grad (rows × vocab, row stride grad_ld; may be `logits` itself) from the saved
-  // lse and the upstream gradient per row (grad_rows[i·grad_rows_stride]; stride 0: one value).
-  // A forward given grad and grad_rows writes the gradient too, in the same visit of each row.
+  // lse (its exact value, split_lse) and the upstream gradient per row (grad_rows[i·grad_rows_stride]; stride 0: one
+  // value). A forward given grad and grad_rows writes the gradient too, in the same visit of each row.
   void* grad = nullptr;
   int64_t grad_ld = 0;
   ScalarType grad_type = ScalarType::kFloat32;  // CUDA may write another type than the logits'

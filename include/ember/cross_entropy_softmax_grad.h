@@ -9,9 +9,9 @@
 // (csrc/side_tile_mainloop.cuh). Torch-free.
 //
 // The side tensor: 32-bit words, rows × (4·tiles), one group of 4 per row and vocabulary tile
-// of `block` = side_block(kind) columns: (lse_r as float bits, scale_r as float bits,
-// y_r − t·block as int32, 0) for tile t. The kernel learns which column is the target from the
-// group of the tile it is in (its mainloop knows the tile's rows, not its position).
+// of `block` = side_block(kind) columns: (lse_r.hi as float bits, scale_r as float bits,
+// y_r − t·block as int32, lse_r.lo as float bits) for tile t (lse_r = hi + lo: split_lse). The kernel learns which
+// column is the target from the group of the tile it is in (its mainloop knows the tile's rows, not its position).
 #pragma once
 
 #include <cstdint>

@@ -21,9 +21,13 @@ reference, ember/reference/cross_entropy.py):
   weight or upstream gradient is a plain factor: NaN or ±inf propagates to that token's loss
   and gradient.
 - a target outside [0, V) that is not ignore_index is an error (one host sync checks it).
+- reduction="mean" with every target ignored (a padding-only micro-batch) is torch's empty mean:
+  the loss is NaN (0/0) and every gradient is exactly 0 (not the upstream 1/0 times 0).
+The gradient is as accurate as torch's fp32 one at any logit scale: the lse the ops return (float64)
+is max + log Σ exp(z − max) without rounding, and p = exp((z − max) − log Σ) in effect.
 Logits may be any view whose rows are contiguous along V (row-sliced, offset, expanded); the
-gradient is a new contiguous tensor, or (inplace_backward) the logits themselves, which must
-then not overlap.
+gradient is a new contiguous tensor, or (inplace_backward) the logits themselves, whose rows must
+then be at least V elements apart (an expanded or overlapping view is refused).
 """
 
 from __future__ import annotations
@@ -48,7 +52,10 @@ def _reduce(loss: torch.Tensor, target: torch.Tensor, ignore_index: int, reducti
         return loss.view(shape)
     if reduction == "sum":
         return loss.sum()
-    return loss.sum() / (target != ignore_index).sum()  # no host sync; 0/0 is NaN, as torch's
+    count = (target != ignore_index).sum()
+    # no host sync. An empty mean is NaN, as torch's, with gradients 0: the NaN is chosen by
+    # where (whose unchosen branch gets no gradient), not made by 0/0 (whose gradient is 1/0)
+    return torch.where(count > 0, loss.sum() / count.clamp_min(1), float("nan"))
 
 
 def _rows(target: torch.Tensor, weight: torch.Tensor | None):
@@ -135,7 +142,8 @@ def linear_cross_entropy(
     in the same pass (6·N·d·V FLOPs; a backward with per-token upstream gradients, as for
     reduction="none", recomputes the logits: 8·N·d·V). Ignored rows and rows of weight 0 never
     reach a GEMM. Returns the loss, or (loss, logprobs[, entropy]) — per-token log p(target) and
-    entropy from the same pass (0 for ignored tokens), as the PRIOR scoring pass needs."""
+    entropy from the same pass (0 for ignored tokens), as the PRIOR scoring pass needs. With every
+    target ignored, reduction="mean" gives NaN (torch's empty mean) and gradients exactly 0."""
     _check_reduction("linear_cross_entropy", reduction)
     if return_entropy and not return_logprobs:
         raise ValueError("ember.ops.linear_cross_entropy: return_entropy=True needs return_logprobs=True")
@@ -178,7 +186,7 @@ def _ce_forward_fake(logits, target, weight, ignore_index, ls, zl, cap, logprobs
     )
     n = logits.shape[0]
     f = lambda k: logits.new_empty((k,), dtype=torch.float32)  # noqa: E731
-    return f(n), f(n), f(n if logprobs else 0), f(n if entropy else 0)
+    return f(n), logits.new_empty((n,), dtype=torch.float64), f(n if logprobs else 0), f(n if entropy else 0)
 
 
 @torch.library.register_fake("ember::cross_entropy_backward")
@@ -199,7 +207,7 @@ def _linear_forward_fake(
     f = lambda *shape, dtype=torch.float32: hidden.new_empty(shape, dtype=dtype)  # noqa: E731
     return (
         f(n),
-        f(n),
+        f(n, dtype=torch.float64),
         f(n if logprobs else 0),
         f(n if entropy else 0),
         f(n, d, dtype=hidden.dtype) if compute_grad else f(0),
