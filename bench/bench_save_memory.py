@@ -2,14 +2,14 @@
 during training steps that do not save, under FSDP2 on 2 ranks (gloo), sync and async saves.
 
 Each cell is a real `ember train` job under torchrun. The job runs unchanged; this script wraps
-`Trainer.train_step` and `checkpoint.save` in the job's processes and reads the kernel's peak RSS
+`Trainer.train_step` and `Checkpointer.save` in the job's processes and reads the kernel's peak RSS
 (VmHWM in /proc/self/status), reset before each measured interval by writing "5" to
 /proc/self/clear_refs. It counts every thread of the process, so an async save's background
 write is in it, and so are the training steps that run beside that write.
 
   training peak  the largest peak over steps that start and end with no save running, from the
                  second step (the optimizer state is made in the first) to the step of the first save
-  saving peak    the first save's, from the start of `checkpoint.save` to its return (sync: the
+  saving peak    the first save's, from the start of `Checkpointer.save` to its return (sync: the
                  whole save; async: the staging copy, "staged") and, async, on to the end of the
                  background write (later saves reuse the heap the first one grew: "later adds")
   save adds      the saving peak less the RSS just before the save
