@@ -5,6 +5,7 @@ refusal that names the flag before anything is written."""
 
 import datetime
 import json
+import shutil
 import signal
 import subprocess
 import sys
@@ -220,6 +221,12 @@ def test_resume_names_what_is_not_a_checkpoint(tmp_path):
     for wrong in ("metrics.jsonl", "checkpoints/step-00000002/extra.pt"):
         with pytest.raises(FileNotFoundError, match=f"{tmp_path / 'a' / wrong} is a file"):
             build(tmp_path, "a", "--training.steps=3", f"--checkpoint.resume={tmp_path / 'a' / wrong}")
+    loose = tmp_path / "copied" / step(2)  # a checkpoint outside a run folder: which run goes on?
+    shutil.copytree(tmp_path / "a" / "checkpoints" / step(2), loose)
+    cfg = parse_config([*TINY, f"--job.dir={tmp_path}", "--training.steps=3", f"--checkpoint.resume={loose}"])
+    with pytest.raises(ConfigError, match="not inside a run folder .* --job.name"):
+        trainer.Trainer(cfg, Dist(), StopSignal(verbose=False))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a", "copied"]
     torn = tmp_path / "a" / "checkpoints" / "step-00000002.tmp-1"
     torn.mkdir()
     with pytest.raises(FileNotFoundError, match="incomplete"):
