@@ -87,52 +87,79 @@ def resolve_hf_path(spec: str | os.PathLike) -> Path:
     )
 
 
+def _read_json_object(file: Path) -> dict:
+    try:
+        value = json.loads(file.read_text())
+    except json.JSONDecodeError as exc:
+        raise HFCheckpointError(f"Hugging Face checkpoint {file}: not valid JSON ({exc})") from None
+    if not isinstance(value, dict):
+        raise HFCheckpointError(f"Hugging Face checkpoint {file}: {file.name} is not a JSON object")
+    return value
+
+
 def read_hf_config(path: Path) -> dict:
     file = Path(path) / "config.json"
     if not file.is_file():
         raise FileNotFoundError(f"Hugging Face checkpoint {path}: no config.json")
-    try:
-        return json.loads(file.read_text())
-    except json.JSONDecodeError as exc:
-        raise HFCheckpointError(f"Hugging Face checkpoint {file}: not valid JSON ({exc})") from None
+    return _read_json_object(file)
 
 
 def read_generation_config(path: Path) -> dict | None:
     """The folder's generation_config.json (sampling defaults, end-of-sequence ids), or None."""
     file = Path(path) / GENERATION
-    if not file.is_file():
-        return None
+    return _read_json_object(file) if file.is_file() else None
+
+
+def _index_files(path: Path) -> list[Path]:
+    """The safetensors files that model.safetensors.index.json lists, in transformers' order."""
+    index = _read_json_object(path / INDEX)
+    if not isinstance(index.get("weight_map"), dict):
+        raise HFCheckpointError(f"Hugging Face checkpoint {path}: {INDEX} has no weight_map")
+    names = sorted(set(index["weight_map"].values()))
+    missing = [n for n in names if not (path / n).is_file()]
+    if missing:
+        raise FileNotFoundError(f"Hugging Face checkpoint {path}: {INDEX} names missing files: {', '.join(missing)}")
+    return [path / n for n in names]
+
+
+def _tensor_names(file: Path) -> list[str]:
+    from safetensors import SafetensorError, safe_open
+
     try:
-        return json.loads(file.read_text())
-    except json.JSONDecodeError as exc:
-        raise HFCheckpointError(f"Hugging Face checkpoint {file}: not valid JSON ({exc})") from None
+        with safe_open(str(file), "pt") as f:
+            return list(f.keys())
+    except SafetensorError as exc:
+        raise HFCheckpointError(f"Hugging Face checkpoint {file}: not a readable safetensors file ({exc})") from None
 
 
 def weight_files(path: Path) -> dict[str, Path]:
-    """Each tensor name of the checkpoint and the safetensors file that holds it."""
+    """Each tensor name of the checkpoint and the safetensors file that holds it, found as
+    transformers finds them: model.safetensors when the folder has one (an index beside it is left
+    from an earlier sharded save), else the files the index lists, each tensor where their headers
+    put it (whatever file the index's weight_map names)."""
     path = Path(path)
-    if (path / INDEX).is_file():
-        weight_map = json.loads((path / INDEX).read_text())["weight_map"]
-        out = {name: path / file for name, file in weight_map.items()}
-        missing = sorted({str(f.name) for f in out.values() if not f.is_file()})
-        if missing:
-            raise FileNotFoundError(
-                f"Hugging Face checkpoint {path}: {INDEX} names missing files: {', '.join(missing)}"
-            )
-        return out
     if (path / SINGLE).is_file():
-        from safetensors import safe_open
-
-        with safe_open(str(path / SINGLE), "pt") as f:
-            return {name: path / SINGLE for name in f.keys()}
-    other = [p.name for p in path.glob("*.bin")] + [p.name for p in path.glob("*.pth")]
-    hint = (
-        f" (only safetensors are read; found {', '.join(other)}: transformers' "
-        "AutoModelForCausalLM.from_pretrained(folder).save_pretrained(new_folder) writes them)"
-        if other
-        else ""
-    )
-    raise FileNotFoundError(f"Hugging Face checkpoint {path}: no {SINGLE} and no {INDEX}{hint}")
+        files = [path / SINGLE]
+    elif (path / INDEX).is_file():
+        files = _index_files(path)
+    else:
+        other = [p.name for p in path.glob("*.bin")] + [p.name for p in path.glob("*.pth")]
+        hint = (
+            f" (only safetensors are read; found {', '.join(other)}: transformers' "
+            "AutoModelForCausalLM.from_pretrained(folder).save_pretrained(new_folder) writes them)"
+            if other
+            else ""
+        )
+        raise FileNotFoundError(f"Hugging Face checkpoint {path}: no {SINGLE} and no {INDEX}{hint}")
+    out: dict[str, Path] = {}
+    for file in files:
+        for name in _tensor_names(file):
+            if name in out:
+                raise HFCheckpointError(
+                    f"Hugging Face checkpoint {path}: {name} is in both {out[name].name} and {file.name}"
+                )
+            out[name] = file
+    return out
 
 
 # --- tensor names ------------------------------------------------------------------------
