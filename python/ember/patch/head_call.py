@@ -4,7 +4,8 @@ The head runs the hooks that keep its weight where it belongs (FSDP2's unshard a
 accelerate's offload, which loads the weight before the forward and puts it back after) and
 the forward pre-hooks, which see the head's real input. A hook that would see the head's output or
 its gradients (a forward hook, a backward hook, a forward replaced on the instance by someone
-else) would get the loss instead of the logits: `bypassed` names it, and the caller takes the
+else) would get the loss instead of the logits, and a subclass of nn.Linear with a forward of its
+own computes something else than the weight's product: `bypassed` names it, and the caller takes the
 unfused path for that call (accelerate's forward wrapper is not such a forward: it is run here). Nothing is set on the head, so the same code runs under torch.compile.
 """
 
@@ -43,6 +44,8 @@ def bypassed(head: nn.Module) -> str | None:
             return f"a global module {kind} (it runs on every module)"
     if "forward" in head.__dict__ and getattr(head, "_hf_hook", None) is None:
         return "a forward set on the instance"
+    if type(head).forward is not nn.Linear.forward:  # a quantized or adapter Linear: not weight·h + bias
+        return f"a forward of its own ({type(head).__name__})"
     return None
 
 

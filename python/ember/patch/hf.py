@@ -7,6 +7,7 @@ forward is in `loss_forward`. `transformers` is imported only when patching.
 
 from __future__ import annotations
 
+import inspect
 import re
 import types
 import warnings
@@ -109,10 +110,11 @@ def apply_ember(
     cannot patch raises TypeError with the reason before anything changes.
     """
     targets, layers = _plan(model_or_class, linear_cross_entropy, token_weights, float8, sparsity)
+    # the layers first: random_prune's own refusals come before anything is converted, and then
+    # before the forward is patched too
+    converted = [] if layers is None else _convert_layers(model_or_class, layers, float8, sparsity)
     changes = [line for target in targets for line in _patch_forward(target)] if linear_cross_entropy else []
-    if layers is not None:
-        changes += _convert_layers(model_or_class, layers, float8, sparsity)
-    return changes
+    return changes + converted
 
 
 def _plan(model_or_class, linear_cross_entropy: bool, token_weights: bool, float8, sparsity):
@@ -128,8 +130,8 @@ def _plan(model_or_class, linear_cross_entropy: bool, token_weights: bool, float
         raise ValueError(f"ember.patch.{fn}: float8 and sparsity cannot be combined (SparseLinear has no fp8 path)")
     if sparsity is not None and not instance:
         raise ValueError(f"ember.patch.{fn}: sparsity prunes a model's weights: pass the model instance")
-    if sparsity is not None and "target" not in sparsity:
-        raise ValueError(f"ember.patch.{fn}: sparsity needs a 'target' (the fraction of weights pruned)")
+    if sparsity is not None:
+        _check_sparsity(sparsity)
     if token_weights and not linear_cross_entropy:
         raise ValueError(f"ember.patch.{fn}: token_weights=True needs linear_cross_entropy=True")
     _transformers()
@@ -146,7 +148,40 @@ def _plan(model_or_class, linear_cross_entropy: bool, token_weights: bool, float
     if instance and not isinstance(getattr(model_or_class, plan.head, None), nn.Linear):
         raise TypeError(f"ember.patch.{fn}: {cls.__name__}.{plan.head} is not an nn.Linear")
     layers = _decoder_layers(model_or_class) if instance and (float8 or sparsity) else None
+    if layers is not None:
+        _check_not_converted(*layers)
     return [model_or_class], layers
+
+
+def _check_sparsity(sparsity) -> None:
+    """A dict of random_prune's arguments with a 'target' (checked before anything changes)."""
+    from ..sparse import random_prune
+
+    fn = "ember.patch.apply_ember"
+    if not isinstance(sparsity, dict):
+        raise TypeError(
+            f"{fn}: sparsity must be a dict such as dict(target=0.8, method='erk'), got {type(sparsity).__name__}"
+        )
+    if "target" not in sparsity:
+        raise ValueError(f"{fn}: sparsity needs a 'target' (the fraction of weights pruned)")
+    keys = ("target", *list(inspect.signature(random_prune).parameters)[2:])  # after (model, sparsity)
+    for key in sparsity:
+        if key not in keys:
+            raise TypeError(f"{fn}: sparsity has unknown key {key!r} (it takes {keys})")
+
+
+def _check_not_converted(name: str, stack: nn.Module) -> None:
+    """A stack converted before (SparseLinear or Float8Linear) is not converted again: float8 over
+    sparsity would drop the masks, sparsity over float8 the fp8 layers, sparsity twice redraw the masks."""
+    from ..float8 import Float8Linear
+    from ..sparse import SparseLinear
+
+    for kind in (SparseLinear, Float8Linear):
+        if any(isinstance(m, kind) for m in stack.modules()):
+            raise ValueError(
+                f"ember.patch.apply_ember: {name} already has {kind.__name__} layers: unpatch(model) first "
+                "(it makes them nn.Linear again), then convert once"
+            )
 
 
 def _forward_slot(model: nn.Module) -> str:
@@ -268,8 +303,12 @@ def unpatch(model_or_class=None) -> list[str]:
     SparseLinear / Float8Linear layers back to nn.Linear; pruned weights stay zero)."""
     if model_or_class is None:
         return [c for cls in _patched_classes() for c in _restore_class(cls)]
-    if isinstance(model_or_class, type):
+    if isinstance(model_or_class, type) and issubclass(model_or_class, nn.Module):
         return _restore_class(model_or_class)
+    if not isinstance(model_or_class, nn.Module):
+        raise TypeError(
+            f"ember.patch.unpatch: expected a model or a model class (or None), got {type(model_or_class).__name__}"
+        )
     model, changes = model_or_class, _restore_instance(model_or_class)
     from ..float8 import Float8Linear
     from ..sparse import SparseLinear, zero_pruned_

@@ -1,8 +1,9 @@
 """The patched forward of a causal LM: the training loss through ember.ops.linear_cross_entropy.
 
 During training with labels, the model's own forward runs with `labels=None` and
-`logits_to_keep=0` while its head is swapped for a stand-in that keeps the head's input (the
-final hidden states, after anything the model does to them) and returns empty logits. The fused
+`logits_to_keep=0` (unless the caller gives it) while its head is swapped for a stand-in that
+keeps the head's input (the final hidden states, after anything the model does to them) and
+returns empty logits. The fused
 loss then runs where the real head's forward would, inside its hooks (`head_call`): so under FSDP2
 its weight is gathered by its own pre-forward hook exactly once per micro-batch, its gradient
 reduce-scattered by the usual post-backward, accelerate loads an offloaded weight first, and DDP
@@ -99,22 +100,35 @@ class _Notices:
             warnings.warn(message, stacklevel=2)
 
 
-def _targets(plan: Plan, labels, shift_labels, token_weights, ignore_index, device):
+def _targets(plan: Plan, labels, shift_labels, token_weights, ignore_index, hidden, keep):
     """Per-token targets and weights, flat, aligned with the hidden states' positions."""
-    if plan.shifted_labels:  # the model scores position p against labels[p]
-        y, w = labels, token_weights
+    if plan.shifted_labels or shift_labels is not None:  # position p is scored against y[p]
+        y, w = labels if plan.shifted_labels else shift_labels, token_weights
+        named = (("labels" if plan.shifted_labels else "shift_labels", y), ("token_weights", w))
     else:
-        y = shift_labels if shift_labels is not None else _shifted(labels, ignore_index)
-        w = None
-        if token_weights is not None:
-            w = token_weights if shift_labels is not None else _shifted(token_weights.float(), 0.0)
-    return y.reshape(-1).to(device), None if w is None else w.reshape(-1).to(device)
+        y = _shifted(labels, ignore_index)
+        w = None if token_weights is None else _shifted(token_weights.float(), 0.0)
+        named = (("labels", labels), ("token_weights", token_weights))
+    _check_positions(named, hidden, keep)
+    return y.reshape(-1).to(hidden.device), None if w is None else w.reshape(-1).to(hidden.device)
+
+
+def _check_positions(named, hidden, keep) -> None:
+    """Each of labels / shift_labels / token_weights has one entry per position the head scores."""
+    positions = hidden.shape[:-1]
+    for name, t in named:
+        if t is not None and t.numel() != positions.numel():
+            kept = "" if isinstance(keep, int) and keep == 0 else f" (logits_to_keep={keep})"
+            raise ValueError(
+                f"ember.patch: {name} of shape {tuple(t.shape)} do not match the "
+                f"{' x '.join(map(str, positions))} positions the model scores{kept}"
+            )
 
 
 def _hidden_states(self, original, plan: Plan, head, args, kwargs):
     """The model's forward with the head's input kept and no logits: (output, hidden states)."""
     stand_in = _HeadStandIn(head)
-    kwargs["logits_to_keep"] = 0  # every position reaches the head (0 keeps all)
+    kwargs.setdefault("logits_to_keep", 0)  # every position reaches the head (0 keeps all), unless the caller says
     self._modules[plan.head] = stand_in  # not setattr: nothing else about the module changes
     try:
         out = original(self, *args, **kwargs)
@@ -147,7 +161,8 @@ def _fused_forward(self, original, plan: Plan, head, args, kwargs, labels, shift
     if as_tuple:  # a ModelOutput, so the aux loss is found by name; a tuple again at the end
         kwargs["return_dict"] = True
     out, h = _hidden_states(self, original, plan, head, args, kwargs)
-    y, w = _targets(plan, labels, shift_labels, token_weights, ignore_index, h.device)
+    keep = kwargs["logits_to_keep"]
+    y, w = _targets(plan, labels, shift_labels, token_weights, ignore_index, h, keep)
     scale, softcap, aux_coef = logit_map(plan, self)
     loss = _fused_loss(head, h, y, w, scale, softcap, ignore_index)
     if n_items is not None and not plan.shifted_labels:
@@ -165,7 +180,7 @@ def loss_forward(original, plan: Plan):
     def forward(self, *args, labels=None, token_weights=None, shift_labels=None, num_items_in_batch=None, **kwargs):
         given = dict(labels=labels, shift_labels=shift_labels, num_items_in_batch=num_items_in_batch)
         given = {k: v for k, v in given.items() if v is not None}
-        if (labels is None and shift_labels is None) or not self.training:
+        if labels is None or not self.training:  # the model computes a loss only from labels
             if token_weights is not None:
                 raise ValueError("ember.patch: token_weights applies to the training loss (model.train() and labels)")
             return original(self, *args, **given, **kwargs)

@@ -1,0 +1,238 @@
+"""`apply_ember` under the ways people misuse a transformers model in training: a head that is a
+subclass of nn.Linear with its own forward, `logits_to_keep` in training, labels or token weights
+of the wrong shape, `shift_labels` alone, a bad `sparsity` dict, a second conversion, `unpatch` of
+something that is no module, and the inputs that must keep the unpatched loss (left padding,
+inputs_embeds, no_grad, a resized or untied head, bf16). Each gives the unpatched model's loss and
+gradients, or a clear refusal that changes nothing."""
+
+import warnings
+
+import pytest
+import torch
+from torch import nn
+
+from tests.patch.tiny_models import VOCAB, tiny_model
+
+transformers = pytest.importorskip("transformers")
+
+from ember.float8 import Float8Linear  # noqa: E402
+from ember.patch import apply_ember, unpatch  # noqa: E402
+from ember.sparse import SparseLinear  # noqa: E402
+
+
+def batch(seed=1, b=2, t=11):
+    g = torch.Generator().manual_seed(seed)
+    ids = torch.randint(0, VOCAB, (b, t), generator=g)
+    labels = ids.clone()
+    labels[0, :4] = -100
+    return ids, labels
+
+
+def loss_and_grads(model, **kw):
+    model.zero_grad()
+    out = model(**kw)
+    out.loss.backward()
+    return out, {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+
+
+def assert_same(got, want, rtol=1e-5):
+    (out, grads), (ref, ref_grads) = got, want
+    torch.testing.assert_close(out.loss, ref.loss, rtol=rtol, atol=0)
+    assert grads.keys() == ref_grads.keys() and grads
+    for n, g in ref_grads.items():
+        assert (grads[n] - g).abs().max() <= 1e-4 * g.abs().max().clamp_min(1e-6), n
+
+
+# ---- the head ------------------------------------------------------------------------------------------
+class _DoubledHead(nn.Linear):
+    """A subclass of nn.Linear with a forward of its own (as a quantized or adapter Linear has)."""
+
+    def forward(self, x):
+        return super().forward(x) * 2.0
+
+
+def test_a_linear_subclass_with_its_own_forward_takes_the_unfused_path():
+    """The fused loss read the head's weight and skipped its forward: 4.620 where the model gives
+    4.637, gradients off by half, without a word. Now that call computes the logits, with a warning."""
+    model = tiny_model("llama").train()
+    head = _DoubledHead(32, VOCAB, bias=False)
+    head.weight = model.lm_head.weight
+    model.lm_head = head
+    ids, labels = batch()
+    ref = loss_and_grads(model, input_ids=ids, labels=labels)
+    apply_ember(model)
+    with pytest.warns(UserWarning, match=r"lm_head has a forward of its own \(_DoubledHead\).*unfused path"):
+        got = loss_and_grads(model, input_ids=ids, labels=labels)
+    assert_same(got, ref)
+    assert got[0].logits is not None
+
+
+def test_a_parametrized_head_keeps_the_fused_loss():
+    """torch's parametrizations subclass the head's class but keep nn.Linear's forward: fused."""
+    model = tiny_model("llama").train()
+    nn.utils.parametrize.register_parametrization(model.lm_head, "weight", _Scaled())
+    ids, labels = batch()
+    ref = loss_and_grads(model, input_ids=ids, labels=labels)
+    apply_ember(model)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        got = loss_and_grads(model, input_ids=ids, labels=labels)
+    assert got[0].logits is None
+    assert_same(got, ref)
+
+
+class _Scaled(nn.Module):
+    def forward(self, w):
+        return 1.5 * w
+
+
+# ---- labels, logits_to_keep, token weights ---------------------------------------------------------------
+def test_logits_to_keep_in_training_scores_the_positions_kept():
+    """The patch set logits_to_keep=0 over the caller's value: a loss over every position where the
+    model scores only the last k. Now the kept positions are scored against shift_labels of that
+    length, as the unpatched model does."""
+    model = tiny_model("llama").train()
+    ids, labels = batch()
+    shift = nn.functional.pad(labels, (0, 1), value=-100)[:, -4:].contiguous()
+    kw = dict(input_ids=ids, labels=labels, shift_labels=shift, logits_to_keep=4)
+    ref = loss_and_grads(model, **kw)
+    apply_ember(model)
+    got = loss_and_grads(model, **kw)
+    assert got[0].logits is None
+    assert_same(got, ref)
+    with pytest.raises(ValueError, match=r"labels of shape \(2, 11\).*2 x 1 positions.*logits_to_keep=1"):
+        model(input_ids=ids, labels=labels, logits_to_keep=1)
+
+
+@pytest.mark.parametrize("arg", ["labels", "token_weights"])
+def test_a_wrong_shape_is_named(arg):
+    """Labels or token weights one token short got `ember.linear_cross_entropy_forward: target
+    (or weight) must have shape (22)`: names the user never passed."""
+    model = tiny_model("llama").train()
+    ids, labels = batch()
+    apply_ember(model, token_weights=True)
+    kw = dict(labels=labels, token_weights=torch.ones(labels.shape))
+    kw[arg] = kw[arg][:, :-1]
+    with pytest.raises(ValueError, match=rf"ember.patch: {arg} of shape \(2, 10\) .* 2 x 11 positions"):
+        model(input_ids=ids, **kw)
+
+
+def test_shift_labels_without_labels_give_no_loss_as_the_model():
+    """The model computes a loss only `if labels is not None`: the patch computed one from
+    shift_labels alone (and dropped the logits)."""
+    model = tiny_model("llama").train()
+    ids, labels = batch()
+    shift = nn.functional.pad(labels, (0, 1), value=-100)[:, 1:]
+    apply_ember(model)
+    out = model(input_ids=ids, shift_labels=shift)
+    assert out.loss is None and out.logits.shape == (*ids.shape, VOCAB)
+
+
+def _left_padded():
+    ids, labels = batch()
+    mask = torch.ones_like(ids)
+    mask[1, :3] = 0
+    labels[1, :3] = -100
+    return dict(input_ids=ids, labels=labels, attention_mask=mask)
+
+
+def _resized(model):
+    model.resize_token_embeddings(VOCAB + 7, mean_resizing=False)
+
+
+def _untied(model):
+    model.lm_head.weight = nn.Parameter(model.lm_head.weight.detach() * 1.5)
+
+
+_IDS, _LABELS = batch()
+CASES = {
+    "left padding": (None, _left_padded),
+    "inputs_embeds": (None, lambda: dict(inputs_embeds=torch.randn(2, 11, 32), labels=_LABELS)),
+    "num_items_in_batch tensor": (
+        None,
+        lambda: dict(input_ids=_IDS, labels=_LABELS, num_items_in_batch=torch.tensor(29)),
+    ),
+    "use_cache, hidden states": (
+        None,
+        lambda: dict(input_ids=_IDS, labels=_LABELS, use_cache=True, output_hidden_states=True),
+    ),
+    "resized after patching": (_resized, lambda: dict(input_ids=_IDS, labels=_LABELS.masked_fill(_LABELS == 5, 104))),
+    "untied after patching": (_untied, lambda: dict(input_ids=_IDS, labels=_LABELS)),
+}
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_inputs_and_head_changes_keep_the_unpatched_loss(case):
+    change, make = CASES[case]
+    model = tiny_model("llama", tie_word_embeddings=True).train()
+    kw = make()
+    apply_ember(model)
+    if change is not None:
+        change(model)
+    got = loss_and_grads(model, **kw)
+    assert got[0].logits is None
+    unpatch(model)
+    assert_same(got, loss_and_grads(model, **kw))
+
+
+def test_no_grad_and_bf16_keep_the_loss():
+    model = tiny_model("llama").train()
+    ids, labels = batch()
+    with torch.no_grad():
+        ref = model(input_ids=ids, labels=labels).loss
+        apply_ember(model)
+        got = model(input_ids=ids, labels=labels).loss
+    torch.testing.assert_close(got, ref, rtol=1e-5, atol=0)
+    model.to(torch.bfloat16)
+    got = model(input_ids=ids, labels=labels).loss
+    unpatch(model)
+    ref = model(input_ids=ids, labels=labels).loss  # bf16 logits: rounding of the unfused path
+    torch.testing.assert_close(got, ref, rtol=2e-3, atol=0)
+
+
+# ---- conversions ---------------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    "sparsity, error, message",
+    [
+        (dict(target=0.5, methd="erk"), TypeError, r"sparsity has unknown key 'methd'.*\('target', 'method'"),
+        (0.5, TypeError, r"sparsity must be a dict .*got float"),
+        (dict(target=1.5), ValueError, r"sparsity must be in \[0, 1\)"),
+        (dict(target=0.5, method="magnitude"), ValueError, "method must be one of"),
+    ],
+)
+def test_a_bad_sparsity_changes_nothing(sparsity, error, message):
+    """The forward was patched before random_prune refused the dict: a half-patched model."""
+    model = tiny_model("llama").train()
+    with pytest.raises(error, match=message):
+        apply_ember(model, sparsity=sparsity)
+    assert "forward" not in vars(model)
+    assert not any(isinstance(m, SparseLinear) for m in model.modules())
+
+
+@pytest.mark.parametrize(
+    "first, second",
+    [
+        (dict(float8="rowwise"), dict(sparsity=dict(target=0.5))),
+        (dict(sparsity=dict(target=0.5)), dict(float8="rowwise")),
+        (dict(sparsity=dict(target=0.5)), dict(sparsity=dict(target=0.5, seed=3))),
+    ],
+)
+def test_a_second_conversion_is_refused(first, second):
+    """float8 then sparsity made the Float8Linear layers SparseLinear (fp8 gone); sparsity then
+    float8 did nothing and said nothing; sparsity twice drew new masks over the old ones."""
+    model = tiny_model("llama").train()
+    apply_ember(model, **first)
+    before = {n: (type(m), getattr(m, "mask", None)) for n, m in model.named_modules()}
+    with pytest.raises(ValueError, match=r"already has (SparseLinear|Float8Linear) layers.*unpatch\(model\) first"):
+        apply_ember(model, **second)
+    after = {n: (type(m), getattr(m, "mask", None)) for n, m in model.named_modules()}
+    assert before.keys() == after.keys()
+    for n, (t, mask) in before.items():
+        assert after[n][0] is t and (mask is None or torch.equal(after[n][1], mask)), n
+    assert any(isinstance(m, (SparseLinear, Float8Linear)) for m in model.modules())
+
+
+def test_unpatch_of_something_else_says_so():
+    for thing in (object(), "llama"):
+        with pytest.raises(TypeError, match=r"ember.patch.unpatch: expected a model or a model class"):
+            unpatch(thing)
