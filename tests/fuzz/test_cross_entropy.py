@@ -110,7 +110,7 @@ def test_cross_entropy_rows(device, order, data):
     assert not bad_target, "accepted a target outside [0, V)"
     ref = reference.rows(z, target, weight, o["ignore_index"], o["label_smoothing"], o["z_loss"], o["softcap"] or None)
     # lse − z_y cancels (a confident row): its rounding is bounded by the logits, not by the loss
-    zf = reference._prepare(z, o["softcap"] or None)
+    zf = reference._prepare(z, o["softcap"] or None, "cpu")
     big = zf[zf.isfinite()].abs().max().item() if zf.isfinite().any() else 0.0
     for got, want, what in zip(out, ref, ("loss", "lse", "logprob", "entropy")):
         harness.assert_matches(got, want, 1e-5, what, atol=1e-5 * big + (1e-6 if what == "entropy" else 0.0))

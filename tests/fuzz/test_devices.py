@@ -119,3 +119,22 @@ def test_kernel_refuses_a_tensor_on_another_device(op, device):
                     handle.redispatch(keys, *bad)
             harness.clear_error(err.value, f"ember.{op}", names[i])
             assert other in str(err.value), str(err.value)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("op", OPS)
+def test_a_meta_tensor_among_real_ones_is_refused(op, device):
+    # the dispatcher sends such a call to the Meta key, the fake kernel, which must not answer it
+    # with uninitialized tensors; a call with every tensor on meta is shape inference, and works
+    handle = getattr(torch.ops.ember, op).default
+    names = [a.name for a in handle._schema.arguments]
+    positions = list(tensor_positions(sample_args(op, device)))
+    if len(positions) == 1:
+        handle(*replaced(sample_args(op, device), *positions[0], "meta"))
+        return
+    for i, k in positions:
+        args = sample_args(op, device)
+        with harness.Unchanged(*(a for a in args if isinstance(a, torch.Tensor))):
+            with pytest.raises(RuntimeError) as err:
+                handle(*replaced(args, i, k, "meta"))
+        harness.clear_error(err.value, f"ember.{op}", names[i])

@@ -5,6 +5,7 @@ import torch
 
 from .. import kernels
 from . import reference_path
+from .fake import register_fake
 
 
 def apollo_projection(
@@ -88,11 +89,11 @@ def _disabled_step(param: torch.Tensor) -> bool:
     return kernels.disabled("apollo.projection") or (dtype is not None and kernels.disabled(f"apollo.step.{dtype}"))
 
 
-@torch.library.register_fake("ember::apollo_step_")
+@register_fake("ember::apollo_step_")
 def _apollo_step_fake(params, grads, exp_avg, exp_avg_sq, norm_prev, steps, streams, *args):
     return None
 
 
-@torch.library.register_fake("ember::apollo_projection_")
+@register_fake("ember::apollo_projection_")
 def _apollo_projection_fake(out, seed, stream, refresh):
     return None

@@ -36,6 +36,7 @@ import torch
 
 from .. import kernels
 from . import reference_path
+from .fake import register_fake
 
 IGNORE_INDEX = -100  # the target that marks a token to skip (torch's default)
 
@@ -179,7 +180,7 @@ def linear_cross_entropy(
 
 
 # ---- fake kernels ------------------------------------------------------------------------------------
-@torch.library.register_fake("ember::cross_entropy_forward")
+@register_fake("ember::cross_entropy_forward")
 def _ce_forward_fake(logits, target, weight, ignore_index, ls, zl, cap, logprobs, entropy):
     torch._check(
         logits.dim() == 2, lambda: f"ember.cross_entropy_forward: logits must be 2-D, got {tuple(logits.shape)}"
@@ -189,17 +190,17 @@ def _ce_forward_fake(logits, target, weight, ignore_index, ls, zl, cap, logprobs
     return f(n), logits.new_empty((n,), dtype=torch.float64), f(n if logprobs else 0), f(n if entropy else 0)
 
 
-@torch.library.register_fake("ember::cross_entropy_backward")
+@register_fake("ember::cross_entropy_backward")
 def _ce_backward_fake(grad_loss, logits, target, weight, lse, *args):
     return torch.empty_like(logits)
 
 
-@torch.library.register_fake("ember::cross_entropy_backward_")
+@register_fake("ember::cross_entropy_backward_")
 def _ce_backward_inplace_fake(logits, grad_loss, target, weight, lse, *args):
     return None
 
 
-@torch.library.register_fake("ember::linear_cross_entropy_forward")
+@register_fake("ember::linear_cross_entropy_forward")
 def _linear_forward_fake(
     hidden, lm_weight, target, weight, bias, ignore_index, ls, zl, cap, compute_grad, logprobs, entropy
 ):
@@ -216,7 +217,7 @@ def _linear_forward_fake(
     )
 
 
-@torch.library.register_fake("ember::linear_cross_entropy_backward")
+@register_fake("ember::linear_cross_entropy_backward")
 def _linear_backward_fake(grad_loss, hidden, lm_weight, target, weight, bias, lse, *args):
     return (
         torch.empty_like(hidden),

@@ -4,6 +4,7 @@ import torch
 
 from .. import kernels
 from . import reference_path
+from .fake import register_fake
 
 _GRANULARITIES = ("tensor", "row", "block", "tile")
 
@@ -40,7 +41,7 @@ def quantize_fp8(
     return torch.ops.ember.quantize_fp8(x, dtype, granularity, block, transpose)
 
 
-@torch.library.register_fake("ember::quantize_fp8")
+@register_fake("ember::quantize_fp8")
 def _quantize_fp8_fake(x, dtype, granularity, block, transpose):
     # Shape rules only; the C++ binding checks the arguments for real kernels.
     torch._check(granularity in _GRANULARITIES, lambda: f"ember.quantize_fp8: bad granularity {granularity!r}")
@@ -98,7 +99,7 @@ def fp8_gemm(
     return torch.ops.ember.fp8_gemm(a, a_scale, b, b_scale, out_dtype, bias, fast_accum)
 
 
-@torch.library.register_fake("ember::fp8_gemm")
+@register_fake("ember::fp8_gemm")
 def _fp8_gemm_fake(a, a_scale, b, b_scale, out_dtype, bias, fast_accum):
     torch._check(a.dim() == 2 and b.dim() == 2, lambda: "ember.fp8_gemm: a and b must be 2-D")
     torch._check(

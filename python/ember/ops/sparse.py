@@ -13,6 +13,7 @@ import torch
 
 from .. import kernels
 from . import reference_path
+from .fake import register_fake
 
 _BLOCKS = (16, 32, 64, 128)
 
@@ -63,7 +64,7 @@ def masked_linear(
     return y.view(*x.shape[:-1], weight.shape[0])
 
 
-@torch.library.register_fake("ember::pack_mask")
+@register_fake("ember::pack_mask")
 def _pack_fake(mask, block):
     rows, cols = mask.shape
     if block == 0:
@@ -71,17 +72,17 @@ def _pack_fake(mask, block):
     return mask.new_empty(((rows + block - 1) // block, (cols + block - 1) // block), dtype=torch.uint8)
 
 
-@torch.library.register_fake("ember::unpack_mask")
+@register_fake("ember::unpack_mask")
 def _unpack_fake(packed, rows, cols, block):
     return packed.new_empty((rows, cols), dtype=torch.bool)
 
 
-@torch.library.register_fake("ember::masked_linear")
+@register_fake("ember::masked_linear")
 def _masked_linear_fake(x, weight, mask, block, bias):
     return x.new_empty((x.shape[0], weight.shape[0]))
 
 
-@torch.library.register_fake("ember::masked_linear_backward")
+@register_fake("ember::masked_linear_backward")
 def _masked_linear_backward_fake(grad, x, weight, mask, block, need_x, need_w):
     return (
         torch.empty_like(x) if need_x else x.new_empty((0,)),
@@ -97,6 +98,11 @@ def _setup(ctx, inputs, output):
 
 def _backward(ctx, grad):
     x, weight, mask = ctx.saved_tensors
+    if torch.is_grad_enabled() and any(t.requires_grad for t in (grad, x, weight)):  # create_graph=True
+        raise RuntimeError(
+            "ember.ops.masked_linear: no second derivative (a backward with create_graph=True through a "
+            "SparseLinear or masked_linear: double backward, gradient penalties, Hessian-vector products)"
+        )
     need_x, need_w = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
     dx = dw = None
     if need_x or need_w:
