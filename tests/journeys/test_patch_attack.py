@@ -236,3 +236,18 @@ def test_unpatch_of_something_else_says_so():
     for thing in (object(), "llama"):
         with pytest.raises(TypeError, match=r"ember.patch.unpatch: expected a model or a model class"):
             unpatch(thing)
+
+
+# ---- transformers.Trainer ------------------------------------------------------------------------------
+def test_trainer_keeps_the_token_weights_column(tmp_path):
+    """Trainer keeps only the batch keys the model's forward names: the patched forward showed the
+    original signature, so its collator dropped `token_weights` and the run trained unweighted."""
+    pytest.importorskip("accelerate")
+    model = tiny_model("llama")
+    apply_ember(model, token_weights=True)
+    ids, labels = batch()
+    rows = [dict(input_ids=i, labels=y, token_weights=torch.rand(11)) for i, y in zip(ids, labels)]
+    args = transformers.TrainingArguments(str(tmp_path), per_device_train_batch_size=2, report_to=[], use_cpu=True)
+    trainer = transformers.Trainer(model=model, args=args, train_dataset=rows)
+    got = next(iter(trainer.get_train_dataloader()))
+    assert set(got) == {"input_ids", "labels", "token_weights"}

@@ -20,6 +20,7 @@ Outside training or without labels the original forward runs untouched.
 from __future__ import annotations
 
 import functools
+import inspect
 import warnings
 
 import torch
@@ -204,7 +205,18 @@ def loss_forward(original, plan: Plan):
         )
 
     forward.__ember_patched__ = True
+    forward.__signature__ = _signature(original)
     return forward
+
+
+def _signature(original) -> inspect.Signature:
+    """The original's signature with `token_weights`: transformers.Trainer keeps only the batch keys
+    that the forward's signature names (the others it drops before the call)."""
+    sig = inspect.signature(original)
+    params = list(sig.parameters.values())
+    at = len(params) - bool(params and params[-1].kind is inspect.Parameter.VAR_KEYWORD)
+    weights = inspect.Parameter("token_weights", inspect.Parameter.KEYWORD_ONLY, default=None)
+    return sig.replace(parameters=[*params[:at], weights, *params[at:]])
 
 
 def _check_loss_function(model) -> None:
