@@ -83,3 +83,40 @@ def test_train_from_a_damaged_folder_is_refused(tmp_path, capsys):
     assert ember_main(["train", *args]) == 1
     assert "model.safetensors: not a readable safetensors file" in capsys.readouterr().err
     assert not (tmp_path / "run").exists()
+
+
+# --- the data's tokenizer and the model's -----------------------------------------------------
+
+
+def test_data_of_another_tokenizer_than_the_models_is_refused(tmp_path, capsys):
+    """A checkpoint that ships its tokenizer.json, and data made without it (`ember prepare`
+    without --tokenizer: bytes; the built-in corpus; another tokenizer of the same size): its ids
+    name other tokens, and training would silently unlearn the model. Refused, naming the fix,
+    before the run folder; data made with the model's own tokenizer passes."""
+    from ember.train import parse_config
+    from ember.train.preflight import check_config
+    from tests.train.test_hf_tokenizer import TEXTS, model_folder
+
+    src = model_folder(tmp_path)  # a BPE tokenizer.json of 300 ids
+    hf_model("llama", vocab_size=VOCAB).save_pretrained(src)
+    (tmp_path / "tok2").mkdir()
+    other = model_folder(tmp_path / "tok2")  # the same tokenizer with two ids swapped
+    tok = json.loads((other / "tokenizer.json").read_text())
+    vocab = tok["model"]["vocab"]
+    vocab["a"], vocab["b"] = vocab["b"], vocab["a"]
+    (other / "tokenizer.json").write_text(json.dumps(tok))
+    docs = tmp_path / "docs.jsonl"
+    docs.write_text("".join(json.dumps({"text": t * 4}) + "\n" for t in TEXTS))
+    for name, tok in (("own", [f"--tokenizer={src}"]), ("bytes", []), ("other", [f"--tokenizer={other}"])):
+        assert ember_main(["prepare", str(docs), "--out", str(tmp_path / name), "--workers=1", *tok]) == 0
+    args = [*BASE, f"--job.dir={tmp_path}", "--job.name=run", f"--model.init_from={src}"]
+    check_config(parse_config([*args, f"--data.sources={tmp_path}/own"]))
+    capsys.readouterr()
+    for data in ("bytes", "other"):
+        assert ember_main(["train", *args, f"--data.sources={tmp_path}/{data}"]) == 1
+        err = capsys.readouterr().err
+        assert f"{tmp_path}/{data}" in err and "not the tokenizer of model.init_from" in err
+        assert f"ember prepare --tokenizer {src}" in err
+    assert ember_main(["train", *args]) == 1  # the built-in corpus, in bytes
+    assert "not the tokenizer of model.init_from" in capsys.readouterr().err
+    assert not (tmp_path / "run").exists()

@@ -10,7 +10,9 @@ from pathlib import Path
 
 import torch
 
+from ..data import corpus
 from ..data.loader import parse_sources, source_vocab
+from ..data.shards import read_index
 from ..models.hf import (
     HFCheckpointError,
     check_weights,
@@ -126,6 +128,38 @@ def check_init_from(cfg: Config) -> None:
         check_weights(resolve_hf_path(cfg.model.init_from), mcfg)
     except (FileNotFoundError, HFCheckpointError) as exc:
         raise ConfigError(f"config: model.init_from: {exc}") from None
+    check_data_tokenizer(cfg)
+
+
+def _token_ids(tokenizer_json: Path) -> dict[str, int]:
+    from tokenizers import Tokenizer
+
+    return Tokenizer.from_file(str(tokenizer_json)).get_vocab(with_added_tokens=True)
+
+
+def check_data_tokenizer(cfg: Config) -> None:
+    """When the checkpoint ships its tokenizer.json, each data source was made with it (or with
+    one that gives each of its tokens the same id, adding others): else ConfigError. Data of
+    another tokenizer (bytes: `ember prepare` without --tokenizer) has ids that name other tokens,
+    and training on it would unlearn the model without any error."""
+    model_tok = resolve_hf_path(cfg.model.init_from) / "tokenizer.json"
+    if not model_tok.is_file():
+        return
+    want = _token_ids(model_tok)
+    for src in parse_sources(cfg.data.sources):
+        if src.path == corpus.NAME:
+            spec = cfg.data.tokenizer
+        else:
+            name = read_index(src.path).get("tokenizer", "byte")
+            spec = name if name == "byte" else str(Path(src.path) / name)
+        got = {} if spec == "byte" else _token_ids(Path(spec))
+        if any(got.get(token) != i for token, i in want.items()):
+            made = "bytes" if spec == "byte" else f"the tokenizer {spec}"
+            raise ConfigError(
+                f"config: data.sources: {src.path} was tokenized with {made}, not the tokenizer of model.init_from="
+                f"{cfg.model.init_from} (its tokenizer.json): its ids name other tokens to the model; tokenize the "
+                f"data with the model's tokenizer (ember prepare --tokenizer {cfg.model.init_from})"
+            )
 
 
 def load_init_from(model: Llama, cfg: Config) -> None:
