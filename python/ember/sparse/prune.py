@@ -47,6 +47,7 @@ def draw_masks(
 ) -> dict[str, torch.Tensor]:
     """The bool masks random_prune applies, by layer name (on the CPU; from shapes alone, so a
     model on the meta device works). Reproducible from `seed`."""
+    _check_block("draw_masks", block)
     densities = layerwise_densities(model, sparsity, method, include_embeddings)
     g = torch.Generator().manual_seed(seed)
     return {
@@ -71,9 +72,21 @@ def random_prune(
     (a `weight_mask` buffer, the weight zeroed and its gradient masked). Densities per layer from
     layerwise_densities(model, sparsity, method). Reproducible from `seed`; `masks` (from
     draw_masks) skips the drawing. Returns the report (sparsity_report of the pruned model,
-    plus the method and target)."""
+    plus the method and target). Refused, before anything changes: a bad block, masks that miss a
+    layer or have another shape, and a model already pruned (its masks are fixed: a second draw
+    would revive what the first pruned)."""
+    _check_block("random_prune", block)
+    layers = prunable_layers(model, include_embeddings)
+    pruned = [name for name, m in layers.items() if _holds_a_mask(m)]
+    if pruned:
+        raise ValueError(
+            f"ember.sparse.random_prune: the model is already pruned (layers {', '.join(pruned[:4])}"
+            f"{', ...' if len(pruned) > 4 else ''} hold masks); prune a dense model"
+        )
     masks = masks if masks is not None else draw_masks(model, sparsity, method, block, seed, include_embeddings)
-    for name, module in prunable_layers(model, include_embeddings).items():
+    for name, module in layers.items():
+        _check_mask(name, masks.get(name), tuple(module.weight.shape))
+    for name, module in layers.items():
         mask = masks[name]
         if isinstance(module, nn.Linear):
             replace_module(model, name, SparseLinear.from_linear(module, mask, block))
@@ -84,6 +97,28 @@ def random_prune(
     report = sparsity_report(model, masks)
     report.update(method=method, target_sparsity=sparsity, block=block, seed=seed)
     return report
+
+
+def _check_block(fn: str, block) -> None:
+    if block is not None and (isinstance(block, bool) or not isinstance(block, int) or block not in (16, 32, 64, 128)):
+        raise ValueError(f"ember.sparse.{fn}: block must be 16, 32, 64 or 128 (or None for a bitmask), got {block!r}")
+
+
+def _check_mask(name: str, mask, shape: tuple) -> None:
+    if not isinstance(mask, torch.Tensor) or mask.dtype != torch.bool or mask.shape != shape or mask.is_meta:
+        got = f"{mask.dtype} of shape {tuple(mask.shape)} on {mask.device}" if isinstance(mask, torch.Tensor) else mask
+        raise ValueError(
+            f"ember.sparse.random_prune: masks[{name!r}] must be a bool tensor of shape {shape} with values, got {got}"
+        )
+
+
+def _holds_a_mask(module: nn.Module) -> bool:
+    """Whether random_prune already masked some of the layer's weights (a SparseLinear built with
+    its all-ones mask is dense: pruning it is its first draw; a mask on the meta device is unknown)."""
+    if isinstance(module, SparseLinear):
+        return not module.mask.is_meta and not bool(module.dense_mask().all())
+    mask = getattr(module, "weight_mask", None)
+    return isinstance(mask, torch.Tensor) and not mask.is_meta and not bool(mask.all())
 
 
 def _masked_conv(module: nn.Module, args) -> None:
