@@ -20,6 +20,7 @@ its fp8 codes and scales are used as they came, not quantized again.
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.autograd.function import once_differentiable
 
 from ..amp import autocast_dtype_of
 from ..ops import fp8_gemm, quantize_fp8
@@ -73,6 +74,7 @@ class _Float8Matmul(torch.autograd.Function):
         return y.to(dtype)
 
     @staticmethod
+    @once_differentiable  # its GEMMs have no derivative: a second one is refused, never silently partial
     def backward(ctx, dy):
         x, weight = ctx.saved_tensors
         g_act, g_weight, g_wgrad, dy_dtype = _GRANULARITY[ctx.recipe]

@@ -45,9 +45,10 @@ class LinearCrossEntropyLoss(nn.Module):
         weight: torch.Tensor | None = None,
         bias: torch.Tensor | None = None,
     ) -> torch.Tensor:
+        _check_inputs(target, weight)
         # Under autocast the head's GEMM runs in its dtype, as lm_head(h) would; the loss is fp32.
         hidden, lm_weight, bias = autocast_inputs(hidden, lm_weight, bias)
-        return linear_cross_entropy(
+        loss = linear_cross_entropy(
             hidden,
             lm_weight,
             target,
@@ -59,12 +60,41 @@ class LinearCrossEntropyLoss(nn.Module):
             softcap=self.softcap,
             reduction=self.reduction,
         )
+        if loss.requires_grad and not torch.compiler.is_compiling():  # fullgraph: no hook on an intermediate
+            loss.register_hook(_first_derivative_only)
+        return loss
 
     def extra_repr(self) -> str:
         return (
             f"ignore_index={self.ignore_index}, label_smoothing={self.label_smoothing}, z_loss={self.z_loss}, "
             f"softcap={self.softcap}, reduction={self.reduction!r}"
         )
+
+
+def _check_inputs(target: torch.Tensor, weight: torch.Tensor | None) -> None:
+    """What the fused op would take silently: float targets (truncated to classes) and per-token
+    weights that require grad (the op gives them none)."""
+    if target.is_floating_point() or target.is_complex() or target.dtype == torch.bool:
+        raise TypeError(
+            f"ember.losses.LinearCrossEntropyLoss: target must be an integer tensor of class indices, got {target.dtype}"
+        )
+    if weight is not None and weight.requires_grad and torch.is_grad_enabled():
+        raise ValueError(
+            "ember.losses.LinearCrossEntropyLoss: weight requires grad, but the fused loss gives per-token weights "
+            "no gradient; pass weight.detach(), or weigh the reduction='none' losses yourself for a gradient"
+        )
+
+
+def _first_derivative_only(grad: torch.Tensor) -> torch.Tensor:
+    # Grad mode is on in a backward exactly when it builds a graph (create_graph=True): the fused
+    # op's gradients have none, so a second derivative would silently miss the loss's part.
+    if torch.is_grad_enabled():
+        raise RuntimeError(
+            "ember.losses.LinearCrossEntropyLoss: the fused loss has no second derivative, so a backward with "
+            "create_graph=True (double backward, gradient penalties, Hessian-vector products) is refused; use "
+            "F.cross_entropy(lm_head(h), y) for that computation"
+        )
+    return grad
 
 
 def _check_options(ignore_index, label_smoothing, z_loss, softcap, reduction) -> None:
