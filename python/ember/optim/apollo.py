@@ -122,9 +122,12 @@ class Apollo(torch.optim.Optimizer):
             with torch.enable_grad():
                 loss = closure()
         # Every group is checked and sorted before any parameter changes: a refusal changes nothing.
+        # (A hyperparameter set in param_groups since the group was added is checked here too.)
+        for group in self.param_groups:
+            _check_hyperparameters(type(self).__name__, group)
         streams = self._stream_of()
         plans = [(group, *self._sort(group, streams)) for group in self.param_groups]
-        for group, lowrank, sharded, adamw in plans:
+        for group, lowrank, sharded, adamw, copies in plans:
             for lists in lowrank.values():
                 _apollo_step(group, lists)
             if sharded:
@@ -133,15 +136,18 @@ class Apollo(torch.optim.Optimizer):
                     state["step"].add_(1)
             for lists in adamw.values():
                 _adamw_step(group, lists)
+            for p, work in copies:
+                p.copy_(work)
         return loss
 
-    def _sort(self, group: dict, streams: dict) -> tuple[dict, dict, dict]:
+    def _sort(self, group: dict, streams: dict) -> tuple[dict, dict, dict, list]:
         """The group's parameters with gradients, their states made or checked, in lists for the
         native low-rank step (by device), apollo_sharded (FSDP2's DTensors) and fused AdamW (by
-        device and dtype)."""
+        device and dtype); and (parameter, contiguous copy) for the parameters stepped as a copy."""
         lowrank = defaultdict(lambda: defaultdict(list))
         sharded = defaultdict(list)
         adamw = defaultdict(lambda: defaultdict(list))
+        copies = []
         for p in group["params"]:
             if p.grad is None:
                 continue
@@ -151,10 +157,18 @@ class Apollo(torch.optim.Optimizer):
                     f"ember.optim.{type(self).__name__}: sparse gradients are not supported (parameter of shape {tuple(p.shape)})"
                 )
             state = self.state[p]
+            # Both steps pair the elements of a parameter, its gradient and moments by memory
+            # order (fused AdamW silently so): a parameter of another layout (a .t() weight) is
+            # stepped as a contiguous copy and written back; gradients and moments are contiguous.
+            work = p
+            if not isinstance(p, DTensor) and not p.is_contiguous():
+                work = p.contiguous()
+                copies.append((p, work))
+            grad = grad if grad.is_contiguous() else grad.contiguous()
             if not self._lowrank(p, group):
                 self._adamw_state(p, state)
                 lists = adamw[(p.device, p.dtype)]
-                for key, value in (("params", p), ("grads", grad), ("steps", state["step"])):
+                for key, value in (("params", work), ("grads", grad), ("steps", state["step"])):
                     lists[key].append(value)
                 for key in ("exp_avg", "exp_avg_sq"):
                     lists[key].append(state[key])
@@ -165,14 +179,14 @@ class Apollo(torch.optim.Optimizer):
                     sharded[key].append(value)
                 continue
             lists = lowrank[p.device]
-            lists["params"].append(p)
-            lists["grads"].append(grad if grad.is_contiguous() else grad.contiguous())
+            lists["params"].append(work)
+            lists["grads"].append(grad)
             for key in _LOWRANK_KEYS:
                 lists[key].append(state[key])
             lists["steps"].append(int(state["step"]) + 1)  # the step being taken
             lists["step_counts"].append(state["step"])
             lists["streams"].append(streams[p])
-        return lowrank, sharded, adamw
+        return lowrank, sharded, adamw, copies
 
     def _lowrank_state(self, p: torch.Tensor, state: dict, group: dict) -> None:
         """The low-rank state of p: new zeros on the first step; else checked against p and the
@@ -208,12 +222,13 @@ class Apollo(torch.optim.Optimizer):
 
     @staticmethod
     def _adamw_state(p: torch.Tensor, state: dict) -> None:
-        """AdamW's state of p (as torch keeps it: moments in p's dtype, on p's device): zeros on
-        the first step, else moved or cast to follow p (a model moved to another dtype or device)."""
+        """AdamW's state of p (as torch keeps it: moments in p's dtype, on p's device; contiguous,
+        as the fused step pairs them with p by memory order): zeros on the first step, else moved,
+        cast or made contiguous to follow p (a model moved to another dtype or device)."""
         if not state:
             state["step"] = torch.zeros((), dtype=torch.float32, device=p.device)
-            state["exp_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
-            state["exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+            state["exp_avg"] = torch.zeros_like(p, memory_format=torch.contiguous_format)
+            state["exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.contiguous_format)
             return
         if state["exp_avg"].shape != p.shape:
             raise RuntimeError(
@@ -223,6 +238,8 @@ class Apollo(torch.optim.Optimizer):
         for key in ("exp_avg", "exp_avg_sq"):
             if state[key].device != p.device or state[key].dtype != p.dtype:
                 state[key] = state[key].to(p.device, p.dtype)
+            if not isinstance(state[key], DTensor) and not state[key].is_contiguous():
+                state[key] = state[key].contiguous()
         if state["step"].device != p.device:  # loaded from a checkpoint: fused wants it here
             state["step"] = state["step"].to(p.device)
 

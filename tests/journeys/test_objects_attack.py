@@ -1,0 +1,195 @@
+"""ember's objects used the ways users misuse torch's: each case here was a silent wrong answer,
+an unhelpful crash or a change made before a refusal, and now gives torch's answer or a clear
+refusal that changes nothing."""
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ember.float8 import Float8Linear
+from ember.losses import LinearCrossEntropyLoss
+from ember.optim import Apollo
+from ember.sparse import SparseLinear, random_prune
+
+
+# ---- Apollo ------------------------------------------------------------------------------------------
+def transposed_param(seed=0):
+    """A leaf parameter whose memory is another layout than its shape's (a tied Wᵀ, a .t() weight)."""
+    torch.manual_seed(seed)
+    return nn.Parameter(torch.randn(6, 8).t())
+
+
+@pytest.mark.parametrize("rank", [None, 2])
+def test_a_non_contiguous_parameter_steps_as_its_contiguous_copy(rank):
+    # The AdamW rule went through torch's fused kernel, which pairs elements by memory: a
+    # transposed parameter with a contiguous gradient got another element's update (0.02 off
+    # after one step); the low-rank rule refused it at the step.
+    p = transposed_param()
+    q = nn.Parameter(p.detach().contiguous())
+    opts = [
+        Apollo([p], rank=rank, update_proj_gap=2, weight_decay=0.1),
+        Apollo([q], rank=rank, update_proj_gap=2, weight_decay=0.1),
+    ]
+    g = torch.Generator().manual_seed(1)
+    for _ in range(3):
+        grad = torch.randn(8, 6, generator=g)
+        p.grad, q.grad = grad.clone(), grad.clone()
+        for opt in opts:
+            opt.step()
+    assert p.stride() == (1, 8)  # stepped in place: the model's tensor is still the one it holds
+    assert torch.equal(p.detach(), q.detach())
+    if rank is None:
+        ref = nn.Parameter(transposed_param().detach().contiguous())
+        torch_opt = torch.optim.AdamW([ref], lr=1e-2, eps=1e-6, weight_decay=0.1)
+        g = torch.Generator().manual_seed(1)
+        for _ in range(3):
+            ref.grad = torch.randn(8, 6, generator=g)
+            torch_opt.step()
+        torch.testing.assert_close(p.detach(), ref.detach())
+
+
+def test_a_gradient_of_another_layout_steps_as_torch_adamw():
+    # p.grad = a transposed (or expanded) view: fused AdamW paired it with p by memory order.
+    torch.manual_seed(0)
+    p = nn.Parameter(torch.randn(8, 6))
+    ref = nn.Parameter(p.detach().clone())
+    opt, torch_opt = Apollo([p], rank=None), torch.optim.AdamW([ref], lr=1e-2, eps=1e-6, weight_decay=0.0)
+    for grad in (torch.randn(6, 8).t(), torch.randn(1, 6).expand(8, 6)):
+        p.grad, ref.grad = grad, grad.contiguous()
+        opt.step()
+        torch_opt.step()
+    torch.testing.assert_close(p.detach(), ref.detach())
+
+
+@pytest.mark.parametrize(
+    "key, value",
+    [("scale_type", "chanel"), ("update_proj_gap", 0), ("betas", (0.9, 1.5)), ("rank", 0), ("maximize", True)],
+)
+def test_a_hyperparameter_changed_in_param_groups_is_checked_at_the_step(key, value):
+    # param_groups[i][key] = ... mid-run skipped the constructor's checks: "chanel" stepped as
+    # "channel" silently; the step now refuses it before any parameter changes.
+    p, b = nn.Parameter(torch.randn(8, 6)), nn.Parameter(torch.randn(6))
+    opt = Apollo([{"params": [b], "rank": None}, {"params": [p]}], rank=2)
+    p.grad, b.grad = torch.randn(8, 6), torch.randn(6)
+    opt.step()
+    before = [p.detach().clone(), b.detach().clone()]
+    opt.param_groups[1][key] = value
+    with pytest.raises(ValueError, match=f"ember.optim.Apollo: {key} must be"):
+        opt.step()
+    assert torch.equal(p.detach(), before[0]) and torch.equal(b.detach(), before[1])
+
+
+# ---- random_prune --------------------------------------------------------------------------------------
+def conv_net():
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Conv2d(3, 4, 3), nn.Flatten(), nn.Linear(64, 32))
+
+
+@pytest.mark.parametrize("block", [0, -4, 7, True, 2.5, "16"])
+def test_random_prune_refuses_a_bad_block_before_changing_anything(block):
+    # block=0 divided by zero, -4 indexed out of range, True reached repeat_interleave; and 7 was
+    # refused by pack_mask only after the conv layers before it had been masked.
+    model = conv_net()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    with pytest.raises(ValueError, match="ember.sparse.random_prune: block must be"):
+        random_prune(model, 0.5, block=block)
+    assert not hasattr(model[0], "weight_mask") and not model[0]._forward_pre_hooks
+    assert type(model[2]) is nn.Linear
+    assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())
+
+
+def test_random_prune_refuses_masks_that_miss_a_layer_before_changing_anything():
+    # A masks dict without the last layer raised KeyError after the conv was masked.
+    model = conv_net()
+    masks = {"0": torch.ones(4, 3, 3, 3, dtype=torch.bool)}
+    with pytest.raises(ValueError, match=r"ember.sparse.random_prune: masks\['2'\] must be a bool tensor"):
+        random_prune(model, 0.5, masks=masks)
+    assert not hasattr(model[0], "weight_mask") and type(model[2]) is nn.Linear
+
+
+def test_a_sparse_linear_built_dense_is_pruned_by_random_prune():
+    model = nn.Sequential(SparseLinear(32, 32), nn.ReLU(), SparseLinear(32, 16))
+    report = random_prune(model, 0.5, "uniform")
+    assert report["density"] == pytest.approx(0.5, abs=1e-3)
+
+
+def test_random_prune_of_a_pruned_model_is_refused():
+    # A second random_prune drew new masks over the first: the weights the first had pruned came
+    # back (as zeros) and those it kept were cut, while the report showed the target density.
+    model = conv_net()
+    random_prune(model, 0.5)
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    with pytest.raises(ValueError, match="already pruned"):
+        random_prune(model, 0.5, seed=1)
+    assert all(torch.equal(v, state[k]) for k, v in model.state_dict().items())
+    assert len(model[0]._forward_pre_hooks) == 1
+
+
+# ---- LinearCrossEntropyLoss -------------------------------------------------------------------------------
+def head(n=6, d=8, v=11):
+    g = torch.Generator().manual_seed(0)
+    return (
+        torch.randn(n, d, generator=g, requires_grad=True),
+        torch.randn(v, d, generator=g, requires_grad=True),
+        torch.randint(0, v, (n,), generator=g),
+    )
+
+
+def test_per_token_weights_that_require_grad_are_refused():
+    # loss = Σ w_i·CE_i has dloss/dw_i = CE_i, but the fused op gives w no gradient: w.grad stayed
+    # None (a learned or model-computed weighting trained silently without its gradient).
+    h, w, y = head()
+    tw = torch.rand(6, requires_grad=True)
+    with pytest.raises(ValueError, match="ember.losses.LinearCrossEntropyLoss: weight requires grad"):
+        LinearCrossEntropyLoss()(h, w, y, weight=tw)
+    loss = LinearCrossEntropyLoss(reduction="sum")(h, w, y, weight=tw.detach())
+    ref = (F.cross_entropy(h @ w.t(), y, reduction="none") * tw.detach()).sum()
+    torch.testing.assert_close(loss, ref)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bool])
+def test_targets_that_are_not_integers_are_refused(dtype):
+    # Float targets were truncated to classes (2.7 scored as class 2); F.cross_entropy refuses them.
+    h, w, _ = head()
+    y = torch.tensor([2.7, 1.2, 0.5, 3.0, 4.9, 0.0]).to(dtype)
+    with pytest.raises(TypeError, match="ember.losses.LinearCrossEntropyLoss: target must be an integer tensor"):
+        LinearCrossEntropyLoss()(h, w, y)
+
+
+def test_int32_targets_score_as_long_ones():
+    h, w, y = head()
+    loss_fn = LinearCrossEntropyLoss()
+    torch.testing.assert_close(loss_fn(h, w, y.int()), F.cross_entropy(h @ w.t(), y))
+
+
+def test_a_second_derivative_through_the_loss_is_refused():
+    # The fused op's gradient has no graph: with create_graph=True the gradient penalty's part
+    # through the loss was silently left out (grad(loss, h, create_graph=True) had no grad_fn).
+    h, w, y = head()
+    loss = LinearCrossEntropyLoss()(h, w, y)
+    with pytest.raises(RuntimeError, match="ember.losses.LinearCrossEntropyLoss: .*second derivative"):
+        torch.autograd.grad(loss, h, create_graph=True)
+    h, w, y = head()  # a first derivative is unaffected
+    gh = torch.autograd.grad(LinearCrossEntropyLoss()(h, w, y), h)[0]
+    torch.testing.assert_close(gh, torch.autograd.grad(F.cross_entropy(h @ w.t(), y), h)[0])
+
+
+# ---- Float8Linear -----------------------------------------------------------------------------------------
+def test_float8_linear_refuses_a_second_derivative():
+    # Its backward's GEMMs are not differentiable: with create_graph=True a gradient penalty
+    # (here: ‖dL/dx‖² + x², so the result has a graph) silently missed the fp8 layer's part.
+    torch.manual_seed(0)
+    f = Float8Linear(32, 32)
+    x = torch.randn(4, 32, requires_grad=True)
+    loss = f(x).pow(2).sum() + x.pow(3).sum()
+    with pytest.raises(RuntimeError, match="differentiate twice"):
+        gx = torch.autograd.grad(loss, x, create_graph=True)[0]
+        gx.pow(2).sum().backward()
+
+
+def test_sparse_linear_second_derivative_is_refused_clearly():
+    lin = SparseLinear(8, 4)
+    x = torch.randn(3, 8, requires_grad=True)
+    with pytest.raises(RuntimeError, match="ember.ops.masked_linear|differentiate twice"):
+        torch.autograd.grad(lin(x).pow(2).sum(), x, create_graph=True)
