@@ -251,3 +251,21 @@ def test_trainer_keeps_the_token_weights_column(tmp_path):
     trainer = transformers.Trainer(model=model, args=args, train_dataset=rows)
     got = next(iter(trainer.get_train_dataloader()))
     assert set(got) == {"input_ids", "labels", "token_weights"}
+
+
+def test_evaluation_on_rows_with_token_weights_gives_the_models_loss(tmp_path):
+    """Trainer evaluates on the same rows, token_weights included (now that it keeps them): the
+    eval loss is the model's own, unweighted, as ember train's validation loss, with one warning."""
+    pytest.importorskip("accelerate")
+    model = tiny_model("llama")
+    ids, labels = batch()
+    rows = [dict(input_ids=i, labels=y) for i, y in zip(ids, labels)]
+    args = transformers.TrainingArguments(str(tmp_path), per_device_eval_batch_size=2, report_to=[], use_cpu=True)
+    want = transformers.Trainer(model=model, args=args, eval_dataset=rows).evaluate()["eval_loss"]
+    apply_ember(model, token_weights=True)
+    weighted = [dict(row, token_weights=torch.rand(11)) for row in rows]
+    trainer = transformers.Trainer(model=model, args=args, eval_dataset=weighted)
+    with pytest.warns(UserWarning, match="token_weights are not applied outside training"):
+        assert trainer.evaluate()["eval_loss"] == pytest.approx(want, rel=1e-6)
+    with pytest.raises(ValueError, match="token_weights apply to the training loss: labels"):
+        model.train()(input_ids=ids, token_weights=torch.ones(2, 11))

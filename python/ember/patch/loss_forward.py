@@ -182,8 +182,16 @@ def loss_forward(original, plan: Plan):
         given = dict(labels=labels, shift_labels=shift_labels, num_items_in_batch=num_items_in_batch)
         given = {k: v for k, v in given.items() if v is not None}
         if labels is None or not self.training:  # the model computes a loss only from labels
-            if token_weights is not None:
-                raise ValueError("ember.patch: token_weights applies to the training loss (model.train() and labels)")
+            if token_weights is not None and self.training:
+                raise ValueError(
+                    "ember.patch: token_weights apply to the training loss: labels are needed with them "
+                    "(transformers.Trainer's label_smoothing_factor and compute_loss_func take labels out of the call)"
+                )
+            if token_weights is not None:  # Trainer passes them in evaluation too: a validation loss is unweighted
+                notices.warn(
+                    "ember.patch: token_weights are not applied outside training (model.eval()): "
+                    "the loss is the model's own, unweighted"
+                )
             return original(self, *args, **given, **kwargs)
         head = getattr(self, plan.head)
         if not isinstance(head, nn.Linear):
