@@ -1,7 +1,7 @@
 """What `ember prepare` reads: the files its arguments name (a folder is walked), and the
 documents in each file, by a reader chosen from the file's suffixes (case-insensitive):
 
-    .txt .md .py .rst .text   the whole file is one document
+    .txt .md .py .rst .text   the whole file is one document (a leading UTF-8 BOM dropped)
     .jsonl .ndjson            one JSON record per line, its --text-key field a document
     .json                     a JSON array of such records (or of strings), or JSON lines
     .parquet                  its --text-key column, a document per row
@@ -16,6 +16,7 @@ read as text, unless it is compressed or an archive, which is refused.
 from __future__ import annotations
 
 import bz2
+import codecs
 import gzip
 import json
 import lzma
@@ -161,6 +162,7 @@ def documents(path: str, text_key: str):
             data = f.read()
     except (OSError, EOFError, lzma.LZMAError) as exc:
         raise ValueError(f"{path}: not a readable {packed or 'file'} ({exc})") from None
+    data = data.removeprefix(codecs.BOM_UTF8)  # marks the encoding (Windows editors), not text
     if kind == "json":
         try:
             whole = json.loads(data)

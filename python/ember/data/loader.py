@@ -58,20 +58,36 @@ def _count(text: str) -> int:
 
 
 def _option(source: SourceSpec, part: str) -> bool:
-    """Apply one ':'-separated option to source; False if `part` is not an option."""
+    """Apply one ':'-separated option to source; False if `part` is not an option. A tokens= or
+    STEP= option whose value is not a number is an error, not part of the path."""
     key, eq, value = part.partition("=")
     try:
         if not eq:
             source.weight = float(part)
         elif key == "tokens":
             source.tokens = _count(value)
+            if source.tokens < 1:  # tokens=0 or 0.4 would silently mean all of the source
+                raise ValueError(f"data.sources: {part!r}: tokens must be >= 1 (leave it out for all of the source)")
         elif key.isdigit():
             source.schedule += ((int(key), float(value)),)
         else:
             return False
-    except ValueError:
+    except ValueError as exc:
+        if str(exc).startswith("data.sources"):
+            raise
+        if eq and (key == "tokens" or key.isdigit()):
+            raise ValueError(f"data.sources: {part!r}: {value!r} is not a number") from None
         return False
     return True
+
+
+def _check_source(src: SourceSpec, item: str) -> None:
+    """Weights finite (an infinite one makes the mixture NaN), > 0 unless a schedule starts the
+    source later; schedule steps >= 1 and their weights finite, >= 0."""
+    if not (src.weight > 0 or src.weight == 0 and src.schedule) or src.weight == float("inf"):
+        raise ValueError(f"data.sources: weight of {src.path!r} must be > 0 and finite, got {src.weight}")
+    if any(at < 1 or not 0 <= w < float("inf") for at, w in src.schedule):
+        raise ValueError(f"data.sources: {item!r}: needs each schedule step >= 1 and its weight finite and >= 0")
 
 
 def parse_sources(spec: str) -> list[SourceSpec]:
@@ -92,13 +108,14 @@ def parse_sources(spec: str) -> list[SourceSpec]:
         for part in parts[first:]:
             _option(src, part)
         src.schedule = tuple(sorted(src.schedule))
-        if not (src.weight > 0 or src.weight == 0 and src.schedule):  # 0 only for a source that starts later
-            raise ValueError(f"data.sources: weight of {src.path!r} must be > 0, got {src.weight}")
-        if src.tokens < 0 or any(at < 1 or w < 0 for at, w in src.schedule):
-            raise ValueError(f"data.sources: {item!r}: tokens must be >= 0, a schedule step >= 1 and its weight >= 0")
+        _check_source(src, item)
         out.append(src)
     if not out:
         raise ValueError("data.sources: no source given")
+    named = [s.path if s.path == corpus.NAME else Path(s.path).resolve() for s in out]
+    twice = next((s.path for s, key in zip(out, named) if named.count(key) > 1), None)
+    if twice is not None:  # each name would train the folder again, with its own epoch order
+        raise ValueError(f"data.sources: {twice} is named twice: give it once, with one weight")
     changes = sorted({at for s in out for at, _ in s.schedule})
     for step in [1, *changes]:
         if not sum(s.weight_at(step) for s in out) > 0:

@@ -10,6 +10,7 @@ import functools
 import hashlib
 import multiprocessing as mp
 import os
+import re
 import shutil
 from pathlib import Path
 
@@ -22,30 +23,38 @@ from .shards import FORMAT, INDEX, ShardWriter, write_json_atomic
 from .tokenizer import load_tokenizer, token_dtype
 
 
+_SURROGATE = re.compile("[\ud800-\udfff]")  # left unpaired by json.loads: utf-8 cannot encode them
+
+
 @functools.cache
 def _tokenizer(spec: str, eos_token: str | None):
     """The tokenizer, loaded once per process (each worker loads its own)."""
     return load_tokenizer(spec, eos_token)
 
 
-def _tokenize_file(job):
+def _tokenize_file(job, tok=None):
     """Worker: one input → ({split: (concatenated tokens with eos after each document, #docs)},
-    notes on what was dropped or changed)."""
+    notes on what was dropped or changed). `tok`: this process's, loaded by this prepare."""
     path, text_key, val_per_mille, spec, eos_token = job
-    tok = _tokenizer(spec, eos_token)
-    parts, empty, not_utf8 = {"train": [], "val": []}, 0, 0
+    tok = tok or _tokenizer(spec, eos_token)
+    parts, empty, not_utf8, halves = {"train": [], "val": []}, 0, 0, 0
     for split, text in documents(path, text_key):
         if not text:  # an empty document would train on an end-of-document token alone
             empty += 1
             continue
         if isinstance(text, bytes) and tok.name != "byte" and not _is_utf8(text):
             not_utf8 += 1  # the byte tokenizer keeps the bytes; a text tokenizer gets U+FFFD for them
+        if isinstance(text, str) and _SURROGATE.search(text):  # JSON's "\ud83d": half a character
+            halves += 1
+            text = _SURROGATE.sub("\ufffd", text)
         split = split or corpus.split_of(text, val_per_mille)
         parts[split].append(tok.encode_document(text))
         parts[split].append(np.array([tok.eos_id], dtype=parts[split][-1].dtype))
     notes = [f"{path}: {empty} empty document(s) skipped"] if empty else []
     if not_utf8:
         notes.append(f"{path}: not UTF-8: its invalid bytes were read as U+FFFD (the byte tokenizer keeps them)")
+    if halves:
+        notes.append(f"{path}: {halves} record(s) with lone surrogates (half a character): read as U+FFFD")
     tokens = {s: (np.concatenate(v) if v else np.zeros(0, np.uint32), len(v) // 2) for s, v in parts.items()}
     return tokens, notes
 
@@ -117,7 +126,7 @@ def _write(files, out: Path, tok, tokenizer, eos_token, workers, text_key, val_p
     notes = []
     with (
         tqdm(total=len(files), desc="tokenizing", unit="file", disable=not progress) as bar,
-        mp.get_context("spawn").Pool(workers) if workers > 1 else _Inline() as pool,
+        mp.get_context("spawn").Pool(workers) if workers > 1 else _Inline(tok) as pool,
     ):
         for parts, file_notes in pool.imap(_tokenize_file, jobs):
             for split, (tokens, docs) in parts.items():
@@ -166,7 +175,11 @@ def _fingerprint(index: dict, writers: dict, tokenizer_file: Path | None) -> str
 
 
 class _Inline:
-    """The Pool interface in this process (one worker: no processes to spawn)."""
+    """The Pool interface in this process (one worker: no processes to spawn), with the tokenizer
+    this prepare loaded: a cached one may predate an edit of its folder (a notebook's second run)."""
+
+    def __init__(self, tok):
+        self.tok = tok
 
     def __enter__(self):
         return self
@@ -175,4 +188,4 @@ class _Inline:
         return False
 
     def imap(self, fn, jobs):
-        return map(fn, jobs)
+        return map(functools.partial(fn, tok=self.tok), jobs)

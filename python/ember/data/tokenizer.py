@@ -90,7 +90,13 @@ class HFTokenizer:
         ids = [self._tok.token_to_id(t) for t in names]
         found = [i for i in ids if i is not None]
         if declared_id is not None and not eos_token and not declared_eos:  # the folder's word before a guess by name
-            found = [int(declared_id)]
+            ok = isinstance(declared_id, int) and 0 <= declared_id < self.vocab_size
+            if not ok or self._tok.id_to_token(declared_id) is None:
+                raise ValueError(
+                    f"tokenizer {folder}: config.json's eos_token_id {declared_id} is not a token of its tokenizer.json "
+                    f"(ids 0..{self.vocab_size - 1}); name the end-of-document token with --eos-token"
+                )
+            found = [declared_id]
         if not found:
             raise ValueError(
                 f"tokenizer {self.path}: no end-of-document token among {names}; name one with --eos-token"

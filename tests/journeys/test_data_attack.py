@@ -1,0 +1,120 @@
+"""ember's data commands misused the way pre-training users misuse them: documents with byte-order
+marks or broken surrogates, source specs with infinite or rounded-away numbers or a folder named
+twice, a tokenizer folder whose declared end-of-document id it lacks, a tokenizer folder edited
+between two prepares in one process, a token-weight publish cut short. Each gives the documents'
+text or a refusal naming the argument, before anything is written."""
+
+import json
+
+import numpy as np
+import pytest
+
+from ember.data import load_tokenizer, prepare
+from ember.data.loader import parse_sources
+from ember.data.shards import open_split
+
+
+def _prepare(inputs, out, **kw):
+    return prepare([str(i) for i in inputs], out, progress=False, workers=1, val_per_mille=0, **kw)
+
+
+def _train_tokens(folder) -> list[int]:
+    return np.concatenate(open_split(folder, "train").shards).tolist()
+
+
+# --- documents: the text they say ---------------------------------------------------------
+
+
+def test_lone_surrogates_in_json_records_become_replacement_characters(tmp_path):
+    """JSON may escape half an emoji ("\\ud83d"): json.loads gives a str utf-8 cannot encode. It
+    crashed prepare with a bare UnicodeEncodeError naming no file; now it is U+FFFD, noted."""
+    src = tmp_path / "web.jsonl"
+    src.write_text('{"text": "ok \\ud83d end"}\n{"text": "pair \\ud83d\\ude00 kept"}\n')
+    index = _prepare([src], tmp_path / "out")
+    text = bytes(t for t in _train_tokens(tmp_path / "out") if t < 256).decode("utf-8")
+    assert text == "ok \ufffd end" + "pair \U0001f600 kept"
+    assert any("surrogate" in n and "web.jsonl" in n for n in index["notes"])
+
+
+@pytest.mark.parametrize("name", ["a.jsonl", "a.txt", "a.json"])
+def test_a_utf8_byte_order_mark_is_not_text(tmp_path, name):
+    """A BOM marks the encoding (Windows editors write it); it is not part of the document. A
+    .jsonl with one was refused ("not JSON") though the same .json was read; a .txt trained on it."""
+    src = tmp_path / name
+    body = b'{"text": "hello"}\n' if name.endswith("l") else b'[{"text": "hello"}]' if "json" in name else b"hello"
+    src.write_bytes(b"\xef\xbb\xbf" + body)
+    _prepare([src], tmp_path / "out")
+    assert _train_tokens(tmp_path / "out") == [*b"hello", 256]
+
+
+# --- data.sources: numbers that mean what they say -----------------------------------------
+
+
+@pytest.mark.parametrize(
+    "spec, word",
+    [
+        ("a:inf", "finite"),  # inf/inf: a NaN mixture, a crash at the first batch
+        ("a:1e400", "finite"),
+        ("a:0.5:100=inf,b", "finite"),  # accepted, crashed at step 100 of the run
+        ("a:0.5:100=nan,b", "finite"),  # refused as "every weight is 0 from step 100"
+        ("a:tokens=0", "tokens"),  # silently trained on all of the source
+        ("a:tokens=0.4", "tokens"),  # rounded to 0: all of the source
+        ("a:tokens=lots", "tokens"),  # became a folder named 'a:tokens=lots'
+        ("a:100=half", "100"),
+    ],
+)
+def test_source_numbers_that_cannot_be_meant_are_refused(spec, word):
+    with pytest.raises(ValueError, match=word) as err:
+        parse_sources(spec)
+    assert "data.sources" in str(err.value)
+
+
+def test_a_source_named_twice_is_refused(tmp_path):
+    """'data,./data' trained the folder at twice its weight, each name with its own epoch order."""
+    (tmp_path / "d").mkdir()
+    for spec in (f"{tmp_path}/d:0.5,{tmp_path}/d:0.5", f"{tmp_path}/d,{tmp_path}/./d:2", "stdlib,stdlib"):
+        with pytest.raises(ValueError, match="named twice"):
+            parse_sources(spec)
+
+
+def test_source_weights_that_mean_something_still_parse():
+    specs = parse_sources("a:0.7:tokens=1.5k:100=0.1,b:0.3,c:0:50=1")
+    assert [(s.path, s.weight, s.tokens, s.schedule) for s in specs] == [
+        ("a", 0.7, 1500, ((100, 0.1),)),
+        ("b", 0.3, 0, ()),
+        ("c", 0.0, 0, ((50, 1.0),)),
+    ]
+
+
+# --- tokenizers: the ids the index names are the ids in the shards ------------------------
+
+
+@pytest.fixture
+def tok_folder(tmp_path):
+    pytest.importorskip("tokenizers")
+    from tests.train.test_hf_tokenizer import model_folder
+
+    return model_folder(tmp_path, add_bos=False)
+
+
+def test_a_tokenizer_folder_edited_between_two_prepares_in_one_process(tmp_path, tok_folder):
+    """A notebook prepares, fixes the folder's eos_token, prepares again: the one-worker path
+    kept the first tokenizer (cached by its path), so index.json named the new eos while every
+    document in the shards ended with the old one."""
+    (tmp_path / "a.txt").write_text("hello world\n" * 5)
+    first = _prepare([tmp_path / "a.txt"], tmp_path / "one", tokenizer=str(tok_folder))
+    config = tok_folder / "tokenizer_config.json"
+    config.write_text(json.dumps({**json.loads(config.read_text()), "eos_token": "<|endoftext|>"}))
+    second = _prepare([tmp_path / "a.txt"], tmp_path / "two", tokenizer=str(tok_folder))
+    assert first["eos_id"] != second["eos_id"]
+    assert _train_tokens(tmp_path / "two")[-1] == second["eos_id"]
+
+
+@pytest.mark.parametrize("declared", [70000, 400, -1])
+def test_a_declared_eos_id_the_tokenizer_lacks_is_refused_at_load(tmp_path, tok_folder, declared):
+    """config.json's eos_token_id was taken on trust: an id past the vocabulary made prepare fail
+    after tokenizing (70000: does not fit uint16) or write a folder training refuses (400)."""
+    (tok_folder / "tokenizer_config.json").write_text(json.dumps({"add_bos_token": False}))
+    (tok_folder / "config.json").write_text(json.dumps({"eos_token_id": declared}))
+    with pytest.raises(ValueError, match=f"eos_token_id {declared}"):
+        load_tokenizer(str(tok_folder))
