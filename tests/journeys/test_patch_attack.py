@@ -269,3 +269,21 @@ def test_evaluation_on_rows_with_token_weights_gives_the_models_loss(tmp_path):
         assert trainer.evaluate()["eval_loss"] == pytest.approx(want, rel=1e-6)
     with pytest.raises(ValueError, match="token_weights apply to the training loss: labels"):
         model.train()(input_ids=ids, token_weights=torch.ones(2, 11))
+
+
+def test_unpatching_a_subclass_leaves_it_inheriting_its_forward():
+    """A user's subclass that inherits the forward: unpatch set the parent's forward on the subclass
+    itself, so a later patch of the parent (or anyone's patch of it) no longer reached it."""
+
+    class MyLlama(transformers.LlamaForCausalLM):
+        pass
+
+    assert apply_ember(MyLlama) and unpatch(MyLlama) == ["MyLlama.forward restored"]
+    assert "forward" not in vars(MyLlama)
+    apply_ember(transformers.LlamaForCausalLM)
+    try:
+        model = MyLlama(tiny_model("llama").config).train()
+        ids, labels = batch()
+        assert model(input_ids=ids, labels=labels).logits is None
+    finally:
+        unpatch(transformers.LlamaForCausalLM)

@@ -19,7 +19,8 @@ from ..module_swap import replace_module
 from .detect import Refused, plan_for, scan
 from .loss_forward import loss_forward
 
-_ORIGINAL = "_ember_original_forward"  # set on a patched class: the forward it had (and the mark of one)
+# set on a patched class: the forward it defined itself, None if it inherited one (and the mark of a patch)
+_ORIGINAL = "_ember_original_forward"
 
 
 def _transformers():
@@ -204,7 +205,7 @@ def _patch_forward(target) -> list[str]:
         if _patched(target.forward):
             return []
         plan = plan_for(target)
-        setattr(target, _ORIGINAL, target.forward)
+        setattr(target, _ORIGINAL, vars(target).get("forward"))  # None: inherited (unpatch deletes its own)
         target.forward = loss_forward(target.forward, plan)
         where = f"{target.__name__}.forward"
     else:
@@ -259,7 +260,11 @@ def apply_ember_to_llama(
 def _restore_class(cls) -> list[str]:
     if _ORIGINAL not in cls.__dict__:
         return []
-    cls.forward = cls.__dict__[_ORIGINAL]
+    original = cls.__dict__[_ORIGINAL]
+    if original is None:  # it inherited its forward: inherit it again
+        del cls.forward
+    else:
+        cls.forward = original
     delattr(cls, _ORIGINAL)
     return [f"{cls.__name__}.forward restored"]
 
