@@ -208,7 +208,9 @@ def _export(argv) -> int:
     )
     p.add_argument("--max-shard-gb", type=float, default=2.0, help="split the safetensors above this size (default: 2)")
     a = p.parse_args(argv)
-    info = export_run(a.checkpoint, a.out_dir, a.dtype, int(a.max_shard_gb * 2**30))
+    if not 0 < a.max_shard_gb < float("inf"):
+        raise ValueError(f"ember export: --max-shard-gb must be a positive number of GiB, got {a.max_shard_gb}")
+    info = export_run(a.checkpoint, a.out_dir, a.dtype, max(1, int(a.max_shard_gb * 2**30)))
     print(
         f"ember export: wrote {info['out_dir']} ({info['architecture']}) from {info['checkpoint']}"
         + (f", tokenizer files {', '.join(info['tokenizer_files'])}" if info["tokenizer_files"] else "")

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from ember.cli import main as ember_main
-from ember.models import from_hf
+from ember.models import from_hf, to_hf
 from ember.models.hf import HFCheckpointError
 from tests.journeys.test_hf_journeys import BASE, VOCAB
 from tests.train.test_hf_import import hf_logits, hf_model, rel_err, tokens
@@ -120,3 +120,72 @@ def test_data_of_another_tokenizer_than_the_models_is_refused(tmp_path, capsys):
     assert ember_main(["train", *args]) == 1  # the built-in corpus, in bytes
     assert "not the tokenizer of model.init_from" in capsys.readouterr().err
     assert not (tmp_path / "run").exists()
+
+
+# --- config.json as people write it --------------------------------------------------------
+
+
+def test_architectures_as_a_string(tmp_path):
+    """ "architectures": "LlamaForCausalLM" (not a list): transformers builds the Llama, and so does
+    from_hf (it read the first letter, 'L', and refused it)."""
+    path = tmp_path / "m"
+    hf_model("llama").save_pretrained(path)
+    cfg = json.loads((path / "config.json").read_text())
+    (path / "config.json").write_text(json.dumps({**cfg, "architectures": "LlamaForCausalLM"}))
+    same_logits(path)
+
+
+def test_heads_that_do_not_group_name_the_checkpoint(tmp_path, capsys):
+    """num_key_value_heads that does not divide num_attention_heads: an HFCheckpointError that
+    names the config keys (a bare LlamaConfig ValueError before), and `ember train` refuses it
+    naming model.init_from, before the run folder."""
+    path = tmp_path / "m"
+    hf_model("llama", vocab_size=VOCAB).save_pretrained(path)
+    cfg = json.loads((path / "config.json").read_text())
+    (path / "config.json").write_text(json.dumps({**cfg, "num_key_value_heads": 3}))
+    with pytest.raises(HFCheckpointError, match="from_hf: .*num_attention_heads=4.*num_key_value_heads=3"):
+        from_hf(path)
+    args = [*BASE, f"--job.dir={tmp_path}", "--job.name=run", f"--model.init_from={path}"]
+    assert ember_main(["train", *args]) == 1
+    assert f"model.init_from={path}" in capsys.readouterr().err and not (tmp_path / "run").exists()
+
+
+# --- export ------------------------------------------------------------------------------------
+
+
+def test_export_into_the_working_directory(tmp_path, monkeypatch):
+    """to_hf(model, ".") from inside an empty folder: refused, naming the folder, and nothing is
+    written (an OSError from rmdir('.') before; removing the folder would leave the shell in a
+    deleted directory)."""
+    hf_model("llama").save_pretrained(tmp_path / "src")
+    model = from_hf(tmp_path / "src")
+    (tmp_path / "hf").mkdir()
+    monkeypatch.chdir(tmp_path / "hf")
+    with pytest.raises(ValueError, match="to_hf: . is the working directory"):
+        to_hf(model, ".")
+    assert not any((tmp_path / "hf").iterdir()) and sorted(p.name for p in tmp_path.iterdir()) == ["hf", "src"]
+    to_hf(model, "../out")
+    same_logits(tmp_path / "out")
+
+
+@pytest.mark.slow
+def test_export_arguments_are_checked_first(tmp_path, monkeypatch, capsys):
+    """`ember export RUN .` from an empty folder and a --max-shard-gb that is not a positive
+    number: exit 1 naming the argument, nothing written (a traceback before: OSError from
+    rmdir('.'), OverflowError for inf); a relative OUT_DIR from another folder works."""
+    from tests.journeys.test_hf_journeys import train_from
+
+    hf_model("llama", vocab_size=VOCAB).save_pretrained(tmp_path / "src")
+    run = train_from(tmp_path, tmp_path / "src")
+    (tmp_path / "cwd").mkdir()
+    monkeypatch.chdir(tmp_path / "cwd")
+    capsys.readouterr()
+    assert ember_main(["export", run, "."]) == 1
+    assert "is the working directory" in capsys.readouterr().err
+    for size in ("inf", "nan", "0", "-1"):
+        assert ember_main(["export", run, "../out", "--max-shard-gb", size]) == 1
+        assert "--max-shard-gb must be a positive number of GiB" in capsys.readouterr().err
+    assert not any((tmp_path / "cwd").iterdir()) and not (tmp_path / "out").exists()
+    assert ember_main(["export", run, "../out", "--max-shard-gb", "0.00002"]) == 0
+    assert len(list((tmp_path / "out").glob("model-*.safetensors"))) > 2
+    transformers.AutoModelForCausalLM.from_pretrained(tmp_path / "out")

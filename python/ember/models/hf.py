@@ -403,6 +403,15 @@ def _shards(tensors: dict[str, torch.Tensor], max_bytes: int) -> list[dict[str, 
     return groups
 
 
+def check_out_dir(out: Path, where: str) -> None:
+    """out is a new folder, or an empty one that is not the working directory (the export is
+    written beside it and renamed into its place)."""
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise FileExistsError(f"{where}: {out} exists and is not empty")
+    if out.exists() and out.resolve() == Path.cwd().resolve():
+        raise ValueError(f"{where}: {out} is the working directory, which the export would replace; name a new folder")
+
+
 def to_hf(
     model: Llama,
     out_dir: str | os.PathLike,
@@ -421,8 +430,7 @@ def to_hf(
 
     dtype = parse_dtype(dtype, "to_hf")
     out = Path(out_dir)
-    if out.exists() and (not out.is_dir() or any(out.iterdir())):
-        raise FileExistsError(f"to_hf: {out} exists and is not empty")
+    check_out_dir(out, "to_hf")
     missing = [str(f) for f in tokenizer_files if not Path(f).is_file()]
     if missing:
         raise FileNotFoundError(f"to_hf: no such tokenizer file {', '.join(missing)}")

@@ -80,6 +80,8 @@ LAYER_TYPES = ("full_attention", "sliding_attention")
 def architecture(hf: dict) -> str | None:
     """The class AutoModelForCausalLM builds: architectures[0], else the one of model_type."""
     archs = hf.get("architectures") or []
+    if isinstance(archs, str):  # one name, not in a list: transformers takes it as it is
+        return archs
     return archs[0] if archs else MODEL_TYPES.get(hf.get("model_type"))
 
 
@@ -202,6 +204,14 @@ def llama_config_from_hf(hf: dict, max_seq_len: int | None = None, where: str = 
             f"{where}: {arch} attends within a sliding window of {window} tokens, which changes the result at "
             f"sequences of {length}; use sequences of at most {window} tokens (data.seq_len of a run, max_seq_len of from_hf)"
         )
+    try:
+        return _llama_config(r, arch, theta, scaling, length, hf)
+    except ValueError as exc:  # heads that do not group, an odd head size: LlamaConfig's checks
+        keys = ("hidden_size", "num_attention_heads", "num_key_value_heads", "head_dim")
+        raise HFCheckpointError(f"{where}: {arch} with {', '.join(f'{k}={r.get(k)}' for k in keys)}: {exc}") from None
+
+
+def _llama_config(r: dict, arch: str, theta: float, scaling: dict | None, length: int, hf: dict) -> LlamaConfig:
     heads = r["num_attention_heads"]
     head_dim = r.get("head_dim") or r["hidden_size"] // heads
     return LlamaConfig(

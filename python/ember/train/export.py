@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from ..models.hf import check_out_dir as check_hf_out_dir
 from ..models.hf import parse_dtype, to_hf
 from . import run_data
 from .checkpoint import find_checkpoint
@@ -26,8 +27,7 @@ def check_out_dir(checkpoint: str | Path, out_dir: str | Path) -> None:
     """out_dir is new or empty, and not inside the run's checkpoints folder, whose folders
     training deletes (checkpoint.keep) and sets aside on a rewind."""
     out = Path(out_dir)
-    if out.exists() and (not out.is_dir() or any(out.iterdir())):
-        raise FileExistsError(f"ember export: {out_dir} exists and is not empty")
+    check_hf_out_dir(out, "ember export")
     root = find_checkpoint(checkpoint).resolve().parent
     if root.name == "checkpoints" and (out.resolve() == root or root in out.resolve().parents):
         raise ValueError(
