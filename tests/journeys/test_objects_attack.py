@@ -114,6 +114,30 @@ def test_a_sparse_linear_built_dense_is_pruned_by_random_prune():
     assert report["density"] == pytest.approx(0.5, abs=1e-3)
 
 
+def test_random_prune_leaves_attention_out_proj_whose_weight_attention_reads_directly():
+    # nn.MultiheadAttention never calls out_proj's forward: a SparseLinear there had its mask
+    # applied nowhere, every pruned weight regrew in the first step (512 of 512), and state_dict
+    # zeroed them again: the saved model was not the trained one.
+    torch.manual_seed(0)
+    model = nn.TransformerEncoderLayer(32, 4, 64, batch_first=True, dropout=0.0)
+    report = random_prune(model, 0.5, "uniform")
+    assert [layer["name"] for layer in report["layers"]] == ["linear1", "linear2"]
+    assert type(model.self_attn.out_proj) is nn.modules.linear.NonDynamicallyQuantizableLinear
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    model(torch.randn(2, 5, 32)).pow(2).sum().backward()
+    opt.step()
+    for layer in (model.linear1, model.linear2):
+        assert not layer.weight[~layer.dense_mask()].any()
+
+
+def test_random_prune_refuses_linear_subclasses_with_their_own_forward():
+    # A Float8Linear (or a user's Linear subclass) became a SparseLinear: fp8 was dropped silently.
+    model = nn.Sequential(Float8Linear(32, 32), nn.ReLU(), nn.Linear(32, 32))
+    with pytest.raises(ValueError, match=r"ember.sparse.random_prune: 0 \(Float8Linear\) subclass nn.Linear"):
+        random_prune(model, 0.5)
+    assert type(model[0]) is Float8Linear and type(model[2]) is nn.Linear
+
+
 def test_random_prune_of_a_pruned_model_is_refused():
     # A second random_prune drew new masks over the first: the weights the first had pruned came
     # back (as zeros) and those it kept were cut, while the report showed the target density.

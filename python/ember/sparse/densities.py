@@ -20,9 +20,15 @@ METHODS = ("erk", "er", "uniform", "uniform_plus")
 
 def prunable_layers(model: nn.Module, include_embeddings: bool = False) -> dict[str, nn.Module]:
     """{qualified name: module} of the layers random pruning touches, in model order: Linear and
-    Conv weights (and Embeddings when asked); never biases or norms."""
+    Conv weights (and Embeddings when asked); never biases or norms, nor an nn.MultiheadAttention's
+    out_proj (attention reads its weight directly, never through its forward, so a mask there
+    would not hold; its in_proj_weight is no layer either)."""
     kinds = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d) + ((nn.Embedding,) if include_embeddings else ())
-    return {name: m for name, m in model.named_modules() if isinstance(m, kinds)}
+    return {
+        name: m
+        for name, m in model.named_modules()
+        if isinstance(m, kinds) and not isinstance(m, nn.modules.linear.NonDynamicallyQuantizableLinear)
+    }
 
 
 def _raw_density(shape: tuple[int, ...], method: str) -> float:

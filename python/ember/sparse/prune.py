@@ -77,12 +77,7 @@ def random_prune(
     would revive what the first pruned)."""
     _check_block("random_prune", block)
     layers = prunable_layers(model, include_embeddings)
-    pruned = [name for name, m in layers.items() if _holds_a_mask(m)]
-    if pruned:
-        raise ValueError(
-            f"ember.sparse.random_prune: the model is already pruned (layers {', '.join(pruned[:4])}"
-            f"{', ...' if len(pruned) > 4 else ''} hold masks); prune a dense model"
-        )
+    _check_prunable(layers)
     masks = masks if masks is not None else draw_masks(model, sparsity, method, block, seed, include_embeddings)
     for name, module in layers.items():
         _check_mask(name, masks.get(name), tuple(module.weight.shape))
@@ -109,6 +104,28 @@ def _check_mask(name: str, mask, shape: tuple) -> None:
         got = f"{mask.dtype} of shape {tuple(mask.shape)} on {mask.device}" if isinstance(mask, torch.Tensor) else mask
         raise ValueError(
             f"ember.sparse.random_prune: masks[{name!r}] must be a bool tensor of shape {shape} with values, got {got}"
+        )
+
+
+def _check_prunable(layers: dict[str, nn.Module]) -> None:
+    """A model already pruned (its masks are fixed: a second draw would revive what the first
+    pruned), and Linear subclasses with a forward of their own, which a SparseLinear would drop."""
+    pruned = [name for name, m in layers.items() if _holds_a_mask(m)]
+    if pruned:
+        raise ValueError(
+            f"ember.sparse.random_prune: the model is already pruned (layers {', '.join(pruned[:4])}"
+            f"{', ...' if len(pruned) > 4 else ''} hold masks); prune a dense model"
+        )
+    own = [
+        f"{name} ({type(m).__name__})"
+        for name, m in layers.items()
+        if isinstance(m, nn.Linear) and type(m) is not nn.Linear and not isinstance(m, SparseLinear)
+    ]
+    if own:
+        raise ValueError(
+            f"ember.sparse.random_prune: {', '.join(own[:4])}{', ...' if len(own) > 4 else ''} subclass nn.Linear "
+            "with a forward of their own, which a SparseLinear would replace (Float8Linear: float8 and sparsity "
+            "cannot be combined); prune the model before converting its layers"
         )
 
 
