@@ -217,3 +217,22 @@ def test_sparse_linear_second_derivative_is_refused_clearly():
     x = torch.randn(3, 8, requires_grad=True)
     with pytest.raises(RuntimeError, match="ember.ops.masked_linear|differentiate twice"):
         torch.autograd.grad(lin(x).pow(2).sum(), x, create_graph=True)
+
+
+@pytest.mark.parametrize("recipe", ["tensorwise", "rowwise", "blockwise"])
+def test_float8_linear_takes_a_weight_of_another_layout_as_nn_linear_does(recipe):
+    # A weight tied to a transposed parameter reached quantize_fp8, which refused it as not
+    # row-major; nn.Linear takes it. The answer is the contiguous weight's, bit for bit.
+    torch.manual_seed(0)
+    dense = Float8Linear(32, 48, recipe=recipe)
+    tied = Float8Linear.from_linear(nn.Linear(32, 48), recipe)
+    tied.weight = nn.Parameter(dense.weight.detach().t().contiguous().t())
+    tied.bias = dense.bias
+    assert not tied.weight.is_contiguous()
+    x = torch.randn(5, 32, requires_grad=True)
+    outs = []
+    for layer in (dense, tied):
+        y = layer(x)
+        outs.append((y, *torch.autograd.grad(y, (x, layer.weight), torch.ones_like(y))))
+    for a, b in zip(*outs):
+        assert torch.equal(a, b)

@@ -57,6 +57,7 @@ def _fp8_weight(weight: torch.Tensor, granularity: str, transpose: bool = False)
     (ember.float8.fsdp), or W quantized here."""
     if isinstance(weight, Float8GatheredWeight):
         return weight.fp8_transposed() if transpose else weight.fp8()
+    weight = weight if weight.is_contiguous() else weight.contiguous()  # a tied or .t() weight, as nn.Linear takes
     return quantize_fp8(weight, E4M3, granularity, transpose=transpose)
 
 
