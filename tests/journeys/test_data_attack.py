@@ -5,13 +5,14 @@ between two prepares in one process, a token-weight publish cut short. Each give
 text or a refusal naming the argument, before anything is written."""
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 from ember.data import load_tokenizer, prepare
 from ember.data.loader import parse_sources
-from ember.data.shards import open_split
+from ember.data.shards import open_split, read_index
 
 
 def _prepare(inputs, out, **kw):
@@ -118,3 +119,70 @@ def test_a_declared_eos_id_the_tokenizer_lacks_is_refused_at_load(tmp_path, tok_
     (tok_folder / "config.json").write_text(json.dumps({"eos_token_id": declared}))
     with pytest.raises(ValueError, match=f"eos_token_id {declared}"):
         load_tokenizer(str(tok_folder))
+
+
+# --- ember score: token weights published as one set -------------------------------------
+
+
+@pytest.fixture(scope="module")
+def scored(tmp_path_factory):
+    """A token folder of three shards and a reference run trained on it."""
+    from tests.train.helpers import run
+
+    tmp = tmp_path_factory.mktemp("scored")
+    (tmp / "docs").mkdir()
+    for i in range(3):
+        (tmp / "docs" / f"{i}.txt").write_text(f"def f{i}(x):\n    return x * {i}\n" * 40)
+    prepare([str(tmp / "docs")], tmp / "tok", progress=False, workers=1, val_per_mille=0, shard_tokens=500)
+    assert len(read_index(tmp / "tok")["splits"]["train"]) == 3
+    run(tmp, "ref", f"--data.sources={tmp / 'tok'}", "--training.steps=2")
+    return tmp
+
+
+def _weights(folder) -> list[np.ndarray]:
+    return [np.fromfile(p, np.float32) for p in sorted(Path(folder).glob("weights-train-*.bin"))]
+
+
+@pytest.mark.slow
+def test_a_score_cut_short_while_publishing_leaves_no_mismatched_weights(scored, monkeypatch):
+    """The new weights were renamed in, then weights.json written: a crash between left the old
+    weights.json (whose hash the run recorded) over new weights, and a resume trained on them."""
+    from ember.train import score as score_module
+
+    tok = scored / "tok"
+    score_module.score(scored / "ref", tok, alpha=1.0, batch_size=8)
+    before = _weights(tok)
+
+    def crash(*args, **kwargs):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(score_module, "write_json_atomic", crash)
+    with pytest.raises(OSError, match="disk full"):
+        score_module.score(scored / "ref", tok, alpha=0.0, batch_size=8)
+    now = _weights(tok)
+    unchanged = all(np.array_equal(a, b) for a, b in zip(before, now))
+    assert unchanged or not (tok / "weights.json").exists()
+    assert not [p for p in tok.iterdir() if ".tmp" in p.name]
+
+
+@pytest.mark.slow
+def test_two_scores_of_one_folder_at_once_publish_one_whole_set(scored, monkeypatch):
+    """Both wrote the same weights-*.bin.tmp names: a second `ember score` finishing while the
+    first was still scoring took the first's staged files, and the first then crashed."""
+    from ember.train import score as score_module
+
+    tok, real = scored / "tok", score_module.shard_weights
+    calls = []
+
+    def nested(*args, **kwargs):  # the other score runs while this one scores its second shard
+        calls.append(1)
+        if len(calls) == 2:
+            score_module.score(scored / "ref", tok, alpha=0.0, batch_size=8)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(score_module, "shard_weights", nested)
+    info = score_module.score(scored / "ref", tok, alpha=1.0, batch_size=8)
+    assert info["alpha"] == 1.0 == json.loads((tok / "weights.json").read_text())["alpha"]
+    weights = np.concatenate(_weights(tok))
+    assert len(weights) == info["tokens"] and np.isclose(weights.mean(), info["mean_weight"])
+    assert not np.allclose(weights, 1.0)  # alpha 0 gives every token weight 1: not the set published

@@ -1,7 +1,8 @@
 """`ember prepare`: tokenize text / json / jsonl / parquet files (or the built-in corpus) into
 token shards, with several processes and a progress bar. The output does not depend on the
 number of processes: files are tokenized in parallel but written in input order. The folder is
-made under a temporary name and renamed when complete: a failed prepare leaves nothing behind.
+made under a temporary name, flushed to disk and renamed when complete (ember.atomic): a failed
+prepare leaves nothing behind.
 What files are read, and how, is inputs.py's."""
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
+from ..atomic import atomic_dir
 from . import corpus
 from .inputs import documents, expand_inputs
 from .shards import FORMAT, INDEX, ShardWriter, write_json_atomic
@@ -103,17 +105,11 @@ def prepare(
     files, notes = expand_inputs(inputs)
     tok = load_tokenizer(tokenizer, eos_token)  # fail early, in this process
     _check_out(out, inputs)
-    tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    try:
+    with atomic_dir(out) as tmp:  # onto an empty folder too; every file on disk before the rename
         index = _write(files, tmp, tok, tokenizer, eos_token, workers, text_key, val_per_mille, shard_tokens, progress)
         named = [i if i == corpus.NAME else os.path.abspath(i) for i in inputs]  # where the folder came from
         index.update(inputs=named, notes=notes + index["notes"])
         write_json_atomic(tmp / INDEX, index)
-        os.replace(tmp, out)  # onto an empty folder too
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
     return index
 
 

@@ -14,11 +14,12 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+
+from ..atomic import write_json
 
 FORMAT = "ember-tokens-v1"
 INDEX = "index.json"
@@ -26,9 +27,8 @@ WEIGHTS_INDEX = "weights.json"
 
 
 def write_json_atomic(path: Path, obj) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=1))
-    os.replace(tmp, path)
+    """Whole and on disk, or the old file (ember.atomic: a temporary name of its own, fsyncs)."""
+    write_json(path, obj)
 
 
 def read_index(directory: str | Path) -> dict:

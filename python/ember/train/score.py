@@ -4,13 +4,17 @@ shards, where `--loss.token_weights=DIR` finds them."""
 
 from __future__ import annotations
 
+import fcntl
 import os
+import shutil
+import tempfile
 from pathlib import Path
 
 import numpy as np
 import torch
 from tqdm import tqdm
 
+from ..atomic import fsync_dir, fsync_tree
 from ..data.fingerprint import source_record
 from ..data.shards import WEIGHTS_INDEX, read_index, weights_file, write_json_atomic
 from ..losses import prior_token_weights
@@ -94,7 +98,10 @@ def score(
         )
     seq_len = seq_len or saved.data.seq_len
     dtype = np.dtype(index["dtype"])
-    total, weight_sum, written = 0, 0.0, []
+    total, weight_sum = 0, 0.0
+    # Staged in a folder of this call's own (another `ember score` of this folder may be staging
+    # too), published as one set by _publish; a failure removes the stage and changes nothing.
+    staged = Path(tempfile.mkdtemp(prefix=".score-", dir=data_dir))
     try:
         for entry in index["splits"].get("train", []):
             tokens = (
@@ -103,28 +110,38 @@ def score(
             w = shard_weights(model, tokens, index["eos_id"], alpha, seq_len, batch_size, device)
             if not np.isfinite(w).all():
                 raise ValueError(f"ember score: non-finite weights for {entry['file']}; nothing was written")
-            target = data_dir / weights_file(entry["file"])
-            w.tofile(target.with_name(target.name + ".tmp"))
-            written.append(target)
+            w.tofile(staged / weights_file(entry["file"]))
             total += len(w)
             weight_sum += float(w.sum(dtype=np.float64))
         if not weight_sum > 0:
             why = "has no training tokens" if not total else "gets a weight of 0 for every token"
             raise ValueError(f"ember score: {data_dir} {why}; nothing was written")
-    except BaseException:
-        for target in written:
-            target.with_name(target.name + ".tmp").unlink(missing_ok=True)
-        raise
-    for target in written:  # published together, once all are made
-        os.replace(target.with_name(target.name + ".tmp"), target)
-    info = {
-        "method": "prior",
-        "alpha": alpha,
-        "reference": str(Path(path).resolve()),
-        "seq_len": seq_len,
-        "splits": ["train"],
-        "tokens": total,
-        "mean_weight": weight_sum / max(total, 1),
-    }
-    write_json_atomic(data_dir / WEIGHTS_INDEX, info)
+        info = {
+            "method": "prior",
+            "alpha": alpha,
+            "reference": str(Path(path).resolve()),
+            "seq_len": seq_len,
+            "splits": ["train"],
+            "tokens": total,
+            "mean_weight": weight_sum / max(total, 1),
+        }
+        _publish(data_dir, staged, info)
+    finally:
+        shutil.rmtree(staged, ignore_errors=True)
     return info
+
+
+def _publish(data_dir: Path, staged: Path, info: dict) -> None:
+    """The staged weight files renamed in, then weights.json written, under a lock (two scores
+    of one folder publish one after the other, never a mix). weights.json goes first: a crash
+    midway leaves a folder with no token weights (refused by name), never new weights under
+    the weights.json a run recorded."""
+    fsync_tree(staged)
+    with open(data_dir / ".weights.lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        (data_dir / WEIGHTS_INDEX).unlink(missing_ok=True)
+        fsync_dir(data_dir)
+        for f in sorted(staged.iterdir()):
+            os.replace(f, data_dir / f.name)
+        write_json_atomic(data_dir / WEIGHTS_INDEX, info)
+        fsync_dir(data_dir)
