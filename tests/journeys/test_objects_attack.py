@@ -7,8 +7,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ember.amp import autocast_inputs
 from ember.float8 import Float8Linear
-from ember.losses import LinearCrossEntropyLoss
+from ember.losses import LinearCrossEntropyLoss, prior_token_weights
 from ember.optim import Apollo
 from ember.sparse import SparseLinear, random_prune
 
@@ -236,3 +237,24 @@ def test_float8_linear_takes_a_weight_of_another_layout_as_nn_linear_does(recipe
         outs.append((y, *torch.autograd.grad(y, (x, layer.weight), torch.ones_like(y))))
     for a, b in zip(*outs):
         assert torch.equal(a, b)
+
+
+# ---- prior_token_weights and autocast_inputs ----------------------------------------------------------------
+def test_prior_token_weights_ignore_what_the_mask_ignores_and_refuse_plus_inf():
+    # A NaN at an ignored (padding) position was refused though it is never used; +inf, which
+    # is no log-probability, gave weight 0 silently.
+    lp = torch.tensor([-0.5, -1.0, float("nan"), -2.0])
+    ignore = torch.tensor([False, False, True, False])
+    want = prior_token_weights(torch.tensor([-0.5, -1.0, -3.0, -2.0]), ignore_mask=ignore)
+    assert torch.equal(prior_token_weights(lp, ignore_mask=ignore), want)
+    with pytest.raises(ValueError, match=r"prior_token_weights: ref_logprobs contains NaN or \+inf"):
+        prior_token_weights(torch.tensor([float("inf"), -1.0]))
+    with pytest.raises(ValueError, match="NaN"):
+        prior_token_weights(lp)
+
+
+def test_autocast_inputs_of_nothing_but_none():
+    # StopIteration escaped from the search for a device.
+    assert autocast_inputs(None, None) == (None, None)
+    with torch.autocast("cpu", torch.bfloat16):
+        assert autocast_inputs(None) == (None,)

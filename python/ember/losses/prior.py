@@ -29,11 +29,13 @@ def prior_token_weights(
                 f"prior_token_weights: {name} has shape {tuple(t.shape)}, ref_logprobs {tuple(ref_logprobs.shape)}"
             )
     lp = ref_logprobs.detach().double().flatten()
-    if torch.isnan(lp).any():
-        raise ValueError("prior_token_weights: ref_logprobs contains NaN")
+    counted = torch.ones_like(lp, dtype=torch.bool) if ignore_mask is None else ~ignore_mask.flatten().bool()
+    # Only counted tokens: an ignored position's value (padding) is never used. +inf is no log p
+    # (a small positive one is rounding, clamped to 0).
+    if (counted & (torch.isnan(lp) | (lp == float("inf")))).any():
+        raise ValueError("prior_token_weights: ref_logprobs contains NaN or +inf at a counted token")
     # 1 − p = −expm1(log p): exact for p near 1, where 1 − exp(log p) cancels.
     w = (-torch.expm1(lp.clamp_max(0))).pow(alpha)
-    counted = torch.ones_like(lp, dtype=torch.bool) if ignore_mask is None else ~ignore_mask.flatten().bool()
     w = torch.where(counted, w, torch.zeros_like(w))
     if segment_ids is None:
         seg = torch.zeros(lp.shape, dtype=torch.long, device=lp.device)
