@@ -186,3 +186,39 @@ def test_two_scores_of_one_folder_at_once_publish_one_whole_set(scored, monkeypa
     weights = np.concatenate(_weights(tok))
     assert len(weights) == info["tokens"] and np.isclose(weights.mean(), info["mean_weight"])
     assert not np.allclose(weights, 1.0)  # alpha 0 gives every token weight 1: not the set published
+
+
+# --- mixing and eval sources: one tokenizer, not one vocabulary size -----------------------
+
+
+@pytest.fixture
+def two_tokenizers(tmp_path):
+    """Two folders from two tokenizers of one vocabulary size and one eos id (Llama 2 and
+    Mistral 7B are both 32000 tokens, eos 2): the same ids mean other text."""
+    pytest.importorskip("tokenizers")
+    from tests.journeys.test_data_journeys import CODE, PROSE, jsonl, tokenizer_folder
+
+    for name, texts in (("code", CODE), ("prose", PROSE)):
+        prepare(
+            [str(jsonl(tmp_path / f"{name}.jsonl", texts))],
+            tmp_path / name,
+            tokenizer=str(tokenizer_folder(tmp_path / f"{name}-tok", texts)),
+            progress=False,
+            workers=1,
+            val_per_mille=200,
+        )
+    a, b = read_index(tmp_path / "code"), read_index(tmp_path / "prose")
+    assert (a["vocab_size"], a["eos_id"]) == (b["vocab_size"], b["eos_id"])
+    return tmp_path / "code", tmp_path / "prose"
+
+
+@pytest.mark.parametrize("flag", ["--data.sources={a},{b}", "--data.sources={a} --eval.sources={b}"])
+def test_sources_of_two_tokenizers_of_one_size_are_refused(tmp_path, two_tokenizers, flag):
+    from ember.train import ConfigError, parse_config
+    from ember.train.preflight import check_config
+    from tests.train.helpers import flags
+
+    a, b = two_tokenizers
+    cfg = parse_config(flags(tmp_path, "r", *flag.format(a=a, b=b).split()))
+    with pytest.raises(ConfigError, match="another tokenizer|different tokenizers"):
+        check_config(cfg)

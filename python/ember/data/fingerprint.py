@@ -28,6 +28,17 @@ def tokenizer_identity(spec: str | Path) -> str:
     return _hash(path.read_bytes())
 
 
+def source_tokenizer(path: str, tokenizer: str = "byte") -> tuple:
+    """(vocab_size, eos_id, bos_id, tokenizer identity) of a source: what the sources a run
+    trains or evaluates on must share (two tokenizers of one size give the same ids other text)."""
+    if path == corpus.NAME:
+        tok = load_tokenizer(tokenizer)
+        return tok.vocab_size, tok.eos_id, tok.bos_id, tokenizer_identity(tokenizer)
+    index = read_index(path)
+    ident = "byte" if index["tokenizer"] == "byte" else tokenizer_identity(Path(path) / index["tokenizer"])
+    return index["vocab_size"], index["eos_id"], index.get("bos_id"), ident
+
+
 def source_record(path: str, tokenizer: str = "byte", weighted: bool = False) -> dict:
     """The record of one source: a token folder, or the built-in corpus with `tokenizer`;
     weighted: with a hash of its token weights' weights.json (what `ember score` made them from)."""

@@ -6,7 +6,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..data.loader import SourceSpec, parse_sources, source_vocab
+from ..data.fingerprint import source_tokenizer
+from ..data.loader import SourceSpec, parse_sources
 from ..data.shards import read_index
 from .config import Config, ConfigError
 
@@ -26,7 +27,7 @@ def check_eval_sources(cfg: Config) -> None:
     """Each eval source is a token folder with a validation split, of the training data's tokenizer."""
     if not cfg.eval.sources:
         return
-    want = source_vocab(parse_sources(cfg.data.sources)[0], cfg.data.tokenizer)
+    want = source_tokenizer(parse_sources(cfg.data.sources)[0].path, cfg.data.tokenizer)
     for s in parse_sources(cfg.eval.sources):
         if s.path != "stdlib" and not (Path(s.path) / "index.json").is_file():
             raise ConfigError(
@@ -34,8 +35,9 @@ def check_eval_sources(cfg: Config) -> None:
             )
         if s.path != "stdlib" and not read_index(s.path)["splits"].get("val"):
             raise ConfigError(f"config: eval.sources: {s.path} has no validation split (ember prepare --val-per-mille)")
-        got = source_vocab(s, cfg.data.tokenizer)
+        got = source_tokenizer(s.path, cfg.data.tokenizer)
         if got != want:
             raise ConfigError(
-                f"config: eval.sources: {s.path} has another tokenizer (vocab size, eos id) {got} than data.sources {want}"
+                f"config: eval.sources: {s.path} has another tokenizer (vocab size, eos id, bos id, tokenizer.json "
+                f"hash) {got} than data.sources {want}"
             )

@@ -8,7 +8,8 @@ from pathlib import Path
 import torch
 
 from ..data import corpus
-from ..data.loader import parse_sources, same_path, source_vocab
+from ..data.fingerprint import source_tokenizer
+from ..data.loader import parse_sources, same_path
 from ..data.shards import WEIGHTS_INDEX, check_shards, read_index, window_count
 from ..models import CONFIGS
 from .config import Config, ConfigError
@@ -149,11 +150,13 @@ def _check_data(cfg: Config) -> None:
             )
             raise ConfigError(f"config: data.sources: {src.path}: {why}")
         try:
-            vocabs[src.path] = source_vocab(src, cfg.data.tokenizer)
+            vocabs[src.path] = source_tokenizer(src.path, cfg.data.tokenizer)
         except ValueError as exc:  # an index.json that does not parse, or the wrong format
             raise ConfigError(f"data: {exc}") from None
     if len(set(vocabs.values())) > 1:
-        raise ConfigError(f"config: data.sources have different tokenizers (vocab size, eos id): {vocabs}")
+        raise ConfigError(
+            f"config: data.sources have different tokenizers (vocab size, eos id, bos id, tokenizer.json hash): {vocabs}"
+        )
     tw = cfg.loss.token_weights
     if tw:
         if not any(s.path != corpus.NAME and same_path(s.path, tw) for s in sources):
