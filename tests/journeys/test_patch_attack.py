@@ -287,3 +287,57 @@ def test_unpatching_a_subclass_leaves_it_inheriting_its_forward():
         assert model(input_ids=ids, labels=labels).logits is None
     finally:
         unpatch(transformers.LlamaForCausalLM)
+
+
+# ---- a forward wrapped on the instance (accelerate's prepare with mixed precision) ----------------------
+def _prepare_bf16(model):
+    """What accelerate's Accelerator.prepare does to a model for mixed_precision="bf16" (prepare_model):
+    its forward wrapped in autocast and an fp32 cast of the outputs, set on the instance."""
+    from types import MethodType
+
+    from accelerate.utils import convert_outputs_to_fp32
+
+    model._original_forward = model.forward
+    forward = torch.autocast("cpu", dtype=torch.bfloat16)(model.forward.__func__)
+    model.forward = MethodType(convert_outputs_to_fp32(forward), model)
+
+
+def _autocast_seen(model):
+    seen = []
+    model.model.layers[0].register_forward_pre_hook(lambda m, a: seen.append(torch.is_autocast_enabled("cpu")))
+    return seen
+
+
+def test_patching_after_accelerate_prepare_is_refused():
+    """apply_ember replaced the instance forward that prepare had set: the run went on without
+    autocast (fp32, silently), and unpatch then deleted the patch and the autocast with it."""
+    pytest.importorskip("accelerate")
+    model = tiny_model("llama").train()
+    _prepare_bf16(model)
+    wrapper = model.forward
+    with pytest.raises(TypeError, match=r"LlamaForCausalLM.forward is set on the instance by other code.*before"):
+        apply_ember(model)
+    assert model.forward == wrapper
+    seen = _autocast_seen(model)
+    ids, labels = batch()
+    assert model(input_ids=ids, labels=labels).logits is not None and seen == [True]
+
+
+def test_unpatch_under_accelerates_wrapper_says_how_to_take_it_off():
+    """Patched, then prepared: unpatch found no forward of its own, returned [] and left the fused
+    loss in place. Now it refuses, naming the way out; patching again is a no-op."""
+    pytest.importorskip("accelerate")
+    from accelerate.utils import extract_model_from_parallel
+
+    model = tiny_model("llama").train()
+    apply_ember(model)
+    _prepare_bf16(model)
+    seen = _autocast_seen(model)
+    ids, labels = batch()
+    assert model(input_ids=ids, labels=labels).logits is None and seen == [True]
+    assert apply_ember(model) == []
+    with pytest.raises(TypeError, match=r"wraps the patched forward.*unwrap_model\(model, keep_fp32_wrapper=False\)"):
+        unpatch(model)
+    extract_model_from_parallel(model, keep_fp32_wrapper=False)  # what accelerator.unwrap_model does
+    unpatch(model)
+    assert model(input_ids=ids, labels=labels).logits is not None

@@ -148,6 +148,8 @@ def _plan(model_or_class, linear_cross_entropy: bool, token_weights: bool, float
     plan = _plan_or_raise(cls, fn, model_or_class if instance else None)
     if instance and not isinstance(getattr(model_or_class, plan.head, None), nn.Linear):
         raise TypeError(f"ember.patch.{fn}: {cls.__name__}.{plan.head} is not an nn.Linear")
+    if instance and linear_cross_entropy:
+        _check_own_forward(model_or_class)
     layers = _decoder_layers(model_or_class) if instance and (float8 or sparsity) else None
     if layers is not None:
         _check_not_converted(*layers)
@@ -194,9 +196,33 @@ def _forward_slot(model: nn.Module) -> str:
 
 
 def _patched(fn) -> bool:
-    """A forward apply_ember made (a function, or bound: accelerate's wrapper copies its attributes)."""
+    """A forward apply_ember made (a function, or bound). Its mark is the function itself: a wrapper
+    that copied its attributes (functools.wraps) is not one."""
     fn = getattr(fn, "__func__", fn)
-    return isinstance(fn, types.FunctionType) and vars(fn).get("__ember_patched__", False)
+    return isinstance(fn, types.FunctionType) and vars(fn).get("__ember_patched__") is fn
+
+
+def _wraps_patched(fn) -> bool:
+    """A forward apply_ember made, or a wrapper around one (followed through `__wrapped__`)."""
+    for _ in range(64):  # a chain of wrappers, never a cycle
+        fn = getattr(fn, "__func__", fn)
+        if fn is None or _patched(fn):
+            return fn is not None
+        fn = getattr(fn, "__wrapped__", None)
+    return False
+
+
+def _check_own_forward(model: nn.Module) -> None:
+    """Patching replaces the forward set on the instance: one that other code set there (accelerate's
+    prepare wraps it in autocast for mixed precision) would be dropped, silently."""
+    fn = vars(model).get(_forward_slot(model))
+    if fn is None or _wraps_patched(fn) or getattr(fn, "__func__", None) is type(model).forward:
+        return
+    raise TypeError(
+        f"ember.patch.apply_ember: {type(model).__name__}.forward is set on the instance by other code "
+        f"({getattr(fn, '__qualname__', type(fn).__name__)}; accelerate's prepare sets one for mixed precision), "
+        "which patching would drop: call apply_ember(model) before that (before accelerator.prepare or Trainer.train)"
+    )
 
 
 def _patch_forward(target) -> list[str]:
@@ -210,7 +236,7 @@ def _patch_forward(target) -> list[str]:
         where = f"{target.__name__}.forward"
     else:
         slot = _forward_slot(target)
-        if _patched(getattr(target, slot)):
+        if _wraps_patched(getattr(target, slot)):  # patched, perhaps wrapped since (accelerate's prepare)
             return []
         plan = plan_for(type(target))
         setattr(target, slot, types.MethodType(loss_forward(type(target).forward, plan), target))
@@ -294,6 +320,12 @@ def _restore_instance(model: nn.Module) -> list[str]:
             else:  # inside accelerate's wrapper: the class's forward again, bound
                 setattr(model, slot, types.MethodType(fn.__wrapped__, model))
             return [f"{name} instance forward restored"]
+    if _wraps_patched(vars(model).get(_forward_slot(model))):  # not accelerate's hook: it calls _old_forward
+        raise TypeError(
+            f"ember.patch.unpatch: {name}.forward wraps the patched forward (accelerate's prepare sets such a "
+            "wrapper for mixed precision), which unpatch cannot take out from under it: take the wrapper off "
+            "first, accelerator.unwrap_model(model, keep_fp32_wrapper=False), or unpatch before prepare"
+        )
     if _patched(type(model).forward):
         warnings.warn(
             f"ember.patch.unpatch: the class {name} is patched, so this model still is: "
