@@ -189,3 +189,29 @@ def test_export_arguments_are_checked_first(tmp_path, monkeypatch, capsys):
     assert ember_main(["export", run, "../out", "--max-shard-gb", "0.00002"]) == 0
     assert len(list((tmp_path / "out").glob("model-*.safetensors"))) > 2
     transformers.AutoModelForCausalLM.from_pretrained(tmp_path / "out")
+
+
+@pytest.mark.slow
+def test_export_keeps_the_chat_template(tmp_path):
+    """transformers 5 saves a tokenizer's chat template as chat_template.jinja (no longer in
+    tokenizer_config.json): a run on data prepared with the model's folder exports it with the
+    tokenizer, so AutoTokenizer loads the template the source had (it had none)."""
+    from tests.journeys.test_hf_journeys import train_from
+    from tests.train.test_hf_tokenizer import TEXTS, model_folder
+
+    src = model_folder(tmp_path)
+    hf_model("llama", vocab_size=VOCAB).save_pretrained(src)
+    tok = transformers.AutoTokenizer.from_pretrained(src)
+    tok.chat_template = "{% for m in messages %}{{ m['content'] }}</s>{% endfor %}"
+    tok.save_pretrained(src)
+    assert (src / "chat_template.jinja").is_file()
+    docs = tmp_path / "docs.jsonl"
+    docs.write_text("".join(json.dumps({"text": t * 4}) + "\n" for t in TEXTS))
+    prepare = ["prepare", str(docs), "--out", str(tmp_path / "tok"), f"--tokenizer={src}", "--workers=1"]
+    assert ember_main([*prepare, "--val-per-mille=100"]) == 0
+    run = train_from(tmp_path, src, "run", f"--data.sources={tmp_path}/tok")
+    assert ember_main(["export", run, str(tmp_path / "out")]) == 0
+    back = transformers.AutoTokenizer.from_pretrained(tmp_path / "out")
+    assert back.chat_template == tok.chat_template
+    chat = [{"role": "user", "content": "hi"}]
+    assert back.apply_chat_template(chat, tokenize=False) == tok.apply_chat_template(chat, tokenize=False)

@@ -141,7 +141,7 @@ def _write(files, out: Path, tok, tokenizer, eos_token, workers, text_key, val_p
         )
     if tokenizer != "byte":  # the tokenizer travels with the tokens (and `ember export` copies it on)
         shutil.copyfile(tok.path, out / "tokenizer.json")
-        for name in ("tokenizer_config.json", "special_tokens_map.json"):
+        for name in ("tokenizer_config.json", "special_tokens_map.json", "chat_template.jinja"):
             if tok.folder is not None and (tok.folder / name).is_file():
                 shutil.copyfile(tok.folder / name, out / name)
     index = {

@@ -34,7 +34,7 @@ DTYPES = {
 DTYPE_NAMES = {torch.float32: "float32", torch.bfloat16: "bfloat16", torch.float16: "float16", torch.float64: "float64"}
 # safetensors' dtype tags of floating-point tensors that load into a trainable model.
 FLOAT_TAGS = {"F32", "BF16", "F16", "F64"}
-TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json")
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "chat_template.jinja")
 
 
 def parse_dtype(dtype, where: str) -> torch.dtype | None:
