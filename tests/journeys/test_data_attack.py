@@ -126,15 +126,16 @@ def test_a_declared_eos_id_the_tokenizer_lacks_is_refused_at_load(tmp_path, tok_
 
 @pytest.fixture(scope="module")
 def scored(tmp_path_factory):
-    """A token folder of three shards and a reference run trained on it."""
+    """A token folder of a document a shard, some of them validation, and a reference run."""
     from tests.train.helpers import run
 
     tmp = tmp_path_factory.mktemp("scored")
     (tmp / "docs").mkdir()
-    for i in range(3):
+    for i in range(12):
         (tmp / "docs" / f"{i}.txt").write_text(f"def f{i}(x):\n    return x * {i}\n" * 40)
-    prepare([str(tmp / "docs")], tmp / "tok", progress=False, workers=1, val_per_mille=0, shard_tokens=500)
-    assert len(read_index(tmp / "tok")["splits"]["train"]) == 3
+    prepare([str(tmp / "docs")], tmp / "tok", progress=False, workers=1, val_per_mille=300, shard_tokens=500)
+    splits = read_index(tmp / "tok")["splits"]
+    assert len(splits["train"]) >= 3 and splits["val"]
     run(tmp, "ref", f"--data.sources={tmp / 'tok'}", "--training.steps=2")
     return tmp
 
@@ -222,3 +223,30 @@ def test_sources_of_two_tokenizers_of_one_size_are_refused(tmp_path, two_tokeniz
     cfg = parse_config(flags(tmp_path, "r", *flag.format(a=a, b=b).split()))
     with pytest.raises(ConfigError, match="another tokenizer|different tokenizers"):
         check_config(cfg)
+
+
+@pytest.mark.parametrize("command", ["eval", "score"])
+@pytest.mark.slow
+def test_a_shard_cut_short_is_refused_by_eval_and_score(scored, tmp_path, command):
+    """Training checks each shard against index.json; `ember eval` and `ember score` read them
+    unchecked: eval measured fewer windows than the folder's validation set, silently, and score
+    wrote weights for the part that was left (which training then refused)."""
+    import shutil
+
+    from ember.train import parse_config
+    from ember.train.evaluate import evaluate_checkpoint
+    from ember.train.score import score
+
+    copy = tmp_path / "tok"
+    shutil.copytree(scored / "tok", copy)
+    split = "val" if command == "eval" else "train"
+    shard = copy / read_index(copy)["splits"][split][0]["file"]
+    shard.write_bytes(shard.read_bytes()[:-64])
+    weights = {p.name: p.read_bytes() for p in copy.glob("weights*")}
+    with pytest.raises(ValueError, match="truncated") as err:
+        if command == "eval":
+            evaluate_checkpoint(scored / "ref", parse_config(["--job.device=cpu", f"--data.sources={copy}"]))
+        else:
+            score(scored / "ref", copy, batch_size=8)
+    assert shard.name in str(err.value)
+    assert {p.name: p.read_bytes() for p in copy.glob("weights*")} == weights

@@ -9,7 +9,9 @@ from pathlib import Path
 
 import torch
 
+from ..data import corpus
 from ..data.loader import parse_sources, validation_batches
+from ..data.shards import check_shards
 from ..losses.lm import IGNORE_INDEX, CausalLMLoss
 from ..models import Llama
 from . import checkpoint as ckpt
@@ -92,6 +94,9 @@ def evaluate_checkpoint(checkpoint: str | Path, cfg: Config | None = None, flags
         run_data.check_eval_data(cfg, flags or {}, path, "ember eval")
     d = distributed.Dist(device=distributed.pick_device(cfg.job.device))
     model, _, path = load_model(path, d.device, cfg)
+    for spec in eval_specs(cfg):  # as training checks them: a shard cut short would shrink the validation set
+        if spec.path != corpus.NAME:
+            check_shards(spec.path, model.config.vocab_size)
     losses = Evaluator(cfg, d, compute_dtype(cfg, d.device))(model)
     if not losses:
         raise ValueError(f"ember eval: no validation data in {cfg.data.sources}")

@@ -16,7 +16,7 @@ from tqdm import tqdm
 
 from ..atomic import fsync_dir, fsync_tree
 from ..data.fingerprint import source_record
-from ..data.shards import WEIGHTS_INDEX, read_index, weights_file, write_json_atomic
+from ..data.shards import WEIGHTS_INDEX, check_shards, read_index, weights_file, write_json_atomic
 from ..losses import prior_token_weights
 from ..ops import linear_cross_entropy
 from .evaluate import load_model
@@ -96,6 +96,7 @@ def score(
             f"ember score: {data_dir} was made with another tokenizer than the reference model's data "
             f"(vocabulary {index['vocab_size']}, the model's {model.config.vocab_size})"
         )
+    check_shards(data_dir, model.config.vocab_size)  # a shard cut short would get weights for what is left
     seq_len = seq_len or saved.data.seq_len
     dtype = np.dtype(index["dtype"])
     total, weight_sum = 0, 0.0
