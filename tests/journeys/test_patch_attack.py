@@ -117,6 +117,20 @@ def test_a_wrong_shape_is_named(arg):
         model(input_ids=ids, **kw)
 
 
+def test_token_weights_that_require_grad_are_refused():
+    """The fused loss takes token weights as constants: weights computed in the graph (learned, or
+    from a model run with gradients) got no gradient, silently."""
+    model = tiny_model("llama").train()
+    ids, labels = batch()
+    apply_ember(model, token_weights=True)
+    w = torch.rand(labels.shape, requires_grad=True)
+    with pytest.raises(ValueError, match=r"token_weights require grad.*constants.*token_weights.detach\(\)"):
+        model(input_ids=ids, labels=labels, token_weights=w)
+    with torch.no_grad():  # no graph: nothing is lost
+        model(input_ids=ids, labels=labels, token_weights=w)
+    model(input_ids=ids, labels=labels, token_weights=w.detach()).loss.backward()
+
+
 def test_shift_labels_without_labels_give_no_loss_as_the_model():
     """The model computes a loss only `if labels is not None`: the patch computed one from
     shift_labels alone (and dropped the logits)."""

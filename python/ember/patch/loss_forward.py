@@ -155,6 +155,11 @@ def _with_loss(out, loss, plan: Plan, aux_coef, as_tuple: bool):
 
 
 def _fused_forward(self, original, plan: Plan, head, args, kwargs, labels, shift_labels, token_weights, n_items):
+    if token_weights is not None and token_weights.requires_grad and torch.is_grad_enabled():
+        raise ValueError(
+            "ember.patch: token_weights require grad, but the fused loss takes them as constants (no gradient "
+            "would reach them): pass token_weights.detach()"
+        )
     if not plan.shifted_labels:
         _check_loss_function(self)
     ignore_index = kwargs.pop("ignore_index", IGNORE_INDEX)
