@@ -122,6 +122,18 @@ def test_data_of_another_tokenizer_than_the_models_is_refused(tmp_path, capsys):
     assert not (tmp_path / "run").exists()
 
 
+def test_a_damaged_tokenizer_in_the_checkpoint_is_named(tmp_path, capsys):
+    """A checkpoint folder whose tokenizer.json does not parse: `ember train` exits 1 naming the
+    file, before the run folder (the tokenizer check raised the tokenizers library's Exception)."""
+    src = tmp_path / "src"
+    hf_model("llama", vocab_size=VOCAB).save_pretrained(src)
+    (src / "tokenizer.json").write_text("{")
+    args = [*BASE, f"--job.dir={tmp_path}", "--job.name=run", f"--model.init_from={src}"]
+    assert ember_main(["train", *args]) == 1
+    assert f"{src / 'tokenizer.json'}: not a tokenizer.json" in capsys.readouterr().err
+    assert not (tmp_path / "run").exists()
+
+
 # --- config.json as people write it --------------------------------------------------------
 
 

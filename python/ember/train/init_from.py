@@ -134,7 +134,10 @@ def check_init_from(cfg: Config) -> None:
 def _token_ids(tokenizer_json: Path) -> dict[str, int]:
     from tokenizers import Tokenizer
 
-    return Tokenizer.from_file(str(tokenizer_json)).get_vocab(with_added_tokens=True)
+    try:
+        return Tokenizer.from_file(str(tokenizer_json)).get_vocab(with_added_tokens=True)
+    except Exception as exc:  # the tokenizers library raises its parse errors as a bare Exception
+        raise ConfigError(f"config: model.init_from: {tokenizer_json}: not a tokenizer.json ({exc})") from None
 
 
 def check_data_tokenizer(cfg: Config) -> None:
