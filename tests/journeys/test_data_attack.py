@@ -250,3 +250,16 @@ def test_a_shard_cut_short_is_refused_by_eval_and_score(scored, tmp_path, comman
             score(scored / "ref", copy, batch_size=8)
     assert shard.name in str(err.value)
     assert {p.name: p.read_bytes() for p in copy.glob("weights*")} == weights
+
+
+@pytest.mark.parametrize("encoding", ["utf-16", "utf-16-be"])
+@pytest.mark.parametrize("name", ["notes.txt", "notes.jsonl"])
+def test_a_utf16_file_with_its_byte_order_mark_is_read_as_its_text(tmp_path, name, encoding):
+    """Windows Notepad's "Unicode" is UTF-16 with a BOM: the byte tokenizer trained on its bytes
+    (a NUL after every ASCII letter) without a word, and a .jsonl of it was refused as not UTF-8."""
+    text = "héllo wörld"
+    body = text if name.endswith(".txt") else json.dumps({"text": text}) + "\r\n"
+    bom = "\ufeff" if encoding == "utf-16-be" else ""  # "utf-16" writes its own
+    (tmp_path / name).write_bytes((bom + body).encode(encoding))
+    _prepare([tmp_path / name], tmp_path / "out")
+    assert _train_tokens(tmp_path / "out") == [*text.encode("utf-8"), 256]

@@ -1,7 +1,7 @@
 """What `ember prepare` reads: the files its arguments name (a folder is walked), and the
 documents in each file, by a reader chosen from the file's suffixes (case-insensitive):
 
-    .txt .md .py .rst .text   the whole file is one document (a leading UTF-8 BOM dropped)
+    .txt .md .py .rst .text   the whole file is one document
     .jsonl .ndjson            one JSON record per line, its --text-key field a document
     .json                     a JSON array of such records (or of strings), or JSON lines
     .parquet                  its --text-key column, a document per row
@@ -10,7 +10,8 @@ documents in each file, by a reader chosen from the file's suffixes (case-insens
 A folder contributes the files it can read (following symlinked sub-folders, each real folder
 once); what it skips (other suffixes, hidden files, token folders such as an earlier --out) is
 reported, never dropped silently. A file named on the command line whose suffix is not listed is
-read as text, unless it is compressed or an archive, which is refused.
+read as text, unless it is compressed or an archive, which is refused. A byte-order mark at the
+start of a file is dropped; a UTF-16 file (one that starts with its mark) is read as its text.
 """
 
 from __future__ import annotations
@@ -162,7 +163,7 @@ def documents(path: str, text_key: str):
             data = f.read()
     except (OSError, EOFError, lzma.LZMAError) as exc:
         raise ValueError(f"{path}: not a readable {packed or 'file'} ({exc})") from None
-    data = data.removeprefix(codecs.BOM_UTF8)  # marks the encoding (Windows editors), not text
+    data = _utf8(path, data)
     if kind == "json":
         try:
             whole = json.loads(data)
@@ -176,6 +177,17 @@ def documents(path: str, text_key: str):
         yield from ((None, t) for t in _texts(path, _json_lines(path, data), text_key))
     else:
         yield None, data
+
+
+def _utf8(path: str, data: bytes) -> bytes:
+    """A file's bytes as UTF-8 without a byte-order mark: the mark tells the encoding (Windows
+    editors write one; Notepad's "Unicode" is UTF-16), it is not text."""
+    if data.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
+        try:
+            return data.decode("utf-16").encode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise ValueError(f"{path}: starts with a UTF-16 byte-order mark but is not UTF-16 ({exc.reason})") from None
+    return data.removeprefix(codecs.BOM_UTF8)
 
 
 def _parquet(path: str, text_key: str):
