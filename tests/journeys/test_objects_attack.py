@@ -11,6 +11,7 @@ from ember.amp import autocast_inputs
 from ember.float8 import Float8Linear
 from ember.losses import LinearCrossEntropyLoss, prior_token_weights
 from ember.optim import Apollo
+from ember.reference import apollo as reference
 from ember.sparse import SparseLinear, random_prune
 
 
@@ -258,3 +259,25 @@ def test_autocast_inputs_of_nothing_but_none():
     assert autocast_inputs(None, None) == (None, None)
     with torch.autocast("cpu", torch.bfloat16):
         assert autocast_inputs(None) == (None,)
+
+
+@pytest.mark.parametrize("scale_type", ["channel", "tensor"])
+def test_a_matrix_whose_first_gradient_is_zero_trains(scale_type):
+    # A layer behind a zero-initialized one gets a zero gradient at step 1: the limiter then
+    # capped every later update at 1.01^t·1e-8 (moved 2.5e-9 in 100 steps where a fresh one moved
+    # 0.6). Growth from a zero update is not limited (Apollo hands the op an infinite previous
+    # norm, where the reference rule takes none); the rest of the rule is unchanged.
+    torch.manual_seed(0)
+    w0 = torch.randn(24, 10)
+    p = nn.Parameter(w0.clone())
+    opt = Apollo([p], rank=3, update_proj_gap=3, scale_type=scale_type)
+    ref = reference.ReferenceApollo(w0, 3, update_proj_gap=3, tensor_scale=scale_type == "tensor")
+    g = torch.Generator().manual_seed(2)
+    for t in range(6):
+        grad = torch.zeros(24, 10) if t in (0, 3) else torch.randn(24, 10, generator=g)
+        p.grad = grad
+        opt.step()
+        ref.norm_prev = None if ref.norm_prev is not None and ref.norm_prev == 0 else ref.norm_prev
+        ref.step(grad)
+    assert (p.detach() - w0).norm() > 0.05
+    torch.testing.assert_close(p.detach(), ref.w, rtol=1e-5, atol=1e-6)

@@ -41,7 +41,7 @@ class Apollo(torch.optim.Optimizer):
         update_proj_gap: steps between projection refreshes (P is drawn at step 1 and every
             ``update_proj_gap`` steps after; the moments are kept).
         norm_growth_limit: from the second step on, the update's norm grows at most by this factor
-            per step.
+            per step (not from an update of norm 0: a zero gradient).
         seed: keys every projection; runs with the same seed and parameter order draw the same P.
         stochastic_rounding: bf16 weights round the updated value stochastically (deterministic:
             the random bits are keyed by seed, parameter and step).
@@ -129,8 +129,10 @@ class Apollo(torch.optim.Optimizer):
         plans = [(group, *self._sort(group, streams)) for group in self.param_groups]
         for group, lowrank, sharded, adamw, copies in plans:
             for lists in lowrank.values():
+                _no_limit_after_a_zero_update(lists["norm_prev"])
                 _apollo_step(group, lists)
             if sharded:
+                _no_limit_after_a_zero_update([state["norm_prev"] for state in sharded["states"]])
                 apollo_sharded.step(group, sharded["params"], sharded["states"], sharded["streams"])
                 for state in sharded["states"]:
                     state["step"].add_(1)
@@ -267,6 +269,14 @@ class Apollo(torch.optim.Optimizer):
             for name, value in st.items():
                 self.state[p][name] = value.to(device=p.device, dtype=torch.float32, copy=True)
             self.state[p]["step"] = self.state[p]["step"].cpu()
+
+
+def _no_limit_after_a_zero_update(norms: list[torch.Tensor]) -> None:
+    """A previous update of norm 0 (a zero gradient: a layer behind a zero-initialized one at step
+    1) limits nothing: growth from 0 is unbounded, and ‖U‖ ≤ γ·1e-8 would leave the matrix stalled
+    for good (1 % of growth a step from 1e-8). An infinite previous norm makes the limiter 1."""
+    for n in norms:
+        n.masked_fill_(n == 0, math.inf)
 
 
 def _apollo_step(group: dict, lists: dict) -> None:
