@@ -134,6 +134,18 @@ def test_a_damaged_tokenizer_in_the_checkpoint_is_named(tmp_path, capsys):
     assert not (tmp_path / "run").exists()
 
 
+def test_an_ember_run_or_checkpoint_as_the_folder(tmp_path):
+    """A run folder without a config.json (checkpoint.export_safetensors=false) or one of its
+    checkpoints passed to from_hf: the error says what it is and points to `ember export` (it said
+    only "no config.json")."""
+    (tmp_path / "run" / "checkpoints" / "step-00000002").mkdir(parents=True)
+    (tmp_path / "run" / "config.toml").write_text("[model]\n")
+    (tmp_path / "run" / "checkpoints" / "step-00000002" / "meta.json").write_text("{}")
+    for folder in (tmp_path / "run", tmp_path / "run" / "checkpoints" / "step-00000002"):
+        with pytest.raises(FileNotFoundError, match="no config.json: an ember run or checkpoint.*ember export"):
+            from_hf(folder)
+
+
 # --- config.json as people write it --------------------------------------------------------
 
 

@@ -100,7 +100,9 @@ def _read_json_object(file: Path) -> dict:
 def read_hf_config(path: Path) -> dict:
     file = Path(path) / "config.json"
     if not file.is_file():
-        raise FileNotFoundError(f"Hugging Face checkpoint {path}: no config.json")
+        ember = any((Path(path) / name).is_file() for name in ("config.toml", "meta.json"))  # a run, a checkpoint
+        hint = ": an ember run or checkpoint folder (`ember export RUN OUT` makes a Hugging Face folder of it)"
+        raise FileNotFoundError(f"Hugging Face checkpoint {path}: no config.json{hint if ember else ''}")
     return _read_json_object(file)
 
 
