@@ -74,6 +74,8 @@ class MetricsLogger:
         self.jsonl = open(run_dir / "metrics.jsonl", "a")
         if tensorboard:
             self.tb = _tensorboard(run_dir)
+        else:  # an earlier history's (a rewind, a reused name) or this one's cut short: rebuilt when turned on again
+            shutil.rmtree(Path(run_dir) / "tensorboard", ignore_errors=True)
         if progress and self.tty:
             self.bar = tqdm(total=total_steps, initial=start_step, unit="step", dynamic_ncols=True, file=sys.stderr)
         self.plain = progress and not self.tty

@@ -41,6 +41,7 @@ from .metrics import (
 )
 from .preempt import Preempted, StopSignal
 from .preflight import check_config
+from .run_lock import RunFolderLock
 from .runtime import autocast, compute_dtype, set_determinism
 
 
@@ -54,18 +55,20 @@ def train(cfg: Config) -> dict:
     check_config(cfg, int(os.environ.get("WORLD_SIZE", "1")))
     d = distributed.init(cfg.job.device)
     try:
-        with StopSignal(verbose=d.is_main) as stop:
-            return Trainer(cfg, d, stop).run()
+        with StopSignal(verbose=d.is_main) as stop, RunFolderLock() as lock:
+            return Trainer(cfg, d, stop, lock).run()
     finally:
         distributed.shutdown()
 
 
 class Trainer:
     """One run on this rank. The constructor sets up, builds and opens the run folder; run()
-    trains to the last step (or to a stop request) and returns the summary."""
+    trains to the last step (or to a stop request) and returns the summary. With a `lock`, rank 0
+    holds the run folder against a second `ember train` from when it is known to the end of the run."""
 
-    def __init__(self, cfg: Config, d: distributed.Dist, stop: StopSignal):
+    def __init__(self, cfg: Config, d: distributed.Dist, stop: StopSignal, lock: RunFolderLock | None = None):
         self.cfg, self.d, self.stop = run_data.absolute_paths(cfg), d, stop  # the run's data wherever it is used from
+        self.lock = lock if d.is_main else None
         self.set_up()
         self.build()
         self.open_run_folder()
@@ -85,6 +88,8 @@ class Trainer:
             resume.check_same_run(cfg, meta["config"], meta["step"])
             run_data.check_resume(cfg, self.resume_from)
             check_source_unchanged(cfg, self.resume_from)
+        if self.lock and not self.auto_named and self.run_dir.is_dir():  # before its checkpoint is read
+            self.lock.acquire(self.run_dir)
 
     def build(self) -> None:
         """The data loader, the evaluator, the model, the optimizer and the learning-rate
@@ -120,9 +125,14 @@ class Trainer:
         logger, the header; then what every step needs to know."""
         d = self.d
         self.run_dir = Path(d.broadcast(str(self._claim_run_folder()) if d.is_main else None))
-        # config.toml names the folder used (a timestamp, a resumed checkpoint's run)
-        job = dataclasses.replace(self.cfg.job, name=self.run_dir.name, dir=str(self.run_dir.parent))
-        self.cfg = cfg = dataclasses.replace(self.cfg, job=job)
+        # config.toml names the folder used (a timestamp, a resumed checkpoint's run), absolutely, and
+        # continues it: `--config RUN/config.toml` from any directory, after a rewind too, goes on from
+        # the run's newest checkpoint (not a fresh run elsewhere, not the rewind again)
+        job = dataclasses.replace(self.cfg.job, name=self.run_dir.name, dir=os.path.abspath(self.run_dir.parent))
+        resumed = "latest" if self.resume_from is not None else self.cfg.checkpoint.resume
+        self.cfg = cfg = dataclasses.replace(
+            self.cfg, job=job, checkpoint=dataclasses.replace(self.cfg.checkpoint, resume=resumed)
+        )
         self.log = MetricsLogger(
             self.run_dir,
             cfg.training.steps,
@@ -163,6 +173,8 @@ class Trainer:
         checkpoints and metrics set aside (kept, and said where)."""
         run_dir = ckpt.new_folder(self.run_dir) if self.auto_named else self.run_dir
         run_dir.mkdir(parents=True, exist_ok=True)
+        if self.lock:
+            self.lock.acquire(run_dir)
         if self.resume_from is None:
             (run_dir / "metrics.jsonl").unlink(missing_ok=True)
             return run_dir
