@@ -263,3 +263,26 @@ def test_a_utf16_file_with_its_byte_order_mark_is_read_as_its_text(tmp_path, nam
     (tmp_path / name).write_bytes((bom + body).encode(encoding))
     _prepare([tmp_path / name], tmp_path / "out")
     assert _train_tokens(tmp_path / "out") == [*text.encode("utf-8"), 256]
+
+
+@pytest.mark.slow
+def test_eval_and_score_refuse_data_of_the_runs_tokenizer_with_another_eos(tmp_path):
+    """One tokenizer.json, another --eos-token: the tokenizer's hash matched, so `ember eval` and
+    `ember score` took the folder, whose documents end with a token the model never saw end one."""
+    pytest.importorskip("tokenizers")
+    from ember.train import ConfigError
+    from ember.train.evaluate import evaluate_checkpoint
+    from ember.train.score import score
+    from tests.journeys.test_data_journeys import CODE, jsonl, tokenizer_folder
+    from tests.train.helpers import run
+
+    tok, docs = tokenizer_folder(tmp_path / "tok", CODE), jsonl(tmp_path / "code.jsonl", CODE)
+    for name, eos in (("a", None), ("b", "<|im_start|>")):
+        prepare([str(docs)], tmp_path / name, str(tok), 1, val_per_mille=200, eos_token=eos, progress=False)
+    assert read_index(tmp_path / "a")["eos_id"] != read_index(tmp_path / "b")["eos_id"]
+    run(tmp_path, "ref", f"--data.sources={tmp_path / 'a'}", "--training.steps=1")
+    with pytest.raises(ConfigError, match="another tokenizer"):
+        evaluate_checkpoint(tmp_path / "ref", flags={"data.sources": str(tmp_path / "b")})
+    with pytest.raises(ValueError, match="another tokenizer"):
+        score(tmp_path / "ref", tmp_path / "b", batch_size=8)
+    assert not list((tmp_path / "b").glob("weights*"))

@@ -13,7 +13,7 @@ from pathlib import Path
 import torch
 
 from ..data import corpus
-from ..data.fingerprint import source_record, what_changed
+from ..data.fingerprint import source_tokenizer, what_changed
 from ..data.loader import parse_sources, source_vocab
 from ..data.shards import read_index
 from ..models.hf import TOKENIZER_FILES
@@ -146,12 +146,22 @@ def check_eval_data(cfg: Config, flags: dict, checkpoint: Path, command: str) ->
             f"{command}: the run's data changed since it was trained: {'; '.join(changed)}. "
             "Restore it, or name the data to evaluate on with --data.sources"
         )
-    run_tok = next(iter(record.values()))["tokenizer"]
     for spec in parse_sources(cfg.data.sources) + (parse_sources(cfg.eval.sources) if cfg.eval.sources else []):
         if spec.path != corpus.NAME and not (Path(spec.path) / "index.json").is_file():
             raise ConfigError(f"{command}: {spec.path}: not a token folder (no index.json)")
-        if source_record(spec.path, cfg.data.tokenizer)["tokenizer"] != run_tok:
+        if other_tokenizer(spec.path, cfg.data.tokenizer, record):
             raise ConfigError(f"{command}: {spec.path} was made with another tokenizer than the run's data")
+
+
+def other_tokenizer(path: str, tokenizer: str, record: dict) -> bool:
+    """Whether the source at `path` has another tokenizer than a run's recorded data: another
+    tokenizer.json, vocabulary size, end- or beginning-of-document id (one tokenizer.json
+    prepared with another --eos-token is another tokenizer)."""
+    first = next(iter(record.values()))
+    vocab, eos, bos, ident = source_tokenizer(path, tokenizer)
+    return (vocab, eos, ident) != (first["vocab_size"], first["eos_id"], first["tokenizer"]) or bos != first.get(
+        "bos_id", bos
+    )
 
 
 def export_tokenizer(saved: Config, checkpoint: Path) -> tuple[list[Path], int]:

@@ -15,12 +15,11 @@ import torch
 from tqdm import tqdm
 
 from ..atomic import fsync_dir, fsync_tree
-from ..data.fingerprint import source_record
 from ..data.shards import WEIGHTS_INDEX, check_shards, read_index, weights_file, write_json_atomic
 from ..losses import prior_token_weights
 from ..ops import linear_cross_entropy
 from .evaluate import load_model
-from .run_data import recorded_data
+from .run_data import other_tokenizer, recorded_data
 
 
 @torch.no_grad()
@@ -90,8 +89,7 @@ def score(
     index = read_index(data_dir)
     model, saved, path = load_model(checkpoint, device, seq_len=seq_len)
     record = recorded_data(path)
-    same = not record or next(iter(record.values()))["tokenizer"] == source_record(str(data_dir))["tokenizer"]
-    if index["vocab_size"] > model.config.vocab_size or not same:
+    if index["vocab_size"] > model.config.vocab_size or record and other_tokenizer(str(data_dir), "byte", record):
         raise ValueError(
             f"ember score: {data_dir} was made with another tokenizer than the reference model's data "
             f"(vocabulary {index['vocab_size']}, the model's {model.config.vocab_size})"
