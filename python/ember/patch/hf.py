@@ -93,7 +93,8 @@ def apply_ember(
 
     - linear_cross_entropy: the training loss through ember.ops.linear_cross_entropy (no logits
       while training with labels; eval and generate untouched); token_weights=True lets forward
-      take `token_weights=` (the shape of labels; the loss is Σ w·CE / #tokens).
+      take `token_weights=` (the shape of labels; the loss is Σ w·CE / #tokens; constants, so
+      weights that require grad are refused; in evaluation they are not applied, with a warning).
     - sparsity=dict(target=0.8, method="erk", block=None, seed=0): the Linear layers of the
       decoder's stack of blocks randomly pruned (ember.sparse.random_prune; needs an instance).
     - float8="tensorwise" | "rowwise" | "blockwise": those Linear layers become
@@ -104,8 +105,10 @@ def apply_ember(
     `return_dict=False` drops them, so its positions shift: (loss, past_key_values, ...) where the
     unpatched model gives (loss, logits, past_key_values, ...). A forward or backward hook on the
     head makes those calls compute the logits (unfused, one warning); accelerate's offload hooks
-    and FSDP2's run around the fused loss. The fused loss has no second derivative: a backward
-    with create_graph=True raises (unpatch for it).
+    and FSDP2's run around the fused loss, and a head overriding nn.Linear.forward is called as
+    such. The fused loss has no second derivative: a backward with create_graph=True raises
+    (unpatch for it). Patch before accelerate's prepare: a forward set on the instance by other
+    code (its mixed-precision autocast) is refused.
 
     Returns what changed, one readable line each; `unpatch` restores the originals. A model it
     cannot patch raises TypeError with the reason before anything changes.
