@@ -115,3 +115,22 @@ def test_a_second_ember_train_on_a_running_run_is_refused(tmp_path):
     finally:
         first.kill()
         first.communicate()
+
+
+def test_a_checkpoint_of_an_abandoned_history_is_continued_only_in_a_run_folder_of_its_own(tmp_path):
+    run(tmp_path, "a", *EVERY_2, "--training.steps=4")
+    run(
+        tmp_path,
+        "a",
+        *EVERY_2,
+        "--training.steps=4",
+        f"--checkpoint.resume={tmp_path / 'a' / 'checkpoints' / 'step-00000002'}",
+    )
+    aside = next((tmp_path / "a" / "abandoned").iterdir())
+    before = sorted(str(p.relative_to(aside)) for p in aside.rglob("*"))
+    old = aside / "checkpoints" / "step-00000004"
+    with pytest.raises(ConfigError, match="set aside by a rewind.*--job.name"):
+        train(parse_config([*TINY, *EVERY_2, f"--job.dir={tmp_path}", f"--checkpoint.resume={old}"]))
+    assert sorted(str(p.relative_to(aside)) for p in aside.rglob("*")) == before  # not made a run folder
+    branch = run(tmp_path, "b", *EVERY_2, "--training.steps=5", f"--checkpoint.resume={old}")
+    assert branch["run_dir"] == str(tmp_path / "b") and sorted(branch["losses"]) == [5]

@@ -356,6 +356,11 @@ def _resume_target(cfg: Config, found: Path) -> tuple[Path, Path]:
     """(run folder, checkpoint) for --checkpoint.resume=PATH: the checkpoint's own run folder, or
     --job.name's, which must not hold checkpoints of another history."""
     home = found.parent.parent if found.parent.name == "checkpoints" else None
+    if home is not None and home.parent.name == "abandoned" and not cfg.job.name:  # kept as it was, not a run folder
+        raise ConfigError(
+            f"checkpoint.resume: {found} is of a history set aside by a rewind ({home}): continue it in a run "
+            "folder of its own with --job.name"
+        )
     if not cfg.job.name and home is None:
         raise ConfigError(
             f"checkpoint.resume: {found} is not inside a run folder (RUN/checkpoints/step-N): name the run to continue it in with --job.name"
