@@ -8,7 +8,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ember.amp import autocast_inputs
-from ember.float8 import Float8Linear
+from ember.float8 import Float8Linear, convert_to_float8_training
 from ember.losses import LinearCrossEntropyLoss, prior_token_weights
 from ember.optim import Apollo
 from ember.reference import apollo as reference
@@ -281,3 +281,30 @@ def test_a_matrix_whose_first_gradient_is_zero_trains(scale_type):
         ref.step(grad)
     assert (p.detach() - w0).norm() > 0.05
     torch.testing.assert_close(p.detach(), ref.w, rtol=1e-5, atol=1e-6)
+
+
+# ---- swaps keep the hooks users registered ----------------------------------------------------------------
+def doubled(module, args, output):
+    return output * 2
+
+
+@pytest.mark.parametrize("swap", ["float8", "prune"])
+def test_a_swapped_linear_keeps_its_hooks(swap):
+    # convert_to_float8_training and random_prune replaced the module and dropped its hooks: a
+    # forward hook that changes the output (an adapter, a scale) stopped applying silently.
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(32, 32), nn.ReLU(), nn.Linear(32, 16))
+    handle = model[0].register_forward_hook(doubled)
+    pre = model[2].register_forward_pre_hook(lambda m, args: (args[0] * 0,))  # the last layer sees zeros
+    if swap == "float8":
+        convert_to_float8_training(model)
+    else:
+        random_prune(model, 0.5)
+    assert type(model[0]) is not nn.Linear
+    x = torch.randn(3, 32)
+    assert torch.equal(model(x), model[2](torch.zeros(3, 32)))  # what the layer gives a zero input
+    hooked = model[0](x)
+    pre.remove()
+    handle.remove()  # the handles still remove them from the new module
+    assert not model[0]._forward_hooks and not model[2]._forward_pre_hooks
+    assert torch.equal(hooked, 2 * model[0](x))
