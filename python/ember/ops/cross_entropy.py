@@ -23,14 +23,23 @@ reference, ember/reference/cross_entropy.py):
 - a target outside [0, V) that is not ignore_index is an error (one host sync checks it).
 - reduction="mean" with every target ignored (a padding-only micro-batch) is torch's empty mean:
   the loss is NaN (0/0) and every gradient is exactly 0 (not the upstream 1/0 times 0).
+- refused, as torch refuses them or before a silent wrong answer: a float or bool target, a
+  target (or weight) of another shape than the logits' batch dims (either side may be flat), a
+  softcap that is not a finite float32, and a backward with create_graph=True (no second
+  derivative: the gradient would lack the loss's own part).
 The gradient is as accurate as torch's fp32 one at any logit scale: the lse the ops return (float64)
 is max + log Σ exp(z − max) without rounding, and p = exp((z − max) − log Σ) in effect.
 Logits may be any view whose rows are contiguous along V (row-sliced, offset, expanded); the
 gradient is a new contiguous tensor, or (inplace_backward) the logits themselves, whose rows must
-then be at least V elements apart (an expanded or overlapping view is refused).
+then be at least V elements apart (an expanded or overlapping view is refused). In place, logits
+must be computed in the graph (a leaf, or a view of one, would lose its values and share them with
+its .grad), and the backward marks them modified: an op that saved them, or a second backward
+through a retained graph, gets autograd's "modified by an inplace operation" error.
 """
 
 from __future__ import annotations
+
+import math
 
 import torch
 
@@ -59,6 +68,38 @@ def _reduce(loss: torch.Tensor, target: torch.Tensor, ignore_index: int, reducti
     return torch.where(count > 0, loss.sum() / count.clamp_min(1), float("nan"))
 
 
+def _check_inputs(op: str, batch_shape, target: torch.Tensor, weight: torch.Tensor | None, softcap) -> None:
+    """What the kernels would take silently: a float or bool target (truncated to classes; torch
+    refuses it), a target or weight of another shape with as many elements (a transposed target:
+    each token scored against another's label; flat on either side is fine), and a softcap that
+    is not a finite float32 (c·tanh(z/c) with c = inf is inf·0: every loss NaN)."""
+    if target.is_floating_point() or target.is_complex() or target.dtype == torch.bool:
+        raise TypeError(f"ember.ops.{op}: target must be an integer tensor of class indices, got {target.dtype}")
+    batch_shape = tuple(batch_shape)
+    if target.dim() != 1 and len(batch_shape) != 1 and tuple(target.shape) != batch_shape:
+        raise ValueError(
+            f"ember.ops.{op}: target must have shape {batch_shape} (the inputs' but the last dim) or be flat, "
+            f"got {tuple(target.shape)}"
+        )
+    if weight is not None and weight.dim() != 1 and target.dim() != 1 and weight.shape != target.shape:
+        raise ValueError(
+            f"ember.ops.{op}: weight must have the target's shape {tuple(target.shape)} or be flat, "
+            f"got {tuple(weight.shape)}"
+        )
+    if softcap is not None and not (math.isfinite(softcap) and abs(softcap) <= torch.finfo(torch.float32).max):
+        raise ValueError(f"ember.ops.{op}: softcap must be a finite float32 > 0 or None, got {softcap}")
+
+
+def _first_derivative_only(op: str, *tensors: torch.Tensor) -> None:
+    # Grad mode is on in a backward exactly when it builds a graph (create_graph=True); the
+    # kernels' gradients have none, so a second derivative would silently lack the loss's part.
+    if torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors):
+        raise RuntimeError(
+            f"ember.ops.{op}: no second derivative (a backward with create_graph=True: double backward, "
+            "gradient penalties, Hessian-vector products); use F.cross_entropy for that computation"
+        )
+
+
 def _rows(target: torch.Tensor, weight: torch.Tensor | None):
     y = target.reshape(-1)
     if y.dtype != torch.long:
@@ -82,13 +123,20 @@ def cross_entropy(
     target). fp32 math for any input dtype. ``inplace_backward=True`` writes the gradient into the
     logits buffer (the caller must not use the logits after backward; eager mode only)."""
     _check_reduction("cross_entropy", reduction)
+    _check_inputs("cross_entropy", logits.shape[:-1], target, weight, softcap)
+    inplace = inplace_backward and torch.is_grad_enabled() and logits.requires_grad
+    if inplace and (logits if logits._base is None else logits._base).is_leaf:
+        raise ValueError(
+            "ember.ops.cross_entropy: inplace_backward=True would write the gradient over a leaf tensor (logits is "
+            "a parameter or input that requires grad, or a view of one); pass logits computed in the graph"
+        )
     vocab = logits.shape[-1]
-    z = logits.reshape(-1, vocab)
+    z = logits.reshape(math.prod(logits.shape[:-1]), vocab)  # not -1: ambiguous when V == 0
     y, w = _rows(target, weight)
     args = (ignore_index, float(label_smoothing), float(z_loss), float(softcap or 0.0))
     if kernels.disabled("cross_entropy.rows"):
         return _reduce(reference_path.ce_rows(z, y, w, *args)[0], y, ignore_index, reduction, target.shape)
-    if inplace_backward and torch.is_grad_enabled() and logits.requires_grad:
+    if inplace:
         loss = _InplaceCrossEntropy.apply(z, y, w, args)
     else:
         loss = torch.ops.ember.cross_entropy_forward(z, y, w, *args, False, False)[0]
@@ -97,15 +145,14 @@ def cross_entropy(
 
 def cross_entropy_stats(logits, target, ignore_index: int = IGNORE_INDEX, softcap: float | None = None):
     """(log p(target), entropy) per token, fp32, 0 for ignored tokens. No gradient."""
-    vocab = logits.shape[-1]
+    _check_inputs("cross_entropy_stats", logits.shape[:-1], target, None, softcap)
+    z = logits.detach().reshape(math.prod(logits.shape[:-1]), logits.shape[-1])
     y, _ = _rows(target, None)
+    cap = float(softcap or 0.0)
     if kernels.disabled("cross_entropy.rows"):
-        z = logits.detach().reshape(-1, vocab)
-        _, lp, ent = reference_path.ce_rows(z, y, None, ignore_index, 0.0, 0.0, float(softcap or 0.0))
+        _, lp, ent = reference_path.ce_rows(z, y, None, ignore_index, 0.0, 0.0, cap)
         return lp.view(target.shape), ent.view(target.shape)
-    _, _, lp, ent = torch.ops.ember.cross_entropy_forward(
-        logits.detach().reshape(-1, vocab), y, None, ignore_index, 0.0, 0.0, float(softcap or 0.0), True, True
-    )
+    _, _, lp, ent = torch.ops.ember.cross_entropy_forward(z, y, None, ignore_index, 0.0, 0.0, cap, True, True)
     return lp.view(target.shape), ent.view(target.shape)
 
 
@@ -120,7 +167,11 @@ class _InplaceCrossEntropy(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad_loss):
         z, y, lse, *w = ctx.saved_tensors
+        _first_derivative_only("cross_entropy", grad_loss, z)
         torch.ops.ember.cross_entropy_backward_(z, grad_loss.float(), y, w[0] if ctx.weighted else None, lse, *ctx.args)
+        # The logits now hold the gradient: a node that saved them (or a second backward through
+        # a retained graph) must fail autograd's version check rather than read it.
+        torch.autograd.graph.increment_version(z)
         return z, None, None, None
 
 
@@ -148,7 +199,8 @@ def linear_cross_entropy(
     _check_reduction("linear_cross_entropy", reduction)
     if return_entropy and not return_logprobs:
         raise ValueError("ember.ops.linear_cross_entropy: return_entropy=True needs return_logprobs=True")
-    h = hidden.reshape(-1, hidden.shape[-1])
+    _check_inputs("linear_cross_entropy", hidden.shape[:-1], target, weight, softcap)
+    h = hidden.reshape(math.prod(hidden.shape[:-1]), hidden.shape[-1])  # not -1: ambiguous when d == 0
     y, w = _rows(target, weight)
     if kernels.disabled("cross_entropy.rows"):
         args = (ignore_index, float(label_smoothing), float(z_loss), float(softcap or 0.0))
@@ -239,6 +291,7 @@ def _ce_backward(ctx, grad_loss, *_):
     logits, target, weight, lse = ctx.saved_tensors
     if grad_loss is None or not ctx.needs_input_grad[0]:
         return (None,) * 9
+    _first_derivative_only("cross_entropy", grad_loss, logits)
     grad = torch.ops.ember.cross_entropy_backward(grad_loss.float(), logits, target, weight, lse, *ctx.args)
     return (grad,) + (None,) * 8
 
@@ -262,13 +315,15 @@ def _linear_backward(ctx, grad_loss, *_):
     hidden, lm_weight, target, weight, bias, lse = ctx.saved_tensors
     if grad_loss is None:
         return (None,) * 12
+    _first_derivative_only("linear_cross_entropy", grad_loss, hidden, lm_weight, bias)
     has_bias = bias is not None
-    if ctx.grads is not None and grad_loss.dim() == 1 and grad_loss.stride(0) == 0:
+    uniform = grad_loss.dim() == 1 and (grad_loss.numel() == 0 or grad_loss.stride(0) == 0)
+    if ctx.grads is not None and uniform:
         # One upstream gradient for every token (a sum or a mean): scale the forward's gradients
         # in place and give them away (a second backward through a retained graph recomputes).
         dh, dw, db = ctx.grads
         ctx.grads = ctx.non_differentiable = None  # the last references but ours: .grad takes them as they are
-        s = grad_loss[:1].to(dh.dtype)
+        s = (grad_loss[:1] if grad_loss.numel() else grad_loss.new_zeros(())).to(dh.dtype)  # (no rows: dW is 0)
         dh, dw = dh.mul_(s), dw.mul_(s.to(dw.dtype))
         db = db.mul_(s.to(db.dtype)) if has_bias else None
     else:

@@ -56,6 +56,11 @@ def masked_linear(
     +0 is NaN, as in the dense matmul, also where a block mask skips the tile."""
     b = _block("masked_linear", block)
     if mask.dtype == torch.bool:
+        if mask.shape != weight.shape:  # (packed, it would be named as an int32 mask never passed)
+            raise ValueError(
+                f"ember.ops.masked_linear: a bool mask must have weight's shape {tuple(weight.shape)}, "
+                f"got {tuple(mask.shape)}"
+            )
         mask, b = pack_mask(mask), 0
     if kernels.disabled("sparse.block_gemms" if b else "sparse.bitmask_tiled"):  # (the kernels' own fallback)
         return reference_path.masked_linear(x, weight, mask, bias, b)

@@ -1,0 +1,150 @@
+"""ember.ops used the ways users misuse torch's functional ops: each case here was a silent wrong
+answer or an unhelpful crash, and now gives F.cross_entropy's or F.linear's answer or a clear
+refusal naming the op and the argument."""
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from ember.ops import cross_entropy, linear_cross_entropy, masked_linear
+
+N, V, D = 6, 9, 4
+
+
+def data(seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return (
+        torch.randn(N, V, generator=g),
+        torch.randint(0, V, (N,), generator=g),
+        torch.randn(N, D, generator=g),
+        torch.randn(V, D, generator=g),
+    )
+
+
+# ---- second derivatives --------------------------------------------------------------------------------
+@pytest.mark.parametrize("reduction", ["mean", "none"])
+@pytest.mark.parametrize("inplace", [False, True])
+def test_cross_entropy_refuses_a_second_derivative(reduction, inplace):
+    # A backward with create_graph=True gave a gradient that required grad but whose own gradient
+    # was silently missing (zz.grad None after (g**2).sum().backward(): no second derivative).
+    z, y, _, _ = data()
+    base = z.clone().requires_grad_()
+    loss = cross_entropy(base * 1.0, y, reduction=reduction, inplace_backward=inplace).sum()
+    with pytest.raises(RuntimeError, match=r"ember\.ops\.cross_entropy: no second derivative"):
+        torch.autograd.grad(loss, base, create_graph=True)
+
+
+@pytest.mark.parametrize("reduction", ["mean", "none"])
+def test_linear_cross_entropy_refuses_a_second_derivative(reduction):
+    # Was "element 0 of tensors does not require grad" (mean) or mm()'s out= error (none).
+    _, y, h, w = data()
+    h = h.requires_grad_()
+    loss = linear_cross_entropy(h, w, y, reduction=reduction).sum()
+    with pytest.raises(RuntimeError, match=r"ember\.ops\.linear_cross_entropy: no second derivative"):
+        torch.autograd.grad(loss, h, create_graph=True)
+
+
+# ---- inplace_backward ------------------------------------------------------------------------------------
+def test_inplace_backward_twice_through_a_retained_graph_is_refused():
+    # The second backward read the gradient written over the logits: 0.06 off, silently.
+    z, y, _, _ = data()
+    base = z.clone().requires_grad_()
+    loss = cross_entropy(base * 1.0, y, inplace_backward=True)
+    torch.autograd.grad(loss, base, retain_graph=True)
+    with pytest.raises(RuntimeError, match="modified by an inplace operation"):
+        torch.autograd.grad(loss, base)
+
+
+def test_inplace_backward_logits_saved_by_another_op_is_refused():
+    # (z**2) saved z before the loss; its backward ran after ours and read the gradient: 17 off.
+    z, y, _, _ = data()
+    base = z.clone().requires_grad_()
+    logits = base * 2.0
+    other = (logits**2).sum()
+    loss = cross_entropy(logits, y, inplace_backward=True) + other
+    with pytest.raises(RuntimeError, match="modified by an inplace operation"):
+        loss.backward()
+
+
+@pytest.mark.parametrize("view", [False, True])
+def test_inplace_backward_refuses_a_leaf_before_anything_changes(view):
+    # The gradient was written over the leaf itself (a parameter, or a view of one): its values
+    # were gone and its .grad shared their memory.
+    z, y, _, _ = data()
+    leaf = torch.cat([z, z], 1).requires_grad_() if view else z.clone().requires_grad_()
+    before = leaf.detach().clone()
+    logits = leaf[:, :V] if view else leaf
+    with pytest.raises(ValueError, match=r"ember\.ops\.cross_entropy: inplace_backward=True .* leaf"):
+        cross_entropy(logits, y, inplace_backward=True)
+    assert torch.equal(leaf.detach(), before)
+
+
+# ---- targets and weights ---------------------------------------------------------------------------------
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bool])
+def test_float_or_bool_targets_are_refused(dtype):
+    # A float target was truncated to classes (2.7 scored as 2), as F.cross_entropy refuses.
+    z, y, h, w = data()
+    target = (y.float() + 0.7) if dtype == torch.float32 else (y > 4)
+    with pytest.raises(TypeError, match=r"ember\.ops\.cross_entropy: target must be an integer tensor"):
+        cross_entropy(z, target)
+    with pytest.raises(TypeError, match=r"ember\.ops\.linear_cross_entropy: target must be an integer tensor"):
+        linear_cross_entropy(h, w, target)
+
+
+def test_integer_targets_of_any_width_give_torchs_loss():
+    z, y, _, _ = data()
+    for dtype in (torch.int32, torch.int16, torch.uint8):
+        assert torch.allclose(cross_entropy(z, y.to(dtype)), F.cross_entropy(z, y), atol=1e-6)
+
+
+def test_a_target_of_another_shape_is_refused():
+    # logits (2, 3, V) against a transposed target (3, 2) paired each token with another's label.
+    z, y, h, w = data()
+    with pytest.raises(ValueError, match=r"ember\.ops\.cross_entropy: target must have shape \(2, 3\)"):
+        cross_entropy(z.view(2, 3, V), y.view(3, 2))
+    with pytest.raises(ValueError, match=r"ember\.ops\.linear_cross_entropy: target must have shape \(2, 3\)"):
+        linear_cross_entropy(h.view(2, 3, D), w, y.view(3, 2))
+    with pytest.raises(ValueError, match=r"ember\.ops\.cross_entropy: weight must have the target's shape"):
+        cross_entropy(z.view(2, 3, V), y.view(2, 3), weight=torch.rand(3, 2))
+    # flattened on either side is what the trainer and the patch pass: still taken
+    ref = F.cross_entropy(z, y, reduction="none")
+    assert torch.allclose(cross_entropy(z, y.view(2, 3), reduction="none").flatten(), ref, atol=1e-6)
+    assert torch.allclose(cross_entropy(z.view(2, 3, V), y, reduction="none"), ref, atol=1e-6)
+
+
+@pytest.mark.parametrize("softcap", [float("inf"), 1e39])
+def test_a_softcap_beyond_float32_is_refused(softcap):
+    # c·tanh(z/c) with c = inf (or a double that rounds to inf in float32) is inf·0: every loss NaN.
+    z, y, h, w = data()
+    with pytest.raises(ValueError, match=r"ember\.ops\.cross_entropy: softcap must be a finite"):
+        cross_entropy(z, y, softcap=softcap)
+    with pytest.raises(ValueError, match=r"ember\.ops\.linear_cross_entropy: softcap must be a finite"):
+        linear_cross_entropy(h, w, y, softcap=softcap)
+
+
+# ---- empty and zero-width inputs -------------------------------------------------------------------------
+@pytest.mark.parametrize("reduction", ["mean", "sum"])
+def test_linear_cross_entropy_backward_of_an_empty_batch(reduction):
+    # Crashed: "The size of tensor a (4) must match the size of tensor b (0)".
+    _, _, h, w = data()
+    h, w = h[:0].clone().requires_grad_(), w.clone().requires_grad_()
+    loss = linear_cross_entropy(h, w, torch.zeros(0, dtype=torch.long), reduction=reduction)
+    loss.backward()
+    assert h.grad.shape == (0, D) and torch.equal(w.grad, torch.zeros_like(w))
+
+
+def test_zero_width_inputs():
+    # hidden of width 0 (logits all 0) was reshape's "ambiguous" error; F.linear gives log V.
+    _, y, h, w = data()
+    loss = linear_cross_entropy(h[:, :0], w[:, :0], y)
+    assert torch.allclose(loss, F.cross_entropy(torch.zeros(N, V), y))
+    with pytest.raises(RuntimeError, match=r"ember\.cross_entropy_forward: the number of classes must be >= 1"):
+        cross_entropy(torch.zeros(N, 0), y)
+
+
+# ---- masked_linear ---------------------------------------------------------------------------------------
+def test_masked_linear_names_a_bool_mask_of_another_shape():
+    # The bool mask was packed first, so the refusal named an int32 mask of a shape never passed.
+    _, _, h, w = data()
+    with pytest.raises(ValueError, match=r"ember\.ops\.masked_linear: a bool mask must have weight's shape \(9, 4\)"):
+        masked_linear(h, w, torch.ones(4, 9, dtype=torch.bool))
