@@ -159,6 +159,18 @@ def test_architectures_as_a_string(tmp_path):
     same_logits(path)
 
 
+@pytest.mark.parametrize("name, dtype", [("half", torch.float16), ("float", torch.float32), ("double", torch.float64)])
+def test_dtype_by_torchs_other_names(tmp_path, name, dtype):
+    """config.json's dtype as torch names it too ("half", "float"): transformers loads in that
+    dtype (getattr(torch, name)), and so does from_hf (it refused them as not float dtypes)."""
+    path = tmp_path / "m"
+    hf_model("llama").save_pretrained(path)
+    cfg = json.loads((path / "config.json").read_text())
+    (path / "config.json").write_text(json.dumps({**cfg, "dtype": name}))
+    assert transformers.AutoModelForCausalLM.from_pretrained(path).dtype == dtype
+    assert from_hf(path).tok_embeddings.weight.dtype == dtype
+
+
 def test_heads_that_do_not_group_name_the_checkpoint(tmp_path, capsys):
     """num_key_value_heads that does not divide num_attention_heads: an HFCheckpointError that
     names the config keys (a bare LlamaConfig ValueError before), and `ember train` refuses it

@@ -305,9 +305,11 @@ def _checkpoint_dtype(hf: dict, files: dict[str, Path]) -> torch.dtype:
 
     named = hf.get("dtype") or hf.get("torch_dtype")
     if named is not None:
-        if str(named).lower() not in DTYPES and named != "float64":
+        # transformers' rule, getattr(torch, name): "bfloat16", "float32", also "half", "float", "double"
+        found = DTYPES.get(str(named).lower()) or getattr(torch, str(named), None)
+        if found not in DTYPE_NAMES:
             raise HFCheckpointError(f"from_hf: config.json's dtype {named!r} is not a float dtype")
-        return DTYPES.get(str(named).lower(), torch.float64)
+        return found
     name, file = next(iter(files.items()))
     with safe_open(str(file), "pt") as f:
         tag = f.get_slice(name).get_dtype()
