@@ -286,3 +286,31 @@ def test_eval_and_score_refuse_data_of_the_runs_tokenizer_with_another_eos(tmp_p
     with pytest.raises(ValueError, match="another tokenizer"):
         score(tmp_path / "ref", tmp_path / "b", batch_size=8)
     assert not list((tmp_path / "b").glob("weights*"))
+
+
+# --- validation sets that training has seen --------------------------------------------------
+
+
+@pytest.mark.parametrize("flag", ["--data.sources={a} --eval.sources={b}", "--data.sources={a},{b}"])
+def test_one_corpus_prepared_with_two_validation_shares_is_refused(tmp_path, flag):
+    """The split is a hash of each document below --val-per-mille: the same corpus prepared at 5
+    and at 200 per mille puts most of the second folder's validation documents in the first's
+    training split, and its val_loss measured text the model was trained on."""
+    from ember.train import ConfigError, parse_config
+    from ember.train.eval_sources import check_one_split
+    from ember.train.preflight import check_config
+    from tests.train.helpers import flags
+
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    for i in range(60):
+        (corpus / f"{i}.txt").write_text(f"def f{i}(x):\n    return x * {i}\n" * 20)
+    for name, share in (("a", 5), ("b", 200), ("c", 200)):
+        prepare([str(corpus)], tmp_path / name, progress=False, workers=1, val_per_mille=share)
+    a, b, c = (tmp_path / n for n in "abc")
+    cfg = parse_config(flags(tmp_path, "r", *flag.format(a=a, b=b).split()))
+    with pytest.raises(ConfigError, match="val-per-mille"):
+        check_config(cfg)
+    with pytest.raises(ConfigError, match="val-per-mille"):  # what `ember eval` checks too
+        check_one_split(cfg)
+    check_config(parse_config(flags(tmp_path, "r", *flag.format(a=b, b=c).split())))  # one split: fine

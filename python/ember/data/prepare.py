@@ -108,7 +108,7 @@ def prepare(
     with atomic_dir(out) as tmp:  # onto an empty folder too; every file on disk before the rename
         index = _write(files, tmp, tok, tokenizer, eos_token, workers, text_key, val_per_mille, shard_tokens, progress)
         named = [i if i == corpus.NAME else os.path.abspath(i) for i in inputs]  # where the folder came from
-        index.update(inputs=named, notes=notes + index["notes"])
+        index.update(inputs=named, val_per_mille=val_per_mille, notes=notes + index["notes"])
         write_json_atomic(tmp / INDEX, index)
     return index
 

@@ -18,7 +18,7 @@ from . import checkpoint as ckpt
 from . import distributed, run_data
 from .build import apply_sparsity, model_config, new_model
 from .config import Config, ConfigError, apply_flags, config_from_dict
-from .eval_sources import eval_specs
+from .eval_sources import check_one_split, eval_specs
 from .init_from import with_kept_source
 from .runtime import autocast, compute_dtype
 
@@ -94,6 +94,7 @@ def evaluate_checkpoint(checkpoint: str | Path, cfg: Config | None = None, flags
         run_data.check_eval_data(cfg, flags or {}, path, "ember eval")
     d = distributed.Dist(device=distributed.pick_device(cfg.job.device))
     model, _, path = load_model(path, d.device, cfg)
+    check_one_split(cfg)
     for spec in eval_specs(cfg):  # as training checks them: a shard cut short would shrink the validation set
         if spec.path != corpus.NAME:
             check_shards(spec.path, model.config.vocab_size)
