@@ -146,6 +146,20 @@ def test_an_ember_run_or_checkpoint_as_the_folder(tmp_path):
             from_hf(folder)
 
 
+def test_a_peft_adapter_as_the_folder(tmp_path, capsys):
+    """A LoRA adapter folder (adapter_config.json, adapter_model.safetensors, no config.json)
+    passed as the model: the error says it is an adapter and how to merge it (it said only "no
+    config.json"), and `ember train` refuses it before the run folder."""
+    adapter = tmp_path / "lora"
+    adapter.mkdir()
+    (adapter / "adapter_config.json").write_text(json.dumps({"peft_type": "LORA", "base_model_name_or_path": "x"}))
+    with pytest.raises(FileNotFoundError, match="a PEFT adapter.*merge_and_unload"):
+        from_hf(adapter)
+    args = [*BASE, f"--job.dir={tmp_path}", "--job.name=run", f"--model.init_from={adapter}"]
+    assert ember_main(["train", *args]) == 1
+    assert "a PEFT adapter" in capsys.readouterr().err and not (tmp_path / "run").exists()
+
+
 # --- config.json as people write it --------------------------------------------------------
 
 

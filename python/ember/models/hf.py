@@ -100,10 +100,20 @@ def _read_json_object(file: Path) -> dict:
 def read_hf_config(path: Path) -> dict:
     file = Path(path) / "config.json"
     if not file.is_file():
-        ember = any((Path(path) / name).is_file() for name in ("config.toml", "meta.json"))  # a run, a checkpoint
-        hint = ": an ember run or checkpoint folder (`ember export RUN OUT` makes a Hugging Face folder of it)"
-        raise FileNotFoundError(f"Hugging Face checkpoint {path}: no config.json{hint if ember else ''}")
+        raise FileNotFoundError(f"Hugging Face checkpoint {path}: no config.json{_what_it_is(Path(path))}")
     return _read_json_object(file)
+
+
+def _what_it_is(folder: Path) -> str:
+    """What a folder without config.json that people pass as a model is, and what to do."""
+    if (folder / "adapter_config.json").is_file():
+        return (
+            ": a PEFT adapter (adapter_config.json), not a model: merge it into its base model first "
+            "(peft's merge_and_unload(), then save_pretrained)"
+        )
+    if any((folder / name).is_file() for name in ("config.toml", "meta.json")):  # a run, a checkpoint
+        return ": an ember run or checkpoint folder (`ember export RUN OUT` makes a Hugging Face folder of it)"
+    return ""
 
 
 def read_generation_config(path: Path) -> dict | None:
