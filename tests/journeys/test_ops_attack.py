@@ -148,3 +148,38 @@ def test_masked_linear_names_a_bool_mask_of_another_shape():
     _, _, h, w = data()
     with pytest.raises(ValueError, match=r"ember\.ops\.masked_linear: a bool mask must have weight's shape \(9, 4\)"):
         masked_linear(h, w, torch.ones(4, 9, dtype=torch.bool))
+
+
+@pytest.mark.parametrize("op", ["cross_entropy", "linear_cross_entropy"])
+def test_token_weights_that_require_grad_are_refused(op):
+    # The fused ops give per-token weights no gradient: w.grad stayed None (a learned weighting
+    # silently never trained), as LinearCrossEntropyLoss already refuses.
+    z, y, h, w = data()
+    weight = torch.rand(N, requires_grad=True)
+    with pytest.raises(ValueError, match=rf"ember\.ops\.{op}: weight requires grad"):
+        if op == "cross_entropy":
+            cross_entropy(z.requires_grad_(), y, weight)
+        else:
+            linear_cross_entropy(h.requires_grad_(), w, y, weight)
+    with torch.no_grad():  # no graph: nothing is lost
+        cross_entropy(z, y, weight)
+
+
+# ---- fp8_gemm --------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("which", ["bias", "a_scale"])
+def test_fp8_gemm_refuses_inputs_that_require_grad(which):
+    # Not differentiable: on CPU a bias that required grad got its gradient through the emulation
+    # (on CUDA none: the same call trained the bias on one device only), a scale got none.
+    from ember.ops import fp8_gemm, quantize_fp8
+
+    qa, sa = quantize_fp8(torch.randn(16, 32))
+    qb, sb = quantize_fp8(torch.randn(16, 32))
+    bias = torch.randn(16)
+    if which == "bias":
+        bias.requires_grad_()
+    else:
+        sa.requires_grad_()
+    with pytest.raises(ValueError, match=rf"ember\.ops\.fp8_gemm: not differentiable, but {which} requires grad"):
+        fp8_gemm(qa, sa, qb, sb, bias=bias)
+    with torch.no_grad():
+        fp8_gemm(qa, sa, qb, sb, bias=bias)

@@ -24,8 +24,8 @@ reference, ember/reference/cross_entropy.py):
 - reduction="mean" with every target ignored (a padding-only micro-batch) is torch's empty mean:
   the loss is NaN (0/0) and every gradient is exactly 0 (not the upstream 1/0 times 0).
 - refused, as torch refuses them or before a silent wrong answer: a float or bool target, a
-  target (or weight) of another shape than the logits' batch dims (either side may be flat), a
-  softcap that is not a finite float32, and a backward with create_graph=True (no second
+  target (or weight) of another shape than the logits' batch dims (either side may be flat),
+  weights that require grad (in grad mode), a softcap that is not a finite float32, and a backward with create_graph=True (no second
   derivative: the gradient would lack the loss's own part).
 The gradient is as accurate as torch's fp32 one at any logit scale: the lse the ops return (float64)
 is max + log Σ exp(z − max) without rounding, and p = exp((z − max) − log Σ) in effect.
@@ -71,8 +71,9 @@ def _reduce(loss: torch.Tensor, target: torch.Tensor, ignore_index: int, reducti
 def _check_inputs(op: str, batch_shape, target: torch.Tensor, weight: torch.Tensor | None, softcap) -> None:
     """What the kernels would take silently: a float or bool target (truncated to classes; torch
     refuses it), a target or weight of another shape with as many elements (a transposed target:
-    each token scored against another's label; flat on either side is fine), and a softcap that
-    is not a finite float32 (c·tanh(z/c) with c = inf is inf·0: every loss NaN)."""
+    each token scored against another's label; flat on either side is fine), per-token weights
+    that require grad (they get none) and a softcap that is not a finite float32 (c·tanh(z/c)
+    with c = inf is inf·0: every loss NaN)."""
     if target.is_floating_point() or target.is_complex() or target.dtype == torch.bool:
         raise TypeError(f"ember.ops.{op}: target must be an integer tensor of class indices, got {target.dtype}")
     batch_shape = tuple(batch_shape)
@@ -85,6 +86,11 @@ def _check_inputs(op: str, batch_shape, target: torch.Tensor, weight: torch.Tens
         raise ValueError(
             f"ember.ops.{op}: weight must have the target's shape {tuple(target.shape)} or be flat, "
             f"got {tuple(weight.shape)}"
+        )
+    if weight is not None and weight.requires_grad and torch.is_grad_enabled():
+        raise ValueError(
+            f"ember.ops.{op}: weight requires grad, but the per-token weights get no gradient; pass "
+            "weight.detach(), or weigh the reduction='none' losses yourself for a gradient"
         )
     if softcap is not None and not (math.isfinite(softcap) and abs(softcap) <= torch.finfo(torch.float32).max):
         raise ValueError(f"ember.ops.{op}: softcap must be a finite float32 > 0 or None, got {softcap}")

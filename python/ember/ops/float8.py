@@ -92,8 +92,15 @@ def fp8_gemm(
     fp32 sums rather than to each element: the same up to rounding for finite scales, but an inf
     scale over zero codes gives ±inf where the definition gives NaN (scales from
     ``quantize_fp8`` never do that: an inf scale comes with NaN codes). a, b, a_scale and b_scale
-    must be contiguous, bias may have any layout.
+    must be contiguous, bias may have any layout; in grad mode none may require grad.
     """
+    if torch.is_grad_enabled():  # (else a bias got a gradient through the CPU emulation, none on CUDA)
+        for name, t in (("a", a), ("a_scale", a_scale), ("b", b), ("b_scale", b_scale), ("bias", bias)):
+            if t is not None and t.requires_grad:
+                raise ValueError(
+                    f"ember.ops.fp8_gemm: not differentiable, but {name} requires grad; pass it detached "
+                    "(Float8Linear differentiates through fp8 GEMMs)"
+                )
     if a.device.type == "cpu" and kernels.disabled("float8.gemm.emulated"):  # (CUDA's emulation is a fallback)
         return reference_path.fp8_gemm(a, a_scale, b, b_scale, out_dtype, bias)
     return torch.ops.ember.fp8_gemm(a, a_scale, b, b_scale, out_dtype, bias, fast_accum)
