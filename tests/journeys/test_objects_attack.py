@@ -308,3 +308,33 @@ def test_a_swapped_linear_keeps_its_hooks(swap):
     handle.remove()  # the handles still remove them from the new module
     assert not model[0]._forward_hooks and not model[2]._forward_pre_hooks
     assert torch.equal(hooked, 2 * model[0](x))
+
+
+class TiedLM(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.emb, self.mid = nn.Embedding(50, 16), nn.Linear(16, 16)
+        self.head = nn.Linear(16, 50, bias=False)
+        self.head.weight = self.emb.weight
+
+    def forward(self, t):
+        return self.head(torch.relu(self.mid(self.emb(t))))
+
+
+def test_random_prune_leaves_a_head_tied_to_the_embedding():
+    # The tied head was pruned: the embedding's gradient revived the masked weights (314 after
+    # three steps), and state_dict(), zeroing them in place, wiped those trained embedding values.
+    torch.manual_seed(0)
+    model = TiedLM()
+    report = random_prune(model, 0.5, "uniform", include_embeddings=True)
+    assert [layer["name"] for layer in report["layers"]] == ["mid"]
+    opt = torch.optim.SGD(model.parameters(), lr=0.5)
+    t = torch.randint(0, 50, (64,))
+    for _ in range(3):
+        opt.zero_grad()
+        F.cross_entropy(model(t), t).backward()
+        opt.step()
+    before = model.emb.weight.detach().clone()
+    state = model.state_dict()
+    assert torch.equal(model.emb.weight, before) and torch.equal(state["emb.weight"], before)
+    assert not model.mid.weight[~model.mid.dense_mask()].any()

@@ -12,7 +12,9 @@ dense and the last keeps at least 20 % of its weights.
 from __future__ import annotations
 
 import math
+from collections import Counter
 
+import torch
 from torch import nn
 
 METHODS = ("erk", "er", "uniform", "uniform_plus")
@@ -20,14 +22,19 @@ METHODS = ("erk", "er", "uniform", "uniform_plus")
 
 def prunable_layers(model: nn.Module, include_embeddings: bool = False) -> dict[str, nn.Module]:
     """{qualified name: module} of the layers random pruning touches, in model order: Linear and
-    Conv weights (and Embeddings when asked); never biases or norms, nor an nn.MultiheadAttention's
-    out_proj (attention reads its weight directly, never through its forward, so a mask there
-    would not hold; its in_proj_weight is no layer either)."""
+    Conv weights (and Embeddings when asked); never biases or norms. Nor a layer whose mask would
+    not hold: an nn.MultiheadAttention's out_proj (attention reads its weight directly, never
+    through its forward; its in_proj_weight is no layer either), and a layer whose weight another
+    module shares (a head tied to the embedding: the embedding's gradient would revive what the
+    mask prunes, and zeroing them in state_dict would wipe the embedding's values)."""
     kinds = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d) + ((nn.Embedding,) if include_embeddings else ())
+    users = Counter(id(w) for m in model.modules() if isinstance(w := getattr(m, "weight", None), torch.Tensor))
     return {
         name: m
         for name, m in model.named_modules()
-        if isinstance(m, kinds) and not isinstance(m, nn.modules.linear.NonDynamicallyQuantizableLinear)
+        if isinstance(m, kinds)
+        and not isinstance(m, nn.modules.linear.NonDynamicallyQuantizableLinear)
+        and users[id(m.weight)] == 1
     }
 
 
