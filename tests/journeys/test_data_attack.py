@@ -314,3 +314,23 @@ def test_one_corpus_prepared_with_two_validation_shares_is_refused(tmp_path, fla
     with pytest.raises(ConfigError, match="val-per-mille"):  # what `ember eval` checks too
         check_one_split(cfg)
     check_config(parse_config(flags(tmp_path, "r", *flag.format(a=b, b=c).split())))  # one split: fine
+
+
+# --- refusals that say what is wrong ---------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "name, body, said",
+    [
+        # a JSON array cut short was read again as JSON lines and refused at line 1 ("Expecting value")
+        ("cut.json", '[{"text": "a"},\n {"text": "b"},\n {"text": "c"', "cut.json: not JSON .*line 3"),
+        # a record that is not an object: "'text' is a int", as if the field were
+        ("num.jsonl", '{"text": "a"}\n5\n', "num.jsonl:2: a int, not an object with a 'text' field"),
+        ("list.jsonl", '["a", "b"]\n', "list.jsonl:1: a list, not an object with a 'text' field"),
+    ],
+)
+def test_malformed_json_is_named_for_what_it_is(tmp_path, name, body, said):
+    (tmp_path / name).write_text(body)
+    with pytest.raises(ValueError, match=said):
+        _prepare([tmp_path / name], tmp_path / "out")
+    assert not (tmp_path / "out").exists()

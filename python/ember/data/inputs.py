@@ -137,6 +137,10 @@ def _json_lines(path: str, data: bytes):
 def _texts(path: str, records, text_key: str, where: str = ""):
     """The text_key field of each (number, record) (or the record itself, a string)."""
     for n, record in records:
+        if not isinstance(record, (dict, str, type(None))):
+            raise ValueError(
+                f"{path}:{where}{n}: a {type(record).__name__}, not an object with a {text_key!r} field (or a string)"
+            )
         text = record.get(text_key, ...) if isinstance(record, dict) else record
         if text is ...:
             raise ValueError(
@@ -167,8 +171,12 @@ def documents(path: str, text_key: str):
     if kind == "json":
         try:
             whole = json.loads(data)
-        except (json.JSONDecodeError, UnicodeDecodeError):  # JSON lines in a .json file
+        except json.JSONDecodeError as exc:  # JSON lines in a .json file, unless it is an array
+            if data.lstrip().startswith(b"["):
+                raise ValueError(f"{path}: not JSON ({exc.msg} at line {exc.lineno} column {exc.colno})") from None
             kind = "jsonl"
+        except UnicodeDecodeError:
+            kind = "jsonl"  # whose reader names the line
         else:
             records = enumerate(whole if isinstance(whole, list) else [whole], 1)
             yield from ((None, t) for t in _texts(path, records, text_key, "record "))
