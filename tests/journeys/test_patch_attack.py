@@ -355,3 +355,33 @@ def test_unpatch_under_accelerates_wrapper_says_how_to_take_it_off():
     extract_model_from_parallel(model, keep_fp32_wrapper=False)  # what accelerator.unwrap_model does
     unpatch(model)
     assert model(input_ids=ids, labels=labels).logits is not None
+
+
+class _PeftLike(nn.Module):
+    """What peft's get_peft_model returns: a wrapper whose forward takes no logits_to_keep, with the
+    transformers model behind get_base_model()."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.base_model = nn.Module()
+        self.base_model.model = model
+
+    def get_base_model(self):
+        return self.base_model.model
+
+    def forward(self, input_ids=None, labels=None, **kwargs):
+        return self.base_model.model(input_ids=input_ids, labels=labels, **kwargs)
+
+
+def test_a_peft_model_is_refused_naming_the_model_inside():
+    """The refusal said only that _PeftLike's forward takes no logits_to_keep; patching the model
+    inside (before or after wrapping) is the way, and the wrapper then trains with the fused loss."""
+    model = tiny_model("llama").train()
+    wrapped = _PeftLike(model)
+    with pytest.raises(
+        TypeError, match=r"wraps a LlamaForCausalLM: patch that one, apply_ember\(model.get_base_model\(\)\)"
+    ):
+        apply_ember(wrapped)
+    apply_ember(wrapped.get_base_model())
+    ids, labels = batch()
+    assert wrapped(input_ids=ids, labels=labels).logits is None

@@ -54,8 +54,13 @@ def _plan_or_raise(cls, fn: str, model=None):
         return plan_for(cls)
     except Refused as exc:
         hint = ""
-        for attr in ("_orig_mod", "module"):  # torch.compile's wrapper; DDP, DataParallel
-            inner = getattr(model, attr, None)
+        base = getattr(model, "get_base_model", None)
+        inners = {  # torch.compile's wrapper; DDP, DataParallel; peft's
+            "_orig_mod": getattr(model, "_orig_mod", None),
+            "module": getattr(model, "module", None),
+            "get_base_model()": base() if callable(base) else None,
+        }
+        for attr, inner in inners.items():
             if isinstance(inner, nn.Module):
                 hint = f" (it wraps a {type(inner).__name__}: patch that one, apply_ember(model.{attr}))"
                 break
