@@ -54,6 +54,21 @@ def test_index_that_names_the_wrong_shard(tmp_path):
     same_logits(path)
 
 
+def test_a_tensor_in_two_shards_is_refused(tmp_path):
+    """A tensor that two of the listed files hold (with other values): transformers takes the last
+    file's silently; from_hf refuses, naming both files."""
+    from safetensors.torch import load_file, save_file
+
+    path = tmp_path / "m"
+    hf_model("llama").save_pretrained(path, max_shard_size="30KB")
+    first = sorted(path.glob("model-*.safetensors"))[0]
+    tensors = load_file(str(first))
+    tensors["model.norm.weight"] = torch.full((64,), 7.0)
+    save_file(tensors, str(first), metadata={"format": "pt"})
+    with pytest.raises(HFCheckpointError, match=f"model.norm.weight is in both {first.name} and model-"):
+        from_hf(path)
+
+
 @pytest.mark.parametrize(
     "damage, message",
     [

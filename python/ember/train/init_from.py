@@ -131,13 +131,13 @@ def check_init_from(cfg: Config) -> None:
     check_data_tokenizer(cfg)
 
 
-def _token_ids(tokenizer_json: Path) -> dict[str, int]:
+def _token_ids(tokenizer_json: Path, where: str) -> dict[str, int]:
     from tokenizers import Tokenizer
 
     try:
         return Tokenizer.from_file(str(tokenizer_json)).get_vocab(with_added_tokens=True)
     except Exception as exc:  # the tokenizers library raises its parse errors as a bare Exception
-        raise ConfigError(f"config: model.init_from: {tokenizer_json}: not a tokenizer.json ({exc})") from None
+        raise ConfigError(f"config: {where}: {tokenizer_json}: not a tokenizer.json ({exc})") from None
 
 
 def check_data_tokenizer(cfg: Config) -> None:
@@ -148,14 +148,14 @@ def check_data_tokenizer(cfg: Config) -> None:
     model_tok = resolve_hf_path(cfg.model.init_from) / "tokenizer.json"
     if not model_tok.is_file():
         return
-    want = _token_ids(model_tok)
+    want = _token_ids(model_tok, "model.init_from")
     for src in parse_sources(cfg.data.sources):
         if src.path == corpus.NAME:
             spec = cfg.data.tokenizer
         else:
             name = read_index(src.path).get("tokenizer", "byte")
             spec = name if name == "byte" else str(Path(src.path) / name)
-        got = {} if spec == "byte" else _token_ids(Path(spec))
+        got = {} if spec == "byte" else _token_ids(Path(spec), f"data.sources: {src.path}")
         if any(got.get(token) != i for token, i in want.items()):
             made = "bytes" if spec == "byte" else f"the tokenizer {spec}"
             raise ConfigError(
