@@ -134,3 +134,25 @@ def test_a_checkpoint_of_an_abandoned_history_is_continued_only_in_a_run_folder_
     assert sorted(str(p.relative_to(aside)) for p in aside.rglob("*")) == before  # not made a run folder
     branch = run(tmp_path, "b", *EVERY_2, "--training.steps=5", f"--checkpoint.resume={old}")
     assert branch["run_dir"] == str(tmp_path / "b") and sorted(branch["losses"]) == [5]
+
+
+def test_the_run_folder_stays_held_until_a_background_save_in_flight_is_published(tmp_path, monkeypatch):
+    import torch.distributed.checkpoint as dcp
+
+    from ember.train import trainer
+
+    write = dcp.FileSystemWriter.write_data
+
+    def slow(self, *args, **kwargs):  # a big checkpoint: its write outlasts the run's end
+        time.sleep(0.5)
+        return write(self, *args, **kwargs)
+
+    def fails(self):
+        raise RuntimeError("the run ends by an error")
+
+    monkeypatch.setattr(dcp.FileSystemWriter, "write_data", slow)
+    monkeypatch.setattr(trainer.Trainer, "finish", fails)
+    with pytest.raises(RuntimeError, match="ends by an error"):
+        run(tmp_path, "a", "--training.steps=2", "--checkpoint.every=1", "--checkpoint.async_save=true")
+    # the folder is free: a relaunch may read it, and nothing writes in it any more
+    assert [p.name for p in ckpt.checkpoint_dirs(tmp_path / "a")] == ["step-00000001", "step-00000002"]

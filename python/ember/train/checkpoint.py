@@ -179,6 +179,12 @@ class Checkpointer:
         if pending is not None:
             pending.join()
 
+    def settle(self) -> None:
+        """Until the asynchronous save in flight has ended, however (its error is raised by wait(),
+        in the training's order)."""
+        if self.pending is not None:
+            threading.Thread.join(self.pending)
+
     def _async_group(self):
         """A gloo group for a background save's collectives: on the training group they would
         interleave with the training's and mismatch."""

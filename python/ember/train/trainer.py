@@ -56,7 +56,11 @@ def train(cfg: Config) -> dict:
     d = distributed.init(cfg.job.device)
     try:
         with StopSignal(verbose=d.is_main) as stop, RunFolderLock() as lock:
-            return Trainer(cfg, d, stop, lock).run()
+            trainer = Trainer(cfg, d, stop, lock)
+            try:
+                return trainer.run()
+            finally:  # a run ended by an error frees its folder only once its background save is published
+                trainer.checkpointer.settle()
     finally:
         distributed.shutdown()
 
