@@ -10,7 +10,7 @@ from torch import nn
 from ember.amp import autocast_inputs
 from ember.float8 import Float8Linear, convert_to_float8_training
 from ember.losses import LinearCrossEntropyLoss, prior_token_weights
-from ember.optim import Apollo
+from ember.optim import Apollo, apollo_param_groups
 from ember.reference import apollo as reference
 from ember.sparse import SparseLinear, random_prune
 
@@ -338,3 +338,20 @@ def test_random_prune_leaves_a_head_tied_to_the_embedding():
     state = model.state_dict()
     assert torch.equal(model.emb.weight, before) and torch.equal(state["emb.weight"], before)
     assert not model.mid.weight[~model.mid.dense_mask()].any()
+
+
+def test_apollo_param_groups_of_a_model_as_wide_as_its_vocabulary():
+    # Every Linear producing a vocabulary's size counted as a head: in a byte-level model of width
+    # 256, the attention and FFN-down weights went to AdamW silently (one low-rank matrix of four).
+    class ByteLM(nn.Module):
+        def __init__(self, vocab=256, dim=256):
+            super().__init__()
+            self.tok = nn.Embedding(vocab, dim)
+            self.q, self.up, self.down = nn.Linear(dim, dim), nn.Linear(dim, 4 * dim), nn.Linear(4 * dim, dim)
+            self.proj = nn.Linear(dim, vocab)  # the head, by its place only
+
+    model = ByteLM()
+    names = {id(p): n for n, p in model.named_parameters()}
+    low, rest = apollo_param_groups(model, rank=4)
+    assert [names[id(p)] for p in low["params"]] == ["q.weight", "up.weight", "down.weight"]
+    assert "proj.weight" in [names[id(p)] for p in rest["params"]] and rest["rank"] is None

@@ -348,23 +348,13 @@ class ApolloMini(Apollo):
 def apollo_param_groups(model: nn.Module, **apollo_kwargs: Any) -> list[dict]:
     """Two param groups for an Apollo optimizer: the 2-D weights of the model's Linear layers
     (low-rank rule), and everything else — embeddings, the output head (a Linear that shares its
-    weight with an embedding, produces one of its vocabularies, or is named lm_head/output), norms,
-    biases — with ``rank=None`` (AdamW with the same betas/eps). ``apollo_kwargs`` go to both
-    groups (``rank`` only to the first). Frozen parameters are left out."""
-    embeddings = [m for m in model.modules() if isinstance(m, nn.Embedding)]
-    embedding_weights = {id(m.weight) for m in embeddings}
-    vocab_sizes = {m.num_embeddings for m in embeddings}
-    lowrank_ids = set()
-    for name, module in model.named_modules():
-        if not isinstance(module, nn.Linear) or module.weight.dim() != 2:
-            continue
-        is_head = (
-            id(module.weight) in embedding_weights
-            or module.out_features in vocab_sizes
-            or name.rsplit(".", 1)[-1] in ("lm_head", "output")
-        )
-        if not is_head:
-            lowrank_ids.add(id(module.weight))
+    weight with an embedding or is named lm_head/output; failing those, the last Linear that
+    produces one of the embeddings' vocabularies), norms, biases — with ``rank=None`` (AdamW with
+    the same betas/eps). ``apollo_kwargs`` go to both groups (``rank`` only to the first). Frozen
+    parameters are left out."""
+    linears = [(n, m) for n, m in model.named_modules() if isinstance(m, nn.Linear) and m.weight.dim() == 2]
+    heads = _heads(model, linears)
+    lowrank_ids = {id(m.weight) for _, m in linears if id(m.weight) not in heads}
     lowrank, rest = [], []
     for _, p in model.named_parameters():  # shared parameters once
         if p.requires_grad:
@@ -374,6 +364,17 @@ def apollo_param_groups(model: nn.Module, **apollo_kwargs: Any) -> list[dict]:
     if rest:
         groups.append(dict(params=rest, **rest_kwargs, rank=None))
     return groups
+
+
+def _heads(model: nn.Module, linears: list) -> set[int]:
+    """ids of the output heads' weights among the Linear layers. Producing a vocabulary alone is a
+    weak sign (a layer of a model whose width is its vocabulary size does too), so it marks only
+    the last such layer, and only when no layer is tied to an embedding or named as a head."""
+    embeddings = [m for m in model.modules() if isinstance(m, nn.Embedding)]
+    tied = {id(m.weight) for m in embeddings}
+    heads = {id(m.weight) for n, m in linears if id(m.weight) in tied or n.rsplit(".", 1)[-1] in ("lm_head", "output")}
+    vocab = [m for _, m in linears if m.out_features in {e.num_embeddings for e in embeddings}]
+    return heads or ({id(vocab[-1].weight)} if vocab else set())
 
 
 def _check_hyperparameters(name: str, h: dict) -> None:
