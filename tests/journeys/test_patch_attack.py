@@ -252,6 +252,15 @@ def test_unpatch_of_something_else_says_so():
             unpatch(thing)
 
 
+def test_an_auto_class_is_named_with_the_way_out():
+    """apply_ember(AutoModelForCausalLM) said `got type`."""
+    auto = transformers.AutoModelForCausalLM
+    with pytest.raises(TypeError, match=r"got the class AutoModelForCausalLM.*the class it loads"):
+        apply_ember(auto)
+    with pytest.raises(TypeError, match=r"got the class AutoModelForCausalLM"):
+        unpatch(auto)
+
+
 # ---- transformers.Trainer ------------------------------------------------------------------------------
 def test_trainer_keeps_the_token_weights_column(tmp_path):
     """Trainer keeps only the batch keys the model's forward names: the patched forward showed the

@@ -67,6 +67,16 @@ def _plan_or_raise(cls, fn: str, model=None):
         raise TypeError(f"ember.patch.{fn}: {cls.__name__} cannot be patched: {exc}{hint}") from None
 
 
+def _what(thing) -> str:
+    """What a refused argument is, for the message (an auto class: the way to the class it loads)."""
+    if not isinstance(thing, type):
+        return type(thing).__name__
+    auto = (
+        " (an auto class: patch the class it loads, e.g. type(model), or the model)" if "Auto" in thing.__name__ else ""
+    )
+    return f"the class {thing.__name__}{auto}"
+
+
 def _decoder_layers(model: nn.Module) -> tuple[str, nn.Module]:
     """(name, module) of the decoder's stack of blocks: the largest ModuleList of the model."""
     lists = [(n, m) for n, m in model.named_modules() if isinstance(m, nn.ModuleList) and len(m) > 0]
@@ -150,7 +160,7 @@ def _plan(model_or_class, linear_cross_entropy: bool, token_weights: bool, float
         isinstance(model_or_class, type) and issubclass(model_or_class, nn.Module)
     ):
         raise TypeError(
-            f"ember.patch.{fn}: expected a transformers causal LM (instance or class), got {type(model_or_class).__name__}"
+            f"ember.patch.{fn}: expected a transformers causal LM (instance or class), got {_what(model_or_class)}"
         )
     cls = model_or_class if isinstance(model_or_class, type) else type(model_or_class)
     plan = _plan_or_raise(cls, fn, model_or_class if instance else None)
@@ -352,7 +362,7 @@ def unpatch(model_or_class=None) -> list[str]:
         return _restore_class(model_or_class)
     if not isinstance(model_or_class, nn.Module):
         raise TypeError(
-            f"ember.patch.unpatch: expected a model or a model class (or None), got {type(model_or_class).__name__}"
+            f"ember.patch.unpatch: expected a model or a model class (or None), got {_what(model_or_class)}"
         )
     model, changes = model_or_class, _restore_instance(model_or_class)
     from ..float8 import Float8Linear
