@@ -355,3 +355,19 @@ def test_apollo_param_groups_of_a_model_as_wide_as_its_vocabulary():
     low, rest = apollo_param_groups(model, rank=4)
     assert [names[id(p)] for p in low["params"]] == ["q.weight", "up.weight", "down.weight"]
     assert "proj.weight" in [names[id(p)] for p in rest["params"]] and rest["rank"] is None
+
+
+def test_random_prune_of_a_model_with_no_layer_to_prune_is_refused():
+    # A model whose layers are no nn.Linear (transformers' Conv1D in GPT-2) was left dense while
+    # random_prune returned a report with the target sparsity.
+    class Conv1D(nn.Module):  # transformers.pytorch_utils.Conv1D: a Linear that is no nn.Linear
+        def __init__(self, nf, nx):
+            super().__init__()
+            self.weight = nn.Parameter(torch.randn(nx, nf))
+
+        def forward(self, x):
+            return x @ self.weight
+
+    with pytest.raises(ValueError, match="ember.sparse.random_prune: Sequential has no layer to prune"):
+        random_prune(nn.Sequential(Conv1D(8, 8), nn.ReLU()), 0.5)
+    assert random_prune(nn.Sequential(Conv1D(8, 8)), 0.0)["density"] == 1.0  # nothing asked, nothing done

@@ -77,6 +77,11 @@ def random_prune(
     would revive what the first pruned)."""
     _check_block("random_prune", block)
     layers = prunable_layers(model, include_embeddings)
+    if not layers and sparsity > 0:  # (a bad sparsity is named by the densities' check)
+        raise ValueError(
+            f"ember.sparse.random_prune: {type(model).__name__} has no layer to prune (nn.Linear, nn.Conv1d/2d/3d"
+            f"{', nn.Embedding' if include_embeddings else ''}, not tied nor attention's out_proj): nothing would change"
+        )
     _check_prunable(layers)
     masks = masks if masks is not None else draw_masks(model, sparsity, method, block, seed, include_embeddings)
     for name, module in layers.items():
