@@ -156,3 +156,13 @@ def test_the_run_folder_stays_held_until_a_background_save_in_flight_is_publishe
         run(tmp_path, "a", "--training.steps=2", "--checkpoint.every=1", "--checkpoint.async_save=true")
     # the folder is free: a relaunch may read it, and nothing writes in it any more
     assert [p.name for p in ckpt.checkpoint_dirs(tmp_path / "a")] == ["step-00000001", "step-00000002"]
+
+
+@pytest.mark.slow
+def test_a_rewind_without_plots_leaves_no_plot_of_the_abandoned_history(tmp_path):
+    run(tmp_path, "a", *EVERY_2, "--training.steps=4", "--metrics.plot=true")
+    assert (tmp_path / "a" / "loss.png").is_file()
+    step_2 = tmp_path / "a" / "checkpoints" / "step-00000002"
+    run(tmp_path, "a", *EVERY_2, "--training.steps=4", f"--checkpoint.resume={step_2}", "--optimizer.lr=1e-3")
+    assert not (tmp_path / "a" / "loss.png").exists()  # its curves are the abandoned history's
+    assert (next((tmp_path / "a" / "abandoned").iterdir()) / "loss.png").is_file()

@@ -40,6 +40,7 @@ from torch.distributed.checkpoint.state_dict import (
 
 from . import faults
 from .distributed import Dist
+from .plot import PLOTS
 
 _STEP_DIR = re.compile(r"^step-(\d+)$")
 
@@ -76,8 +77,8 @@ def _complete(folder: Path) -> bool:
 
 
 def set_aside_after(run_dir: Path, step: int) -> Path | None:
-    """A rewind to `step`: the run's later checkpoints (and its model.safetensors, theirs) move
-    to RUN/abandoned/after-step-N-TIME/, out of the names that loading and `latest` look at.
+    """A rewind to `step`: the run's later checkpoints (and its model.safetensors and plots, theirs)
+    move to RUN/abandoned/after-step-N-TIME/, out of the names that loading and `latest` look at.
     Returns that folder, or None when there was nothing later."""
     later = [p for p in checkpoint_dirs(run_dir) if int(_STEP_DIR.match(p.name).group(1)) > step]
     if not later:
@@ -87,8 +88,9 @@ def set_aside_after(run_dir: Path, step: int) -> Path | None:
     (aside / "checkpoints").mkdir()
     for folder in later:
         os.replace(folder, aside / "checkpoints" / folder.name)
-    if (Path(run_dir) / "model.safetensors").is_file():
-        os.replace(Path(run_dir) / "model.safetensors", aside / "model.safetensors")
+    for name in ("model.safetensors", *PLOTS):
+        if (Path(run_dir) / name).is_file():
+            os.replace(Path(run_dir) / name, aside / name)
     _fsync_dir(aside / "checkpoints")
     _fsync_dir(Path(run_dir) / "checkpoints")
     return aside

@@ -7,6 +7,10 @@ import json
 from pathlib import Path
 
 
+# What plot_run may write into a run folder: a rewind sets them aside with the history they show.
+PLOTS = ("loss.png", "val_per_source.png", "lr.png", "tokens_per_s.png")
+
+
 def read_metrics(run_dir: Path) -> list[dict]:
     path = Path(run_dir) / "metrics.jsonl"
     if not path.is_file():
