@@ -246,6 +246,20 @@ def test_a_second_conversion_is_refused(first, second):
     assert any(isinstance(m, (SparseLinear, Float8Linear)) for m in model.modules())
 
 
+def test_pruning_a_linear_subclass_with_its_own_forward_is_refused():
+    """random_prune refuses it (a SparseLinear would drop its forward); apply_ember converts the
+    layers before it patches the forward, so that refusal leaves nothing patched either."""
+    model = tiny_model("llama").train()
+    mlp = model.model.layers[0].mlp
+    up = _DoubledHead(32, 64, bias=False)
+    up.weight = mlp.up_proj.weight
+    mlp.up_proj = up
+    with pytest.raises(ValueError, match=r"up_proj \(_DoubledHead\).*forward of their own"):
+        apply_ember(model, sparsity=dict(target=0.5))
+    assert mlp.up_proj is up and "forward" not in vars(model)
+    assert not any(isinstance(m, SparseLinear) for m in model.modules())
+
+
 def test_unpatch_of_something_else_says_so():
     for thing in (object(), "llama"):
         with pytest.raises(TypeError, match=r"ember.patch.unpatch: expected a model or a model class"):
