@@ -200,6 +200,20 @@ def test_dtype_by_torchs_other_names(tmp_path, name, dtype):
     assert from_hf(path).tok_embeddings.weight.dtype == dtype
 
 
+def test_sequences_past_max_position_embeddings(tmp_path):
+    """from_hf builds RoPE tables for the config's max_position_embeddings; a longer sequence is
+    refused saying how to get longer tables (the error named no way out), and with max_seq_len it
+    computes what transformers does (plain RoPE has no length limit there)."""
+    path = tmp_path / "m"
+    hf_model("mistral", max_position_embeddings=16).save_pretrained(path)
+    x = tokens(n=40)
+    with pytest.raises(ValueError, match=r"exceeds max_seq_len 16.*from_hf\(path, max_seq_len=40\)"):
+        from_hf(path)(x)
+    ref = transformers.AutoModelForCausalLM.from_pretrained(path).eval()
+    with torch.no_grad():
+        assert rel_err(from_hf(path, max_seq_len=40)(x), hf_logits(ref, x)) <= 1e-4
+
+
 def test_heads_that_do_not_group_name_the_checkpoint(tmp_path, capsys):
     """num_key_value_heads that does not divide num_attention_heads: an HFCheckpointError that
     names the config keys (a bare LlamaConfig ValueError before), and `ember train` refuses it

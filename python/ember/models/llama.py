@@ -267,7 +267,11 @@ class Llama(nn.Module):
         """Final normed hidden states (B, T, dim): what the output head (or a fused
         linear + cross-entropy) consumes."""
         if tokens.shape[-1] > self.config.max_seq_len:
-            raise ValueError(f"Llama: sequence length {tokens.shape[-1]} exceeds max_seq_len {self.config.max_seq_len}")
+            imported = self.config.hf_config is not None  # its RoPE tables end at max_position_embeddings
+            hint = f" (from_hf(path, max_seq_len={tokens.shape[-1]}) makes longer tables)" if imported else ""
+            raise ValueError(
+                f"Llama: sequence length {tokens.shape[-1]} exceeds max_seq_len {self.config.max_seq_len}{hint}"
+            )
         x = self.tok_embeddings(tokens)
         for layer in self.layers:
             if self.activation_checkpointing and torch.is_grad_enabled():
