@@ -122,6 +122,23 @@ def test_a_softcap_beyond_float32_is_refused(softcap):
         linear_cross_entropy(h, w, y, softcap=softcap)
 
 
+@pytest.mark.parametrize("reduction", ["mean", "sum"])
+@pytest.mark.parametrize("upstream", [float("inf"), float("nan")])
+def test_linear_cross_entropy_skipped_rows_get_zero_gradient_whatever_the_upstream(reduction, upstream):
+    # The forward's gradients were scaled by the upstream scalar: 0·inf made the rows of ignored
+    # and weight-0 tokens NaN (F.cross_entropy and ember.ops.cross_entropy give them exactly 0).
+    _, y, h, w = data()
+    y[1] = -100
+    weight = torch.rand(N)
+    weight[2] = 0
+    h, w = h.requires_grad_(), w.requires_grad_()
+    linear_cross_entropy(h, w, y, weight, reduction=reduction).backward(torch.tensor(upstream))
+    assert torch.equal(h.grad[1:3], torch.zeros(2, D))
+    h.grad = w.grad = None  # every token skipped: nothing reaches dW either
+    linear_cross_entropy(h, w, torch.full((N,), -100), reduction="sum").backward(torch.tensor(upstream))
+    assert torch.equal(h.grad, torch.zeros(N, D)) and torch.equal(w.grad, torch.zeros(V, D))
+
+
 # ---- empty and zero-width inputs -------------------------------------------------------------------------
 @pytest.mark.parametrize("reduction", ["mean", "sum"])
 def test_linear_cross_entropy_backward_of_an_empty_batch(reduction):

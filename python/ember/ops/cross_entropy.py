@@ -317,6 +317,20 @@ def _linear_setup(ctx, inputs, output):
     ctx.set_materialize_grads(False)  # else autograd allocates zero gradients for dlm_weight & co.
 
 
+def _scale_forward_grads(grads, grad_loss, target, weight, ignore_index, has_bias):
+    """The forward's gradients times s, the one upstream gradient of every token. The rows of
+    skipped tokens (ignored, weight 0) stay exactly 0, and dW and db are 0 when no token counts,
+    whatever s (0·inf is NaN), as the backward op and torch give them."""
+    dh, dw, db = grads
+    s = grad_loss[0] if grad_loss.numel() else grad_loss.new_zeros(())
+    skip = target == ignore_index
+    if weight is not None:
+        skip = skip | (weight == 0)
+    dh = dh.mul_(torch.where(skip, 0.0, s).to(dh.dtype)[:, None])
+    s = torch.where(skip.all(), 0.0, s)
+    return dh, dw.mul_(s.to(dw.dtype)), db.mul_(s.to(db.dtype)) if has_bias else None
+
+
 def _linear_backward(ctx, grad_loss, *_):
     hidden, lm_weight, target, weight, bias, lse = ctx.saved_tensors
     if grad_loss is None:
@@ -327,11 +341,8 @@ def _linear_backward(ctx, grad_loss, *_):
     if ctx.grads is not None and uniform:
         # One upstream gradient for every token (a sum or a mean): scale the forward's gradients
         # in place and give them away (a second backward through a retained graph recomputes).
-        dh, dw, db = ctx.grads
-        ctx.grads = ctx.non_differentiable = None  # the last references but ours: .grad takes them as they are
-        s = (grad_loss[:1] if grad_loss.numel() else grad_loss.new_zeros(())).to(dh.dtype)  # (no rows: dW is 0)
-        dh, dw = dh.mul_(s), dw.mul_(s.to(dw.dtype))
-        db = db.mul_(s.to(db.dtype)) if has_bias else None
+        grads, ctx.grads, ctx.non_differentiable = ctx.grads, None, None  # .grad takes them as they are
+        dh, dw, db = _scale_forward_grads(grads, grad_loss, target, weight, ctx.args[0], has_bias)
     else:
         dh, dw, db = torch.ops.ember.linear_cross_entropy_backward(
             grad_loss.float(), hidden, lm_weight, target, weight, bias, lse, *ctx.args
