@@ -166,3 +166,20 @@ def test_a_rewind_without_plots_leaves_no_plot_of_the_abandoned_history(tmp_path
     run(tmp_path, "a", *EVERY_2, "--training.steps=4", f"--checkpoint.resume={step_2}", "--optimizer.lr=1e-3")
     assert not (tmp_path / "a" / "loss.png").exists()  # its curves are the abandoned history's
     assert (next((tmp_path / "a" / "abandoned").iterdir()) / "loss.png").is_file()
+
+
+def test_a_run_relaunched_as_the_last_one_ends_continues_from_its_last_checkpoint(tmp_path, monkeypatch):
+    from ember.train import run_lock
+
+    run(tmp_path, "a", *EVERY_2, "--training.steps=4")
+    acquire = run_lock.RunFolderLock.acquire
+
+    def the_first_ends_meanwhile(self, run_dir):  # it publishes step 6 while the relaunch looks for its latest
+        monkeypatch.setattr(run_lock.RunFolderLock, "acquire", acquire)
+        run(tmp_path, "a", *EVERY_2, "--training.steps=6", "--checkpoint.resume")
+        acquire(self, run_dir)
+
+    monkeypatch.setattr(run_lock.RunFolderLock, "acquire", the_first_ends_meanwhile)
+    relaunched = run(tmp_path, "a", *EVERY_2, "--training.steps=8", "--checkpoint.resume")
+    assert not (tmp_path / "a" / "abandoned").exists()  # not a rewind of the steps it had not seen
+    assert relaunched["step"] == 8 and sorted(relaunched["losses"]) == list(range(1, 9))

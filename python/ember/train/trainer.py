@@ -87,13 +87,15 @@ class Trainer:
         self.dtype = compute_dtype(cfg, d.device)
         self.run_dir, self.resume_from = _run_dir(cfg, d)
         self.auto_named = not cfg.job.name and not (cfg.checkpoint.resume and cfg.checkpoint.resume != "latest")
+        if self.lock and not self.auto_named and self.run_dir.is_dir():
+            self.lock.acquire(self.run_dir)  # no other run publishes, prunes or rewinds in it from now on
+            self.run_dir, self.resume_from = _run_dir(cfg, d)  # as the run that held it last left it
+        self.resume_from = d.broadcast(self.resume_from)  # rank 0's: every rank loads the same checkpoint
         if self.resume_from is not None:
             meta = ckpt.read_meta(self.resume_from)
             resume.check_same_run(cfg, meta["config"], meta["step"])
             run_data.check_resume(cfg, self.resume_from)
             check_source_unchanged(cfg, self.resume_from)
-        if self.lock and not self.auto_named and self.run_dir.is_dir():  # before its checkpoint is read
-            self.lock.acquire(self.run_dir)
 
     def build(self) -> None:
         """The data loader, the evaluator, the model, the optimizer and the learning-rate
