@@ -371,3 +371,20 @@ def test_random_prune_of_a_model_with_no_layer_to_prune_is_refused():
     with pytest.raises(ValueError, match="ember.sparse.random_prune: Sequential has no layer to prune"):
         random_prune(nn.Sequential(Conv1D(8, 8), nn.ReLU()), 0.5)
     assert random_prune(nn.Sequential(Conv1D(8, 8)), 0.0)["density"] == 1.0  # nothing asked, nothing done
+
+
+def test_a_gradient_of_another_dtype_is_refused_before_any_step():
+    # With p.grad_dtype = None a float32 gradient reached a bf16 parameter: fused AdamW failed
+    # with "expected scalar type BFloat16 but found Float" after the group's low-rank matrices
+    # had stepped.
+    w = nn.Parameter(torch.randn(8, 6))
+    b = nn.Parameter(torch.randn(6).bfloat16())
+    opt = Apollo([w, b], rank=2)
+    b.grad_dtype = None
+    w.grad, b.grad = torch.randn(8, 6), torch.randn(6)
+    before = w.detach().clone()
+    with pytest.raises(
+        RuntimeError, match=r"ember.optim.Apollo: the gradient of a torch.bfloat16 parameter of shape \(6,\)"
+    ):
+        opt.step()
+    assert torch.equal(w.detach(), before) and int(opt.state[w].get("step", 0)) == 0

@@ -158,6 +158,11 @@ class Apollo(torch.optim.Optimizer):
                 raise RuntimeError(
                     f"ember.optim.{type(self).__name__}: sparse gradients are not supported (parameter of shape {tuple(p.shape)})"
                 )
+            if grad.dtype != p.dtype:  # only with p.grad_dtype changed; fused AdamW named no parameter
+                raise RuntimeError(
+                    f"ember.optim.{type(self).__name__}: the gradient of a {p.dtype} parameter of shape "
+                    f"{tuple(p.shape)} is {grad.dtype}; gradients must have their parameter's dtype"
+                )
             state = self.state[p]
             # Both steps pair the elements of a parameter, its gradient and moments by memory
             # order (fused AdamW silently so): a parameter of another layout (a .t() weight) is
