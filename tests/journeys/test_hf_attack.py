@@ -54,6 +54,19 @@ def test_index_that_names_the_wrong_shard(tmp_path):
     same_logits(path)
 
 
+def test_tied_checkpoint_that_saved_the_head_only(tmp_path):
+    """A tied model saved with lm_head.weight and no model.embed_tokens.weight: transformers ties
+    the embedding to the saved head, and so does from_hf (it refused the embedding as missing)."""
+    from safetensors.torch import load_file, save_file
+
+    path = tmp_path / "m"
+    hf_model("qwen2").save_pretrained(path)  # tie_word_embeddings=true
+    tensors = load_file(str(path / "model.safetensors"))
+    tensors["lm_head.weight"] = tensors.pop("model.embed_tokens.weight")
+    save_file(tensors, str(path / "model.safetensors"), metadata={"format": "pt"})
+    same_logits(path)
+    assert from_hf(path).config.tie_embeddings
+
 def test_a_tensor_in_two_shards_is_refused(tmp_path):
     """A tensor that two of the listed files hold (with other values): transformers takes the last
     file's silently; from_hf refuses, naming both files."""

@@ -238,6 +238,15 @@ def untie_if_distinct(path: Path, cfg: LlamaConfig) -> LlamaConfig:
     return cfg
 
 
+EMBEDDING = "model.embed_tokens.weight"
+
+
+def _stored(name: str, files: dict[str, Path]) -> str:
+    """The checkpoint's name of a parameter's tensor: a tied model saved with its head alone (no
+    embedding tensor) has the embedding under lm_head.weight, as transformers ties it."""
+    return "lm_head.weight" if name == EMBEDDING and name not in files and "lm_head.weight" in files else name
+
+
 def check_weights(path: Path, model_cfg: LlamaConfig) -> dict[str, Path]:
     """The checkpoint's tensors exactly match the model's parameters (names, shapes) and are
     floating point; returns weight_files(path). Reads headers only."""
@@ -248,6 +257,8 @@ def check_weights(path: Path, model_cfg: LlamaConfig) -> dict[str, Path]:
         shapes = {hf_name(n): tuple(p.shape) for n, p in Llama(model_cfg).named_parameters()}
     ignored = {"lm_head.weight"} if model_cfg.tie_embeddings else set()
     names = {n for n in files if n not in ignored and not n.endswith("rotary_emb.inv_freq")}
+    if model_cfg.tie_embeddings and _stored(EMBEDDING, files) != EMBEDDING:
+        names.add(EMBEDDING)
     missing, extra = sorted(set(shapes) - names), sorted(names - set(shapes))
     if missing or extra:
         raise HFCheckpointError(
@@ -257,11 +268,11 @@ def check_weights(path: Path, model_cfg: LlamaConfig) -> dict[str, Path]:
         )
     by_file: dict[Path, list[str]] = {}
     for n in shapes:
-        by_file.setdefault(files[n], []).append(n)
+        by_file.setdefault(files[_stored(n, files)], []).append(n)
     for file, group in by_file.items():
         with safe_open(str(file), "pt") as f:
             for n in group:
-                s = f.get_slice(n)
+                s = f.get_slice(_stored(n, files))
                 if tuple(s.get_shape()) != shapes[n]:
                     raise HFCheckpointError(
                         f"Hugging Face checkpoint {path}: {n} has shape {tuple(s.get_shape())}, the config says {shapes[n]}"
@@ -286,17 +297,17 @@ def load_hf_weights(model: Llama, path: str | Path, files: dict[str, Path] | Non
     params = {hf_name(_source_name(n)): p for n, p in model.named_parameters()}
     by_file: dict[Path, list[str]] = {}
     for n in params:
-        by_file.setdefault(files[n], []).append(n)
+        by_file.setdefault(files[_stored(n, files)], []).append(n)
     for file, names in by_file.items():
         with safe_open(str(file), "pt", device="cpu") as f:
             for n in names:
-                p = params[n]
+                p, stored = params[n], _stored(n, files)
                 if hasattr(p, "device_mesh"):  # a DTensor: this rank's slice only
                     from torch.distributed.tensor import DTensor
                     from torch.distributed.tensor._utils import compute_local_shape_and_global_offset
 
                     shape, offset = compute_local_shape_and_global_offset(p.shape, p.device_mesh, p.placements)
-                    local = f.get_slice(n)[tuple(slice(o, o + s) for o, s in zip(offset, shape))]
+                    local = f.get_slice(stored)[tuple(slice(o, o + s) for o, s in zip(offset, shape))]
                     local = local.to(device=p.to_local().device, dtype=p.dtype)
                     p.copy_(
                         DTensor.from_local(
@@ -304,7 +315,7 @@ def load_hf_weights(model: Llama, path: str | Path, files: dict[str, Path] | Non
                         )
                     )
                 else:
-                    p.copy_(f.get_tensor(n))
+                    p.copy_(f.get_tensor(stored))
     model.init_buffers()
 
 
