@@ -408,3 +408,29 @@ def test_a_peft_model_is_refused_naming_the_model_inside():
     apply_ember(wrapped.get_base_model())
     ids, labels = batch()
     assert wrapped(input_ids=ids, labels=labels).logits is None
+
+
+def test_a_tensor_parallel_head_takes_the_unfused_path(tmp_path):
+    """parallelize_module's hooks redistribute the head's input and output (the logits): run around
+    the fused loss, they met a DTensor weight and a plain hidden state, and the call crashed
+    ("got mixed torch.Tensor and DTensor"). Now the call computes the logits, with one warning."""
+    import torch.distributed as dist
+    from torch.distributed.device_mesh import init_device_mesh
+    from torch.distributed.tensor import Replicate
+    from torch.distributed.tensor.parallel import ColwiseParallel, parallelize_module
+
+    if dist.is_initialized():
+        pytest.skip("a process group exists already")
+    dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'pg'}", rank=0, world_size=1)
+    try:
+        model = tiny_model("llama").train()
+        plan = {"lm_head": ColwiseParallel(output_layouts=Replicate())}
+        parallelize_module(model, init_device_mesh("cpu", (1,)), plan)
+        ids, labels = batch()
+        ref = loss_and_grads(model, input_ids=ids, labels=labels)
+        apply_ember(model)
+        with pytest.warns(UserWarning, match="tensor parallel"):
+            got = loss_and_grads(model, input_ids=ids, labels=labels)
+        assert_same(got, ref)
+    finally:
+        dist.destroy_process_group()

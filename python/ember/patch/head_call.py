@@ -4,9 +4,11 @@ The head runs the hooks that keep its weight where it belongs (FSDP2's unshard a
 accelerate's offload, which loads the weight before the forward and puts it back after) and
 the forward pre-hooks, which see the head's real input. A hook that would see the head's output or
 its gradients (a forward hook, a backward hook, a forward replaced on the instance by someone
-else) would get the loss instead of the logits, and a subclass of nn.Linear with a forward of its
-own computes something else than the weight's product: `bypassed` names it, and the caller takes the
-unfused path for that call (accelerate's forward wrapper is not such a forward: it is run here). Nothing is set on the head, so the same code runs under torch.compile.
+else, tensor parallelism's hooks that redistribute the logits) would get the loss instead of the
+logits, and a subclass of nn.Linear with a forward of its own computes something else than the
+weight's product: `bypassed` names it, and the caller takes the unfused path for that call
+(accelerate's forward wrapper is not such a forward: it is run here). Nothing is set on the head,
+so the same code runs under torch.compile.
 """
 
 from __future__ import annotations
@@ -24,14 +26,25 @@ from torch.nn.modules import module as _module
 _FRAMEWORKS = ("torch.distributed.", "torch.utils.module_tracker", "accelerate.")
 
 
-def _framework(hook) -> bool:
+# tensor parallelism's hooks (distribute_module) redistribute the head's input and its output, the
+# logits: they cannot run around a loss
+_TENSOR_PARALLEL = "torch.distributed.tensor."
+
+
+def _module_of(hook) -> str:
     while isinstance(hook, functools.partial):
         hook = hook.func
-    return (getattr(hook, "__module__", None) or "").startswith(_FRAMEWORKS)
+    return getattr(hook, "__module__", None) or ""
+
+
+def _framework(hook) -> bool:
+    return _module_of(hook).startswith(_FRAMEWORKS) and not _module_of(hook).startswith(_TENSOR_PARALLEL)
 
 
 def bypassed(head: nn.Module) -> str | None:
     """Why the fused loss cannot stand in for `head`'s forward in this call (None: it can)."""
+    if any(_module_of(h).startswith(_TENSOR_PARALLEL) for h in head._forward_hooks.values()):
+        return "tensor parallel hooks (parallelize_module), which redistribute the logits"
     kinds = (
         ("forward hook", _module._global_forward_hooks, head._forward_hooks),
         ("backward hook", _module._global_backward_hooks, head._backward_hooks),
