@@ -200,3 +200,37 @@ def test_fp8_gemm_refuses_inputs_that_require_grad(which):
         fp8_gemm(qa, sa, qb, sb, bias=bias)
     with torch.no_grad():
         fp8_gemm(qa, sa, qb, sb, bias=bias)
+
+
+# ---- apollo_step_ ----------------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    "mistake", ["one state for every matrix", "exp_avg is exp_avg_sq", "a param twice", "a grad is a param"]
+)
+def test_apollo_step_refuses_tensors_that_share_memory(mistake):
+    # `[torch.zeros(L, r)] * n` gives every matrix the same moments: the op mixed their updates
+    # silently (as it did with exp_avg passed as exp_avg_sq, a parameter listed twice, or one
+    # matrix's gradient that is another's parameter). Gradients may share memory: they are read.
+    from ember.ops import apollo_step_
+
+    g = torch.Generator().manual_seed(0)
+    params = [torch.randn(8, 4, generator=g) for _ in range(2)]
+    grads = [torch.randn(8, 4, generator=g) for _ in range(2)]
+    exp_avg, exp_avg_sq = [torch.zeros(8, 2) for _ in range(2)], [torch.zeros(8, 2) for _ in range(2)]
+    if mistake == "one state for every matrix":
+        exp_avg = [torch.zeros(8, 2)] * 2
+    elif mistake == "exp_avg is exp_avg_sq":
+        exp_avg_sq = exp_avg
+    elif mistake == "a param twice":
+        params = [params[0], params[0]]
+    else:
+        grads = [params[1], grads[1]]
+    before = [p.clone() for p in params]
+    hyper = dict(lr=0.1, beta1=0.9, beta2=0.999, eps=1e-6, weight_decay=0.0, scale=1.0, tensor_scale=False)
+    hyper.update(norm_growth_limit=1.01, rank=2, update_proj_gap=10, seed=0, stochastic_rounding=False)
+    norms = [torch.zeros(1) for _ in range(2)]
+    with pytest.raises(ValueError, match=r"ember\.ops\.apollo_step_: .* share memory"):
+        apollo_step_(params, grads, exp_avg, exp_avg_sq, norms, [1, 1], [0, 1], **hyper)
+    assert all(torch.equal(p, b) for p, b in zip(params, before))
+    if mistake == "a param twice":  # one gradient for both matrices is fine
+        params = [p.clone() for p in before]
+        apollo_step_(params, [grads[0], grads[0]], exp_avg, exp_avg_sq, norms, [1, 1], [0, 1], **hyper)

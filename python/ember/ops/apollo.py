@@ -55,8 +55,9 @@ def apollo_step_(
     ember.optim.Apollo is the optimizer around it.
 
     Writes params, exp_avg, exp_avg_sq and norm_prev, nothing else; a call that raises (a bad
-    argument, a non-contiguous tensor: the op takes contiguous tensors only) writes nothing. The
-    result does not depend on the CPU thread count.
+    argument, a non-contiguous tensor: the op takes contiguous tensors only; two written tensors,
+    or one and a grad, that share memory) writes nothing. The result does not depend on the CPU
+    thread count.
 
     Non-finite values poison, as in torch.optim.AdamW (nothing is skipped), but a whole matrix:
     a NaN or ±inf in grads[i] makes exp_avg[i] and exp_avg_sq[i] NaN in the channels it touches
@@ -75,6 +76,7 @@ def apollo_step_(
     hyper.update(tensor_scale=tensor_scale, norm_growth_limit=norm_growth_limit, rank=rank)
     hyper.update(update_proj_gap=update_proj_gap, seed=seed, stochastic_rounding=stochastic_rounding)
     lists = (params, grads, exp_avg, exp_avg_sq, norm_prev, steps, streams)
+    _check_no_shared_memory(lists[:5])
     routed = [_disabled_step(p) for p in params]
     if any(routed):  # those matrices by the rule, the others by the kernel
         reference_path.apollo_step_(*([x for x, r in zip(xs, routed) if r] for xs in lists), **hyper)
@@ -82,6 +84,28 @@ def apollo_step_(
         if not lists[0]:
             return
     torch.ops.ember.apollo_step_(*lists, *hyper.values())
+
+
+def _check_no_shared_memory(lists) -> None:
+    """The op writes params, exp_avg, exp_avg_sq and norm_prev: two of these (or one and a grad)
+    that share memory would mix their updates, silently (`[torch.zeros(L, r)] * n` gives every
+    matrix one state; a parameter listed twice is stepped twice from one read). Grads may share."""
+    spans = []
+    for name, xs in zip(("params", "grads", "exp_avg", "exp_avg_sq", "norm_prev"), lists):
+        for i, t in enumerate(xs):
+            if isinstance(t, torch.Tensor) and t.numel() and not t.is_meta:
+                n = t.numel() if t.is_contiguous() else 1 + sum((k - 1) * st for k, st in zip(t.shape, t.stride()))
+                spans.append((str(t.device), t.data_ptr(), t.data_ptr() + n * t.element_size(), name, i))
+    spans.sort()
+    reach = None  # the span reaching furthest among those that start before this one
+    for span in spans:
+        if reach is not None and span[0] == reach[0] and span[1] < reach[2] and not span[3] == reach[3] == "grads":
+            raise ValueError(
+                f"ember.ops.apollo_step_: {reach[3]}[{reach[4]}] and {span[3]}[{span[4]}] share memory; every "
+                "matrix needs a parameter and states of its own"
+            )
+        if reach is None or span[0] != reach[0] or span[2] > reach[2]:
+            reach = span
 
 
 def _disabled_step(param: torch.Tensor) -> bool:
