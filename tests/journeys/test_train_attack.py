@@ -183,3 +183,22 @@ def test_a_run_relaunched_as_the_last_one_ends_continues_from_its_last_checkpoin
     relaunched = run(tmp_path, "a", *EVERY_2, "--training.steps=8", "--checkpoint.resume")
     assert not (tmp_path / "a" / "abandoned").exists()  # not a rewind of the steps it had not seen
     assert relaunched["step"] == 8 and sorted(relaunched["losses"]) == list(range(1, 9))
+
+
+def test_a_fresh_history_keeps_only_its_own_tokenizer_files(tmp_path):
+    """What open_run_folder does with the run's tokenizer (a whole run on a BPE tokenizer
+    tokenizes the built-in corpus: a minute)."""
+    from ember.train import run_data
+
+    (tmp_path / "tok").mkdir()
+    (tmp_path / "tok" / "tokenizer.json").write_text('{"new": 1}')
+    kept = tmp_path / "a" / "tokenizer"  # an earlier history's, killed before its first checkpoint
+    kept.mkdir(parents=True)
+    for name in ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"):
+        (kept / name).write_text("{}")
+    cfg = parse_config(flags(tmp_path, "a", f"--data.tokenizer={tmp_path / 'tok' / 'tokenizer.json'}"))
+    run_data.save_tokenizer(cfg, tmp_path / "a")
+    shipped = run_data.run_tokenizer_files(tmp_path / "a" / "checkpoints" / "step-00000001")  # what export ships
+    assert [(p.name, p.read_text()) for p in shipped] == [("tokenizer.json", '{"new": 1}')]
+    run_data.save_tokenizer(parse_config(flags(tmp_path, "a")), tmp_path / "a")  # bytes: none
+    assert run_data.run_tokenizer_files(tmp_path / "a" / "checkpoints" / "step-00000001") is None

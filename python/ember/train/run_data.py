@@ -77,11 +77,15 @@ def check_resume(cfg: Config, checkpoint: Path) -> None:
 
 
 def save_tokenizer(cfg: Config, run_dir: Path) -> None:
-    """Copy the tokenizer files of the run's data into RUN/tokenizer/ (rank 0; none for bytes)."""
+    """Copy the tokenizer files of the run's data into RUN/tokenizer/ (rank 0; none for bytes), and
+    only those: files an earlier history of the run folder left there would ship with this model."""
     files = data_tokenizer_files(cfg)
+    folder = Path(run_dir) / TOKENIZER_DIR
+    mine = {f.name if f.name in TOKENIZER_FILES else "tokenizer.json" for f in files}
+    for stale in set(TOKENIZER_FILES) - mine:
+        (folder / stale).unlink(missing_ok=True)
     if not files:
         return
-    folder = Path(run_dir) / TOKENIZER_DIR
     folder.mkdir(parents=True, exist_ok=True)
     for f in files:  # a --data.tokenizer file of any name is the run's tokenizer.json
         name = f.name if f.name in TOKENIZER_FILES else "tokenizer.json"
