@@ -388,3 +388,26 @@ def test_a_gradient_of_another_dtype_is_refused_before_any_step():
     ):
         opt.step()
     assert torch.equal(w.detach(), before) and int(opt.state[w].get("step", 0)) == 0
+
+
+@pytest.mark.parametrize("swap", ["float8", "prune"])
+def test_a_linear_reused_under_two_names_is_swapped_under_both(swap):
+    # A module reused (weights shared by reuse) was swapped under its first name only: the second
+    # use stayed a plain nn.Linear, running dense on the pruned weight (its gradient reviving what
+    # the mask pruned) or in full precision.
+    lin = nn.Linear(32, 32)
+    model = nn.Sequential(lin, nn.ReLU(), lin)
+    if swap == "float8":
+        convert_to_float8_training(model)
+    else:
+        random_prune(model, 0.5)
+    assert model[0] is model[2] and type(model[0]) is not nn.Linear
+
+
+def test_random_prune_of_a_bare_layer_is_refused():
+    # random_prune(nn.Linear(...)) cannot swap the layer for a SparseLinear: the layer stayed
+    # dense while the report showed the target density.
+    layer = nn.Linear(8, 8)
+    with pytest.raises(ValueError, match="ember.sparse.random_prune: pass the module holding the Linear"):
+        random_prune(layer, 0.5)
+    assert not layer._modules

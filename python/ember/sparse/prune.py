@@ -82,6 +82,10 @@ def random_prune(
             f"ember.sparse.random_prune: {type(model).__name__} has no layer to prune (nn.Linear, nn.Conv1d/2d/3d"
             f"{', nn.Embedding' if include_embeddings else ''}, not tied nor attention's out_proj): nothing would change"
         )
+    if "" in layers:
+        raise ValueError(
+            f"ember.sparse.random_prune: pass the module holding the {type(model).__name__}, not the layer itself"
+        )
     _check_prunable(layers)
     masks = masks if masks is not None else draw_masks(model, sparsity, method, block, seed, include_embeddings)
     for name, module in layers.items():
