@@ -334,3 +334,12 @@ def test_malformed_json_is_named_for_what_it_is(tmp_path, name, body, said):
     with pytest.raises(ValueError, match=said):
         _prepare([tmp_path / name], tmp_path / "out")
     assert not (tmp_path / "out").exists()
+
+
+def test_a_parquet_column_that_is_not_text_is_named_as_a_column(tmp_path):
+    pa = pytest.importorskip("pyarrow")
+    import pyarrow.parquet as pq
+
+    pq.write_table(pa.table({"text": [1, 2]}), tmp_path / "n.parquet")
+    with pytest.raises(ValueError, match="n.parquet:row 1: 'text' is a int, not text"):
+        _prepare([tmp_path / "n.parquet"], tmp_path / "out")

@@ -209,6 +209,5 @@ def _parquet(path: str, text_key: str):
         raise ValueError(f"{path}: not a readable parquet file ({exc})") from None
     if text_key not in names:
         raise ValueError(f"{path}: no column {text_key!r} (it has {', '.join(names)}; set --text-key)")
-    yield from _texts(
-        path, enumerate(pq.read_table(path, columns=[text_key]).column(text_key).to_pylist(), 1), text_key, "row "
-    )
+    column = pq.read_table(path, columns=[text_key]).column(text_key).to_pylist()
+    yield from _texts(path, enumerate(({text_key: v} for v in column), 1), text_key, "row ")
