@@ -204,6 +204,39 @@ def test_no_grad_and_bf16_keep_the_loss():
     torch.testing.assert_close(got, ref, rtol=2e-3, atol=0)
 
 
+class _OpDtypes(torch.utils._python_dispatch.TorchDispatchMode):
+    """The dtypes of the tensor arguments each ember op was called with."""
+
+    def __init__(self):
+        super().__init__()
+        self.seen = {}
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        if func.namespace == "ember":
+            self.seen[func.__name__] = [a.dtype for a in args[:2] if isinstance(a, torch.Tensor)]
+        return func(*args, **(kwargs or {}))
+
+
+def test_under_autocast_the_heads_product_runs_in_the_autocast_dtype():
+    """transformers.Trainer(bf16=True) trains fp32 weights under autocast: the unpatched head's
+    product is a bf16 GEMM, the fused one ran in fp32 (the weight's dtype), the largest GEMM of a
+    small model several times slower on a GPU. Now it takes the autocast dtype too, and the loss
+    stays within bf16 rounding of the unpatched one."""
+    model = tiny_model("llama").train()
+    ids, labels = batch()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        ref = loss_and_grads(model, input_ids=ids, labels=labels)
+        apply_ember(model)
+        with _OpDtypes() as ops:
+            got = loss_and_grads(model, input_ids=ids, labels=labels)
+    assert ops.seen["linear_cross_entropy_forward.default"] == [torch.bfloat16, torch.bfloat16]
+    torch.testing.assert_close(got[0].loss, ref[0].loss, rtol=2e-3, atol=0)
+    assert all(g.dtype == torch.float32 for g in got[1].values())
+    with _OpDtypes() as ops:  # no autocast: the weight's dtype
+        loss_and_grads(model, input_ids=ids, labels=labels)
+    assert ops.seen["linear_cross_entropy_forward.default"] == [torch.float32, torch.float32]
+
+
 # ---- conversions ---------------------------------------------------------------------------------------
 @pytest.mark.parametrize(
     "sparsity, error, message",
