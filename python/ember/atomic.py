@@ -46,24 +46,32 @@ def fsync_tree(path: str | Path) -> None:
 
 
 @contextlib.contextmanager
-def atomic_file(path: str | Path, mode: str = "wb") -> Iterator:
-    """`with atomic_file(path) as f: f.write(...)`: `path` holds everything written, or (after an
-    error or a crash) what it held before. `mode` is "wb" or "w" (text, UTF-8)."""
-    if mode not in ("wb", "w"):
-        raise ValueError(f"ember.atomic.atomic_file: mode must be 'wb' or 'w', got {mode!r}")
+def atomic_path(path: str | Path) -> Iterator[Path]:
+    """`with atomic_path(path) as tmp: (write the file tmp by name)`, for writers that take a file
+    name (safetensors, shutil.copyfile): `path` holds the complete file, or what it held before."""
     path = Path(path)
     _clear_leftovers(path)
     tmp = _temporary(path)
     try:
-        with open(tmp, mode, **({} if "b" in mode else {"encoding": "utf-8"})) as f:
-            yield f
-            f.flush()
+        yield tmp
+        with open(tmp, "rb") as f:
             os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
     fsync_dir(path.parent)
+
+
+@contextlib.contextmanager
+def atomic_file(path: str | Path, mode: str = "wb") -> Iterator:
+    """`with atomic_file(path) as f: f.write(...)`: `path` holds everything written, or (after an
+    error or a crash) what it held before. `mode` is "wb" or "w" (text, UTF-8)."""
+    if mode not in ("wb", "w"):
+        raise ValueError(f"ember.atomic.atomic_file: mode must be 'wb' or 'w', got {mode!r}")
+    with atomic_path(path) as tmp:
+        with open(tmp, mode, **({} if "b" in mode else {"encoding": "utf-8"})) as f:
+            yield f
 
 
 @contextlib.contextmanager
@@ -80,18 +88,40 @@ def atomic_dir(path: str | Path, *, replace: bool = False) -> Iterator[Path]:
     tmp.mkdir(parents=True)
     try:
         yield tmp
-        fsync_tree(tmp)
-        aside = None
-        if path.exists():
-            aside = path.with_name(f".{path.name}.tmp-old-{os.getpid()}")
-            os.replace(path, aside)
-        os.replace(tmp, path)
+        publish_dir(tmp, path)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+def publish_dir(tmp: str | Path, path: str | Path) -> None:
+    """Rename the complete folder `tmp` to `path` durably: every file flushed first, an existing
+    `path` set aside and deleted after (for folders filled by several processes, such as a sharded
+    checkpoint, whose writers have finished)."""
+    tmp, path = Path(tmp), Path(path)
+    fsync_tree(tmp)
+    aside = set_aside(path) if path.exists() else None
+    os.replace(tmp, path)
     fsync_dir(path.parent)
     if aside is not None:
         shutil.rmtree(aside, ignore_errors=True)
+
+
+def set_aside(path: str | Path) -> Path:
+    """Rename `path` out of its name (to a temporary one that readers skip), before deleting it: a
+    crash mid-delete must not leave a half-deleted folder under a name that is read."""
+    path = Path(path)
+    aside = path.with_name(f".{path.name}.tmp-old-{os.getpid()}")
+    os.replace(path, aside)
+    return aside
+
+
+def move(src: str | Path, dst: str | Path) -> None:
+    """Rename `src` to `dst` durably (both folders' entries flushed)."""
+    os.replace(src, dst)
+    fsync_dir(Path(dst).parent)
+    if Path(src).parent != Path(dst).parent:
+        fsync_dir(Path(src).parent)
 
 
 def write_bytes(path: str | Path, data: bytes) -> None:

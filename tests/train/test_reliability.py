@@ -71,7 +71,7 @@ def test_kill_9_anywhere_then_resume_gives_the_uninterrupted_run(tmp_path, one_t
     if point == "save:4":  # the hook did cut a save short
         assert any(p.name.startswith("step-00000004.tmp-") for p in (run_dir / "checkpoints").iterdir())
     if point == "export":
-        assert (run_dir / "model.safetensors.tmp").is_file()
+        assert any(p.name.startswith(".model.safetensors.tmp-") for p in run_dir.iterdir())
 
     resumed = run(tmp_path, "k", *OPTS, "--checkpoint.resume")
     assert resumed["losses"] == uninterrupted["losses"]  # bit for bit, the killed run's rows included

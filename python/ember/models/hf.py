@@ -11,12 +11,12 @@ import json
 import os
 import re
 import shutil
-import tempfile
 from pathlib import Path
 
 import torch
 from torch import nn
 
+from ..atomic import atomic_dir
 from .hf_config import HFCheckpointError, llama_config_from_hf
 from .llama import Llama, LlamaConfig
 
@@ -470,8 +470,7 @@ def to_hf(
     config = hf_config_for(model.config, dtype, eos_token_id, bos_token_id)
     generation = generation_config_for(model.config, eos_token_id, bos_token_id)
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    try:
+    with atomic_dir(out) as tmp:  # an empty folder there is fine (checked above)
         groups = _shards(tensors, max_shard_bytes)
         if len(groups) == 1:
             save_file(groups[0], str(tmp / SINGLE), metadata={"format": "pt"})
@@ -490,10 +489,4 @@ def to_hf(
             (tmp / GENERATION).write_text(json.dumps(generation, indent=1) + "\n")
         for f in tokenizer_files:
             shutil.copyfile(f, tmp / Path(f).name)
-        if out.exists():
-            out.rmdir()  # empty (checked above)
-        os.replace(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return out

@@ -38,6 +38,7 @@ from torch.distributed.checkpoint.state_dict import (
     set_optimizer_state_dict,
 )
 
+from .. import atomic
 from . import faults
 from .distributed import Dist
 from .plot import PLOTS
@@ -87,12 +88,10 @@ def set_aside_after(run_dir: Path, step: int) -> Path | None:
     aside = new_folder(Path(run_dir) / "abandoned" / f"after-step-{step:08d}-{when}")
     (aside / "checkpoints").mkdir()
     for folder in later:
-        os.replace(folder, aside / "checkpoints" / folder.name)
+        atomic.move(folder, aside / "checkpoints" / folder.name)
     for name in ("model.safetensors", *PLOTS):
         if (Path(run_dir) / name).is_file():
-            os.replace(Path(run_dir) / name, aside / name)
-    _fsync_dir(aside / "checkpoints")
-    _fsync_dir(Path(run_dir) / "checkpoints")
+            atomic.move(Path(run_dir) / name, aside / name)
     return aside
 
 
@@ -204,16 +203,10 @@ class Checkpointer:
             return
         _write(tmp / "extra.pt", lambda f: torch.save(extra, f))
         _write(tmp / "meta.json", lambda f: f.write(json.dumps(meta, indent=1).encode()))
-        _fsync_file(tmp / ".metadata")
-        _fsync_dir(tmp)
-        old = _set_aside(final) if final.exists() else None  # the same step saved again (a rerun)
-        os.replace(tmp, final)
-        _fsync_dir(final.parent)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
+        atomic.publish_dir(tmp, final)  # the same step saved again (a rerun) replaces it whole
         if self.keep:
             for stale in checkpoint_dirs(self.run_dir)[: -self.keep]:
-                shutil.rmtree(_set_aside(stale), ignore_errors=True)
+                shutil.rmtree(atomic.set_aside(stale), ignore_errors=True)
 
 
 class _BackgroundSave(threading.Thread):
@@ -282,35 +275,6 @@ def _write(path: Path, fill) -> None:
         os.fsync(f.fileno())
 
 
-def _set_aside(folder: Path) -> Path:
-    """Rename a checkpoint out of the loadable names before deleting it: a crash mid-delete must
-    not leave a step folder with meta.json but half its state."""
-    aside = folder.with_name(f"{folder.name}.tmp-old-{os.getpid()}")
-    os.replace(folder, aside)
-    return aside
-
-
-def write_atomic(path: Path, data: bytes) -> None:
-    """The whole of `data` at `path`, or (after a crash) what was there before."""
-    tmp = path.with_name(path.name + ".tmp")
-    _write(tmp, lambda f: f.write(data))
-    os.replace(tmp, path)
-    _fsync_dir(path.parent)
-
-
-def _fsync_file(path: Path) -> None:
-    with open(path, "rb") as f:
-        os.fsync(f.fileno())
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def export_safetensors(model, path: Path, model_config: dict, d: Dist) -> Path | None:
     """The model weights alone (full, unsharded; plain Llama names) as safetensors, with the
     model config in the file's metadata and beside it as config.json."""
@@ -319,13 +283,10 @@ def export_safetensors(model, path: Path, model_config: dict, d: Dist) -> Path |
     sd = get_model_state_dict(model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
     if d.is_main:
         # config.json first: a model.safetensors that exists is complete and has its config.
-        write_atomic(path.parent / "config.json", json.dumps(model_config, indent=1).encode())
+        atomic.write_json(path.parent / "config.json", model_config)
         tensors = {k: v.contiguous() for k, v in sd.items()}
-        tmp = path.with_name(path.name + ".tmp")
-        save_file(tensors, str(tmp), metadata={"format": "pt", "ember_model_config": json.dumps(model_config)})
-        faults.crash_point("export", torn=tmp)
-        _fsync_file(tmp)  # on disk before it takes the final name
-        os.replace(tmp, path)
-        _fsync_dir(path.parent)
+        with atomic.atomic_path(path) as tmp:
+            save_file(tensors, str(tmp), metadata={"format": "pt", "ember_model_config": json.dumps(model_config)})
+            faults.crash_point("export", torn=tmp)
     d.barrier()
     return path if d.is_main else None

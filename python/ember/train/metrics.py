@@ -13,6 +13,8 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
+from .. import atomic
+
 # Dense bf16 tensor-core peak (datasheets), by a substring of the card's name; first match wins.
 PEAK_BF16_FLOPS = (
     ("H200", 989e12),
@@ -181,10 +183,10 @@ def trim_metrics(run_dir: Path, step: int, dropped_to: Path | None = None) -> No
         return
     rows = _rows(path)
     if dropped_to is not None:
-        (Path(dropped_to) / "metrics.jsonl").write_text("".join(f"{x}\n" for x, r in rows if r.get("step", 0) > step))
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text("".join(f"{x}\n" for x, r in rows if r.get("step", 0) <= step))
-    tmp.replace(path)
+        atomic.write_text(
+            Path(dropped_to) / "metrics.jsonl", "".join(f"{x}\n" for x, r in rows if r.get("step", 0) > step)
+        )
+    atomic.write_text(path, "".join(f"{x}\n" for x, r in rows if r.get("step", 0) <= step))
 
 
 def format_line(m: dict) -> str:

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import torch
 
+from .. import atomic
 from ..data import corpus
 from ..data.fingerprint import source_tokenizer, what_changed
 from ..data.loader import parse_sources, source_vocab
@@ -35,7 +36,8 @@ def absolute_sources(spec: str) -> str:
 
 def absolute_paths(cfg: Config) -> Config:
     """A copy of cfg whose data paths (data.sources, data.tokenizer, eval.sources,
-    loss.token_weights) are absolute: resolved once, against the directory the run starts in."""
+    loss.token_weights) and model.init_from folder are absolute: resolved once, against the
+    directory the run starts in."""
     cfg = config_from_dict(cfg.to_dict())
     cfg.data.sources = absolute_sources(cfg.data.sources)
     cfg.eval.sources = absolute_sources(cfg.eval.sources)
@@ -43,6 +45,8 @@ def absolute_paths(cfg: Config) -> Config:
         cfg.loss.token_weights = os.path.abspath(cfg.loss.token_weights)
     if cfg.data.tokenizer != "byte":
         cfg.data.tokenizer = os.path.abspath(cfg.data.tokenizer)
+    if cfg.model.init_from and Path(cfg.model.init_from).expanduser().is_dir():  # a folder, not a cache name
+        cfg.model.init_from = os.path.abspath(Path(cfg.model.init_from).expanduser())
     return cfg
 
 
@@ -89,8 +93,8 @@ def save_tokenizer(cfg: Config, run_dir: Path) -> None:
     folder.mkdir(parents=True, exist_ok=True)
     for f in files:  # a --data.tokenizer file of any name is the run's tokenizer.json
         name = f.name if f.name in TOKENIZER_FILES else "tokenizer.json"
-        shutil.copyfile(f, folder / f".{name}.tmp")
-        os.replace(folder / f".{name}.tmp", folder / name)
+        with atomic.atomic_path(folder / name) as tmp:
+            shutil.copyfile(f, tmp)
 
 
 def data_tokenizer_files(cfg: Config) -> list[Path]:

@@ -5,7 +5,6 @@ shards, where `--loss.token_weights=DIR` finds them."""
 from __future__ import annotations
 
 import fcntl
-import os
 import shutil
 import tempfile
 from pathlib import Path
@@ -14,7 +13,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from ..atomic import fsync_dir, fsync_tree
+from ..atomic import fsync_dir, fsync_tree, move
 from ..data.shards import WEIGHTS_INDEX, check_shards, read_index, weights_file, write_json_atomic
 from ..losses import prior_token_weights
 from ..ops import linear_cross_entropy
@@ -141,6 +140,6 @@ def _publish(data_dir: Path, staged: Path, info: dict) -> None:
         (data_dir / WEIGHTS_INDEX).unlink(missing_ok=True)
         fsync_dir(data_dir)
         for f in sorted(staged.iterdir()):
-            os.replace(f, data_dir / f.name)
+            move(f, data_dir / f.name)
         write_json_atomic(data_dir / WEIGHTS_INDEX, info)
         fsync_dir(data_dir)

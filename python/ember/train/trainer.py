@@ -22,6 +22,7 @@ from pathlib import Path
 
 import torch
 
+from .. import atomic
 from ..data.loader import PackedLoader, parse_sources, source_vocab
 from ..losses.lm import IGNORE_INDEX
 from . import checkpoint as ckpt
@@ -151,7 +152,7 @@ class Trainer:
         self.resolved = cfg.to_dict()
         self.checkpointer = ckpt.Checkpointer(self.run_dir, d, cfg.checkpoint.keep, cfg.checkpoint.async_save)
         if d.is_main:
-            ckpt.write_atomic(self.run_dir / "config.toml", cfg.to_toml().encode())
+            atomic.write_text(self.run_dir / "config.toml", cfg.to_toml())
             run_data.save_tokenizer(cfg, self.run_dir)
             if cfg.model.init_from:
                 keep_source(self.mcfg, self.run_dir)  # eval and export build this model, wherever the source goes
