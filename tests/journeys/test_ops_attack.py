@@ -234,3 +234,19 @@ def test_apollo_step_refuses_tensors_that_share_memory(mistake):
     if mistake == "a param twice":  # one gradient for both matrices is fine
         params = [p.clone() for p in before]
         apollo_step_(params, [grads[0], grads[0]], exp_avg, exp_avg_sq, norms, [1, 1], [0, 1], **hyper)
+
+
+# ---- forward-mode derivatives ----------------------------------------------------------------------------
+@pytest.mark.parametrize("op", ["cross_entropy", "linear_cross_entropy", "masked_linear"])
+def test_forward_mode_derivatives_are_refused(op):
+    # torch.func.jvp answered a tangent of exactly 0 (the ops have no forward-mode rule), and
+    # torch.autograd.forward_ad a tangent of None: a directional derivative of 0, silently.
+    z, y, h, w = data()
+    fns = {
+        "cross_entropy": (lambda t: cross_entropy(t, y), z),
+        "linear_cross_entropy": (lambda t: linear_cross_entropy(t, w, y), h),
+        "masked_linear": (lambda t: masked_linear(t, w, torch.ones(V, D, dtype=torch.bool)), h),
+    }
+    fn, primal = fns[op]
+    with pytest.raises(RuntimeError, match=rf"ember\.ops\.{op}: no forward-mode derivative"):
+        torch.func.jvp(fn, (primal,), (torch.ones_like(primal),))

@@ -46,6 +46,7 @@ import torch
 from .. import kernels
 from . import reference_path
 from .fake import register_fake
+from .forward_ad import refuse_forward_ad
 
 IGNORE_INDEX = -100  # the target that marks a token to skip (torch's default)
 
@@ -130,6 +131,7 @@ def cross_entropy(
     logits buffer (the caller must not use the logits after backward; eager mode only)."""
     _check_reduction("cross_entropy", reduction)
     _check_inputs("cross_entropy", logits.shape[:-1], target, weight, softcap)
+    refuse_forward_ad("cross_entropy", logits, weight)
     inplace = inplace_backward and torch.is_grad_enabled() and logits.requires_grad
     if inplace and (logits if logits._base is None else logits._base).is_leaf:
         raise ValueError(
@@ -206,6 +208,7 @@ def linear_cross_entropy(
     if return_entropy and not return_logprobs:
         raise ValueError("ember.ops.linear_cross_entropy: return_entropy=True needs return_logprobs=True")
     _check_inputs("linear_cross_entropy", hidden.shape[:-1], target, weight, softcap)
+    refuse_forward_ad("linear_cross_entropy", hidden, lm_weight, bias, weight)
     h = hidden.reshape(math.prod(hidden.shape[:-1]), hidden.shape[-1])  # not -1: ambiguous when d == 0
     y, w = _rows(target, weight)
     if kernels.disabled("cross_entropy.rows"):

@@ -14,6 +14,7 @@ import torch
 from .. import kernels
 from . import reference_path
 from .fake import register_fake
+from .forward_ad import refuse_forward_ad
 
 _BLOCKS = (16, 32, 64, 128)
 
@@ -55,6 +56,7 @@ def masked_linear(
     never reaches y, dx or dw; a non-finite element of x (of the gradient, for dx) times a pruned
     +0 is NaN, as in the dense matmul, also where a block mask skips the tile."""
     b = _block("masked_linear", block)
+    refuse_forward_ad("masked_linear", x, weight, bias)
     if mask.dtype == torch.bool:
         if mask.shape != weight.shape:  # (packed, it would be named as an int32 mask never passed)
             raise ValueError(
