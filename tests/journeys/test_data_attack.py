@@ -61,6 +61,7 @@ def test_a_utf8_byte_order_mark_is_not_text(tmp_path, name):
         ("a:tokens=0", "tokens"),  # silently trained on all of the source
         ("a:tokens=0.4", "tokens"),  # rounded to 0: all of the source
         ("a:tokens=lots", "tokens"),  # became a folder named 'a:tokens=lots'
+        ("a:tokens=inf", "tokens"),  # a bare OverflowError
         ("a:100=half", "100"),
     ],
 )

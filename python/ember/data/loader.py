@@ -72,7 +72,7 @@ def _option(source: SourceSpec, part: str) -> bool:
             source.schedule += ((int(key), float(value)),)
         else:
             return False
-    except ValueError as exc:
+    except (ValueError, OverflowError) as exc:  # int(float("inf")) overflows
         if str(exc).startswith("data.sources"):
             raise
         if eq and (key == "tokens" or key.isdigit()):
