@@ -411,3 +411,23 @@ def test_random_prune_of_a_bare_layer_is_refused():
     with pytest.raises(ValueError, match="ember.sparse.random_prune: pass the module holding the Linear"):
         random_prune(layer, 0.5)
     assert not layer._modules
+
+
+def test_a_pruned_llama_head_trains_through_its_mask():
+    # Llama's loss and logits read output.weight directly (the head's GEMM is in the fused
+    # loss): a pruned untied head had its mask applied nowhere, and all 17300 pruned weights of
+    # the debug model's head were nonzero after one step (state_dict then zeroed them).
+    import dataclasses
+
+    from ember.models import CONFIGS, Llama
+
+    cfg = dataclasses.replace(CONFIGS["debug"], tie_embeddings=False, n_layers=1, max_seq_len=16)
+    torch.manual_seed(0)
+    model = Llama(cfg).init_weights(0)
+    random_prune(model, 0.5, "erk")
+    tokens = torch.randint(0, cfg.vocab_size, (2, 9))
+    keep = model.output.dense_mask()
+    logits = model(tokens[:, :-1])
+    torch.testing.assert_close(logits, model.output(model.hidden(tokens[:, :-1])))
+    model(tokens[:, :-1], targets=tokens[:, 1:]).backward()
+    assert not model.output.weight.grad[~keep].any()

@@ -23,6 +23,7 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from ..losses.lm import CausalLMLoss
+from ..sparse import SparseLinear
 
 
 @dataclass(frozen=True)
@@ -215,8 +216,13 @@ class Llama(nn.Module):
 
     @property
     def output_weight(self) -> torch.Tensor:
-        """The (vocab, dim) matrix of the output head (the embedding when tied)."""
-        return self.tok_embeddings.weight if self.output is None else self.output.weight
+        """The (vocab, dim) matrix of the output head (the embedding when tied; a pruned head's
+        weight through its mask, as its forward would use it: the head's GEMM is in the loss)."""
+        if self.output is None:
+            return self.tok_embeddings.weight
+        if isinstance(self.output, SparseLinear):
+            return self.output.weight.masked_fill(~self.output.dense_mask(), 0)
+        return self.output.weight
 
     @torch.no_grad()
     def init_weights(self, seed: int | None = None) -> "Llama":
