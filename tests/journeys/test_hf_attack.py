@@ -67,6 +67,7 @@ def test_tied_checkpoint_that_saved_the_head_only(tmp_path):
     same_logits(path)
     assert from_hf(path).config.tie_embeddings
 
+
 def test_a_tensor_in_two_shards_is_refused(tmp_path):
     """A tensor that two of the listed files hold (with other values): transformers takes the last
     file's silently; from_hf refuses, naming both files."""
@@ -307,3 +308,20 @@ def test_export_keeps_the_chat_template(tmp_path):
     assert back.chat_template == tok.chat_template
     chat = [{"role": "user", "content": "hi"}]
     assert back.apply_chat_template(chat, tokenize=False) == tok.apply_chat_template(chat, tokenize=False)
+
+
+@pytest.mark.slow
+def test_relative_init_from_resumes_from_another_directory(tmp_path, monkeypatch):
+    """A run started with --model.init_from=src (relative) names it absolutely, as it names its
+    data: `ember train --config RUN/config.toml` from another directory goes on from the same
+    folder (it looked for src there: refused when absent, another model's when present)."""
+    hf_model("llama", vocab_size=VOCAB).save_pretrained(tmp_path / "src")
+    monkeypatch.chdir(tmp_path)
+    run = ["train", *BASE, "--job.dir=runs", "--job.name=r", "--model.init_from=src", "--training.steps=2"]
+    assert ember_main(run) == 0
+    toml = (tmp_path / "runs" / "r" / "config.toml").read_text()
+    assert f'init_from = "{tmp_path / "src"}"' in toml
+    (tmp_path / "elsewhere").mkdir()
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    resume = ["train", f"--config={tmp_path}/runs/r/config.toml", "--checkpoint.resume=latest", "--training.steps=3"]
+    assert ember_main(resume) == 0
