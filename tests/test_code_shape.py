@@ -1,4 +1,5 @@
-"""The shape of python/ember that reviews keep asking for, checked: imports point one way."""
+"""The shape of python/ember that reviews keep asking for, checked: imports point one way, no
+function past 70 lines, no module-level state that functions change, one module that renames."""
 
 import ast
 import pathlib
@@ -76,3 +77,73 @@ def test_no_import_cycle():
 
 def test_the_cycle_check_sees_a_lazy_cycle():
     assert _cycles({"a": {"b"}, "b": {"a"}, "c": set()}) == [["a", "b"]]
+
+
+LIMIT = 70
+
+
+def _long_functions() -> set[str]:
+    found = set()
+    for name, path in _modules().items():
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                if node.end_lineno - node.lineno + 1 > LIMIT:
+                    found.add(f"{name}.{node.name}")
+    return found
+
+
+def test_no_function_over_70_lines():
+    assert not _long_functions(), _long_functions()
+
+
+def _mutable_globals() -> set[str]:
+    """Module-level names rebound with `global` inside a function, or mutated in place (a method
+    call such as .add/.append/.update/.setdefault/[k] = v on a module-level name) from a function."""
+    mutators = {"add", "append", "extend", "update", "setdefault", "pop", "clear", "discard", "remove", "insert"}
+    found = set()
+    for name, path in _modules().items():
+        tree = ast.parse(path.read_text())
+        top = {t.id for n in tree.body if isinstance(n, (ast.Assign, ast.AnnAssign)) for t in _targets(n)}
+        for fn in (n for n in ast.walk(tree) if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef))):
+            local = {a.arg for a in fn.args.args + fn.args.kwonlyargs}
+            for node in ast.walk(fn):
+                if isinstance(node, ast.Global):
+                    found.update(f"{name}.{g}" for g in node.names)
+                elif isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute):
+                    owner = node.func.value
+                    if isinstance(owner, ast.Name) and owner.id in top - local and node.func.attr in mutators:
+                        found.add(f"{name}.{owner.id}")
+                elif isinstance(node, (ast.Assign, ast.AugAssign)):
+                    for t in node.targets if isinstance(node, ast.Assign) else [node.target]:
+                        if isinstance(t, ast.Subscript) and isinstance(t.value, ast.Name) and t.value.id in top - local:
+                            found.add(f"{name}.{t.value.id}")
+    return found
+
+
+def _targets(node) -> list:
+    targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+    return [t for t in targets if isinstance(t, ast.Name)]
+
+
+def test_no_mutable_module_global():
+    """State has an owner (an object, or functools.cache), never a module-level name that
+    functions change."""
+    assert not _mutable_globals(), _mutable_globals()
+
+
+def test_one_module_renames_files_into_place():
+    """Publishing goes through ember.atomic (temporary name, fsync, rename, fsync the folder):
+    no other module renames."""
+    found = []
+    for name, path in _modules().items():
+        if name == "ember.atomic":
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute):
+                owner = node.func.value
+                module = owner.id if isinstance(owner, ast.Name) else ""
+                if (module, node.func.attr) in {("os", "replace"), ("os", "rename"), ("shutil", "move")} or (
+                    node.func.attr == "rename"
+                ):
+                    found.append(f"{name}:{node.lineno}")
+    assert not found, found
