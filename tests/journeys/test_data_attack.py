@@ -344,3 +344,23 @@ def test_a_parquet_column_that_is_not_text_is_named_as_a_column(tmp_path):
     pq.write_table(pa.table({"text": [1, 2]}), tmp_path / "n.parquet")
     with pytest.raises(ValueError, match="n.parquet:row 1: 'text' is a int, not text"):
         _prepare([tmp_path / "n.parquet"], tmp_path / "out")
+
+
+@pytest.mark.slow
+def test_a_worker_that_dies_fails_prepare_instead_of_hanging_it(tmp_path):
+    """prepare(workers=2) from a script without `if __name__ == "__main__":` (each spawned worker
+    runs the script again and dies starting up), or a worker killed for memory: the pool waited
+    for it forever. Now prepare fails, saying why a worker may have died, and leaves no folder."""
+    import subprocess
+    import sys
+
+    (tmp_path / "a.txt").write_text("hello\n")
+    script = tmp_path / "unguarded.py"
+    script.write_text(
+        "from ember.data import prepare\n"
+        f"prepare([{str(tmp_path / 'a.txt')!r}], {str(tmp_path / 'out')!r}, workers=2, progress=False)\n"
+    )
+    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=240)
+    assert done.returncode != 0
+    assert "a worker process died" in done.stderr and "__main__" in done.stderr
+    assert not (tmp_path / "out").exists()

@@ -7,12 +7,15 @@ What files are read, and how, is inputs.py's."""
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import multiprocessing as mp
 import os
 import re
 import shutil
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 
 import numpy as np
@@ -122,9 +125,9 @@ def _write(files, out: Path, tok, tokenizer, eos_token, workers, text_key, val_p
     notes = []
     with (
         tqdm(total=len(files), desc="tokenizing", unit="file", disable=not progress) as bar,
-        mp.get_context("spawn").Pool(workers) if workers > 1 else _Inline(tok) as pool,
+        _pool(workers, tok) as pool,
     ):
-        for parts, file_notes in pool.imap(_tokenize_file, jobs):
+        for parts, file_notes in _results(pool, jobs):
             for split, (tokens, docs) in parts.items():
                 if docs:
                     writers[split].write(tokens, docs)
@@ -170,18 +173,40 @@ def _fingerprint(index: dict, writers: dict, tokenizer_file: Path | None) -> str
     return h.hexdigest()
 
 
+@contextlib.contextmanager
+def _pool(workers: int, tok):
+    """Worker processes (spawned: no fork of a process whose tokenizer threads may have run), or
+    one worker in this process. On an error the files not yet started are dropped, not tokenized."""
+    if workers <= 1:
+        yield _Inline(tok)
+        return
+    pool = ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn"))
+    try:
+        yield pool
+    except BaseException:
+        pool.shutdown(wait=False, cancel_futures=True)
+        raise
+    pool.shutdown()
+
+
+def _results(pool, jobs):
+    """The jobs' results in order. A worker that dies fails the prepare (a multiprocessing.Pool
+    waited for it forever)."""
+    try:
+        yield from pool.map(_tokenize_file, jobs)
+    except BrokenProcessPool:
+        raise RuntimeError(
+            "ember prepare: a worker process died: killed for memory (try fewer --workers), or the script calling "
+            "prepare() has no `if __name__ == '__main__':` guard, so each spawned worker ran it again"
+        ) from None
+
+
 class _Inline:
-    """The Pool interface in this process (one worker: no processes to spawn), with the tokenizer
+    """The executor interface in this process (one worker: no processes to spawn), with the tokenizer
     this prepare loaded: a cached one may predate an edit of its folder (a notebook's second run)."""
 
     def __init__(self, tok):
         self.tok = tok
 
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        return False
-
-    def imap(self, fn, jobs):
+    def map(self, fn, jobs):
         return map(functools.partial(fn, tok=self.tok), jobs)
