@@ -364,3 +364,16 @@ def test_a_worker_that_dies_fails_prepare_instead_of_hanging_it(tmp_path):
     assert done.returncode != 0
     assert "a worker process died" in done.stderr and "__main__" in done.stderr
     assert not (tmp_path / "out").exists()
+
+
+def test_the_built_in_corpus_says_its_split_is_its_own(tmp_path, monkeypatch):
+    """`ember prepare stdlib --val-per-mille 200` kept the built-in split (5 per mille, by file
+    name: the one the `stdlib` source trains on) without a word."""
+    from ember.data import corpus
+
+    files = [(f"m{i}.py", tmp_path / f"m{i}.py") for i in range(3)]
+    for _, p in files:
+        p.write_text("x = 1\n")
+    monkeypatch.setattr(corpus, "stdlib_files", lambda: files)
+    index = prepare(["stdlib"], tmp_path / "out", progress=False, workers=1, val_per_mille=200)
+    assert any("--val-per-mille" in n and "stdlib" in n for n in index["notes"])

@@ -14,6 +14,7 @@ import zlib
 from pathlib import Path
 
 NAME = "stdlib"
+VAL_PER_MILLE = 5  # the built-in corpus's validation share (by file name)
 _SKIP_DIRS = {"site-packages", "dist-packages", "__pycache__"}
 
 
@@ -36,7 +37,7 @@ def stdlib_files() -> list[tuple[str, Path]]:
     return sorted(found.items())
 
 
-def split_of(key: str | bytes, val_per_mille: int = 5) -> str:
+def split_of(key: str | bytes, val_per_mille: int = VAL_PER_MILLE) -> str:
     """'val' for about val_per_mille/1000 of the keys (by a CRC of the key), else 'train': the
     split of the built-in corpus's files (key: the relative name) and of the documents `ember
     prepare` reads (key: the document's content, so that neither the path typed nor the file a

@@ -106,6 +106,11 @@ def prepare(
         if not ok:
             raise ValueError(f"ember prepare: {flag} must be {want}, got {value}")
     files, notes = expand_inputs(inputs)
+    if corpus.NAME in files and val_per_mille != corpus.VAL_PER_MILLE:
+        notes.append(
+            f"{corpus.NAME}: its split is the built-in one ({corpus.VAL_PER_MILLE} per mille, by file name: the one "
+            f"the `{corpus.NAME}` source trains on), not --val-per-mille {val_per_mille}"
+        )
     tok = load_tokenizer(tokenizer, eos_token)  # fail early, in this process
     _check_out(out, inputs)
     with atomic_dir(out) as tmp:  # onto an empty folder too; every file on disk before the rename
