@@ -24,3 +24,23 @@ def test_ci_runs_them_as_a_user_and_compiles_cuda_apart():
     assert re.search(r"^for var in .*EMBER_.*unset", ci, re.M), "CI must clear EMBER_* variables first"
     assert re.search(r"^EMBER_CUDA=1 pip wheel .*-C build-dir=build/cuda", ci, re.M)
     assert "--cuda-library=" in ci
+
+
+def _links(path: pathlib.Path) -> list[str]:
+    return [t for t in re.findall(r"\]\(([^)#\s]+)(?:#[^)]*)?\)", path.read_text()) if "://" not in t]
+
+
+def test_readme_is_a_page_a_newcomer_scans():
+    """At most 200 lines: what ember is, the two commands, a short example per way in, links."""
+    assert len((ROOT / "README.md").read_text().splitlines()) <= 200
+
+
+def test_every_link_of_the_readme_and_the_guides_exists():
+    pages = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+    missing = [f"{p.name}: {t}" for p in pages for t in _links(p) if not (p.parent / t).exists()]
+    assert not missing, missing
+
+
+def test_the_readme_links_every_guide():
+    linked = {(ROOT / t).resolve() for t in _links(ROOT / "README.md")}
+    assert not [p.name for p in (ROOT / "docs").glob("*.md") if p.resolve() not in linked]

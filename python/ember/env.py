@@ -1,7 +1,7 @@
 """Every EMBER_* environment switch, declared once: name, type, default, purpose, and whether it
 is a test hook (set by the tests to reach a path or a fault; never needed in normal use). Python
 reads them through `get`; the native library reads its own (csrc/strict_mode.h and the drivers)
-with getenv, under the names declared here. The README's Building table lists the build-time and
+with getenv, under the names declared here. docs/building.md's table lists the build-time and
 user-facing ones.
 """
 

@@ -1,7 +1,7 @@
 """Every feature under every parallelism (gloo on CPU): DDP with 2 ranks, FSDP2 with 2 and 4 ranks,
 HSDP with 4 (a 2×2 mesh),
 each cell against one process with the same global batch, over 20 steps in fp32, deterministic
-mode. The README's matrix is this file's."""
+mode. The matrix in docs/scale-out.md is this file's."""
 
 import json
 from pathlib import Path
