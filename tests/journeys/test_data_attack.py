@@ -298,7 +298,7 @@ def test_one_corpus_prepared_with_two_validation_shares_is_refused(tmp_path, fla
     and at 200 per mille puts most of the second folder's validation documents in the first's
     training split, and its val_loss measured text the model was trained on."""
     from ember.train import ConfigError, parse_config
-    from ember.train.eval_sources import check_one_split
+    from ember.train.preflight import check_one_split
     from ember.train.preflight import check_config
     from tests.train.helpers import flags
 

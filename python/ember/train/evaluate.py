@@ -18,7 +18,8 @@ from . import checkpoint as ckpt
 from . import distributed, run_data
 from .build import apply_sparsity, model_config, new_model
 from .config import Config, ConfigError, apply_flags, config_from_dict
-from .eval_sources import check_one_split, eval_specs
+from .eval_sources import eval_specs
+from .preflight import check_one_split
 from .init_from import with_kept_source
 from .runtime import autocast, compute_dtype
 

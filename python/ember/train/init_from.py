@@ -103,10 +103,6 @@ def init_model_config(cfg: Config) -> LlamaConfig:
 def check_init_from(cfg: Config) -> None:
     """Size flags that contradict the checkpoint, data whose ids reach past its vocabulary, and a
     checkpoint whose tensors do not load (missing files, shapes, non-float dtypes): ConfigError."""
-    if cfg.loss.distill < 0 or cfg.loss.distill and not cfg.model.init_from:
-        raise ConfigError(
-            f"config: loss.distill must be >= 0 and needs model.init_from (the teacher); got {cfg.loss.distill} with model.init_from={cfg.model.init_from!r}"
-        )
     mcfg = init_model_config(cfg)
     wrong = [
         f"model.{flag}={getattr(cfg.model, flag)} (the checkpoint has {getattr(mcfg, attr)})"

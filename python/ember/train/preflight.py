@@ -13,27 +13,89 @@ from ..data.loader import parse_sources, same_path
 from ..data.shards import WEIGHTS_INDEX, check_shards, read_index, window_count
 from ..models import CONFIGS
 from .config import Config, ConfigError
+from .eval_sources import eval_specs
 
 
 def check_config(cfg: Config, world_size: int = 1) -> None:
-    """Every check, in order: the numbers, the features, the ranks, the device, the data, the
-    resume target. The first failure raises ConfigError."""
-    _check_ranges(cfg)
-    _check_features(cfg)
-    _check_ranks(cfg, world_size)
+    """Every check of every switch, in this one list and order: the numbers, the features, the
+    ranks, the device, the data, the eval-only sources, the Hugging Face source, the resume target.
+    The first failure raises ConfigError."""
+    for check in (
+        _check_ranges,
+        _check_features,
+        lambda c: _check_ranks(c, world_size),
+        _check_device,
+        _check_data,
+        _check_eval_sources,
+        _check_init_from,
+        _check_resume,
+    ):
+        check(cfg)
+
+
+def _check_device(cfg: Config) -> None:
     if cfg.job.device == "cuda" and not torch.cuda.is_available():
         raise ConfigError("config: job.device=cuda but no GPU is visible")
     if cfg.job.device not in ("auto", "cpu", "cuda"):
         raise ConfigError(f"config: job.device must be auto, cpu or cuda; got {cfg.job.device!r}")
-    _check_data(cfg)
-    from .eval_sources import check_eval_sources
 
-    check_eval_sources(cfg)
-    if cfg.model.init_from or cfg.loss.distill:
+
+def _check_init_from(cfg: Config) -> None:
+    """--model.init_from (the checks every command that builds the run's model makes: init_from.py),
+    and --loss.distill, whose teacher it is."""
+    if cfg.loss.distill < 0 or cfg.loss.distill and not cfg.model.init_from:
+        raise ConfigError(
+            f"config: loss.distill must be >= 0 and needs model.init_from (the teacher); got {cfg.loss.distill} with model.init_from={cfg.model.init_from!r}"
+        )
+    if cfg.model.init_from:
         from .init_from import check_init_from
 
         check_init_from(cfg)
-    _check_resume(cfg)
+
+
+def _check_eval_sources(cfg: Config) -> None:
+    """Each --eval.sources folder is a token folder with a validation split, of the training data's
+    tokenizer; no source's validation documents are in another's training split."""
+    check_one_split(cfg)
+    if not cfg.eval.sources:
+        return
+    want = source_tokenizer(parse_sources(cfg.data.sources)[0].path, cfg.data.tokenizer)
+    for s in parse_sources(cfg.eval.sources):
+        if s.path != "stdlib" and not (Path(s.path) / "index.json").is_file():
+            raise ConfigError(
+                f"config: eval.sources: {s.path}: not a token folder (no index.json; make one with `ember prepare`)"
+            )
+        if s.path != "stdlib" and not read_index(s.path)["splits"].get("val"):
+            raise ConfigError(f"config: eval.sources: {s.path} has no validation split (ember prepare --val-per-mille)")
+        got = source_tokenizer(s.path, cfg.data.tokenizer)
+        if got != want:
+            raise ConfigError(
+                f"config: eval.sources: {s.path} has another tokenizer (vocab size, eos id, bos id, tokenizer.json "
+                f"hash) {got} than data.sources {want}"
+            )
+
+
+def check_one_split(cfg: Config) -> None:
+    """The training and eval folders prepared from a common input (a file, or a folder holding
+    it) must share --val-per-mille: the split is a hash of each document below it, so a larger
+    share puts documents in validation that the other folder trains on. (Folders from before
+    index.json recorded the share are not compared.) ember eval checks it too."""
+    folders = [s.path for s in eval_specs(cfg) if s.path != "stdlib" and (Path(s.path) / "index.json").is_file()]
+    made = [(f, read_index(f)) for f in folders]
+    made = [
+        (f, i["val_per_mille"], [Path(p) for p in i.get("inputs", []) if p != "stdlib"])
+        for f, i in made
+        if "val_per_mille" in i
+    ]
+    for k, (a, share_a, inputs_a) in enumerate(made):
+        for b, share_b, inputs_b in made[k + 1 :]:
+            common = next((p for p in inputs_a for q in inputs_b if p == q or p in q.parents or q in p.parents), None)
+            if common is not None and share_a != share_b:
+                raise ConfigError(
+                    f"config: {a} (--val-per-mille {share_a}) and {b} (--val-per-mille {share_b}) were both prepared "
+                    f"from {common}: one's validation documents are in the other's training split; prepare them "
+                    "with one --val-per-mille"
+                )
 
 
 def _check_ranges(cfg: Config) -> None:
