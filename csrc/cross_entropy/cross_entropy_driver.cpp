@@ -17,6 +17,7 @@
 // with per-row upstream gradients has to recompute the logits.
 #include "cross_entropy_driver.h"
 
+#include "kernel_registry.h"
 #include "scalar_type.h"
 #include "strict_mode.h"
 
@@ -56,6 +57,7 @@ int64_t chunk_rows(int64_t vocab, bool cuda) {
 // (the tests, and the benchmark's side-by-side row). Never with a bias (its gradient needs G).
 bool fused_backward(const Kernels& k, const at::Tensor& w, const at::Tensor& bias) {
   if (k.softmax_grad_gemm == nullptr || bias.defined()) return false;
+  if (kernel_disabled("cross_entropy.softmax_grad_gemm")) return false;  // the materialized gradient instead
   const char* env = std::getenv("EMBER_CE_SOFTMAX_GEMM");
   if (env != nullptr) return std::string(env) == "1";
   return w.is_cuda() && w.scalar_type() == at::kBFloat16;

@@ -28,6 +28,7 @@
 #include "cutlass_launch.h"
 #include "ember/float8_gemm.h"
 #include "gemm_kernels.h"
+#include "kernel_registry.h"
 
 namespace ember::float8 {
 namespace {
@@ -58,6 +59,19 @@ Kernel choose(const GemmParams& p, int sm_count) {
   // wave the 128×128 tiles' higher arithmetic intensity wins (PyTorch's rowwise heuristic).
   const int64_t small_tiles = ceil_div(p.m, 64) * ceil_div(p.n, 128);
   return p.m <= 64 || small_tiles <= sm_count ? Kernel::kFastSmall : Kernel::kFastLarge;
+}
+
+// The kernel's name in the selftest and the registry of disabled kernels (kernel_registry.h).
+const char* kernel_name(Kernel k) {
+  switch (k) {
+    case Kernel::kFastLarge: return "float8.gemm.cutlass_fast_large";
+    case Kernel::kFastSmall: return "float8.gemm.cutlass_fast_small";
+    case Kernel::kE4m3Promoted: return "float8.gemm.cutlass_e4m3_promoted";
+    case Kernel::kE5m2Promoted: return "float8.gemm.cutlass_e5m2_promoted";
+    case Kernel::kBlockwise: return "float8.gemm.cutlass_blockwise";
+    case Kernel::kBlockwiseWgrad: return "float8.gemm.cutlass_blockwise_wgrad";
+    default: return "";
+  }
 }
 
 size_t kernel_workspace_bytes(Kernel k, const GemmParams& p, int sm_count) {
@@ -100,7 +114,7 @@ bool gemm_cuda(const GemmParams& p, void* workspace, void* stream) {
   CutlassLaunch launch = current_device_launch(stream);
   if (!launch.sm90) return false;
   const Kernel k = choose(p, launch.sm_count);
-  if (k == Kernel::kNone) return false;
+  if (k == Kernel::kNone || kernel_disabled(kernel_name(k))) return false;  // the caller emulates
   launch.workspace = workspace;
   launch.workspace_bytes = kernel_workspace_bytes(k, p, launch.sm_count);  // the caller allocated this much
   if (launch.workspace_bytes > 0 && workspace == nullptr) return false;

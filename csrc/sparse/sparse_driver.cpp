@@ -15,6 +15,7 @@
 #include <string>
 #include <vector>
 
+#include "kernel_registry.h"
 #include "strict_mode.h"
 #include "schedule.h"
 
@@ -42,7 +43,7 @@ int64_t tile_rows(int64_t rows, int64_t cols, int64_t element_size) {
 
 // Runs p on the device's bitmask GEMM; false when there is none (CPU) or it refuses p.
 bool bitmask_kernel(const BitmaskGemmParams& p, const at::Tensor& like, const Kernels& k) {
-  if (k.bitmask_gemm == nullptr) return false;
+  if (k.bitmask_gemm == nullptr || kernel_disabled("sparse.bitmask_gemm")) return false;  // the tiled path instead
   if (k.bitmask_gemm(p, like.scalar_type() == at::kBFloat16, k.stream)) return true;
   if (like.scalar_type() == at::kBFloat16)
     check_not_strict("EMBER_SPARSE_STRICT", "ember.masked_linear", "the bitmask GEMM refused its problem");
@@ -126,7 +127,8 @@ at::Tensor bitmask_wgrad(const at::Tensor& g, const at::Tensor& x, const at::Ten
 void run_wave(GroupedKind kind, const std::vector<Tile>& wave, const at::Tensor& a, const at::Tensor& b,
               const at::Tensor& d, const Kernels& k) {
   const bool accumulate = kind != GroupedKind::kWgrad;
-  if (k.grouped_gemm != nullptr && d.scalar_type() == at::kBFloat16 && a.size(0) > 0) {
+  if (k.grouped_gemm != nullptr && d.scalar_type() == at::kBFloat16 && a.size(0) > 0 &&
+      !kernel_disabled("sparse.grouped")) {  // else GEMM by GEMM
     const int64_t la = a.size(1), lb = b.size(1), ld = d.size(1), tokens = a.size(0);
     const auto* pa = static_cast<const c10::BFloat16*>(a.data_ptr());
     const auto* pb = static_cast<const c10::BFloat16*>(b.data_ptr());
