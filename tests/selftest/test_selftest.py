@@ -162,3 +162,12 @@ def test_a_native_dispatcher_takes_its_fallback_for_a_disabled_kernel(monkeypatc
     assert all(torch.equal(a, b) for a, b in zip(grads("1"), materialized))
     kernels.registry().set([])
     assert ember._C.disabled_kernels() == []
+
+
+def test_fallback_without_the_selftest_is_refused():
+    from ember.train import ConfigError, parse_config
+    from ember.train.preflight import check_config
+
+    cfg = parse_config(["--training.selftest=false", "--training.kernel_fallback=true", "--job.device=cpu"])
+    with pytest.raises(ConfigError, match="training.kernel_fallback needs training.selftest"):
+        check_config(cfg)
