@@ -8,6 +8,7 @@ it runs data-parallel (DDP, or FSDP2 with --training.parallel=fsdp).
 import argparse
 import json
 import sys
+from pathlib import Path
 
 COMMANDS = {
     "train": "pre-train a model (default: the debug model on the built-in corpus)",
@@ -68,6 +69,8 @@ def _selftest(argv) -> int:
         raise ValueError(f"--device must be cpu or cuda, got {a.device!r}")
     if a.device and a.device.startswith("cuda") and not ember.cuda_available():
         raise ValueError("--device cuda: ember's CUDA kernels are not built or no GPU is visible")
+    if a.json and (Path(a.json).is_dir() or not Path(a.json).resolve().parent.is_dir()):
+        raise ValueError(f"--json {a.json}: not a file in an existing folder (checked before the kernels run)")
     report = selftest(a.family, a.device)
     print("\n".join(report.lines()))
     if a.json:

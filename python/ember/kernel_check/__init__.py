@@ -14,7 +14,7 @@ from __future__ import annotations
 import torch
 
 from .. import env
-from .catalog import FAMILIES, KERNELS, kernels_of
+from .catalog import FAMILIES, KERNELS, injected, kernels_of
 from .report import KernelResult, Report
 
 
@@ -25,12 +25,28 @@ def selftest(families=None, device=None, save: bool = True) -> Report:
     from .. import cuda_available
     from . import cache, runner
 
-    device = torch.device(device or ("cuda" if cuda_available() else "cpu"))
-    kernels_of(families)  # an unknown family is refused before anything runs
+    device = _device(device or ("cuda" if cuda_available() else "cpu"))
+    kernels_of(families)  # an unknown family, or a misspelt injection, is refused before anything runs
+    injected()
     report = runner.run(families, device)
     if save and not env.get("EMBER_SELFTEST_INJECT"):
         cache.save(report, device)
     return report
+
+
+def _device(device) -> torch.device:
+    """A device the kernels exist on and this machine has (a meta or absent one would "pass" or crash)."""
+    from .. import cuda_available
+
+    device = torch.device(device)
+    if device.type not in ("cpu", "cuda"):
+        raise ValueError(f"ember.selftest: device must be cpu or cuda (ember's kernels exist there), got {device}")
+    if device.type == "cuda" and not (cuda_available() and (device.index or 0) < torch.cuda.device_count()):
+        raise ValueError(
+            f"ember.selftest: device {device}: ember's CUDA kernels are not built or no such GPU is visible "
+            f"({torch.cuda.device_count()} GPU(s))"
+        )
+    return device
 
 
 __all__ = ["FAMILIES", "KERNELS", "KernelResult", "Report", "kernels_of", "selftest"]

@@ -63,9 +63,25 @@ KERNELS = {
 
 
 def kernels_of(families=None, device: str | None = None) -> list[Kernel]:
-    """The kernels of these families (all when None), on this device type (all when None)."""
-    families = FAMILIES if families is None else tuple(families)
+    """The kernels of these families (all when None; one name alone is that family), on this device
+    type (all when None)."""
+    families = FAMILIES if families is None else (families,) if isinstance(families, str) else tuple(families)
+    if not families:
+        raise ValueError(f"ember.selftest: families is empty (name some of {', '.join(FAMILIES)}, or None for all)")
     unknown = sorted(set(families) - set(FAMILIES))
     if unknown:
         raise ValueError(f"ember selftest: unknown family {', '.join(unknown)} (families: {', '.join(FAMILIES)})")
     return [k for k in KERNELS.values() if k.family in families and (device is None or device in k.devices)]
+
+
+def injected() -> set[str]:
+    """The kernels EMBER_SELFTEST_INJECT makes fail (a misspelt name is refused: it would check nothing)."""
+    from .. import env
+
+    names = set(env.names("EMBER_SELFTEST_INJECT"))
+    unknown = sorted(names - set(KERNELS))
+    if unknown:
+        raise ValueError(
+            f"EMBER_SELFTEST_INJECT: unknown kernel name(s) {', '.join(unknown)}; `ember selftest` lists the names"
+        )
+    return names

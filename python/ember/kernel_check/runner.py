@@ -7,9 +7,9 @@ import time
 
 import torch
 
-from .. import env, kernels
+from .. import kernels
 from . import cases_apollo, cases_cross_entropy, cases_float8, cases_sparse
-from .catalog import kernels_of
+from .catalog import injected, kernels_of
 from .compare import Compare
 from .report import KernelResult, Report
 
@@ -33,7 +33,7 @@ def run(families=None, device="cpu") -> Report:
     if device.type == "cuda" and device.index is None:
         device = torch.device("cuda", torch.cuda.current_device())
     report = Report(str(device), device_name(device))
-    inject = set(env.names("EMBER_SELFTEST_INJECT"))
+    inject = injected()
     with kernels.registry().suspended(), torch.random.fork_rng(devices=[]), torch.enable_grad():
         for kernel in kernels_of(families):
             if device.type not in kernel.devices:

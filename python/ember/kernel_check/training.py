@@ -80,7 +80,21 @@ def check_on_every_rank(families: list[str], d, fallback: bool) -> KernelCheck:
         raise error
     if failed:
         raise KernelCheckFailed(f"rank {failed[0]}'s device failed the kernel selftest (its error names the kernel)")
-    return result
+    return _same_fallback_everywhere(result, families, d) if fallback else result
+
+
+def _same_fallback_everywhere(result: KernelCheck, families: list[str], d) -> KernelCheck:
+    """A kernel that failed on any rank takes the reference path on every rank: the ranks compute
+    alike, and rank 0, which writes the run folder, records it."""
+    names = [k.name for k in kernels_of(families, d.device.type)]
+    failed_somewhere = d.all_sum([float(n in result.fallback) for n in names]).tolist()
+    union = [n for n, count in zip(names, failed_somewhere) if count > 0]
+    others = [n for n in union if n not in result.fallback]
+    if others:
+        kernels.registry().add(others)
+        message = f"kernel(s) {', '.join(others)} failed the selftest on another rank: the reference path here too"
+        print(f"ember train: WARNING: {message}", file=sys.stderr, flush=True)
+    return KernelCheck(result.report, union)
 
 
 def _refusal(report: Report, failed: list[str]) -> str:

@@ -1,0 +1,92 @@
+"""The kernel selftest misused: a device it cannot check (meta, an absent GPU) refused instead of
+"passing" with every kernel skipped; a family given as one string or none at all; a misspelt
+EMBER_SELFTEST_INJECT refused rather than ignored; `ember selftest --json` at a folder refused
+before the kernels run; under torchrun with --training.kernel_fallback, a kernel that failed on
+one rank takes the reference path on every rank and is recorded by the rank that writes the run
+folder."""
+
+import pytest
+import torch
+
+import ember
+from ember import cli, kernels
+from ember.kernel_check import runner, training
+
+
+@pytest.fixture(autouse=True)
+def isolated(tmp_path, monkeypatch):
+    monkeypatch.setenv("EMBER_SELFTEST_CACHE", str(tmp_path / "cache"))
+    monkeypatch.delenv("EMBER_SELFTEST_INJECT", raising=False)
+    saved = kernels.registry().names()
+    yield
+    kernels.registry().set(saved)
+
+
+@pytest.fixture
+def no_run(monkeypatch):
+    """The refusals must come before any kernel runs."""
+
+    def refuse(*a, **k):
+        raise AssertionError("the selftest ran before refusing")
+
+    monkeypatch.setattr(runner, "run", refuse)
+
+
+@pytest.mark.parametrize("device", ["meta", torch.device("meta"), "mps"])
+def test_a_device_the_selftest_cannot_check_is_refused(no_run, device):
+    with pytest.raises(ValueError, match="ember.selftest: device must be cpu or cuda"):
+        ember.selftest(device=device)
+
+
+@pytest.mark.skipif(torch.cuda.device_count() > 1, reason="needs a machine with fewer than two GPUs")
+def test_an_absent_gpu_is_refused_clearly(no_run):
+    with pytest.raises(ValueError, match=r"ember.selftest: device cuda:1: .*GPU"):
+        ember.selftest(device="cuda:1")
+
+
+def test_a_family_given_as_a_string_and_an_empty_list(no_run):
+    with pytest.raises(ValueError, match="ember.selftest: families is empty"):
+        ember.selftest([], "cpu")
+    with pytest.raises(ValueError, match="unknown family flaot8 "):
+        ember.selftest("flaot8", "cpu")
+
+
+def test_a_family_given_as_a_string_is_that_family():
+    report = ember.selftest("apollo", torch.device("cpu"), save=False)
+    assert {r.name.split(".")[0] for r in report.results} == {"apollo"} and report.ok
+
+
+def test_a_misspelt_injection_is_refused(monkeypatch, no_run):
+    monkeypatch.setenv("EMBER_SELFTEST_INJECT", "cross_entropy.row")
+    with pytest.raises(ValueError, match="EMBER_SELFTEST_INJECT: unknown kernel name.*cross_entropy.row"):
+        ember.selftest(["cross_entropy"], "cpu")
+
+
+@pytest.mark.parametrize("where", ["folder", "missing/parent/report.json"])
+def test_json_at_a_folder_or_a_missing_parent_is_refused_first(tmp_path, capsys, no_run, where):
+    target = tmp_path if where == "folder" else tmp_path / where
+    assert cli.main(["selftest", "--device", "cpu", "--json", str(target)]) == 1
+    assert "ember selftest: error: --json" in capsys.readouterr().err
+
+
+class TwoRanks:
+    """Rank 0 of two (the one that writes the run folder); the other rank failed `theirs`."""
+
+    def __init__(self, names, theirs):
+        self.device, self.is_main, self.rank, self.world_size = torch.device("cpu"), True, 0, 2
+        self.other = torch.tensor([float(n in theirs) for n in names], dtype=torch.float64)
+
+    def per_rank(self, value):
+        return [value, 0.0]  # the other rank did not refuse: it fell back
+
+    def all_sum(self, values):
+        t = torch.as_tensor(values, dtype=torch.float64)
+        return t + (self.other if t.numel() == self.other.numel() else 0)
+
+
+def test_a_kernel_failed_on_another_rank_falls_back_here_too(tmp_path):
+    names = [k.name for k in ember.kernel_check.kernels_of(["cross_entropy"], "cpu")]
+    check = training.check_on_every_rank(["cross_entropy"], TwoRanks(names, {"cross_entropy.rows"}), True)
+    assert check.fallback == ["cross_entropy.rows"] and kernels.disabled("cross_entropy.rows")
+    check.record(tmp_path)
+    assert (tmp_path / training.FALLBACK_FILE).exists()
