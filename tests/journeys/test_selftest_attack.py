@@ -5,6 +5,8 @@ before the kernels run; under torchrun with --training.kernel_fallback, a kernel
 one rank takes the reference path on every rank and is recorded by the rank that writes the run
 folder."""
 
+import contextlib
+
 import pytest
 import torch
 
@@ -90,3 +92,29 @@ def test_a_kernel_failed_on_another_rank_falls_back_here_too(tmp_path):
     assert check.fallback == ["cross_entropy.rows"] and kernels.disabled("cross_entropy.rows")
     check.record(tmp_path)
     assert (tmp_path / training.FALLBACK_FILE).exists()
+
+
+@contextlib.contextmanager
+def in_float64():
+    torch.set_default_dtype(torch.float64)
+    try:
+        yield
+    finally:
+        torch.set_default_dtype(torch.float32)
+
+
+@pytest.mark.parametrize(
+    "context",
+    [torch.inference_mode, lambda: torch.autocast("cpu", dtype=torch.bfloat16), in_float64],
+    ids=["inference_mode", "autocast", "default_float64"],
+)
+def test_the_callers_modes_do_not_fail_a_kernel(context):
+    """A selftest called inside inference_mode, autocast or a float64 default dtype checks the
+    kernels as the trainer calls them (it cached false failures the next `ember train` refused on),
+    and leaves the mode as it was."""
+    with context():
+        before = (torch.is_inference_mode_enabled(), torch.is_autocast_enabled("cpu"), torch.get_default_dtype())
+        report = ember.selftest(["float8", "cross_entropy", "apollo"], "cpu", save=False)
+        after = (torch.is_inference_mode_enabled(), torch.is_autocast_enabled("cpu"), torch.get_default_dtype())
+    assert report.ok, report.failed()
+    assert before == after

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
 
@@ -34,13 +35,27 @@ def run(families=None, device="cpu") -> Report:
         device = torch.device("cuda", torch.cuda.current_device())
     report = Report(str(device), device_name(device))
     inject = injected()
-    with kernels.registry().suspended(), torch.random.fork_rng(devices=[]), torch.enable_grad():
+    with kernels.registry().suspended(), as_the_trainer_calls():
         for kernel in kernels_of(families):
             if device.type not in kernel.devices:
                 report.results.append(KernelResult(kernel.name, "skip", detail=f"{'/'.join(kernel.devices)} only"))
                 continue
             report.results.append(check(kernel.name, device, kernel.name in inject))
     return report
+
+
+@contextlib.contextmanager
+def as_the_trainer_calls():
+    """The caller's modes set aside for the check (inference_mode, autocast, a float64 default
+    dtype made kernels fail that are right, and the failures were cached), the RNG left as found."""
+    dtype = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float32)
+    try:
+        with torch.inference_mode(False), torch.enable_grad(), torch.random.fork_rng(devices=[]):
+            with torch.autocast("cpu", enabled=False), torch.autocast("cuda", enabled=False):
+                yield
+    finally:
+        torch.set_default_dtype(dtype)
 
 
 def check(name: str, device: torch.device, inject: bool) -> KernelResult:
