@@ -118,3 +118,15 @@ def test_the_callers_modes_do_not_fail_a_kernel(context):
         after = (torch.is_inference_mode_enabled(), torch.is_autocast_enabled("cpu"), torch.get_default_dtype())
     assert report.ok, report.failed()
     assert before == after
+
+
+def test_a_failed_kernel_the_user_disabled_does_not_stop_the_run(monkeypatch, tmp_path):
+    """EMBER_DISABLE_KERNELS already keeps the run off it: no refusal, no fallback to record; a
+    failed kernel the user did not disable still refuses."""
+    monkeypatch.setenv("EMBER_SELFTEST_INJECT", "cross_entropy.rows")
+    kernels.registry().set(["cross_entropy.rows"])
+    check = training.check_kernels(["cross_entropy"], torch.device("cpu"), fallback=False, verbose=False)
+    assert check.fallback == [] and check.report.failed() == ["cross_entropy.rows"]
+    kernels.registry().set(["sparse.grouped"])
+    with pytest.raises(training.KernelCheckFailed, match="kernel cross_entropy.rows failed"):
+        training.check_kernels(["cross_entropy"], torch.device("cpu"), fallback=False, verbose=False)
