@@ -124,9 +124,14 @@ def test_a_failed_kernel_the_user_disabled_does_not_stop_the_run(monkeypatch, tm
     """EMBER_DISABLE_KERNELS already keeps the run off it: no refusal, no fallback to record; a
     failed kernel the user did not disable still refuses."""
     monkeypatch.setenv("EMBER_SELFTEST_INJECT", "cross_entropy.rows")
-    kernels.registry().set(["cross_entropy.rows"])
+    monkeypatch.setenv("EMBER_DISABLE_KERNELS", "cross_entropy.rows")
+    kernels.registry().set(["cross_entropy.rows"])  # as read at import
     check = training.check_kernels(["cross_entropy"], torch.device("cpu"), fallback=False, verbose=False)
     assert check.fallback == [] and check.report.failed() == ["cross_entropy.rows"]
+    monkeypatch.delenv("EMBER_DISABLE_KERNELS")  # disabled by an earlier fallback in this process: still refused
+    with pytest.raises(training.KernelCheckFailed, match="kernel cross_entropy.rows failed"):
+        training.check_kernels(["cross_entropy"], torch.device("cpu"), fallback=False, verbose=False)
+    monkeypatch.setenv("EMBER_DISABLE_KERNELS", "sparse.grouped")
     kernels.registry().set(["sparse.grouped"])
     with pytest.raises(training.KernelCheckFailed, match="kernel cross_entropy.rows failed"):
         training.check_kernels(["cross_entropy"], torch.device("cpu"), fallback=False, verbose=False)
