@@ -44,14 +44,17 @@ class DisabledKernels:
 
     def add(self, names) -> None:
         """Disable these kernels (unknown names are refused, so a typo cannot leave a kernel on)."""
-        from .kernel_check.catalog import KERNELS
+        from .kernel_check.catalog import FAMILIES, KERNELS, kernels_of
 
         names = set(names)
         unknown = sorted(names - set(KERNELS))
         if unknown:
+            family = next((n for n in unknown if n in FAMILIES), None)
+            members = ", ".join(k.name for k in kernels_of([family])) if family else ""
+            hint = f"; {family} is a family: its kernels are {members}" if family else ""
             raise ValueError(
                 f"ember.kernels: unknown kernel name(s) {', '.join(unknown)} (EMBER_DISABLE_KERNELS or a selftest "
-                f"result); `ember selftest` lists the names"
+                f"result); `ember selftest` lists the names{hint}"
             )
         self._names |= names
         self._sync()

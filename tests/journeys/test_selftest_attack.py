@@ -135,3 +135,9 @@ def test_a_failed_kernel_the_user_disabled_does_not_stop_the_run(monkeypatch, tm
     kernels.registry().set(["sparse.grouped"])
     with pytest.raises(training.KernelCheckFailed, match="kernel cross_entropy.rows failed"):
         training.check_kernels(["cross_entropy"], torch.device("cpu"), fallback=False, verbose=False)
+
+
+def test_a_family_name_in_the_disabled_kernels_names_its_kernels():
+    """EMBER_DISABLE_KERNELS=float8 (a family, not a kernel) is refused with the names to write instead."""
+    with pytest.raises(ValueError, match=r"float8 is a family: its kernels are float8\.quantize\.tensor, "):
+        kernels.DisabledKernels(["float8"])
