@@ -141,3 +141,32 @@ def test_a_family_name_in_the_disabled_kernels_names_its_kernels():
     """EMBER_DISABLE_KERNELS=float8 (a family, not a kernel) is refused with the names to write instead."""
     with pytest.raises(ValueError, match=r"float8 is a family: its kernels are float8\.quantize\.tensor, "):
         kernels.DisabledKernels(["float8"])
+
+
+def test_a_rank_whose_check_crashes_still_meets_the_others(monkeypatch):
+    """Any error in one rank's check (not only a failed kernel) is raised after the collective that
+    tells the other ranks, so they refuse instead of waiting for it forever."""
+    met = []
+
+    class Ranks(TwoRanks):
+        def per_rank(self, value):
+            met.append(value)
+            return [value, 0.0]
+
+    def crash(*a, **k):
+        raise RuntimeError("a driver error")
+
+    monkeypatch.setattr(training, "check_kernels", crash)
+    with pytest.raises(RuntimeError, match="a driver error"):
+        training.check_on_every_rank(["apollo"], Ranks([], set()), False)
+    assert met == [1.0]
+
+
+def test_a_cache_that_cannot_be_written_is_said(monkeypatch, tmp_path):
+    """A cache folder that cannot be made: the report still comes, with a warning that later runs
+    will check again (a silent miss made every `ember train` re-check without a word)."""
+    (tmp_path / "file").write_text("")
+    monkeypatch.setenv("EMBER_SELFTEST_CACHE", str(tmp_path / "file" / "cache"))
+    with pytest.warns(RuntimeWarning, match="ember.selftest: could not write its cache"):
+        report = ember.selftest(["apollo"], "cpu")
+    assert report.ok

@@ -11,6 +11,8 @@ name, driver), see cache.py.
 
 from __future__ import annotations
 
+import warnings
+
 import torch
 
 from .. import env
@@ -29,8 +31,13 @@ def selftest(families=None, device=None, save: bool = True) -> Report:
     kernels_of(families)  # an unknown family, or a misspelt injection, is refused before anything runs
     injected()
     report = runner.run(families, device)
-    if save and not env.get("EMBER_SELFTEST_INJECT"):
-        cache.save(report, device)
+    if save and not env.get("EMBER_SELFTEST_INJECT") and cache.save(report, device) is None:
+        warnings.warn(
+            f"ember.selftest: could not write its cache in {cache.cache_dir()} (EMBER_SELFTEST_CACHE names another "
+            f"folder); `ember train` will check its kernels again",
+            RuntimeWarning,
+            stacklevel=2,
+        )
     return report
 
 

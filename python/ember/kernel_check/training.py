@@ -76,7 +76,7 @@ def check_on_every_rank(families: list[str], d, fallback: bool) -> KernelCheck:
     every rank refuses when one does, so none waits for the others in a collective."""
     try:
         result, error = check_kernels(families, d.device, fallback, d.is_main), None
-    except KernelCheckFailed as exc:
+    except Exception as exc:  # any error, not only a failed kernel: raised after the others know of it
         result, error = None, exc
     failed = [rank for rank, bad in enumerate(d.per_rank(float(error is not None))) if bad]
     if error is not None:
