@@ -82,7 +82,9 @@ def check_on_every_rank(families: list[str], d, fallback: bool) -> KernelCheck:
     if error is not None:
         raise error
     if failed:
-        raise KernelCheckFailed(f"rank {failed[0]}'s device failed the kernel selftest (its error names the kernel)")
+        raise KernelCheckFailed(
+            f"rank {failed[0]}'s kernel check failed on its device (its error names the kernel or the fault)"
+        )
     return _same_fallback_everywhere(result, families, d) if fallback else result
 
 
