@@ -170,3 +170,14 @@ def test_a_cache_that_cannot_be_written_is_said(monkeypatch, tmp_path):
     with pytest.warns(RuntimeWarning, match="ember.selftest: could not write its cache"):
         report = ember.selftest(["apollo"], "cpu")
     assert report.ok
+
+
+@pytest.mark.parametrize("text", ["", '{"device": "cpu", "resu', "[]", "null", '{"device": "cpu", "device_name": "x"'])
+def test_a_damaged_cache_file_is_checked_again(text):
+    """A truncated or foreign cache file is no result (the kernels are checked again), not a crash."""
+    from ember.kernel_check import cache
+
+    path = cache.path_of(cache.key_of(torch.device("cpu")))
+    path.parent.mkdir(parents=True)
+    path.write_text(text)
+    assert cache.load(torch.device("cpu")) is None

@@ -75,7 +75,7 @@ def load(device: torch.device) -> Report | None:
     path = path_of(key_of(device))
     try:
         report = Report.from_dict(json.loads(path.read_text()))
-    except (OSError, ValueError, KeyError, TypeError):
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):  # missing, truncated, or not a report
         return None
     report.cached = True
     return report
