@@ -181,3 +181,20 @@ def test_a_damaged_cache_file_is_checked_again(text):
     path.parent.mkdir(parents=True)
     path.write_text(text)
     assert cache.load(torch.device("cpu")) is None
+
+
+def test_the_json_report_of_a_kernel_that_raised_is_standard_json(monkeypatch):
+    """A kernel that raises has no error number: the report writes null, not NaN (which jq and
+    other strict JSON readers reject), and reads back as a failure."""
+    import json
+
+    from ember.kernel_check.report import Report
+
+    def raises(device):
+        raise RuntimeError("no kernel image is available")
+
+    monkeypatch.setitem(runner.CASES, "apollo.projection", raises)
+    report = ember.selftest(["apollo"], "cpu", save=False)
+    text = json.dumps(report.to_dict(), allow_nan=False)
+    back = Report.from_dict(json.loads(text))
+    assert back.failed() == ["apollo.projection"] and back.result("apollo.projection").error != 0

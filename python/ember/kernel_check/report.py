@@ -47,9 +47,16 @@ class Report:
         return [head, *(r.line() for r in self.results), tail]
 
     def to_dict(self) -> dict:
-        return {**asdict(self), "ok": self.ok}
+        """As standard JSON holds it: an error that is no number (a kernel that raised) is null."""
+        data = asdict(self)
+        for r in data["results"]:
+            r.update({k: None for k in ("error", "tolerance") if not math.isfinite(r[k])})
+        return {**data, "ok": self.ok}
 
     @classmethod
     def from_dict(cls, data: dict) -> Report:
-        results = [KernelResult(**r) for r in data.get("results", [])]
+        results = [
+            KernelResult(**{**r, **{k: math.nan for k in ("error", "tolerance") if r.get(k, 0) is None}})
+            for r in data.get("results", [])
+        ]
         return cls(data["device"], data["device_name"], results, bool(data.get("cached")), data.get("key", {}))
