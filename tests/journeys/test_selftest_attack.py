@@ -198,3 +198,10 @@ def test_the_json_report_of_a_kernel_that_raised_is_standard_json(monkeypatch):
     text = json.dumps(report.to_dict(), allow_nan=False)
     back = Report.from_dict(json.loads(text))
     assert back.failed() == ["apollo.projection"] and back.result("apollo.projection").error != 0
+
+
+def test_a_kernel_whose_case_compared_nothing_does_not_pass(monkeypatch):
+    """A case that returns no comparison has checked nothing: that is no pass for the trainer to trust."""
+    monkeypatch.setitem(runner.CASES, "apollo.projection", lambda device: [])
+    report = ember.selftest(["apollo"], "cpu", save=False)
+    assert report.failed() == ["apollo.projection"] and "no comparison" in report.result("apollo.projection").detail
