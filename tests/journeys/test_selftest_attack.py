@@ -205,3 +205,13 @@ def test_a_kernel_whose_case_compared_nothing_does_not_pass(monkeypatch):
     monkeypatch.setitem(runner.CASES, "apollo.projection", lambda device: [])
     report = ember.selftest(["apollo"], "cpu", save=False)
     assert report.failed() == ["apollo.projection"] and "no comparison" in report.result("apollo.projection").detail
+
+
+def test_a_finite_result_where_the_reference_is_infinite_fails():
+    """Only the finite elements are compared by size; an infinity the kernel missed is an error."""
+    from ember.kernel_check.compare import Compare
+
+    want = torch.tensor([1.0, float("inf"), -float("inf")])
+    for got in (torch.tensor([1.0, 3e38, -float("inf")]), torch.tensor([1.0, float("inf"), 0.0])):
+        assert Compare("x", got, want, 0.1).error()[0] == float("inf")
+    assert Compare("x", want.clone(), want, 0.1).error()[0] == 0

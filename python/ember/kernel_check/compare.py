@@ -3,7 +3,7 @@
 tol is either a number, the allowed error relative to the reference's largest element (or, with
 norm=True, ‖got − want‖ / ‖want‖), or a tensor of allowed absolute errors per element (the
 error is then the largest ratio, allowed 1). tol 0 asks for equality. A NaN where the reference
-has none fails.
+has none, or an infinity that is not the reference's, fails.
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ class Compare:
             return math.inf, self._allowed()
         if got.numel() == 0:
             return 0.0, self._allowed()
-        if (got.isnan() != want.isnan()).any() or (got.isinf() & (got != want)).any():
+        if (got.isnan() != want.isnan()).any() or ((got.isinf() | want.isinf()) & (got != want)).any():
             return math.inf, self._allowed()
         finite = want.isfinite()
         diff = torch.where(finite, got - want, torch.zeros_like(got)).abs()
