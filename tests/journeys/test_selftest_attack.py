@@ -215,3 +215,13 @@ def test_a_finite_result_where_the_reference_is_infinite_fails():
     for got in (torch.tensor([1.0, 3e38, -float("inf")]), torch.tensor([1.0, float("inf"), 0.0])):
         assert Compare("x", got, want, 0.1).error()[0] == float("inf")
     assert Compare("x", want.clone(), want, 0.1).error()[0] == 0
+
+
+def test_the_cache_key_follows_the_python_side_of_the_kernels(monkeypatch):
+    """An editable install changes the ops' wrappers or the selftest's cases without a rebuild: the
+    results cached for the old code must not answer for the new."""
+    from ember.kernel_check import cache
+
+    before = cache.path_of(cache.key_of(torch.device("cpu")))
+    monkeypatch.setattr(cache, "_source_digest", lambda: "another")
+    assert cache.path_of(cache.key_of(torch.device("cpu"))) != before

@@ -1,6 +1,6 @@
 """The selftest's results on disk, one file per (ember build, device name, driver):
-$XDG_CACHE_HOME/ember/selftest/<key>.json (~/.cache when unset; EMBER_SELFTEST_CACHE names another folder). A rebuilt library, another card
-or another driver has another key, so its kernels are checked again."""
+$XDG_CACHE_HOME/ember/selftest/<key>.json (~/.cache when unset; EMBER_SELFTEST_CACHE names another folder). A rebuilt library, changed
+ops wrappers or checks, another card or another driver has another key, so its kernels are checked again."""
 
 from __future__ import annotations
 
@@ -38,6 +38,17 @@ def _library_digest() -> str:
     return h.hexdigest()[:16]
 
 
+@functools.cache
+def _source_digest() -> str:
+    """sha256 of the Python the checked calls go through (ember.ops) and of the checks themselves:
+    an editable install changes them without a rebuild."""
+    root = Path(__file__).resolve().parent.parent
+    h = hashlib.sha256()
+    for path in sorted([*(root / "ops").glob("*.py"), *(root / "kernel_check").glob("*.py")]):
+        h.update(path.name.encode() + path.read_bytes())
+    return h.hexdigest()[:16]
+
+
 def _driver(device: torch.device) -> str:
     if device.type != "cuda":
         return "-"
@@ -60,6 +71,7 @@ def key_of(device: torch.device) -> dict:
         "build_mode": info["build_mode"],
         "torch": torch.__version__,
         "library": _library_digest(),
+        "sources": _source_digest(),
         "device": device_name(device),
         "driver": _driver(device),
     }
