@@ -45,9 +45,13 @@ def _device(device) -> torch.device:
     """A device the kernels exist on and this machine has (a meta or absent one would "pass" or crash)."""
     from .. import cuda_available
 
-    device = torch.device(device)
-    if device.type not in ("cpu", "cuda"):
-        raise ValueError(f"ember.selftest: device must be cpu or cuda (ember's kernels exist there), got {device}")
+    asked = device
+    try:
+        device = torch.device(device)
+    except RuntimeError:  # "cuda:abc", "gpu"
+        device = None
+    if device is None or device.type not in ("cpu", "cuda"):
+        raise ValueError(f"ember.selftest: device must be cpu or cuda (ember's kernels exist there), got {asked!r}")
     if device.type == "cuda" and not (cuda_available() and (device.index or 0) < torch.cuda.device_count()):
         raise ValueError(
             f"ember.selftest: device {device}: ember's CUDA kernels are not built or no such GPU is visible "
