@@ -225,3 +225,29 @@ def test_the_cache_key_follows_the_python_side_of_the_kernels(monkeypatch):
     before = cache.path_of(cache.key_of(torch.device("cpu")))
     monkeypatch.setattr(cache, "_source_digest", lambda: "another")
     assert cache.path_of(cache.key_of(torch.device("cpu"))) != before
+
+
+def test_a_resumed_run_that_skips_the_check_keeps_the_earlier_fallback(tmp_path):
+    """--training.selftest=false on resume: the kernels the run's earlier part fell back from stay
+    on the reference path (the check that found them failing is what was skipped)."""
+    import json
+
+    (tmp_path / training.FALLBACK_FILE).write_text(json.dumps({"disabled": ["cross_entropy.rows"]}))
+    assert training.keep_earlier_fallback(tmp_path) == ["cross_entropy.rows"]
+    assert kernels.disabled("cross_entropy.rows")
+    assert training.keep_earlier_fallback(tmp_path / "nothing") == []
+
+
+@pytest.mark.slow
+def test_resuming_a_fallback_run_without_the_check_says_it_keeps_the_fallback(tmp_path):
+    from tests.train.helpers import TINY, cli
+
+    def train(*extra, **environ):
+        flags = [*TINY, f"--job.dir={tmp_path}", "--job.name=r", "--checkpoint.every=1", *extra]
+        return cli("train", *flags, env={"EMBER_SELFTEST_CACHE": str(tmp_path / "cache"), **environ})
+
+    first = train("--training.steps=1", "--training.kernel_fallback=true", EMBER_SELFTEST_INJECT="cross_entropy.rows")
+    assert first.returncode == 0, first.stderr
+    resumed = train("--training.steps=2", "--checkpoint.resume=latest", "--training.selftest=false")
+    assert resumed.returncode == 0, resumed.stderr
+    assert "cross_entropy.rows" in resumed.stderr and "reference path" in resumed.stderr

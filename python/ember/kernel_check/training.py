@@ -5,6 +5,7 @@ reference path for this run (ember.kernels), says so loudly, and records it in t
 
 from __future__ import annotations
 
+import json
 import sys
 import time
 import warnings
@@ -15,7 +16,7 @@ import torch
 
 from .. import atomic, env, kernels
 from . import cache, runner
-from .catalog import kernels_of
+from .catalog import KERNELS, kernels_of
 from .report import Report
 
 FALLBACK_FILE = "kernel_fallback.json"
@@ -100,6 +101,24 @@ def _same_fallback_everywhere(result: KernelCheck, families: list[str], d) -> Ke
         message = f"kernel(s) {', '.join(others)} failed the selftest on another rank: the reference path here too"
         print(f"ember train: WARNING: {message}", file=sys.stderr, flush=True)
     return KernelCheck(result.report, union)
+
+
+def keep_earlier_fallback(run_dir: Path) -> list[str]:
+    """A run resumed with --training.selftest=false keeps on the reference path the kernels its
+    earlier part fell back from: the check that found them failing is the one skipped."""
+    try:
+        names = [n for n in json.loads((Path(run_dir) / FALLBACK_FILE).read_text())["disabled"] if n in KERNELS]
+    except (OSError, ValueError, KeyError, TypeError):
+        return []
+    if names:
+        kernels.registry().add(names)
+        print(
+            f"ember train: kernel(s) {', '.join(names)} keep the reference path ({FALLBACK_FILE} of this run; "
+            f"--training.selftest=false skipped the check that would decide again)",
+            file=sys.stderr,
+            flush=True,
+        )
+    return names
 
 
 def _refusal(report: Report, failed: list[str]) -> str:

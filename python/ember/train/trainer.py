@@ -24,6 +24,7 @@ import torch
 
 from .. import atomic
 from ..data.loader import PackedLoader, parse_sources, source_vocab
+from ..kernel_check.training import keep_earlier_fallback
 from ..losses.lm import IGNORE_INDEX
 from . import checkpoint as ckpt
 from . import distributed, faults, host, resume, run_data, run_info
@@ -97,6 +98,8 @@ class Trainer:
             resume.check_same_run(cfg, meta["config"], meta["step"])
             run_data.check_resume(cfg, self.resume_from)
             check_source_unchanged(cfg, self.resume_from)
+            if not cfg.training.selftest:
+                keep_earlier_fallback(self.run_dir)
 
     def build(self) -> None:
         """The data loader, the evaluator, the model, the optimizer and the learning-rate
