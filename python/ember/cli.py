@@ -76,7 +76,10 @@ def _selftest(argv) -> int:
     if a.json:
         from .atomic import write_json
 
-        write_json(a.json, report.to_dict())
+        try:
+            write_json(a.json, report.to_dict())
+        except OSError as exc:  # permissions, a full disk: after the report, one line and status 1
+            raise ValueError(f"--json {a.json}: cannot be written ({exc.strerror or exc})") from None
     failed = report.failed()
     if failed:
         print(f"ember selftest: FAILED: {', '.join(failed)}", file=sys.stderr)

@@ -251,3 +251,18 @@ def test_resuming_a_fallback_run_without_the_check_says_it_keeps_the_fallback(tm
     resumed = train("--training.steps=2", "--checkpoint.resume=latest", "--training.selftest=false")
     assert resumed.returncode == 0, resumed.stderr
     assert "cross_entropy.rows" in resumed.stderr and "reference path" in resumed.stderr
+
+
+def test_json_that_cannot_be_written_is_an_error_not_a_traceback(tmp_path, capsys, monkeypatch):
+    """A --json the kernels' results cannot be written to (permissions, a full disk): the report is
+    printed, then a one-line error and exit status 1."""
+    from ember import atomic
+
+    def refuse(path, obj, indent=1):
+        raise PermissionError(13, "Permission denied", str(path))
+
+    monkeypatch.setattr(atomic, "write_json", refuse)
+    argv = ["selftest", "--device", "cpu", "--family", "apollo", "--json", str(tmp_path / "r.json")]
+    assert cli.main(argv) == 1
+    out = capsys.readouterr()
+    assert "ember selftest on cpu" in out.out and "ember selftest: error: --json" in out.err
