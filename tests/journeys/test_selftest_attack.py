@@ -253,6 +253,7 @@ def test_resuming_a_fallback_run_without_the_check_says_it_keeps_the_fallback(tm
     assert "cross_entropy.rows" in resumed.stderr and "reference path" in resumed.stderr
 
 
+@pytest.mark.filterwarnings("ignore:ember.selftest. could not write its cache")  # write_json refuses the cache too
 def test_json_that_cannot_be_written_is_an_error_not_a_traceback(tmp_path, capsys, monkeypatch):
     """A --json the kernels' results cannot be written to (permissions, a full disk): the report is
     printed, then a one-line error and exit status 1."""
