@@ -1,18 +1,20 @@
 // The *_STRICT environment switches of the kernel dispatchers (EMBER_FP8_GEMM_STRICT,
 // EMBER_SPARSE_STRICT, EMBER_CE_STRICT): the tests set them on shapes the device's kernels must
-// take, so that a kernel refusing them is an error instead of hiding behind the fallback.
+// take, so that a kernel refusing them is an error instead of hiding behind the fallback. Declared,
+// with every other switch, in env_switches.h.
 #pragma once
 
 #include <c10/util/Exception.h>
 
-#include <cstdlib>
 #include <string>
+
+#include "env_switches.h"
 
 namespace ember {
 
 // Whether the switch `name` is set to something other than "0".
 inline bool strict_mode(const char* name) {
-  const char* v = std::getenv(name);
+  const char* v = env_value(name);
   return v != nullptr && std::string(v) != "0";
 }
 

@@ -58,7 +58,7 @@ int64_t chunk_rows(int64_t vocab, bool cuda) {
 bool fused_backward(const Kernels& k, const at::Tensor& w, const at::Tensor& bias) {
   if (k.softmax_grad_gemm == nullptr || bias.defined()) return false;
   if (kernel_disabled("cross_entropy.softmax_grad_gemm")) return false;  // the materialized gradient instead
-  const char* env = std::getenv("EMBER_CE_SOFTMAX_GEMM");
+  const char* env = env_value("EMBER_CE_SOFTMAX_GEMM");
   if (env != nullptr) return std::string(env) == "1";
   return w.is_cuda() && w.scalar_type() == at::kBFloat16;
 }

@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "cpu_clones.h"
+#include "env_switches.h"
 #include "ember/cross_entropy.h"
 
 namespace ember::ce {
@@ -139,7 +140,7 @@ RowStats cuda_order_stats(const float* z, int64_t n) {
 
 template <typename T>
 void forward_typed(const RowsParams& p) {
-  const char* env = std::getenv("EMBER_CE_CUDA_ORDER");  // tests: emulate the CUDA forward's order
+  const char* env = env_value("EMBER_CE_CUDA_ORDER");  // tests: emulate the CUDA forward's order
   const bool cuda_order = env != nullptr && std::string(env) != "0";
   at::parallel_for(0, p.rows, 1, [&](int64_t r0, int64_t r1) {
     // fp32 without a softcap is read in place; anything else goes through an fp32 row buffer

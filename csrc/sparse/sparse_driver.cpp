@@ -36,7 +36,7 @@ constexpr int64_t kTileBytes = int64_t(8) << 20;
 
 // Rows (or columns) of a tile of `cols` elements each, out of `rows`.
 int64_t tile_rows(int64_t rows, int64_t cols, int64_t element_size) {
-  const char* env = std::getenv("EMBER_SPARSE_TILE_BYTES");
+  const char* env = env_value("EMBER_SPARSE_TILE_BYTES");
   const int64_t budget = env != nullptr ? std::max<int64_t>(1, std::atoll(env)) : kTileBytes;
   return std::clamp<int64_t>(budget / std::max<int64_t>(1, cols * element_size), 1, std::max<int64_t>(rows, 1));
 }

@@ -143,6 +143,22 @@ def test_every_ember_switch_is_declared_and_python_reads_them_through_env():
     assert native and native <= set(env.SWITCHES), native - set(env.SWITCHES)
 
 
+def test_the_native_library_declares_its_switches_in_one_header():
+    """csrc/env_switches.h lists exactly the switches env.py says the native library reads, and
+    nothing else in the C++ calls getenv."""
+    root = Path(ember.__file__).parents[2]
+    header = (root / "csrc" / "env_switches.h").read_text()
+    declared = set(re.findall(r'\{"(EMBER_[A-Z0-9_]+)"', header))
+    assert declared == {n for n, s in env.SWITCHES.items() if s.read_by == "native"}
+    readers = [
+        str(path.relative_to(root))
+        for folder in ("csrc", "bindings", "include")
+        for path in (root / folder).rglob("*")
+        if path.is_file() and path.name != "env_switches.h" and "getenv" in path.read_text()
+    ]
+    assert not readers, readers
+
+
 @pytest.mark.skipif(not hasattr(ember._C, "set_disabled_kernels"), reason="a native library without the registry")
 def test_a_native_dispatcher_takes_its_fallback_for_a_disabled_kernel(monkeypatch):
     # linear_cross_entropy's fused gradient (forced on) disabled: the materialized path's result, bit for bit
