@@ -19,7 +19,9 @@ def cuda_library(request):
     the sm_90a wheel in a folder of its own, beside the installed CPU-only build), else the
     installed one when it was built with CUDA."""
     path = request.config.getoption("--cuda-library")
-    if path:
+    if path is not None:  # given: it must be there (CI's glob that found nothing must not skip these)
+        if not pathlib.Path(path).is_file():
+            pytest.fail(f"--cuda-library={path!r}: no such library")
         return path
     if not INFO["with_cuda"]:
         pytest.skip("built without CUDA (no GPU visible, EMBER_CUDA=0 or no CUDA torch); see --cuda-library")
