@@ -43,3 +43,16 @@ def device(request):
     if request.param == "cuda":
         poison_cuda_allocator()
     return request.param
+
+
+@pytest.fixture
+def isolated_selftest(tmp_path, monkeypatch):
+    """For the kernel self-check's tests: a cache folder of the test's own, no injected failure,
+    and the disabled-kernel registry left as found."""
+    from ember import kernels
+
+    monkeypatch.setenv("EMBER_SELFTEST_CACHE", str(tmp_path / "cache"))
+    monkeypatch.delenv("EMBER_SELFTEST_INJECT", raising=False)
+    saved = kernels.registry().names()
+    yield
+    kernels.registry().set(saved)

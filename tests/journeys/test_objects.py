@@ -491,18 +491,10 @@ def test_a_torch_adamw_state_dict_loads():
 
 # ---- a Hugging Face model patched with sparsity, trained in bf16 ---------------------------------
 def tiny_hf_llama():
-    transformers = pytest.importorskip("transformers")
-    torch.manual_seed(0)
-    cfg = transformers.LlamaConfig(
-        vocab_size=64,
-        hidden_size=32,
-        intermediate_size=48,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=32,
-    )
-    return transformers.LlamaForCausalLM(cfg)
+    pytest.importorskip("transformers")
+    from tests.patch.tiny_models import tiny_llama
+
+    return tiny_llama()
 
 
 def test_sparse_patched_model_under_autocast_as_the_unpatched_one():

@@ -9,37 +9,12 @@ import warnings
 import pytest
 import torch
 
-from tests.patch.tiny_models import VOCAB, tiny_model
+from tests.patch.tiny_models import VOCAB, assert_same, batch, loss_and_grads, tiny_model
 
 transformers = pytest.importorskip("transformers")
 accelerate = pytest.importorskip("accelerate")
 
 from ember.patch import apply_ember, unpatch  # noqa: E402
-
-
-def batch(seed=1, b=2, t=11):
-    g = torch.Generator().manual_seed(seed)
-    ids = torch.randint(0, VOCAB, (b, t), generator=g)
-    labels = ids.clone()
-    labels[0, :4] = -100
-    return ids, labels
-
-
-def loss_and_grads(model, ids, labels, **kw):
-    """The loss and the gradients of the parameters that have one (an offloaded weight has none)."""
-    model.zero_grad()
-    out = model(input_ids=ids, labels=labels, **kw)
-    out.loss.backward()
-    return out, {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
-
-
-def assert_same(got, want):
-    """Loss within 1e-5 relative, every gradient within 1e-4 of its largest entry (fp32)."""
-    (out, grads), (ref, ref_grads) = got, want
-    torch.testing.assert_close(out.loss, ref.loss, rtol=1e-5, atol=0)
-    assert grads.keys() == ref_grads.keys() and grads
-    for n, g in ref_grads.items():
-        assert (grads[n] - g).abs().max() <= 1e-4 * g.abs().max().clamp_min(1e-6), n
 
 
 # ---- accelerate offload ------------------------------------------------------------------------------

@@ -200,17 +200,9 @@ def test_hf_model_initialized_after_patching_saves_and_unpatches_zeros(tmp_path)
     transformers = pytest.importorskip("transformers")
     from ember.patch import apply_ember, unpatch
 
-    torch.manual_seed(0)
-    cfg = transformers.LlamaConfig(
-        vocab_size=64,
-        hidden_size=32,
-        intermediate_size=48,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=32,
-    )
-    model = transformers.LlamaForCausalLM(cfg).eval()
+    from tests.patch.tiny_models import tiny_llama
+
+    model = tiny_llama().eval()
     apply_ember(model, sparsity=dict(target=0.5, seed=0))
     with torch.no_grad():
         model.apply(model._init_weights)  # a user re-initializing after patching

@@ -15,13 +15,7 @@ from ember import cli, kernels
 from ember.kernel_check import runner, training
 
 
-@pytest.fixture(autouse=True)
-def isolated(tmp_path, monkeypatch):
-    monkeypatch.setenv("EMBER_SELFTEST_CACHE", str(tmp_path / "cache"))
-    monkeypatch.delenv("EMBER_SELFTEST_INJECT", raising=False)
-    saved = kernels.registry().names()
-    yield
-    kernels.registry().set(saved)
+pytestmark = pytest.mark.usefixtures("isolated_selftest")  # tests/conftest.py
 
 
 @pytest.fixture

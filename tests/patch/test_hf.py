@@ -13,7 +13,8 @@ from torch.utils._python_dispatch import TorchDispatchMode
 transformers = pytest.importorskip("transformers")
 sys.path.insert(0, str(Path(__file__).parent))
 
-from tiny_models import VOCAB, tiny_model  # noqa: E402
+import tiny_models  # noqa: E402
+from tiny_models import VOCAB, loss_and_grads, tiny_model  # noqa: E402
 
 import ember  # noqa: E402
 from ember.patch import apply_ember, apply_ember_to_llama, refused, supported, unpatch  # noqa: E402
@@ -42,19 +43,8 @@ MOE = {"mixtral", "qwen2_moe", "qwen3_moe"}
 NAMED_HERE = [t for t in NAMED if t in transformers.models.auto.modeling_auto.MODEL_FOR_CAUSAL_LM_MAPPING_NAMES]
 
 
-def batch(seed=1, b=3, t=17):
-    g = torch.Generator().manual_seed(seed)
-    ids = torch.randint(0, VOCAB, (b, t), generator=g)
-    labels = ids.clone()
-    labels[0, :5] = -100
-    return ids, labels
-
-
-def loss_and_grads(model, ids, labels, **kw):
-    model.zero_grad()
-    out = model(input_ids=ids, labels=labels, **kw)
-    out.loss.backward()
-    return out, {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+def batch(seed=1):
+    return tiny_models.batch(seed, b=3, t=17, ignored=5)
 
 
 def assert_grads_close(got, want):

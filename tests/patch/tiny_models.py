@@ -235,3 +235,48 @@ def tiny_model(model_type: str, seed: int = 0, **extra):
     if _text_config_class(model_type) is not None:
         config = config.get_text_config()  # as AutoModelForCausalLM.from_config does
     return cls(config).float()
+
+
+def batch(seed: int = 1, b: int = 2, t: int = 11, ignored: int = 4) -> tuple[torch.Tensor, torch.Tensor]:
+    """Random token ids and their labels, the first `ignored` labels of row 0 ignored (-100)."""
+    g = torch.Generator().manual_seed(seed)
+    ids = torch.randint(0, VOCAB, (b, t), generator=g)
+    labels = ids.clone()
+    labels[0, :ignored] = -100
+    return ids, labels
+
+
+def loss_and_grads(model, ids=None, labels=None, **kw):
+    """The output and the gradients of the parameters that have one (an offloaded weight has
+    none), from one training forward (input_ids=ids, labels=labels, or the inputs in kw)."""
+    kw.update({k: v for k, v in (("input_ids", ids), ("labels", labels)) if v is not None})
+    model.zero_grad()
+    out = model(**kw)
+    out.loss.backward()
+    return out, {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+
+
+def assert_same(got, want, rtol: float = 1e-5) -> None:
+    """Loss within rtol relative, every gradient within 1e-4 of its largest entry (fp32)."""
+    (out, grads), (ref, ref_grads) = got, want
+    torch.testing.assert_close(out.loss, ref.loss, rtol=rtol, atol=0)
+    assert grads.keys() == ref_grads.keys() and grads
+    for n, g in ref_grads.items():
+        assert (grads[n] - g).abs().max() <= 1e-4 * g.abs().max().clamp_min(1e-6), n
+
+
+def tiny_llama():
+    """A transformers LlamaForCausalLM of vocabulary 64, width 32, 2 layers (seeded with 0)."""
+    import transformers
+
+    torch.manual_seed(0)
+    cfg = transformers.LlamaConfig(
+        vocab_size=64,
+        hidden_size=32,
+        intermediate_size=48,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=32,
+    )
+    return transformers.LlamaForCausalLM(cfg)

@@ -22,14 +22,7 @@ ONE_PER_FAMILY = {
 }
 
 
-@pytest.fixture(autouse=True)
-def isolated(tmp_path, monkeypatch):
-    """A cache folder of the test's own, no injection, and the registry left as found."""
-    monkeypatch.setenv("EMBER_SELFTEST_CACHE", str(tmp_path / "cache"))
-    monkeypatch.delenv("EMBER_SELFTEST_INJECT", raising=False)
-    saved = kernels.registry().names()
-    yield
-    kernels.registry().set(saved)
+pytestmark = pytest.mark.usefixtures("isolated_selftest")  # tests/conftest.py
 
 
 def test_cpu_selftest_lists_every_kernel_and_passes():
