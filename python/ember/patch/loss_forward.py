@@ -58,14 +58,12 @@ def _shifted(t: torch.Tensor, fill) -> torch.Tensor:
 
 def _fused_loss(head: nn.Linear, hidden, target, weight, scale, softcap, ignore_index):
     """The summed fused loss, computed where the head's forward would run (its hooks included)."""
+    from ..amp import autocast_inputs
     from ..ops import linear_cross_entropy
 
     def fused(h):  # h where the head's hooks put it (accelerate: its execution device)
-        w, b = head.weight, head.bias
         y, tw = target.to(h.device), None if weight is None else weight.to(h.device)
-        if torch.is_autocast_enabled(h.device.type):  # as nn.Linear under autocast: the product in its dtype
-            dtype = torch.get_autocast_dtype(h.device.type)
-            w, b = w.to(dtype), None if b is None else b.to(dtype)
+        h, w, b = autocast_inputs(h, head.weight, head.bias)  # as nn.Linear under autocast
         h = h.reshape(-1, h.shape[-1]).to(w.dtype)
         if scale != 1.0:  # (s·h)·Wᵀ + s·b = s·(h·Wᵀ + b)
             h = h * scale
