@@ -1,4 +1,4 @@
-"""The `ember` command: train | prepare | score | eval | plot | export | info | selftest.
+"""The `ember` command: train | prepare | score | eval | generate | skills-graph | plot | export | info | selftest.
 
 `ember train` with no arguments trains the debug model on the built-in corpus (the Python
 standard library's source), on CPU or GPU; under `torchrun --nproc-per-node N -m ember train`
@@ -14,7 +14,9 @@ COMMANDS = {
     "train": "pre-train a model (default: the debug model on the built-in corpus)",
     "prepare": "tokenize text / jsonl / parquet files into token shards",
     "score": "per-token PRIOR weights for a token folder from a reference checkpoint",
-    "eval": "validation loss and perplexity of a checkpoint",
+    "eval": "validation loss and perplexity of a checkpoint, or lm-evaluation-harness tasks (--tasks)",
+    "generate": "sample text from a run's model (a prompt, a control token of conditional training)",
+    "skills-graph": "estimate Skill-it's skills graph of data sources from a checkpoint",
     "plot": "PNG curves (loss, lr, tokens/s) of a run folder",
     "export": "a checkpoint as a Hugging Face model folder (transformers' from_pretrained loads it)",
     "info": "how ember was built and the ops it provides",
@@ -188,6 +190,14 @@ def _eval(argv) -> int:
     return 0
 
 
+def _generate(argv) -> int:
+    raise NotImplementedError("ember generate")
+
+
+def _skills_graph(argv) -> int:
+    raise NotImplementedError("ember skills-graph")
+
+
 def _plot(argv) -> int:
     from .train.plot import plot_run
 
@@ -229,6 +239,8 @@ HANDLERS = {
     "prepare": _prepare,
     "score": _score,
     "eval": _eval,
+    "generate": _generate,
+    "skills-graph": _skills_graph,
     "plot": _plot,
     "info": _info,
     "selftest": _selftest,

@@ -77,6 +77,21 @@ class Data:
         "byte", "tokenizer of the built-in corpus: 'byte' or a tokenizer.json path (token folders carry their own)"
     )
     seq_len: int = opt(128, "tokens per sequence")
+    mixing: str = opt(
+        "fixed",
+        "source weights: fixed (data.sources' weights and schedules) or skillit (Skill-it's online rule: every "
+        "mixing_every steps, weights ∝ previous weights · exp(mixing_eta · A·L), L each source's validation loss, A the skills graph)",
+        ("fixed", "skillit"),
+    )
+    mixing_every: int = opt(50, "skillit: optimizer steps between weight updates")
+    mixing_eta: float = opt(0.5, "skillit: step size eta of the rule")
+    mixing_batches: int = opt(
+        2, "skillit: validation batches (of eval.batch_size sequences) per source for each update"
+    )
+    skills_graph: str = opt(
+        "identity",
+        "skillit: the skills graph A: identity, or a JSON file of a k×k matrix (`ember skills-graph` writes one)",
+    )
 
 
 @dataclass
@@ -172,6 +187,11 @@ class Eval:
     sources: str = opt(
         "", "token folders evaluated but not trained on (e.g. the original domain's held-out set): DIR,..."
     )
+    tasks: str = opt("", "lm-evaluation-harness tasks run during training, logged as task/<name>/<metric>: NAME,...")
+    tasks_every: int = opt(0, "run eval.tasks every N steps (0: only at the end)")
+    tasks_include_path: str = opt("", "folder of lm-evaluation-harness task files (YAML) for eval.tasks, read locally")
+    tasks_num_fewshot: int = opt(0, "few-shot examples per eval.tasks question")
+    tasks_limit: int = opt(0, "examples per task (0: all)")
 
 
 @dataclass
@@ -192,6 +212,11 @@ class Metrics:
     progress: bool = opt(True, "live progress bar (a plain line per log step when not a terminal)")
     tensorboard: bool = opt(True, "TensorBoard logs when tensorboard is installed")
     plot: bool = opt(True, "PNG curves at the end of the run")
+    wandb: bool = opt(
+        False,
+        "log the same numbers to Weights & Biases (pip install ember[wandb]; WANDB_MODE=offline works without a network)",
+    )
+    wandb_project: str = opt("ember", "metrics.wandb: the project (the run's name is its folder's)")
 
 
 @dataclass

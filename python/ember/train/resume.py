@@ -44,6 +44,15 @@ CHANGES = frozenset(
         "eval.batches",
         "eval.batch_size",
         "eval.sources",
+        "eval.tasks",
+        "eval.tasks_every",
+        "eval.tasks_include_path",
+        "eval.tasks_num_fewshot",
+        "eval.tasks_limit",
+        "data.mixing_every",  # the weights reached are in the checkpoint; later updates follow the new setting
+        "data.mixing_eta",
+        "data.mixing_batches",
+        "data.skills_graph",
         "checkpoint.every",
         "checkpoint.keep",
         "checkpoint.resume",
@@ -53,6 +62,8 @@ CHANGES = frozenset(
         "metrics.progress",
         "metrics.tensorboard",
         "metrics.plot",
+        "metrics.wandb",
+        "metrics.wandb_project",
     }
 )
 
@@ -66,6 +77,7 @@ FIXED = frozenset(
         "data.sources",
         "data.tokenizer",
         "data.seq_len",
+        "data.mixing",  # fixed weights and Skill-it's evolving ones are different data orders
         "training.batch_size",
         "optimizer.name",
         "optimizer.rank",
