@@ -22,6 +22,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
+from ..amp import autocast_dtype_of
 from ..losses.lm import CausalLMLoss
 from ..sparse import SparseLinear
 
@@ -301,6 +302,15 @@ class Llama(nn.Module):
         if targets is None:
             return F.linear(h, self.output_weight)
         return (loss or _PLAIN_LOSS)(tokens, h, self.output_weight, targets, token_weights)
+
+    def logits(self, tokens: torch.Tensor) -> torch.Tensor:
+        """Float32 logits (B, T, vocab) of every position: the head's GEMM in the dtype the
+        training loss computes it in (autocast's when on, else the weights'), then cast up, so
+        that log_softmax of them is the per-token loss forward's targets give. On a plain module
+        (not an FSDP-wrapped one, whose parameters are gathered only inside its forward)."""
+        h = self.hidden(tokens)
+        dtype = autocast_dtype_of(h)
+        return F.linear(h.to(dtype), self.output_weight.to(dtype)).float()
 
     def num_params(self, embeddings: bool = True) -> int:
         n = sum(p.numel() for p in self.parameters())
