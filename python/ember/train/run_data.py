@@ -18,6 +18,7 @@ from ..data.fingerprint import source_tokenizer, what_changed
 from ..data.loader import parse_sources, source_vocab
 from ..data.shards import read_index
 from ..models.hf import TOKENIZER_FILES
+from .checkpoint import find_checkpoint, read_meta
 from .config import Config, ConfigError, config_from_dict
 
 TOKENIZER_DIR = "tokenizer"
@@ -192,3 +193,38 @@ def export_tokenizer(saved: Config, checkpoint: Path) -> tuple[list[Path], int]:
             f"data changed: {changed[0]}; the tokenizer there is not the model's"
         )
     return data_tokenizer_files(saved), first["eos_id"]
+
+
+def control_tokens(checkpoint: str | Path) -> dict[str, int]:
+    """{token: id} of the control tokens (conditional training) a checkpoint's run trained with:
+    its first source's, as recorded ({} when none, or for a run from before runs recorded them)."""
+    record = recorded_data(find_checkpoint(checkpoint))
+    return dict(next(iter(record.values())).get("control_tokens") or {}) if record else {}
+
+
+def run_tokenizer(checkpoint: str | Path):
+    """The tokenizer of a checkpoint's run (a checkpoint folder, or a run folder: its latest): a
+    ByteTokenizer, or an HFTokenizer from the files the run kept (else its data's, as `ember export`
+    finds them), with the run's end- and beginning-of-document ids and vocabulary size as recorded
+    and `control_tokens` ({token: id}, ids past the tokenizer's own). encode() never produces a
+    control id: text is text, callers place control ids themselves."""
+    from ..data.tokenizer import ByteTokenizer, HFTokenizer
+
+    path = find_checkpoint(checkpoint)
+    saved = config_from_dict(read_meta(path)["config"])
+    files, eos = export_tokenizer(saved, path)
+    vocab, _ = run_vocab(saved, path)
+    if not files:
+        tok = ByteTokenizer()
+    else:
+        from tokenizers import Tokenizer
+
+        tokenizer_json = next((f for f in files if f.name not in TOKENIZER_FILES[1:]), files[0])
+        where = tokenizer_json.parent if any(f.name == "tokenizer_config.json" for f in files) else tokenizer_json
+        tok = HFTokenizer(where, Tokenizer.from_file(str(tokenizer_json)).id_to_token(eos))
+        record = recorded_data(path)
+        if record and "bos_id" in next(iter(record.values())):
+            tok.bos_id = next(iter(record.values()))["bos_id"]
+    tok.eos_id, tok.vocab_size = eos, vocab  # the model's: control tokens included
+    tok.control_tokens = control_tokens(path)
+    return tok
