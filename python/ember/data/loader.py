@@ -199,6 +199,7 @@ class PackedLoader:
         self.sources = sources
         p = np.array([s.weight for s in sources], dtype=np.float64)
         self.mixture = p / p.sum()
+        self.mix_updates = 0  # times set_mixture changed the weights (Skill-it's online rule)
         self.subsets = [self._subset(i, s.tokens, seq_len) for i, s in enumerate(sources)]
         self.batch = 0
         self.counters = [0] * len(sources)
@@ -212,6 +213,8 @@ class PackedLoader:
             "seed": self.seed,
             "batch_size": self.batch_size,
             "data": self.data,
+            "mixture": [float(x) for x in self.mixture],  # Skill-it's weights reached, exactly
+            "mix_updates": self.mix_updates,
         }
 
     def load_state_dict(self, state: dict) -> None:
@@ -223,6 +226,17 @@ class PackedLoader:
         if changed:  # a position in other data means nothing
             raise ValueError(f"loader: the checkpoint's data changed since it was saved: {', '.join(changed)}")
         self.batch, self.counters = state["batch"], list(state["counters"])
+        if state.get("mix_updates"):  # weights an online rule changed (saved before it: the sources')
+            self.mixture = np.array(state["mixture"], dtype=np.float64)
+            self.mix_updates = state["mix_updates"]
+
+    def set_mixture(self, weights) -> None:
+        """New normalized source weights from the next batch on (Skill-it's online rule); they
+        are part of the loader's state."""
+        if any(s.schedule for s in self.sources):
+            raise ValueError("loader: sources with weight schedules cannot take online weights")
+        self.mixture = np.asarray(weights, dtype=np.float64)
+        self.mix_updates += 1
 
     def _subset(self, source: int, tokens: int, seq_len: int) -> np.ndarray | None:
         """The windows a token budget keeps: ceil(tokens / seq_len) of them, drawn once."""

@@ -8,7 +8,7 @@ from pathlib import Path
 
 
 # What plot_run may write into a run folder: a rewind sets them aside with the history they show.
-PLOTS = ("loss.png", "val_per_source.png", "lr.png", "tokens_per_s.png")
+PLOTS = ("loss.png", "val_per_source.png", "lr.png", "tokens_per_s.png", "mix.png")
 
 
 def read_metrics(run_dir: Path) -> list[dict]:
@@ -19,13 +19,20 @@ def read_metrics(run_dir: Path) -> list[dict]:
     # A resumed run appends: for each kind of record keep the last one written for a step.
     last = {}
     for r in rows:
-        last[("val" if "val_loss" in r else "train", r["step"])] = r
+        last[(_kind(r), r["step"])] = r
     return [last[k] for k in sorted(last, key=lambda k: (k[1], k[0]))]
 
 
+def _kind(row: dict) -> str:
+    """A record's kind: a step's metrics, an evaluation, or Skill-it's weights (one of each per step)."""
+    if "val_loss" in row:
+        return "val"
+    return "mix" if any(k.startswith("mix/") for k in row) else "train"
+
+
 def plot_run(run_dir: str | Path) -> list[Path]:
-    """Writes loss.png (and val_per_source.png with several validation sets), lr.png and
-    tokens_per_s.png into the run folder; returns their paths."""
+    """Writes loss.png (and val_per_source.png with several validation sets, mix.png with Skill-it's
+    source weights), lr.png and tokens_per_s.png into the run folder; returns their paths."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -64,21 +71,12 @@ def plot_run(run_dir: str | Path) -> list[Path]:
             ("validation", [r["step"] for r in val], [r["val_loss"] for r in val], "o-"),
         ],
     )
-    per_source = sorted({k for r in val for k in r if k.startswith("val_loss/")})
+    per_source = _per_source(val, "val_loss/")
     if per_source:  # each source's validation loss (forgetting, the stability gap)
-        figure(
-            "val_per_source.png",
-            "validation loss per source",
-            [
-                (
-                    Path(k.removeprefix("val_loss/")).name or k,
-                    [r["step"] for r in val if k in r],
-                    [r[k] for r in val if k in r],
-                    "o-",
-                )
-                for k in per_source
-            ],
-        )
+        figure("val_per_source.png", "validation loss per source", per_source)
+    mix = _per_source(rows, "mix/")
+    if mix:  # Skill-it's source weights at each update
+        figure("mix.png", "source weight", mix)
     figure("lr.png", "learning rate", [("lr", [r["step"] for r in train], [r["lr"] for r in train], "-")])
     figure(
         "tokens_per_s.png",
@@ -86,3 +84,17 @@ def plot_run(run_dir: str | Path) -> list[Path]:
         [("tokens/s", [r["step"] for r in train], [r["tokens_per_s"] for r in train], "-")],
     )
     return out
+
+
+def _per_source(rows: list[dict], prefix: str) -> list[tuple]:
+    """One o- series per key `prefix`<source>, labelled with the source's folder name."""
+    keys = sorted({k for r in rows for k in r if k.startswith(prefix)})
+    return [
+        (
+            Path(k.removeprefix(prefix)).name or k,
+            [r["step"] for r in rows if k in r],
+            [r[k] for r in rows if k in r],
+            "o-",
+        )
+        for k in keys
+    ]

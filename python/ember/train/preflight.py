@@ -10,6 +10,7 @@ import torch
 from ..data import corpus
 from ..data.fingerprint import source_tokenizer
 from ..data.loader import parse_sources, same_path
+from ..data.mixing import load_graph
 from ..data.shards import WEIGHTS_INDEX, check_shards, read_index, window_count
 from ..models import CONFIGS
 from .config import Config, ConfigError
@@ -26,6 +27,7 @@ def check_config(cfg: Config, world_size: int = 1) -> None:
         lambda c: _check_ranks(c, world_size),
         _check_device,
         _check_data,
+        _check_mixing,
         _check_eval_sources,
         _check_init_from,
         _check_resume,
@@ -51,6 +53,42 @@ def _check_init_from(cfg: Config) -> None:
         from .init_from import check_init_from
 
         check_init_from(cfg)
+
+
+def _check_mixing(cfg: Config) -> None:
+    """--data.mixing=skillit: its numbers, at least two sources (each with a validation split), no
+    weight schedule (the rule sets the weights), a skills graph that fits; its settings only with it."""
+    d = cfg.data
+    if d.mixing != "skillit":
+        if d.skills_graph != "identity":
+            raise ConfigError(
+                f"config: data.skills_graph={d.skills_graph} needs data.mixing=skillit (it is Skill-it's graph)"
+            )
+        return
+    if d.mixing_every < 1 or d.mixing_batches < 1 or not 0 <= d.mixing_eta < float("inf"):
+        raise ConfigError(
+            "config: data.mixing=skillit needs data.mixing_every >= 1, data.mixing_batches >= 1 and data.mixing_eta "
+            f"finite and >= 0; got {d.mixing_every}, {d.mixing_batches} and {d.mixing_eta}"
+        )
+    sources = parse_sources(d.sources)
+    if len(sources) < 2:
+        raise ConfigError("config: data.mixing=skillit needs two or more data.sources (one source: nothing to mix)")
+    timed = [s.path for s in sources if s.schedule]
+    if timed:
+        raise ConfigError(
+            f"config: data.mixing=skillit sets the source weights itself: drop the STEP=WEIGHT schedule of {', '.join(timed)}"
+        )
+    for s in sources:
+        val = [] if s.path == corpus.NAME else read_index(s.path)["splits"].get("val") or []
+        if s.path != corpus.NAME and not sum(window_count(x["tokens"], d.seq_len) for x in val):
+            raise ConfigError(
+                f"config: data.mixing=skillit needs each source's validation loss: {s.path} has no validation window "
+                f"of {d.seq_len + 1} tokens (ember prepare --val-per-mille)"
+            )
+    try:
+        load_graph(d.skills_graph, len(sources))
+    except ValueError as exc:
+        raise ConfigError(f"config: {exc}") from None
 
 
 def _check_eval_sources(cfg: Config) -> None:

@@ -32,6 +32,7 @@ from .build import build_loss, build_model, build_optimizer, build_scheduler, ch
 from .config import Config, ConfigError
 from .evaluate import Evaluator
 from .init_from import check_source_unchanged, keep_source
+from .online_mixing import SkillitMixer
 from .metrics import (
     MetricsLogger,
     card_name,
@@ -118,6 +119,7 @@ class Trainer:
             cfg.loss.token_weights or None,
         )
         self.evaluator = Evaluator(cfg, d, self.dtype)
+        self.mixer = SkillitMixer(cfg, d, self.dtype, self.loader) if cfg.data.mixing == "skillit" else None
         self.mcfg = model_config(cfg, vocab)
         self.built = build_model(cfg, self.mcfg, d)
         self.wrapped, self.model = self.built.wrapped, self.built.model
@@ -204,6 +206,8 @@ class Trainer:
         cfg, last_step = self.cfg, self.cfg.training.steps
         if self.start == 0:
             self.evaluate(0)
+            if self.mixer:
+                self.log.record(self.mixer.row(0))
         self.t_last, self.steps_since = time.perf_counter(), 0  # tokens/s over the steps since the last log line
         if self.d.device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(self.d.device)
@@ -214,6 +218,8 @@ class Trainer:
             if step % cfg.metrics.log_every == 0 or step == last_step or step == self.start + 1:
                 self.log_step(step, loss, grad_norm, lr)
             paused = time.perf_counter()  # evaluation and saving do not count as training time
+            if self.mixer and self.mixer.due(step):  # before the checkpoint, which holds the weights
+                self.update_mixture(step)
             if cfg.eval.every and step % cfg.eval.every == 0 or step == last_step:
                 self.evaluate(step)
             if cfg.checkpoint.every and step % cfg.checkpoint.every == 0 or step == last_step or stop:
@@ -310,6 +316,11 @@ class Trainer:
             row.update({f"val_loss/{k}": v for k, v in losses.items()})
         self.log.record(row)
         self.log.message(f"step {step:>6}  val loss {self.summary['val_loss']:.4f}")
+
+    def update_mixture(self, step: int) -> None:
+        """Skill-it: new source weights from the sources' validation losses, logged as mix/<source>."""
+        self.log.record(self.mixer.step(self.wrapped, step))
+        self.log.message(f"step {step:>6}  mix {self.mixer.describe()}")
 
     def checkpoint(self, step: int, async_ok: bool = True) -> Path | None:
         """Save the step's state (in a background thread with --checkpoint.async_save, unless a

@@ -1,0 +1,48 @@
+"""Skill-it's online data mixing (Chen et al., "Skill-it! A Data-Driven Skills Framework for
+Understanding and Training Language Models"): every data.mixing_every steps the source weights
+become p_i ∝ p_i · exp(η · Σ_j A_ij · L_j), L_j the validation loss of source j and A the skills
+graph (A_ij: how much training on source i lowers source j's loss). The arithmetic is done in
+log space, so a large η·A·L cannot overflow exp."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+
+
+def update(weights, losses, graph, eta: float) -> np.ndarray:
+    """The next normalized weights (float64) from the current ones, each source's loss, the k×k
+    graph and the step size."""
+    p = np.asarray(weights, dtype=np.float64)
+    logits = eta * (np.asarray(graph, dtype=np.float64) @ np.asarray(losses, dtype=np.float64))
+    with np.errstate(divide="ignore"):  # a weight of 0 stays 0
+        z = np.log(p / p.sum()) + logits
+    z -= z.max()  # the largest term is exp(0): no overflow, and the sum is >= 1
+    q = np.exp(z)
+    return q / q.sum()
+
+
+def load_graph(spec: str, k: int, what: str = "data.skills_graph") -> np.ndarray:
+    """The skills graph A (k×k float64): 'identity', or a JSON file holding a k×k matrix of finite
+    numbers (or an object whose "graph" is one, as `ember skills-graph` writes). A file that does
+    not fit is refused, naming it."""
+    if spec == "identity":
+        return np.eye(k)
+    path = Path(spec)
+    if not path.is_file():
+        raise ValueError(f"{what}: {spec}: no such file (give 'identity' or a JSON file of a {k}×{k} matrix)")
+    try:
+        data = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ValueError(f"{what}: {spec} is not JSON ({exc})") from None
+    if isinstance(data, dict):
+        data = data.get("graph")
+    rows_ok = isinstance(data, list) and len(data) == k and all(isinstance(r, list) and len(r) == k for r in data)
+    if not rows_ok:
+        raise ValueError(f"{what}: {spec} must hold a {k}×{k} matrix (one row and column per data source)")
+    if not all(isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x) for r in data for x in r):
+        raise ValueError(f"{what}: {spec}: every entry must be a finite number")
+    return np.array(data, dtype=np.float64)
