@@ -195,7 +195,27 @@ def _generate(argv) -> int:
 
 
 def _skills_graph(argv) -> int:
-    raise NotImplementedError("ember skills-graph")
+    from .train.config import build_parser, parse_flags
+    from .train.skills_graph import format_graph, skills_graph
+
+    parser = build_parser(
+        "ember skills-graph",
+        COMMANDS["skills-graph"]
+        + ": A_ij = the drop in source j's validation loss after --steps steps on source i alone, each from the "
+        "checkpoint's weights (Skill-it's procedure). The checkpoint's own config, changed by any --section.key=value "
+        "flag (e.g. --data.sources, --optimizer.lr, --data.mixing_batches); give the sources in the order the "
+        "training run names them, then --data.skills_graph=OUT.",
+    )
+    parser.add_argument("checkpoint", help="a checkpoint folder or a run folder (its latest)")
+    parser.add_argument("--steps", type=int, required=True, help="optimizer steps on each source")
+    parser.add_argument("--out", required=True, help="the JSON file to write (must not exist)")
+    flags = parse_flags(argv, parser)
+    checkpoint, steps, out = flags.pop("checkpoint"), flags.pop("steps"), flags.pop("out")
+    result = skills_graph(checkpoint, flags, steps, out)
+    print(f"skills graph after {steps} steps from {result['checkpoint']} (row: trained on; column: loss drop of)")
+    print(format_graph(result))
+    print(f"ember skills-graph: wrote {out}")
+    return 0
 
 
 def _plot(argv) -> int:
