@@ -45,7 +45,13 @@ def source_record(path: str, tokenizer: str = "byte", weighted: bool = False) ->
     if path == corpus.NAME:
         tok = load_tokenizer(tokenizer)
         ident = tokenizer_identity(tokenizer)
-        return {"fingerprint": None, "tokenizer": ident, "vocab_size": tok.vocab_size, "eos_id": tok.eos_id}
+        return {
+            "fingerprint": None,
+            "tokenizer": ident,
+            "vocab_size": tok.vocab_size,
+            "eos_id": tok.eos_id,
+            "control_tokens": {},
+        }
     index = read_index(path)
     record = {
         # a folder from before prepare recorded one: its index.json, which lists every shard's size
@@ -55,6 +61,7 @@ def source_record(path: str, tokenizer: str = "byte", weighted: bool = False) ->
         "eos_id": index["eos_id"],
         "bos_id": index.get("bos_id"),
         "tokens": {split: sum(e["tokens"] for e in entries) for split, entries in index["splits"].items()},
+        "control_tokens": index.get("control_tokens", {}),  # conditional training's <|good|> / <|bad|> ids
     }
     if weighted:
         weights = Path(path) / WEIGHTS_INDEX

@@ -25,7 +25,7 @@ import os
 from collections import Counter
 from pathlib import Path
 
-from . import corpus
+from . import control, corpus
 from .shards import FORMAT, INDEX
 
 TEXT = {".txt", ".md", ".py", ".rst", ".text"}
@@ -134,8 +134,10 @@ def _json_lines(path: str, data: bytes):
                 raise ValueError(f"{path}:{lineno}: not JSON ({exc.msg})") from None
 
 
-def _texts(path: str, records, text_key: str, where: str = ""):
-    """The text_key field of each (number, record) (or the record itself, a string)."""
+def _texts(path: str, records, text_key: str, where: str = "", score_key: str | None = None):
+    """(text, score) of each (number, record): its text_key field (or the record itself, a
+    string); score None, or with score_key that field's (control.scored: a number, or a list with
+    the text's sentences)."""
     for n, record in records:
         if not isinstance(record, (dict, str, type(None))):
             raise ValueError(
@@ -146,21 +148,30 @@ def _texts(path: str, records, text_key: str, where: str = ""):
             raise ValueError(
                 f"{path}:{where}{n}: no {text_key!r} field (set --text-key, or move the file out of the inputs)"
             )
+        if score_key is not None:
+            yield control.scored(record, text, score_key, f"{path}:{where}{n}")
+            continue
         if text is not None and not isinstance(text, str):
             raise ValueError(f"{path}:{where}{n}: {text_key!r} is a {type(text).__name__}, not text")
-        yield text or ""
+        yield text or "", None
 
 
-def documents(path: str, text_key: str):
-    """(split or None, text) for each document of one input: the built-in corpus's files come
-    with their split; text files as their own bytes, records as str."""
+def documents(path: str, text_key: str, score_key: str | None = None):
+    """(split or None, text, score) for each document of one input: the built-in corpus's files
+    come with their split; text files as their own bytes, records as str. score: None, or with
+    score_key each record's score (control.scored), which text files have none of."""
+    if score_key is not None and (path == corpus.NAME or reader_of(path)[0] == "text"):
+        raise ValueError(
+            f"ember prepare: {control.FLAG}: {path} is a text file: it has no {score_key!r} field to score its "
+            "documents by (use jsonl, json or parquet records)"
+        )
     if path == corpus.NAME:
         for name, p in corpus.stdlib_files():
-            yield corpus.split_of(name), p.read_bytes()
+            yield corpus.split_of(name), p.read_bytes(), None
         return
     kind, packed = reader_of(path)
     if kind == "parquet":
-        yield from ((None, t) for t in _parquet(path, text_key))
+        yield from ((None, *t) for t in _parquet(path, text_key, score_key))
         return
     try:
         with OPENERS[packed](path, "rb") if packed else open(path, "rb") as f:
@@ -179,12 +190,12 @@ def documents(path: str, text_key: str):
             kind = "jsonl"  # whose reader names the line
         else:
             records = enumerate(whole if isinstance(whole, list) else [whole], 1)
-            yield from ((None, t) for t in _texts(path, records, text_key, "record "))
+            yield from ((None, *t) for t in _texts(path, records, text_key, "record ", score_key))
             return
     if kind == "jsonl":
-        yield from ((None, t) for t in _texts(path, _json_lines(path, data), text_key))
+        yield from ((None, *t) for t in _texts(path, _json_lines(path, data), text_key, "", score_key))
     else:
-        yield None, data
+        yield None, data, None
 
 
 def _utf8(path: str, data: bytes) -> bytes:
@@ -198,7 +209,7 @@ def _utf8(path: str, data: bytes) -> bytes:
     return data.removeprefix(codecs.BOM_UTF8)
 
 
-def _parquet(path: str, text_key: str):
+def _parquet(path: str, text_key: str, score_key: str | None = None):
     try:
         import pyarrow.parquet as pq
     except ImportError as exc:
@@ -207,7 +218,10 @@ def _parquet(path: str, text_key: str):
         names = pq.read_schema(path).names
     except Exception as exc:  # pyarrow's own errors: not a parquet file, truncated
         raise ValueError(f"{path}: not a readable parquet file ({exc})") from None
-    if text_key not in names:
-        raise ValueError(f"{path}: no column {text_key!r} (it has {', '.join(names)}; set --text-key)")
-    column = pq.read_table(path, columns=[text_key]).column(text_key).to_pylist()
-    yield from _texts(path, enumerate(({text_key: v} for v in column), 1), text_key, "row ")
+    for key, flag in ((text_key, "set --text-key"), (score_key, f"the FIELD of {control.FLAG}")):
+        if key is not None and key not in names:
+            raise ValueError(f"{path}: no column {key!r} (it has {', '.join(names)}; {flag})")
+    columns = [k for k in dict.fromkeys((text_key, score_key)) if k is not None]
+    table = pq.read_table(path, columns=columns)
+    rows = table.to_pylist() if score_key is not None else ({text_key: v} for v in table.column(text_key).to_pylist())
+    yield from _texts(path, enumerate(rows, 1), text_key, "row ", score_key)

@@ -22,8 +22,8 @@ import numpy as np
 from tqdm import tqdm
 
 from ..atomic import atomic_dir
-from . import corpus
-from .inputs import documents, expand_inputs
+from . import control, corpus
+from .inputs import documents, expand_inputs, reader_of
 from .shards import FORMAT, INDEX, ShardWriter, write_json_atomic
 from .tokenizer import load_tokenizer, token_dtype
 
@@ -39,29 +39,33 @@ def _tokenizer(spec: str, eos_token: str | None):
 
 def _tokenize_file(job, tok=None):
     """Worker: one input → ({split: (concatenated tokens with eos after each document, #docs)},
-    notes on what was dropped or changed). `tok`: this process's, loaded by this prepare."""
-    path, text_key, val_per_mille, spec, eos_token = job
+    notes on what was dropped or changed, control-token counts). `tok`: this process's, loaded by
+    this prepare; `ctl`: the control tokens to put before documents (or None)."""
+    path, text_key, val_per_mille, spec, eos_token, ctl = job
     tok = tok or _tokenizer(spec, eos_token)
-    parts, empty, not_utf8, halves = {"train": [], "val": []}, 0, 0, 0
-    for split, text in documents(path, text_key):
-        if not text:  # an empty document would train on an end-of-document token alone
+    parts, empty, not_utf8, halves, counts = {"train": [], "val": []}, 0, 0, 0, control.Counts()
+    for split, text, score in documents(path, text_key, ctl and ctl.field):
+        if isinstance(text, bytes) and text and tok.name != "byte" and not _is_utf8(text):
+            not_utf8 += 1  # the byte tokenizer keeps the bytes; a text tokenizer gets U+FFFD for them
+        pieces = text if isinstance(text, list) else [text]
+        if any(isinstance(t, str) and _SURROGATE.search(t) for t in pieces):  # JSON's "\ud83d": half a character
+            halves += 1
+            pieces = [_SURROGATE.sub("\ufffd", t) for t in pieces]
+            text = pieces if isinstance(text, list) else pieces[0]
+        ids = tok.encode_document(text) if ctl is None else control.encode(tok, ctl, text, score, counts)
+        if ids is None or not len(ids) or not text:  # an empty document would train on an end-of-document token alone
             empty += 1
             continue
-        if isinstance(text, bytes) and tok.name != "byte" and not _is_utf8(text):
-            not_utf8 += 1  # the byte tokenizer keeps the bytes; a text tokenizer gets U+FFFD for them
-        if isinstance(text, str) and _SURROGATE.search(text):  # JSON's "\ud83d": half a character
-            halves += 1
-            text = _SURROGATE.sub("\ufffd", text)
-        split = split or corpus.split_of(text, val_per_mille)
-        parts[split].append(tok.encode_document(text))
-        parts[split].append(np.array([tok.eos_id], dtype=parts[split][-1].dtype))
+        split = split or corpus.split_of(text if isinstance(text, (str, bytes)) else "".join(text), val_per_mille)
+        parts[split].append(ids)
+        parts[split].append(np.array([tok.eos_id], dtype=ids.dtype))
     notes = [f"{path}: {empty} empty document(s) skipped"] if empty else []
     if not_utf8:
         notes.append(f"{path}: not UTF-8: its invalid bytes were read as U+FFFD (the byte tokenizer keeps them)")
     if halves:
         notes.append(f"{path}: {halves} record(s) with lone surrogates (half a character): read as U+FFFD")
     tokens = {s: (np.concatenate(v) if v else np.zeros(0, np.uint32), len(v) // 2) for s, v in parts.items()}
-    return tokens, notes
+    return tokens, notes, counts
 
 
 def _is_utf8(data: bytes) -> bool:
@@ -94,9 +98,11 @@ def prepare(
     shard_tokens: int = 1 << 28,
     eos_token: str | None = None,
     progress: bool = True,
+    control_tokens: str | None = None,
 ) -> dict:
     """Tokenize `inputs` into token shards in `out` and return the index; index['notes'] says
-    what was skipped (files a folder walk passed over, empty documents, files named twice)."""
+    what was skipped (files a folder walk passed over, empty documents, files named twice).
+    control_tokens: FIELD:THRESHOLD, a control token before each document by its score (control.py)."""
     out = Path(os.path.abspath(out))
     for flag, value, ok, want in (
         ("--val-per-mille", val_per_mille, 0 <= val_per_mille <= 1000, "in 0..1000"),
@@ -112,31 +118,59 @@ def prepare(
             f"the `{corpus.NAME}` source trains on), not --val-per-mille {val_per_mille}"
         )
     tok = load_tokenizer(tokenizer, eos_token)  # fail early, in this process
+    ctl = control.parse_control(control_tokens, tok.vocab_size) if control_tokens is not None else None
+    if ctl is not None:
+        _check_scored(files, ctl, tok, notes)
     _check_out(out, inputs)
     with atomic_dir(out) as tmp:  # onto an empty folder too; every file on disk before the rename
-        index = _write(files, tmp, tok, tokenizer, eos_token, workers, text_key, val_per_mille, shard_tokens, progress)
+        index = _write(
+            files, tmp, tok, tokenizer, eos_token, workers, text_key, val_per_mille, shard_tokens, progress, ctl
+        )
         named = [i if i == corpus.NAME else os.path.abspath(i) for i in inputs]  # where the folder came from
         index.update(inputs=named, val_per_mille=val_per_mille, notes=notes + index["notes"])
         write_json_atomic(tmp / INDEX, index)
     return index
 
 
-def _write(files, out: Path, tok, tokenizer, eos_token, workers, text_key, val_per_mille, shard_tokens, progress):
+def _check_scored(files: list[str], ctl: control.Control, tok, notes: list[str]) -> None:
+    """Refuse inputs without fields (text files) before anything is read or made; note a token of
+    the tokenizer's own spelled like a control token (the control ids are the appended ones)."""
+    unscored = [f for f in files if f == corpus.NAME or reader_of(f)[0] == "text"]
+    if unscored:
+        raise ValueError(
+            f"ember prepare: {control.FLAG}: {unscored[0]} is a text file (or the built-in corpus): it has no "
+            f"{ctl.field!r} field to score its documents by; give jsonl, json or parquet records"
+        )
+    own = getattr(tok, "_tok", None)
+    for name, cid in ctl.ids().items():
+        tid = own.token_to_id(name) if own is not None else None
+        if tid is not None:
+            notes.append(
+                f"the tokenizer has its own token {name} (id {tid}); the control token {name} is id {cid}, "
+                "and text spelling it is tokenized as text"
+            )
+
+
+def _write(
+    files, out: Path, tok, tokenizer, eos_token, workers, text_key, val_per_mille, shard_tokens, progress, ctl=None
+):
     """Tokenize the files into shards in `out` (the tokenizer's files beside them); the index."""
-    dtype = token_dtype(tok.vocab_size)
+    vocab_size = tok.vocab_size + (2 if ctl is not None else 0)  # the control ids come after the tokenizer's
+    dtype = token_dtype(vocab_size)
     writers = {s: ShardWriter(out, s, dtype, shard_tokens) for s in ("train", "val")}
     workers = workers or min(len(files), mp.cpu_count())
-    jobs = [(f, text_key, val_per_mille, tokenizer, eos_token) for f in files]
-    notes = []
+    jobs = [(f, text_key, val_per_mille, tokenizer, eos_token, ctl) for f in files]
+    notes, counts = [], control.Counts()
     with (
         tqdm(total=len(files), desc="tokenizing", unit="file", disable=not progress) as bar,
         _pool(workers, tok) as pool,
     ):
-        for parts, file_notes in _results(pool, jobs):
+        for parts, file_notes, file_counts in _results(pool, jobs):
             for split, (tokens, docs) in parts.items():
                 if docs:
                     writers[split].write(tokens, docs)
             notes += file_notes
+            counts.add(file_counts)
             bar.update()
     for w in writers.values():
         w.close()
@@ -155,13 +189,15 @@ def _write(files, out: Path, tok, tokenizer, eos_token, workers, text_key, val_p
     index = {
         "format": FORMAT,
         "tokenizer": "byte" if tokenizer == "byte" else "tokenizer.json",
-        "vocab_size": tok.vocab_size,
+        "vocab_size": vocab_size,
         "eos_id": tok.eos_id,
         "bos_id": tok.bos_id,
         "dtype": dtype.name,
         "splits": {s: w.entries for s, w in writers.items()},
         "notes": notes,
     }
+    if ctl is not None:
+        index.update(control_tokens=ctl.ids(), control=control.index_entry(ctl, counts))
     index["fingerprint"] = _fingerprint(index, writers, None if tokenizer == "byte" else out / "tokenizer.json")
     return index
 
@@ -171,6 +207,8 @@ def _fingerprint(index: dict, writers: dict, tokenizer_file: Path | None) -> str
     record it, so that a folder prepared again (other documents, another tokenizer) is noticed."""
     h = hashlib.blake2b(digest_size=12)
     h.update(repr([index[k] for k in ("format", "vocab_size", "eos_id", "bos_id", "dtype", "splits")]).encode())
+    if "control" in index:  # one folder's tokens made with another threshold are other data
+        h.update(repr([index["control_tokens"], index["control"]]).encode())
     for split in sorted(writers):
         h.update(writers[split].digest.digest())
     if tokenizer_file is not None:
