@@ -1,0 +1,102 @@
+"""Skill-it's online mixing: the rule against a direct computation, the skills graph's checks, the
+loader state that carries the weights, and the configurations refused before anything is made."""
+
+import json
+
+import numpy as np
+import pytest
+
+from ember.data.loader import PackedLoader, parse_sources
+from ember.data.mixing import load_graph, update
+from ember.train import ConfigError, parse_config, train
+
+from .helpers import flags
+from .test_mixing import token_folder
+
+
+def direct(weights, losses, graph, eta):
+    """The paper's rule as written: p_i ∝ p_i · exp(eta · Σ_j A_ij L_j)."""
+    q = np.array(weights) * np.exp(eta * np.array(graph) @ np.array(losses))
+    return q / q.sum()
+
+
+def test_rule_matches_the_direct_computation():
+    rng = np.random.default_rng(5)
+    for k in (2, 3, 7):
+        w, losses, graph = rng.random(k) + 0.1, rng.random(k) * 4, rng.normal(size=(k, k))
+        for eta in (0.0, 0.3, 2.0):
+            np.testing.assert_allclose(update(w, losses, graph, eta), direct(w, losses, graph, eta), rtol=1e-12)
+    # unnormalized weights are normalized first; a weight of 0 stays 0
+    np.testing.assert_allclose(update([2, 6], [1, 1], np.eye(2), 1.0), [0.25, 0.75], rtol=1e-12)
+    assert update([0, 1, 1], [9, 1, 2], np.eye(3), 1.0)[0] == 0
+
+
+def test_large_losses_and_eta_do_not_overflow():
+    """exp(eta·A·L) alone overflows here; the rule only depends on the differences of eta·A·L."""
+    w, losses = np.array([0.2, 0.5, 0.3]), np.array([1.5, 0.7, 2.2])
+    small = update(w, losses, np.eye(3), 1.0)
+    big = update(w, losses + 1e6, np.eye(3), 1.0)  # exp(1e6) is inf in float64
+    assert np.all(np.isfinite(big)) and big.sum() == pytest.approx(1)
+    np.testing.assert_allclose(big, small, rtol=1e-9)
+    huge = update(w, [1000.0, 0.0, 0.0], np.eye(3), 50.0)
+    np.testing.assert_allclose(huge, [1.0, 0.0, 0.0], atol=1e-300)
+
+
+def test_skills_graph_files(tmp_path):
+    assert np.array_equal(load_graph("identity", 3), np.eye(3))
+    plain, wrapped = tmp_path / "plain.json", tmp_path / "wrapped.json"
+    plain.write_text("[[1, 0.5], [0, 2]]")
+    wrapped.write_text(json.dumps({"sources": ["a", "b"], "graph": [[1, 0.5], [0, 2]]}))
+    for f in (plain, wrapped):
+        assert load_graph(str(f), 2).tolist() == [[1, 0.5], [0, 2]]
+    for text, message in [
+        ("[[1, 0], [0, 1], [0, 0]]", "2×2 matrix"),
+        ("[[1, 0, 0], [0, 1, 0]]", "2×2 matrix"),
+        ("[[1, NaN], [0, 1]]", "finite"),
+        ('[[1, "x"], [0, 1]]', "finite"),
+        ("[[true, 0], [0, 1]]", "finite"),
+        ("{not json", "not JSON"),
+    ]:
+        bad = tmp_path / "bad.json"
+        bad.write_text(text)
+        with pytest.raises(ValueError, match=message) as info:
+            load_graph(str(bad), 2)
+        assert str(bad) in str(info.value)
+    with pytest.raises(ValueError, match="no such file"):
+        load_graph(str(tmp_path / "missing.json"), 2)
+
+
+def test_the_loader_state_carries_the_weights(tmp_path):
+    a, b = token_folder(tmp_path, "a", "a"), token_folder(tmp_path, "b", "b")
+    first = PackedLoader(parse_sources(f"{a},{b}"), 16, 8, seed=1)
+    first.next_batch()
+    first.set_mixture(np.array([0.9, 0.1]))
+    state = first.state_dict()
+    again = PackedLoader(parse_sources(f"{a},{b}"), 16, 8, seed=1)
+    again.load_state_dict(state)
+    assert again.mixture.tolist() == [0.9, 0.1] and again.mix_updates == 1
+    for _ in range(3):
+        x, y = first.next_batch(), again.next_batch()
+        assert x["inputs"].equal(y["inputs"])
+
+
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        (("--data.mixing_every=0",), "mixing_every >= 1"),
+        (("--data.mixing_batches=0",), "mixing_batches >= 1"),
+        (("--data.mixing_eta=inf",), "finite"),
+        (("--data.skills_graph={graph}",), "2×2 matrix"),
+        (("--data.sources={a}",), "two or more data.sources"),
+        (("--data.sources={a},{b}:1:3=0.5",), "drop the STEP=WEIGHT schedule"),
+        (("--data.mixing=fixed", "--data.skills_graph={graph}"), "needs data.mixing=skillit"),
+    ],
+)
+def test_misuse_is_refused_before_anything_is_made(tmp_path, extra, message):
+    a, b = token_folder(tmp_path, "a", "a"), token_folder(tmp_path, "b", "b")
+    graph = tmp_path / "g.json"
+    graph.write_text("[[1, 0, 0], [0, 1, 0], [0, 0, 1]]")
+    args = [x.format(a=a, b=b, graph=graph) for x in ("--data.sources={a},{b}", "--data.mixing=skillit", *extra)]
+    with pytest.raises(ConfigError, match=message):
+        train(parse_config(flags(tmp_path / "runs", "r", *args)))
+    assert not (tmp_path / "runs").exists()
