@@ -136,13 +136,38 @@ def _prepare(argv) -> int:
         "--val-per-mille", type=int, default=5, help="documents per thousand kept for validation (default: 5)"
     )
     p.add_argument("--shard-tokens", type=int, default=1 << 28, help="tokens per shard, about (default: 2^28)")
+    p.add_argument(
+        "--control-tokens",
+        default=None,
+        metavar="FIELD:THRESHOLD",
+        help="conditional training: put <|good|> (the record's FIELD score >= THRESHOLD) or <|bad|> before each "
+        "document (jsonl/json/parquet records; a list of scores: one per sentence); two ids after the vocabulary",
+    )
     a = p.parse_args(argv)
-    index = prepare(a.inputs, a.out, a.tokenizer, a.workers, a.text_key, a.val_per_mille, a.shard_tokens, a.eos_token)
+    index = prepare(
+        a.inputs,
+        a.out,
+        a.tokenizer,
+        a.workers,
+        a.text_key,
+        a.val_per_mille,
+        a.shard_tokens,
+        a.eos_token,
+        control_tokens=a.control_tokens,
+    )
     for note in index["notes"]:
         print(f"ember prepare: note: {note}", file=sys.stderr)
     for split, shards in index["splits"].items():
         print(
             f"{split}: {sum(s['tokens'] for s in shards):,} tokens, {sum(s['documents'] for s in shards):,} documents, {len(shards)} shard(s)"
+        )
+    if "control" in index:
+        c, ids = index["control"], index["control_tokens"]
+        sentences = c.get("sentences")
+        print(
+            f"control tokens {', '.join(f'{k} {v}' for k, v in ids.items())} ({c['field']} >= {c['threshold']:g}): "
+            f"{c['documents']['good']:,} good and {c['documents']['bad']:,} bad documents"
+            + (f", {sentences['good']:,} good and {sentences['bad']:,} bad sentences" if sentences else "")
         )
     print(f"ember prepare: wrote {a.out} (vocabulary {index['vocab_size']}, {index['dtype']})")
     return 0
@@ -191,7 +216,48 @@ def _eval(argv) -> int:
 
 
 def _generate(argv) -> int:
-    raise NotImplementedError("ember generate")
+    from .train.generate import CONTROLS, Sampling, generate
+
+    p = _parser(
+        "generate",
+        ". Starts from the run's beginning-of-document token (else its end-of-document token), then the --control "
+        "token, then --prompt; a sample ends at the end-of-document token or after --max-new-tokens. The same "
+        "command on the same device gives the same samples.",
+    )
+    p.add_argument("checkpoint", help="a checkpoint folder or a run folder (its latest); sharded ones too")
+    p.add_argument("--prompt", default="", help="text the samples continue (default: none)")
+    p.add_argument(
+        "--control",
+        choices=list(CONTROLS),
+        default=None,
+        help="condition on <|good|> or <|bad|> (a run prepared with --control-tokens; the other is never sampled)",
+    )
+    p.add_argument("--max-new-tokens", type=int, default=128, help="tokens per sample, at most (default: 128)")
+    p.add_argument("--num-samples", type=int, default=1, help="samples to draw (default: 1)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the sampling generator (default: 0)")
+    p.add_argument("--temperature", type=float, default=1.0, help="softmax temperature; 0: greedy (default: 1)")
+    p.add_argument("--top-p", type=float, default=1.0, help="nucleus sampling mass, in (0, 1] (default: 1: all)")
+    p.add_argument("--device", default="auto", help="cpu, cuda or auto (default: cuda when a GPU is visible)")
+    p.add_argument("--json", default=None, metavar="FILE", help="also write the samples and settings as JSON")
+    a = p.parse_args(argv)
+    from .train.distributed import pick_device
+
+    try:
+        device = pick_device(a.device)
+    except RuntimeError as exc:  # cuda asked, none visible
+        raise ValueError(f"--device {a.device}: {exc}") from None
+    if a.json and (Path(a.json).is_dir() or not Path(a.json).resolve().parent.is_dir()):
+        raise ValueError(f"--json {a.json}: not a file in an existing folder")
+    sampling = Sampling(a.max_new_tokens, a.num_samples, a.seed, a.temperature, a.top_p)
+    result = generate(a.checkpoint, a.prompt, a.control, sampling, device)
+    for i, sample in enumerate(result["samples"], 1):
+        end = "end of document" if sample["ended"] else f"{a.max_new_tokens} tokens"
+        print(f"--- sample {i} ({len(sample['ids'])} tokens, stopped at {end})\n{a.prompt}{sample['text']}")
+    if a.json:
+        from .atomic import write_json
+
+        write_json(a.json, result)
+    return 0
 
 
 def _skills_graph(argv) -> int:
