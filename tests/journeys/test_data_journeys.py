@@ -152,7 +152,8 @@ def test_data_prepared_again_or_moved_under_a_run(tmp_path):
     os.replace(data, tmp_path / "moved")
     with pytest.raises(ConfigError, match=f"{data} is gone"):
         evaluate_checkpoint(tmp_path / "r")
-    assert export_run(tmp_path / "r", tmp_path / "hf")["tokenizer_files"] == []  # bytes: nothing to ship
+    # bytes: ember's byte ids as a tokenizer.json
+    assert export_run(tmp_path / "r", tmp_path / "hf")["tokenizer_files"] == ["tokenizer.json", "tokenizer_config.json"]
     assert json.loads((tmp_path / "hf" / "config.json").read_text())["eos_token_id"] == 256
     assert [p.name for p in (tmp_path / "r" / "checkpoints").iterdir()] == ["step-00000002"]
 

@@ -1,14 +1,18 @@
 """`ember export`: a run's checkpoint as a Hugging Face model folder (ember.models.to_hf), with
-the tokenizer files of its data when they came from a Hugging Face tokenizer: the copy the run
-kept in RUN/tokenizer/ (run_data.py), so export ships the run's tokenizer from any directory."""
+a tokenizer transformers loads (models/hf_tokenizer.py): for a run on a Hugging Face tokenizer,
+the copy the run kept in RUN/tokenizer/ (run_data.py), so export ships the run's tokenizer from
+any directory; for a run on bytes, a tokenizer.json with ember's byte ids; in both, the run's
+control tokens as added special tokens at their trained ids."""
 
 from __future__ import annotations
 
 import json
+import tempfile
 from pathlib import Path
 
 from ..models.hf import check_out_dir as check_hf_out_dir
 from ..models.hf import parse_dtype, to_hf
+from ..models.hf_tokenizer import write_tokenizer
 from . import run_data
 from .checkpoint import find_checkpoint
 
@@ -45,15 +49,24 @@ def export_run(checkpoint: str | Path, out_dir: str | Path, dtype=None, max_shar
     model, cfg, path = load_model(checkpoint, "cpu")
     files, eos = run_data.export_tokenizer(cfg, path)  # the run's own, from wherever export is called
     bos = bos_id(files)
-    out = to_hf(
-        model,
-        out_dir,
-        dtype,
-        tokenizer_files=files,
-        eos_token_id=eos,
-        bos_token_id=bos,
-        max_shard_bytes=max_shard_bytes,
-    )
+    with tempfile.TemporaryDirectory() as staging:  # the files made here, until to_hf publishes them
+        files = write_tokenizer(
+            Path(staging),
+            files,
+            eos_id=eos,
+            bos_id=bos,
+            control=run_data.control_tokens(path),
+            max_length=model.config.max_seq_len,
+        )
+        out = to_hf(
+            model,
+            out_dir,
+            dtype,
+            tokenizer_files=files,
+            eos_token_id=eos,
+            bos_token_id=bos,
+            max_shard_bytes=max_shard_bytes,
+        )
     arch = json.loads((out / "config.json").read_text())["architectures"][0]
     return {
         "checkpoint": str(path),
