@@ -1,4 +1,5 @@
-"""What a run reports: a live progress line, JSONL records, TensorBoard (when installed), and
+"""What a run reports: a live progress line, JSONL records, TensorBoard (when installed), the same
+rows to Weights & Biases (--metrics.wandb: metrics_wandb.py), and
 MFU from the card's peak dense bf16 FLOP/s (looked up from its name through nvidia-ml-py, or
 torch when NVML is missing)."""
 
@@ -65,15 +66,22 @@ class MetricsLogger:
         progress: bool,
         tensorboard: bool,
         log_every: int,
+        wandb: dict | None = None,
     ):
+        """wandb: the W&B run's settings (metrics_wandb.WandbRun: project, config, resume), or None."""
         self.enabled, self.log_every = enabled, log_every
         self.tty = sys.stderr.isatty()
         self.bar = None
         self.jsonl = None
         self.tb = None
+        self.wandb = None
         if not enabled:
             return
         self.jsonl = open(run_dir / "metrics.jsonl", "a")
+        if wandb is not None:
+            from .metrics_wandb import WandbRun
+
+            self.wandb = WandbRun(run_dir, **wandb)
         if tensorboard:
             self.tb = _tensorboard(run_dir)
         else:  # an earlier history's (a rewind, a reused name) or this one's cut short: rebuilt when turned on again
@@ -91,6 +99,8 @@ class MetricsLogger:
         self.jsonl.flush()
         if self.tb is not None:
             _add_scalars(self.tb, row)
+        if self.wandb is not None:
+            self.wandb.log(row)
 
     def progress(self, step: int, text: str) -> None:
         if not self.enabled:
@@ -116,6 +126,9 @@ class MetricsLogger:
             self.jsonl.close()
         if self.tb is not None:
             self.tb.close()
+        if self.wandb is not None:
+            self.wandb.close()
+            self.wandb = None
 
 
 def _tensorboard(run_dir: Path):

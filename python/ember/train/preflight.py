@@ -30,6 +30,7 @@ def check_config(cfg: Config, world_size: int = 1) -> None:
         _check_mixing,
         _check_eval_sources,
         _check_init_from,
+        _check_metrics,
         _check_resume,
     ):
         check(cfg)
@@ -40,6 +41,20 @@ def _check_device(cfg: Config) -> None:
         raise ConfigError("config: job.device=cuda but no GPU is visible")
     if cfg.job.device not in ("auto", "cpu", "cuda"):
         raise ConfigError(f"config: job.device must be auto, cpu or cuda; got {cfg.job.device!r}")
+
+
+def _check_metrics(cfg: Config) -> None:
+    """--metrics.wandb: wandb installed, a project name W&B accepts."""
+    if not cfg.metrics.wandb:
+        return
+    from .metrics_wandb import check_installed
+
+    check_installed()
+    project = cfg.metrics.wandb_project
+    if not project or len(project) > 128 or any(c in project for c in "/\\#?%:"):
+        raise ConfigError(
+            f"config: metrics.wandb_project must be 1 to 128 characters without / \\ # ? % :, got {project!r}"
+        )
 
 
 def _check_init_from(cfg: Config) -> None:

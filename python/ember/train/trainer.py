@@ -136,6 +136,7 @@ class Trainer:
         """The run folder (a resumed run's metrics cut back to its step), config.toml, the metrics
         logger, the header; then what every step needs to know."""
         d = self.d
+        self.rewound = False  # set by _claim_run_folder (rank 0): a resume that set later checkpoints aside
         self.run_dir = Path(d.broadcast(str(self._claim_run_folder()) if d.is_main else None))
         # config.toml names the folder used (a timestamp, a resumed checkpoint's run), absolutely, and
         # continues it: `--config RUN/config.toml` from any directory, after a rewind too, goes on from
@@ -153,6 +154,7 @@ class Trainer:
             cfg.metrics.progress,
             cfg.metrics.tensorboard,
             cfg.metrics.log_every,
+            wandb=_wandb(cfg, resumed=self.resume_from is not None and not self.rewound),
         )
         self.resolved = cfg.to_dict()
         self.checkpointer = ckpt.Checkpointer(self.run_dir, d, cfg.checkpoint.keep, cfg.checkpoint.async_save)
@@ -191,6 +193,7 @@ class Trainer:
             (run_dir / "metrics.jsonl").unlink(missing_ok=True)
             return run_dir
         aside = ckpt.set_aside_after(run_dir, self.start)
+        self.rewound = aside is not None
         trim_metrics(run_dir, self.start, dropped_to=aside)
         if aside is not None:
             later = ", ".join(p.name for p in sorted((aside / "checkpoints").iterdir()))
@@ -393,6 +396,13 @@ def _resume_target(cfg: Config, found: Path) -> tuple[Path, Path]:
             "choose another --job.name to branch into a new run folder"
         )
     return run_dir, found
+
+
+def _wandb(cfg: Config, resumed: bool) -> dict | None:
+    """The W&B run's settings with --metrics.wandb (a resumed run continues its W&B run), else None."""
+    if not cfg.metrics.wandb:
+        return None
+    return {"project": cfg.metrics.wandb_project, "config": cfg.to_dict(), "resume": resumed}
 
 
 def timestamp() -> str:
