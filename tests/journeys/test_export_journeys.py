@@ -46,6 +46,16 @@ def test_byte_run_exports_a_tokenizer_transformers_loads(tmp_path):
         theirs, ours = hf(ids).logits.float(), model.logits(ids)
     torch.testing.assert_close(theirs, ours, rtol=1e-5, atol=1e-5)
     assert tok.decode(ids[0]) == TEXT
+    # lm-evaluation-harness's own Hugging Face model reads the folder: ember's log-likelihood
+    lm_eval_hf = pytest.importorskip("lm_eval.models.huggingface")
+    from lm_eval.api.instance import Instance
+
+    lm = lm_eval_hf.HFLM(pretrained=str(tmp_path / "hf"), device="cpu", batch_size=1)
+    request = Instance(request_type="loglikelihood", doc={}, arguments=("Grüße", " 世界"), idx=0)
+    ((theirs, _),) = lm.loglikelihood([request])
+    n = len("Grüße".encode())
+    logprobs = torch.log_softmax(ours[0], -1)
+    assert theirs == pytest.approx(sum(logprobs[i - 1, ids[0, i]].item() for i in range(n, n + 7)), rel=1e-5)
 
 
 @pytest.mark.slow
