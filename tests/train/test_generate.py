@@ -7,7 +7,7 @@ import torch
 
 from ember.data.tokenizer import ByteTokenizer
 from ember.models import Llama, LlamaConfig
-from ember.train.generate import Sampling, decode, prompt_ids, sample, top_p_filter
+from ember.train.generate import Cached, Sampling, decode, prompt_ids, sample, top_p_filter
 
 CFG = LlamaConfig(dim=32, n_layers=1, n_heads=2, ffn_hidden=64, vocab_size=259, max_seq_len=48)
 EOS = 256
@@ -30,6 +30,19 @@ def test_greedy_is_the_argmax_of_the_logits_at_every_step(model):
         logits[258] = float("-inf")
         assert token == int(logits.argmax()) and token != 258
         seq.append(token)
+
+
+def test_the_kv_cache_gives_the_logits_of_the_whole_sequence():
+    cfg = CFG.replace(n_heads=4, n_kv_heads=2, qk_norm=True, attn_bias=True, tie_embeddings=False)
+    with torch.device("meta"):
+        m = Llama(cfg)
+    m = m.to_empty(device="cpu").init_weights(1).eval()
+    seq = torch.randint(0, cfg.vocab_size, (2, 9))
+    step = Cached(m)
+    with torch.no_grad():
+        torch.testing.assert_close(step(seq[:, :5]), m.logits(seq[:, :5])[:, -1], rtol=1e-5, atol=1e-5)
+        for t in range(5, 9):
+            torch.testing.assert_close(step(seq[:, t : t + 1]), m.logits(seq[:, : t + 1])[:, -1], rtol=1e-5, atol=1e-5)
 
 
 def test_top_p_keeps_the_smallest_set_that_reaches_p():

@@ -8,17 +8,20 @@ training: the other control token is never sampled, as in Korbak et al.), then t
 new token is drawn from softmax(logits / temperature) cut to the top-p nucleus (temperature 0:
 the argmax), with a torch.Generator seeded by --seed on the device: the same command on the same
 device gives the same samples. A sample ends at the end-of-document token or after
-max_new_tokens. There is no KV cache: each step runs the whole sequence again (quadratic in its
-length; fine for the small models and short samples this serves, on CPU too)."""
+max_new_tokens. An ember Llama keeps each layer's keys and values (a KV cache): a step runs the
+new token alone; another model with `logits(tokens)` runs the whole sequence each step."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 
+from ..models.llama import Llama, apply_rope
 from . import checkpoint as ckpt
 from . import run_data
+from ..amp import autocast_dtype_of
 from .config import config_from_dict
 from .evaluate import load_model
 from .runtime import autocast, compute_dtype
@@ -64,6 +67,60 @@ def next_tokens(logits: torch.Tensor, s: Sampling, gen: torch.Generator) -> torc
     return torch.multinomial(probs, 1, generator=gen)[:, 0]
 
 
+class Recompute:
+    """Next-token logits of any model with `logits(tokens)`: the whole sequence every step."""
+
+    def __init__(self, model):
+        self.model, self.seq = model, None
+
+    def __call__(self, new: torch.Tensor) -> torch.Tensor:
+        self.seq = new if self.seq is None else torch.cat([self.seq, new], 1)
+        return self.model.logits(self.seq)[:, -1]
+
+
+class Cached:
+    """Next-token logits of an ember Llama with a KV cache: Llama.hidden's blocks run on the new
+    tokens alone, attending to the keys and values kept from the earlier ones; then Llama.logits'
+    head (the tests check both against Llama.logits on the whole sequence)."""
+
+    def __init__(self, model: Llama):
+        self.model, self.keys, self.values, self.length = model, [], [], 0
+
+    def _attention(self, i: int, att, x: torch.Tensor, cos, sin) -> torch.Tensor:
+        b, t, _ = x.shape
+        q = att.wq(x).view(b, t, att.n_heads, att.head_dim)
+        k = att.wk(x).view(b, t, att.kv_heads, att.head_dim)
+        if att.qk_norm:
+            q, k = att.q_norm(q), att.k_norm(k)
+        v = att.wv(x).view(b, t, att.kv_heads, att.head_dim).transpose(1, 2)
+        q, k = apply_rope(q.transpose(1, 2), cos, sin), apply_rope(k.transpose(1, 2), cos, sin)
+        if i < len(self.keys):
+            k, v = torch.cat([self.keys[i], k], 2), torch.cat([self.values[i], v], 2)
+            self.keys[i], self.values[i] = k, v
+        else:
+            self.keys.append(k)
+            self.values.append(v)
+        # the first call sees its tokens alone (causal); later ones one token that sees everything
+        y = F.scaled_dot_product_attention(
+            q, k, v, is_causal=self.length == 0 and t > 1, enable_gqa=att.kv_heads != att.n_heads
+        )
+        return att.wo(y.transpose(1, 2).reshape(b, t, -1))
+
+    def __call__(self, new: torch.Tensor) -> torch.Tensor:
+        m, start = self.model, self.length
+        if start + new.shape[1] > m.config.max_seq_len:
+            raise ValueError(f"generate: {start + new.shape[1]} tokens pass max_seq_len {m.config.max_seq_len}")
+        cos, sin = m.rope_cos[start : start + new.shape[1]], m.rope_sin[start : start + new.shape[1]]
+        x = m.tok_embeddings(new)
+        for i, layer in enumerate(m.layers):
+            x = x + self._attention(i, layer.attention, layer.attention_norm(x), cos, sin)
+            x = x + layer.feed_forward(layer.ffn_norm(x))
+        self.length += new.shape[1]
+        h = m.norm(x)[:, -1]
+        dtype = autocast_dtype_of(h)
+        return F.linear(h.to(dtype), m.output_weight.to(dtype)).float()
+
+
 @torch.no_grad()
 def sample(model, prompt: list[int], s: Sampling, eos_id: int, banned=(), dtype=torch.float32) -> list[list[int]]:
     """num_samples continuations of `prompt` (each without its end-of-document token); `banned`:
@@ -72,14 +129,16 @@ def sample(model, prompt: list[int], s: Sampling, eos_id: int, banned=(), dtype=
     gen = torch.Generator(device=device).manual_seed(s.seed)
     seq = torch.tensor([prompt] * s.num_samples, dtype=torch.long, device=device)
     done = torch.zeros(s.num_samples, dtype=torch.bool, device=device)
+    step, new = (Cached if isinstance(model, Llama) else Recompute)(model), seq
     for _ in range(s.max_new_tokens):
         with autocast(device, dtype):
-            logits = model.logits(seq)[:, -1]
+            logits = step(new)
         if banned:
             logits[:, list(banned)] = float("-inf")
         new = next_tokens(logits, s, gen)
         new = torch.where(done, torch.full_like(new, eos_id), new)  # a finished sample stays finished
-        seq, done = torch.cat([seq, new[:, None]], 1), done | (new == eos_id)
+        new, done = new[:, None], done | (new == eos_id)
+        seq = torch.cat([seq, new], 1)
         if bool(done.all()):
             break
     out = []
