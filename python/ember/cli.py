@@ -205,13 +205,75 @@ def _eval(argv) -> int:
     parser = build_parser(
         "ember eval",
         COMMANDS["eval"]
-        + ". The checkpoint's own config, changed by any --section.key=value flag (e.g. --data.sources, --eval.batches).",
+        + ". The checkpoint's own config, changed by any --section.key=value flag (e.g. --data.sources, --eval.batches). "
+        "With --tasks, lm-evaluation-harness tasks on the run's model and tokenizer instead (--job.device applies).",
     )
     parser.add_argument("checkpoint", help="a checkpoint folder or a run folder (its latest)")
+    _task_arguments(parser)
     flags = parse_flags(argv, parser)
+    tasks = {k: flags.pop(k) for k in TASK_OPTIONS if k in flags}
+    if tasks:
+        return _eval_tasks(flags, tasks)
     result = evaluate_checkpoint(flags.pop("checkpoint"), flags=flags)
     print(f"step {result['step']}: val loss {result['val_loss']:.4f} nats/token, perplexity {result['perplexity']:.3f}")
     print(json.dumps(result))
+    return 0
+
+
+TASK_OPTIONS = ("tasks", "include_path", "num_fewshot", "limit", "output", "batch_size", "dtype")
+
+
+def _task_arguments(parser: argparse.ArgumentParser) -> None:
+    """`ember eval --tasks` and the options that go with it (given or absent: no defaults here)."""
+    g = parser.add_argument_group("lm-evaluation-harness tasks (the `eval` extra: pip install 'ember[eval]')")
+    for flag, kw in (
+        ("--tasks", dict(metavar="NAMES", help="run these lm-eval tasks (NAME,...) on the checkpoint's model instead")),
+        ("--include-path", dict(metavar="DIR", help="a folder of lm-eval task YAML files (read locally)")),
+        ("--num-fewshot", dict(type=int, metavar="N", help="few-shot examples per question (default: each task's)")),
+        ("--limit", dict(type=int, metavar="N", help="at most N examples per task (default: all)")),
+        ("--output", dict(metavar="FILE.json", help="also write the numbers and lm-eval's results as JSON")),
+        ("--batch-size", dict(type=int, metavar="N", help="requests per forward pass (default: 16)")),
+        ("--dtype", dict(choices=("float32", "bfloat16"), help="compute dtype (default: float32)")),
+    ):
+        g.add_argument(flag, default=argparse.SUPPRESS, **kw)
+
+
+def _eval_tasks(flags: dict, opts: dict) -> int:
+    """`ember eval CHECKPOINT --tasks NAMES ...`: a table of task / metric / value, and --output."""
+    if "tasks" not in opts:
+        raise ValueError(f"--{next(iter(opts)).replace('_', '-')} needs --tasks")
+    other = [k for k, v in flags.items() if k not in ("checkpoint", "job.device") and v is not None]
+    if other:
+        raise ValueError(f"--{other[0]} does not apply with --tasks (the run's own model and tokenizer are evaluated)")
+    for key in ("num_fewshot", "limit", "batch_size"):
+        if opts.get(key) is not None and opts[key] < (0 if key == "num_fewshot" else 1):
+            raise ValueError(f"--{key.replace('_', '-')} must be {'>= 0' if key == 'num_fewshot' else '>= 1'}")
+    out = opts.get("output")
+    if out and (Path(out).is_dir() or not Path(out).resolve().parent.is_dir()):
+        raise ValueError(f"--output {out}: not a file in an existing folder (checked before the model loads)")
+    from .evals.run import evaluate_run
+
+    report, results = evaluate_run(
+        flags["checkpoint"],
+        opts["tasks"],
+        opts.get("include_path", ""),
+        opts.get("num_fewshot"),
+        opts.get("limit"),
+        flags.get("job.device", "auto"),
+        opts.get("batch_size", 16),
+        opts.get("dtype", "float32"),
+    )
+    from lm_eval.utils import make_table
+
+    print(f"step {report['step']} ({report['checkpoint']})")
+    print(make_table(results))
+    if results.get("groups"):
+        print(make_table(results, "groups"))
+    if out:
+        from .atomic import write_json
+
+        write_json(out, report)
+        print(f"ember eval: wrote {out}")
     return 0
 
 

@@ -190,7 +190,7 @@ class Eval:
     tasks: str = opt("", "lm-evaluation-harness tasks run during training, logged as task/<name>/<metric>: NAME,...")
     tasks_every: int = opt(0, "run eval.tasks every N steps (0: only at the end)")
     tasks_include_path: str = opt("", "folder of lm-evaluation-harness task files (YAML) for eval.tasks, read locally")
-    tasks_num_fewshot: int = opt(0, "few-shot examples per eval.tasks question")
+    tasks_num_fewshot: int = opt(0, "few-shot examples per eval.tasks question (0: each task's own, else zero-shot)")
     tasks_limit: int = opt(0, "examples per task (0: all)")
 
 

@@ -32,7 +32,7 @@ def _kind(row: dict) -> str:
 
 def plot_run(run_dir: str | Path) -> list[Path]:
     """Writes loss.png (and val_per_source.png with several validation sets, mix.png with Skill-it's
-    source weights), lr.png and tokens_per_s.png into the run folder; returns their paths."""
+    source weights, tasks.png with lm-eval task numbers), lr.png and tokens_per_s.png into the run folder; returns their paths."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -77,6 +77,9 @@ def plot_run(run_dir: str | Path) -> list[Path]:
     mix = _per_source(rows, "mix/")
     if mix:  # Skill-it's source weights at each update
         figure("mix.png", "source weight", mix)
+    tasks = _task_series(rows)
+    if tasks:  # lm-eval task numbers (--eval.tasks): the forgetting curve of continual pre-training
+        out.append(_task_figure(plt, run_dir, tasks))
     figure("lr.png", "learning rate", [("lr", [r["step"] for r in train], [r["lr"] for r in train], "-")])
     figure(
         "tokens_per_s.png",
@@ -98,3 +101,31 @@ def _per_source(rows: list[dict], prefix: str) -> list[tuple]:
         )
         for k in keys
     ]
+
+
+def _task_series(rows: list[dict]) -> dict[str, tuple[list, list]]:
+    """{"<task>/<metric>": (steps, values)} of the task/* keys (--eval.tasks)."""
+    keys = sorted({k for r in rows for k in r if k.startswith("task/")})
+    return {
+        k.removeprefix("task/"): ([r["step"] for r in rows if k in r], [r[k] for r in rows if k in r]) for k in keys
+    }
+
+
+def _task_figure(plt, run_dir: Path, series: dict) -> Path:
+    """tasks.png: one panel per task metric (accuracies and perplexities have their own scales)."""
+    cols = min(3, len(series))
+    rows = -(-len(series) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(4 * cols, 3 * rows), dpi=110, squeeze=False)
+    for ax, (name, (xs, ys)) in zip(axes.flat, series.items()):
+        ax.plot(xs, ys, "o-")
+        ax.set_title(name, fontsize=9)
+        ax.set_xlabel("step")
+        ax.grid(alpha=0.3)
+    for ax in list(axes.flat)[len(series) :]:
+        ax.set_visible(False)
+    fig.suptitle(f"{run_dir.name}: lm-eval tasks")
+    fig.tight_layout()
+    path = run_dir / "tasks.png"
+    fig.savefig(path)
+    plt.close(fig)
+    return path

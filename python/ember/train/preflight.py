@@ -29,6 +29,7 @@ def check_config(cfg: Config, world_size: int = 1) -> None:
         _check_data,
         _check_mixing,
         _check_eval_sources,
+        _check_tasks,
         _check_init_from,
         _check_metrics,
         _check_resume,
@@ -41,6 +42,23 @@ def _check_device(cfg: Config) -> None:
         raise ConfigError("config: job.device=cuda but no GPU is visible")
     if cfg.job.device not in ("auto", "cpu", "cuda"):
         raise ConfigError(f"config: job.device must be auto, cpu or cuda; got {cfg.job.device!r}")
+
+
+def _check_tasks(cfg: Config) -> None:
+    """--eval.tasks: lm-eval installed, every name a task it knows (the include folder's or its
+    own), the numbers >= 0; its settings only with it."""
+    e = cfg.eval
+    for key in ("tasks_every", "tasks_num_fewshot", "tasks_limit"):
+        if getattr(e, key) < 0:
+            raise ConfigError(f"config: eval.{key} must be >= 0, got {getattr(e, key)}")
+    if not e.tasks:
+        given = [k for k in ("tasks_every", "tasks_include_path", "tasks_num_fewshot", "tasks_limit") if getattr(e, k)]
+        if given:
+            raise ConfigError(f"config: eval.{given[0]} needs eval.tasks (the lm-evaluation-harness tasks to run)")
+        return
+    from ..evals.tasks import check_tasks
+
+    check_tasks(e.tasks, e.tasks_include_path, "config: eval.tasks")
 
 
 def _check_metrics(cfg: Config) -> None:

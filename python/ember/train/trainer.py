@@ -121,6 +121,7 @@ class Trainer:
         self.evaluator = Evaluator(cfg, d, self.dtype)
         self.mixer = SkillitMixer(cfg, d, self.dtype, self.loader) if cfg.data.mixing == "skillit" else None
         self.mcfg = model_config(cfg, vocab)
+        self.tasks = _task_evaluator(cfg, self.mcfg.max_seq_len, self.dtype)
         self.built = build_model(cfg, self.mcfg, d)
         self.wrapped, self.model = self.built.wrapped, self.built.model
         self.loss = build_loss(cfg, d.device)
@@ -211,6 +212,8 @@ class Trainer:
             self.evaluate(0)
             if self.mixer:
                 self.log.record(self.mixer.row(0))
+            if self.tasks and self.tasks.due(0, last_step):
+                self.evaluate_tasks(0)
         self.t_last, self.steps_since = time.perf_counter(), 0  # tokens/s over the steps since the last log line
         if self.d.device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(self.d.device)
@@ -225,6 +228,8 @@ class Trainer:
                 self.update_mixture(step)
             if cfg.eval.every and step % cfg.eval.every == 0 or step == last_step:
                 self.evaluate(step)
+            if self.tasks and self.tasks.due(step, last_step):
+                self.evaluate_tasks(step)
             if cfg.checkpoint.every and step % cfg.checkpoint.every == 0 or step == last_step or stop:
                 saved = self.checkpoint(step, async_ok=not stop)
             if stop:
@@ -325,6 +330,15 @@ class Trainer:
         self.log.record(self.mixer.step(self.wrapped, step))
         self.log.message(f"step {step:>6}  mix {self.mixer.describe()}")
 
+    def evaluate_tasks(self, step: int) -> None:
+        """--eval.tasks: lm-evaluation-harness tasks on the model (every rank runs them all: a
+        sharded model's collectives match), logged as task/<name>/<metric>."""
+        values = self.tasks(self.model)
+        if values:
+            self.log.record({"step": step, **values})
+            shown = "  ".join(f"{k.removeprefix('task/')} {v:.4f}" for k, v in values.items())
+            self.log.message(f"step {step:>6}  {shown}")
+
     def checkpoint(self, step: int, async_ok: bool = True) -> Path | None:
         """Save the step's state (in a background thread with --checkpoint.async_save, unless a
         stop is due); returns the checkpoint folder."""
@@ -396,6 +410,15 @@ def _resume_target(cfg: Config, found: Path) -> tuple[Path, Path]:
             "choose another --job.name to branch into a new run folder"
         )
     return run_dir, found
+
+
+def _task_evaluator(cfg: Config, max_length: int, dtype: torch.dtype):
+    """The --eval.tasks evaluator (None without tasks; lm-eval is an optional dependency)."""
+    if not cfg.eval.tasks:
+        return None
+    from ..evals.run import TaskEvaluator
+
+    return TaskEvaluator(cfg, max_length, dtype)
 
 
 def _wandb(cfg: Config, resumed: bool) -> dict | None:
