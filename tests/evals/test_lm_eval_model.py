@@ -4,6 +4,8 @@ greedy continuation, with contexts longer than the model's window (cut on the le
 an empty context, and trailing spaces (moved to the continuation). Slow: building lm-eval's hf
 model loads transformers."""
 
+import json
+
 import pytest
 import torch
 
@@ -28,11 +30,26 @@ PAIRS = [(q, " " + c) for q, cs, _ in QUESTIONS for c in cs] + [
 pytestmark = pytest.mark.slow
 
 
-@pytest.fixture(scope="module")
-def models(tmp_path_factory):
+def with_bos(folder):
+    """The tokenizer puts <|im_start|> before every text (a post-processor, as Llama's does) and
+    declares it the beginning-of-document token."""
+    from tokenizers import Tokenizer, processors
+
+    tok = Tokenizer.from_file(str(folder / "tokenizer.json"))
+    bos = "<|im_start|>"
+    tok.post_processor = processors.TemplateProcessing(single=f"{bos} $A", special_tokens=[(bos, tok.token_to_id(bos))])
+    tok.save(str(folder / "tokenizer.json"))
+    (folder / "tokenizer_config.json").write_text(json.dumps({"eos_token": "<|endoftext|>", "bos_token": bos}))
+
+
+@pytest.fixture(scope="module", params=["no-bos", "bos"])
+def models(tmp_path_factory, request):
     tmp = tmp_path_factory.mktemp("lm")
     folder = tokenizer_folder(tmp / "tok", CODE)
+    if request.param == "bos":
+        with_bos(folder)
     tok = HFTokenizer(folder)
+    assert (tok.bos_id is not None) == (request.param == "bos")
     cfg = LlamaConfig(dim=32, n_layers=1, n_heads=2, ffn_hidden=64, vocab_size=tok.vocab_size, max_seq_len=16)
     with torch.device("meta"):
         model = Llama(cfg)
@@ -40,6 +57,7 @@ def models(tmp_path_factory):
     files = [folder / "tokenizer.json", folder / "tokenizer_config.json"]
     to_hf(model, tmp / "hf", tokenizer_files=files, eos_token_id=tok.eos_id)
     hf = get_model("hf")(pretrained=str(tmp / "hf"), device="cpu", batch_size=4, dtype="float32")
+    assert (hf.tok_encode("x = 1")[0] == tok.bos_id) == (request.param == "bos")  # transformers adds it
     return EmberLM(model=model, tokenizer=tok, batch_size=3), hf
 
 

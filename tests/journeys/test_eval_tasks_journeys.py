@@ -17,7 +17,7 @@ import pytest
 from ember.cli import main as ember_main
 from tests.evals.local_tasks import write_tasks
 from tests.journeys.test_data_journeys import CODE, jsonl, tokenizer_folder
-from tests.train.helpers import cli, cli_env, flags, run
+from tests.train.helpers import cli, cli_env, flags, losses, run
 
 pytest.importorskip("lm_eval")
 pytestmark = pytest.mark.slow
@@ -126,6 +126,8 @@ def test_eval_tasks_during_training_log_task_rows_and_a_plot(tmp_path, offline):
     assert all(isinstance(v, float) and math.isfinite(v) for r in rows.values() for v in r.values())
     assert rows[0] != rows[6]  # the model changed, and so did its numbers
     assert (tmp_path / "r" / "tasks.png").is_file()
+    assert ember_main(["train", *SMALL, "--training.steps=6", f"--job.dir={tmp_path}", "--job.name=plain"]) == 0
+    assert losses(tmp_path / "r") == losses(tmp_path / "plain")  # evaluating changed nothing of the training
     out = tmp_path / "eval.json"  # the last step's row is what `ember eval` says of the final checkpoint
     assert (
         ember_main(["eval", str(tmp_path / "r"), "--tasks", TASKS, "--include-path", str(tasks), "--output", str(out)])
