@@ -40,6 +40,8 @@ def test_large_losses_and_eta_do_not_overflow():
     np.testing.assert_allclose(big, small, rtol=1e-9)
     huge = update(w, [1000.0, 0.0, 0.0], np.eye(3), 50.0)
     np.testing.assert_allclose(huge, [1.0, 0.0, 0.0], atol=1e-300)
+    with pytest.raises(ValueError, match="not finite"):
+        update(w, [1.0, float("nan"), 0.0], np.eye(3), 1.0)
 
 
 def test_skills_graph_files(tmp_path):

@@ -17,6 +17,10 @@ def update(weights, losses, graph, eta: float) -> np.ndarray:
     """The next normalized weights (float64) from the current ones, each source's loss, the k×k
     graph and the step size."""
     p = np.asarray(weights, dtype=np.float64)
+    if not np.all(np.isfinite(losses)):  # the weights would be NaN: the mixture means nothing
+        raise ValueError(
+            f"data.mixing=skillit: a source's validation loss is not finite ({list(losses)}); weights not updated"
+        )
     logits = eta * (np.asarray(graph, dtype=np.float64) @ np.asarray(losses, dtype=np.float64))
     with np.errstate(divide="ignore"):  # a weight of 0 stays 0
         z = np.log(p / p.sum()) + logits
