@@ -9,6 +9,7 @@ import pytest
 from ember.data.loader import PackedLoader, parse_sources
 from ember.data.mixing import load_graph, update
 from ember.train import ConfigError, parse_config, train
+from ember.train.plot import read_metrics
 
 from .helpers import flags
 from .test_mixing import token_folder
@@ -102,3 +103,9 @@ def test_misuse_is_refused_before_anything_is_made(tmp_path, extra, message):
     with pytest.raises(ConfigError, match=message):
         train(parse_config(flags(tmp_path / "runs", "r", *args)))
     assert not (tmp_path / "runs").exists()
+
+
+def test_a_weights_row_does_not_hide_the_steps_loss_in_the_plots(tmp_path):
+    rows = [{"step": 2, "loss": 1.0}, {"step": 2, "mix/a": 0.5}, {"step": 2, "task/x/acc": 0.3}]
+    (tmp_path / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    assert sorted(map(sorted, read_metrics(tmp_path))) == [["loss", "step"], ["mix/a", "step"], ["step", "task/x/acc"]]

@@ -24,10 +24,12 @@ def read_metrics(run_dir: Path) -> list[dict]:
 
 
 def _kind(row: dict) -> str:
-    """A record's kind: a step's metrics, an evaluation, or Skill-it's weights (one of each per step)."""
+    """A record's kind (one of each per step): an evaluation, Skill-it's weights, lm-eval task
+    numbers, or the step's training metrics."""
     if "val_loss" in row:
         return "val"
-    return "mix" if any(k.startswith("mix/") for k in row) else "train"
+    prefixes = {k.split("/", 1)[0] for k in row if "/" in k}
+    return next((kind for kind in ("mix", "task") if kind in prefixes), "train")
 
 
 def plot_run(run_dir: str | Path) -> list[Path]:
