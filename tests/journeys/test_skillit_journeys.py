@@ -56,6 +56,11 @@ def test_weights_move_are_logged_and_plotted_and_the_graph_is_estimated(tmp_path
     assert f"{written['graph'][0][1]:.4f}" in r.stdout
     again = cli("skills-graph", str(tmp_path / "run"), f"--data.sources={a},{b}", "--steps=3", f"--out={graph}")
     assert again.returncode == 1 and "exists" in again.stderr
+    other = tmp_path / "other.json"
+    unknown = cli(
+        "skills-graph", str(tmp_path / "run"), f"--data.sources={a},{tmp_path}/c", "--steps=3", f"--out={other}"
+    )
+    assert unknown.returncode == 1 and "c: not a token folder" in unknown.stderr and not other.exists()
 
     r = cli("train", *flags(tmp_path, "graph", *opts, f"--data.skills_graph={graph}"))
     assert r.returncode == 0, r.stderr[-3000:]
