@@ -146,3 +146,34 @@ def test_parquet_scores(tmp_path):
     assert index["control"]["documents"] == {"good": 2, "bad": 1}
     with pytest.raises(ValueError, match="no column 'score'.*--control-tokens"):
         prepare([str(tmp_path / "d.parquet")], tmp_path / "o2", workers=1, progress=False, control_tokens="score:0")
+
+
+def test_a_tokenizer_with_a_bos_and_its_own_good_token(tmp_path):
+    """The control token follows the beginning-of-document token; the appended ids stay distinct
+    from the tokenizer's own token spelled <|good|>, which text spelling it does not become."""
+    tokenizers = pytest.importorskip("tokenizers")
+    tok = tokenizers.Tokenizer(tokenizers.models.BPE(unk_token="<unk>"))
+    tok.pre_tokenizer = tokenizers.pre_tokenizers.Whitespace()
+    texts = ["the cat sat", "a dog ran", "the <|good|> word"]
+    trainer = tokenizers.trainers.BpeTrainer(vocab_size=60, special_tokens=["<unk>", "</s>", "<s>", "<|good|>"])
+    tok.train_from_iterator(texts, trainer)
+    folder = tmp_path / "tok"
+    folder.mkdir()
+    tok.save(str(folder / "tokenizer.json"))
+    (folder / "tokenizer_config.json").write_text(json.dumps({"eos_token": "</s>", "bos_token": "<s>"}))
+    vocab, bos, eos, own = (
+        tok.get_vocab_size(),
+        tok.token_to_id("<s>"),
+        tok.token_to_id("</s>"),
+        tok.token_to_id("<|good|>"),
+    )
+    src = jsonl(tmp_path / "d.jsonl", [{"text": t, "s": i} for i, t in enumerate(texts)])
+    index = prepare([src], tmp_path / "out", str(folder), workers=1, progress=False, control_tokens="s:1")
+    assert index["control_tokens"] == {"<|good|>": vocab, "<|bad|>": vocab + 1} and index["vocab_size"] == vocab + 2
+    assert any("its own token <|good|>" in n for n in index["notes"])
+    tokens = np.concatenate(
+        [np.asarray(s) for split in ("train", "val") for s in open_split(tmp_path / "out", split).shards]
+    )
+    docs = np.split(tokens, np.flatnonzero(tokens == eos) + 1)[:-1]
+    assert sorted(d[:2].tolist() for d in docs) == sorted([[bos, vocab + 1], [bos, vocab], [bos, vocab]])
+    assert all(vocab not in d[2:] and vocab + 1 not in d[2:] for d in docs) and own not in tokens
