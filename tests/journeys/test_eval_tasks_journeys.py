@@ -181,4 +181,12 @@ def test_misused_task_flags_are_refused_before_anything_loads(tmp_path, capsys, 
     bad = ["--eval.tasks=ember_mcq", f"--eval.tasks_include_path={tasks}"]
     assert ember_main(["train", *SMALL, f"--job.dir={tmp_path}", "--job.name=never", *bad]) == 1
     assert "config: eval.tasks: unknown task 'ember_mcq'" in capsys.readouterr().err
+    broken = tmp_path / "broken"  # a task whose data file is gone
+    broken.mkdir()
+    (broken / "gone.yaml").write_text(
+        (tasks / "ember_mc.yaml").read_text().replace("ember_mc", "gone").replace("mc.jsonl", "no.jsonl")
+    )
+    bad = ["--eval.tasks=gone", f"--eval.tasks_include_path={broken}"]
+    assert ember_main(["train", *SMALL, f"--job.dir={tmp_path}", "--job.name=never", *bad]) == 1
+    assert "config: eval.tasks: task 'gone' cannot be loaded" in capsys.readouterr().err
     assert not (tmp_path / "never").exists()

@@ -51,7 +51,8 @@ def _task_manager(names: tuple[str, ...], include_path: str):
 
 def check_tasks(spec: str, include_path: str, where: str):
     """The TaskManager for the tasks named in `spec`; ConfigError (naming `where`) when lm-eval is
-    missing, the include path is not a folder, or a name is no task, group or tag it knows."""
+    missing, the include path is not a folder, a name is no task, group or tag it knows, or a
+    task cannot be loaded (its dataset unreachable or unreadable)."""
     require_lm_eval(where)
     names = task_names(spec)
     if not names:
@@ -65,6 +66,14 @@ def check_tasks(spec: str, include_path: str, where: str):
             hint = f" (close: {', '.join(close)})" if close else ""
             where_from = f"in {include_path} or lm-eval's tasks" if include_path else "among lm-eval's tasks"
             raise ConfigError(f"{where}: unknown task {name!r} {where_from}{hint}")
+    for name in names:  # its dataset too, now: a task of lm-eval's own downloads one
+        try:
+            manager.load([name])
+        except Exception as exc:  # datasets' and lm-eval's errors have no common base
+            raise ConfigError(
+                f"{where}: task {name!r} cannot be loaded ({type(exc).__name__}: {exc}); its dataset must be local "
+                "or reachable (HF_DATASETS_OFFLINE=1 allows only local ones)"
+            ) from None
     return manager
 
 
