@@ -195,6 +195,7 @@ def generate(checkpoint, prompt: str = "", control: str | None = None, s: Sampli
     model, _, _ = load_model(path, device)
     device = model.output_weight.device
     banned = [tok.control_tokens[CONTROLS[c]] for c in CONTROLS if control and c != control]
+    banned += range(tok.vocab_size, model.config.vocab_size)  # a --model.vocab_size padding: no token's id
     rows = sample(model, ids, s, tok.eos_id, banned, compute_dtype(saved, device))
     samples = [{"text": decode(tok, r), "ids": r, "ended": len(r) < s.max_new_tokens} for r in rows]
     return {
