@@ -308,6 +308,8 @@ def _generate(argv) -> int:
         device = pick_device(a.device)
     except RuntimeError as exc:  # cuda asked, none visible
         raise ValueError(f"--device {a.device}: {exc}") from None
+    except ValueError:
+        raise ValueError(f"--device must be cpu, cuda or auto, got {a.device!r}") from None
     if a.json and (Path(a.json).is_dir() or not Path(a.json).resolve().parent.is_dir()):
         raise ValueError(f"--json {a.json}: not a file in an existing folder")
     sampling = Sampling(a.max_new_tokens, a.num_samples, a.seed, a.temperature, a.top_p)
