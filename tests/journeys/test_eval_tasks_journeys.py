@@ -190,3 +190,24 @@ def test_misused_task_flags_are_refused_before_anything_loads(tmp_path, capsys, 
     assert ember_main(["train", *SMALL, f"--job.dir={tmp_path}", "--job.name=never", *bad]) == 1
     assert "config: eval.tasks: task 'gone' cannot be loaded" in capsys.readouterr().err
     assert not (tmp_path / "never").exists()
+
+
+def test_a_rewound_run_logs_each_steps_task_row_once(tmp_path, offline):
+    tasks = write_tasks(tmp_path / "tasks")
+    opts = [*SMALL, "--training.steps=6", f"--job.dir={tmp_path}", "--job.name=r", "--checkpoint.every=2"]
+    opts += [
+        f"--eval.tasks={TASKS}",
+        f"--eval.tasks_include_path={tasks}",
+        "--eval.tasks_every=2",
+        "--checkpoint.keep=0",
+    ]
+    assert ember_main(["train", *opts]) == 0
+    first = task_rows(tmp_path / "r")
+    assert sorted(first) == [0, 2, 4, 6]
+    rewind = f"--checkpoint.resume={tmp_path / 'r' / 'checkpoints' / 'step-00000002'}"
+    assert ember_main(["train", *opts, rewind]) == 0
+    rows = [json.loads(x) for x in (tmp_path / "r" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows if "task/ember_mc/acc" in r] == [0, 2, 4, 6]  # the rewound ones were cut
+    again = task_rows(tmp_path / "r")
+    for step in first:
+        assert_same(again[step], first[step])
