@@ -251,6 +251,9 @@ def _eval_tasks(flags: dict, opts: dict) -> int:
     out = opts.get("output")
     if out and (Path(out).is_dir() or not Path(out).resolve().parent.is_dir()):
         raise ValueError(f"--output {out}: not a file in an existing folder (checked before the model loads)")
+    from .evals.tasks import require_lm_eval
+
+    require_lm_eval("--tasks")  # before lm-eval's modules are imported
     from .evals.run import evaluate_run
 
     report, results = evaluate_run(

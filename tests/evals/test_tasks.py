@@ -55,6 +55,14 @@ def test_eval_tasks_without_lm_eval_names_the_extra(monkeypatch):
         check_config(parse_config(["--eval.tasks=hellaswag"]))
 
 
+def test_ember_eval_tasks_without_lm_eval_names_the_extra(monkeypatch, capsys):
+    from ember.cli import main
+
+    monkeypatch.setitem(sys.modules, "lm_eval", None)
+    assert main(["eval", "runs/none", "--tasks", "hellaswag"]) == 1
+    assert "ember eval: error: --tasks needs lm-evaluation-harness" in capsys.readouterr().err
+
+
 def test_loglikelihoods_are_the_models_log_probabilities():
     pytest.importorskip("lm_eval")
     from lm_eval.api.instance import Instance
