@@ -82,6 +82,9 @@ class MetricsLogger:
             from .metrics_wandb import WandbRun
 
             self.wandb = WandbRun(run_dir, **wandb)
+            if not self.wandb.continued:  # a rewind, W&B turned on at a resume: the steps kept before it too
+                for _, row in _rows(Path(run_dir) / "metrics.jsonl"):
+                    self.wandb.log(row)
         if tensorboard:
             self.tb = _tensorboard(run_dir)
         else:  # an earlier history's (a rewind, a reused name) or this one's cut short: rebuilt when turned on again

@@ -1,7 +1,9 @@
 """--metrics.wandb: every row of metrics.jsonl logged to Weights & Biases as well (rank 0), at its
 step. The W&B run is named after the run folder and keeps its files in RUN/wandb/; its id is kept in
 RUN/wandb_id, so a resumed run continues the same W&B run (a rewind to an earlier checkpoint starts
-a new one: its history differs from the one logged). WANDB_MODE=offline works without a network
+a new one: its history differs from the one logged); a new W&B run of a resumed history (a rewind,
+W&B turned on at a resume) is given the rows metrics.jsonl kept first. A W&B that cannot start a
+run (no login, no network) stops the run with one line. WANDB_MODE=offline works without a network
 (`wandb sync RUN/wandb/offline-run-*` uploads it later)."""
 
 from __future__ import annotations
@@ -44,11 +46,18 @@ class WandbRun:
         import wandb
 
         path = Path(run_dir) / ID_FILE
-        run_id = path.read_text().strip() if resume and path.is_file() else secrets.token_hex(6)
+        self.continued = resume and path.is_file()  # else metrics.py logs the rows kept before this run
+        run_id = path.read_text().strip() if self.continued else secrets.token_hex(6)
+        try:
+            self.run = wandb.init(
+                project=project, name=Path(run_dir).name, id=run_id, dir=str(run_dir), config=config, resume="allow"
+            )
+        except Exception as exc:  # no login, no network: wandb's own error, said in one line
+            raise ConfigError(
+                f"metrics.wandb: Weights & Biases could not start a run: {exc} (`wandb login`, or "
+                "WANDB_MODE=offline to keep it in RUN/wandb/ and `wandb sync` it later)"
+            ) from None
         atomic.write_text(path, run_id + "\n")
-        self.run = wandb.init(
-            project=project, name=Path(run_dir).name, id=run_id, dir=str(run_dir), config=config, resume="allow"
-        )
 
     def log(self, row: dict) -> None:
         values = scalars(row)
