@@ -7,6 +7,9 @@ documents in each file, by a reader chosen from the file's suffixes (case-insens
     .parquet                  its --text-key column, a document per row
     + .gz .bz2 .xz            any of the above but parquet, compressed: decompressed while read
 
+With --control-tokens FIELD:..., each record's FIELD is read with its text (control.scored);
+text files, which have no fields, are refused.
+
 A folder contributes the files it can read (following symlinked sub-folders, each real folder
 once); what it skips (other suffixes, hidden files, token folders such as an earlier --out) is
 reported, never dropped silently. A file named on the command line whose suffix is not listed is
