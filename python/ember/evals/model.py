@@ -143,7 +143,8 @@ class EmberLM(TemplateLM):
             kwargs = normalize_gen_kwargs(dict(gen_kwargs), 256)
             until = handle_stop_sequences(kwargs.pop("until", None), eos=None)
             steps = int(kwargs["max_gen_toks"])
-            ids = self.tok_encode(context)[-max(1, self.max_length - steps) :]
+            # an empty context starts from the prefix token, as a loglikelihood request's does
+            ids = self.tok_encode(context)[-max(1, self.max_length - steps) :] or [self.prefix_token_id]
             new: list[int] = []
             for _ in range(steps):
                 nxt = int(self._log_probs([ids + new])[0, -1].argmax())
