@@ -27,9 +27,22 @@ def test_rule_matches_the_direct_computation():
         w, losses, graph = rng.random(k) + 0.1, rng.random(k) * 4, rng.normal(size=(k, k))
         for eta in (0.0, 0.3, 2.0):
             np.testing.assert_allclose(update(w, losses, graph, eta), direct(w, losses, graph, eta), rtol=1e-12)
-    # unnormalized weights are normalized first; a weight of 0 stays 0
+    # unnormalized weights are normalized first; a weight of 0 does not stay 0 (it could never grow)
     np.testing.assert_allclose(update([2, 6], [1, 1], np.eye(2), 1.0), [0.25, 0.75], rtol=1e-12)
-    assert update([0, 1, 1], [9, 1, 2], np.eye(3), 1.0)[0] == 0
+    assert 0 < update([0, 1, 1], [9, 1, 2], np.eye(3), 1.0)[0] < 1e-300
+
+
+def test_a_weight_that_would_underflow_can_grow_again():
+    """800 updates that favour source 0 take source 1 below exp(-745), where float64 holds 0 and
+    the rule, multiplying by it, would keep it there whatever the later losses; as in exact
+    arithmetic, a long enough run of updates favouring source 1 gives it the larger weight."""
+    p = np.array([0.5, 0.5])
+    for _ in range(800):
+        p = update(p, [5.0, 3.0], np.eye(2), 0.5)
+    assert 0 < p[1] < 1e-300
+    for _ in range(800):
+        p = update(p, [3.0, 5.0], np.eye(2), 0.5)
+    assert p[1] > 0.5
 
 
 def test_large_losses_and_eta_do_not_overflow():
@@ -109,3 +122,14 @@ def test_a_weights_row_does_not_hide_the_steps_loss_in_the_plots(tmp_path):
     rows = [{"step": 2, "loss": 1.0}, {"step": 2, "mix/a": 0.5}, {"step": 2, "task/x/acc": 0.3}]
     (tmp_path / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     assert sorted(map(sorted, read_metrics(tmp_path))) == [["loss", "step"], ["mix/a", "step"], ["step", "task/x/acc"]]
+
+
+def test_a_run_names_its_skills_graph_absolutely(tmp_path, monkeypatch):
+    """config.toml and checkpoints hold the graph file the run started with, not a name that a
+    resume from another directory would read there."""
+    from ember.train.run_data import absolute_paths
+
+    monkeypatch.chdir(tmp_path)
+    cfg = parse_config(["--data.mixing=skillit", "--data.skills_graph=graph.json"])
+    assert absolute_paths(cfg).data.skills_graph == str(tmp_path / "graph.json")
+    assert absolute_paths(parse_config(["--data.mixing=skillit"])).data.skills_graph == "identity"

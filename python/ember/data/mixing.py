@@ -22,10 +22,12 @@ def update(weights, losses, graph, eta: float) -> np.ndarray:
             f"data.mixing=skillit: a source's validation loss is not finite ({list(losses)}); weights not updated"
         )
     logits = eta * (np.asarray(graph, dtype=np.float64) @ np.asarray(losses, dtype=np.float64))
-    with np.errstate(divide="ignore"):  # a weight of 0 stays 0
+    with np.errstate(divide="ignore"):  # a 0 saved before the floor below: -inf, then the floor
         z = np.log(p / p.sum()) + logits
     z -= z.max()  # the largest term is exp(0): no overflow, and the sum is >= 1
-    q = np.exp(z)
+    # a weight that would underflow to 0 (z below about -745) could never grow again: log(0) is
+    # -inf whatever the later losses; the smallest normal number keeps it alive
+    q = np.maximum(np.exp(z), np.finfo(np.float64).tiny)
     return q / q.sum()
 
 

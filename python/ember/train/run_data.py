@@ -36,7 +36,7 @@ def absolute_sources(spec: str) -> str:
 
 
 def absolute_paths(cfg: Config) -> Config:
-    """A copy of cfg whose data paths (data.sources, data.tokenizer, eval.sources,
+    """A copy of cfg whose data paths (data.sources, data.tokenizer, data.skills_graph, eval.sources,
     eval.tasks_include_path, loss.token_weights) and model.init_from folder are absolute: resolved once, against the
     directory the run starts in."""
     cfg = config_from_dict(cfg.to_dict())
@@ -46,6 +46,8 @@ def absolute_paths(cfg: Config) -> Config:
         cfg.loss.token_weights = os.path.abspath(cfg.loss.token_weights)
     if cfg.data.tokenizer != "byte":
         cfg.data.tokenizer = os.path.abspath(cfg.data.tokenizer)
+    if cfg.data.skills_graph != "identity":  # a resume from another directory reads the same graph
+        cfg.data.skills_graph = os.path.abspath(cfg.data.skills_graph)
     if cfg.eval.tasks_include_path:  # lm-eval task files
         cfg.eval.tasks_include_path = os.path.abspath(cfg.eval.tasks_include_path)
     if cfg.model.init_from and Path(cfg.model.init_from).expanduser().is_dir():  # a folder, not a cache name
