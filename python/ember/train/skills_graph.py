@@ -36,6 +36,10 @@ def _config(checkpoint: str, flags: dict, steps: int, out: str) -> tuple[Config,
         raise ConfigError(f"{COMMAND}: model.* cannot change: the model is the checkpoint's")
     if steps < 1:
         raise ConfigError(f"{COMMAND}: --steps must be >= 1, got {steps}")
+    sizes = {"training.batch_size": cfg.training.batch_size, "eval.batch_size": cfg.eval.batch_size}
+    for key, value in {**sizes, "data.mixing_batches": cfg.data.mixing_batches}.items():
+        if value < 1:  # else a traceback from the loader or the evaluator, or "no validation window"
+            raise ConfigError(f"{COMMAND}: --{key} must be >= 1, got {value}")
     if Path(out).exists():
         raise ConfigError(f"{COMMAND}: --out {out} exists: choose a new file (it is never overwritten)")
     if not Path(out).resolve().parent.is_dir():

@@ -1,0 +1,48 @@
+"""Skill-it as users drive it: a skills graph named relatively, resumed from another directory
+(where a file of the same name is another graph); `ember skills-graph` given sizes of 0."""
+
+import json
+
+import pytest
+
+from ember.cli import main as ember_main
+from ember.train import parse_config, train
+from tests.train.helpers import flags
+from tests.train.test_mixing import token_folder
+
+pytestmark = pytest.mark.slow
+
+
+def mix_rows(run_dir):
+    rows = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    mixes = [(r["step"], {k: v for k, v in r.items() if k.startswith("mix/")}) for r in rows]
+    return {step: mix for step, mix in mixes if mix}
+
+
+def test_a_relative_skills_graph_is_the_runs_own_on_resume_from_another_directory(tmp_path, monkeypatch):
+    a, b = token_folder(tmp_path, "a", "a"), token_folder(tmp_path, "b", "b")
+    project, elsewhere = tmp_path / "project", tmp_path / "elsewhere"
+    project.mkdir(), elsewhere.mkdir()
+    (project / "graph.json").write_text("[[1, 0.5], [0.2, 1]]")
+    (elsewhere / "graph.json").write_text("[[0, 0], [3, 0]]")  # same name, another graph
+    opts = [f"--data.sources={a},{b}", "--data.mixing=skillit", "--data.mixing_every=2", "--data.mixing_eta=2"]
+    opts += ["--data.skills_graph=graph.json", "--checkpoint.every=2"]
+    monkeypatch.chdir(project)
+    train(parse_config(flags(tmp_path, "run", *opts)))
+    whole = mix_rows(tmp_path / "run")
+    monkeypatch.chdir(elsewhere)  # rewound to step 4 by the run's own config.toml
+    rewind = f"--checkpoint.resume={tmp_path / 'run' / 'checkpoints' / 'step-00000004'}"
+    train(parse_config(["--config", str(tmp_path / "run" / "config.toml"), rewind]))
+    assert list(whole) == [0, 2, 4, 6] and mix_rows(tmp_path / "run") == whole
+
+
+def test_skills_graph_refuses_sizes_of_zero_before_training(tmp_path, capsys):
+    a, b = token_folder(tmp_path, "a", "a"), token_folder(tmp_path, "b", "b")
+    train(parse_config(flags(tmp_path, "run", f"--data.sources={a},{b}", "--training.steps=2")))
+    before = sorted(p.name for p in tmp_path.iterdir())
+    for flag in ("--training.batch_size=0", "--eval.batch_size=0", "--data.mixing_batches=0"):
+        out = tmp_path / "graph.json"
+        code = ember_main(["skills-graph", str(tmp_path / "run"), "--steps=1", f"--out={out}", flag])
+        err = capsys.readouterr().err
+        assert code == 1 and f"ember skills-graph: error: {flag.split('=')[0]} must be >= 1" in err, err
+        assert sorted(p.name for p in tmp_path.iterdir()) == before
