@@ -46,3 +46,17 @@ def test_skills_graph_refuses_sizes_of_zero_before_training(tmp_path, capsys):
         err = capsys.readouterr().err
         assert code == 1 and f"ember skills-graph: error: {flag.split('=')[0]} must be >= 1" in err, err
         assert sorted(p.name for p in tmp_path.iterdir()) == before
+
+
+def test_skills_graph_trains_on_a_sources_token_budget(tmp_path, capsys):
+    """A source with tokens=N trains on its fixed subset in the run; the graph's steps on it do too."""
+    a, b = token_folder(tmp_path, "a", "a"), token_folder(tmp_path, "b", "b")
+    train(parse_config(flags(tmp_path, "run", f"--data.sources={a},{b}", "--training.steps=2")))
+    rows = {}
+    for name, source in (("all", a), ("budget", f"{a}:tokens=64")):
+        out = tmp_path / f"{name}.json"
+        args = [str(tmp_path / "run"), "--steps=2", f"--out={out}", f"--data.sources={source},{b}"]
+        assert ember_main(["skills-graph", *args]) == 0, capsys.readouterr().err
+        rows[name] = json.loads(out.read_text())["graph"]
+    assert rows["budget"][0] != rows["all"][0]  # trained on a's one budgeted window, not all of a
+    assert rows["budget"][1] == rows["all"][1]

@@ -54,11 +54,11 @@ def _config(checkpoint: str, flags: dict, steps: int, out: str) -> tuple[Config,
     return cfg, path
 
 
-def _train_alone(model, spec: SourceSpec, cfg: Config, steps: int, d: distributed.Dist, dtype) -> None:
-    """`steps` optimizer steps of the model on one source (its loader as the trainer's would draw it)."""
-    loader = PackedLoader(
-        [SourceSpec(spec.path)], cfg.data.seq_len, cfg.training.batch_size, cfg.job.seed, tokenizer=cfg.data.tokenizer
-    )
+def _train_alone(model, specs: list[SourceSpec], i: int, cfg: Config, steps: int, d: distributed.Dist, dtype) -> None:
+    """`steps` optimizer steps of the model on source i alone, its windows drawn as the trainer's
+    loader draws them (its token budget's subset and epoch order are keyed by its place in the list)."""
+    alone = [SourceSpec(s.path, weight=float(j == i), tokens=s.tokens) for j, s in enumerate(specs)]
+    loader = PackedLoader(alone, cfg.data.seq_len, cfg.training.batch_size, cfg.job.seed, tokenizer=cfg.data.tokenizer)
     optimizer = build_optimizer(cfg, model)
     loss_fn = CausalLMLoss(fused_linear_ce=cfg.loss.fused_linear_ce)
     params = [p for p in model.parameters() if p.requires_grad]
@@ -89,9 +89,10 @@ def skills_graph(checkpoint: str, flags: dict, steps: int, out: str) -> dict:
         raise ConfigError(f"{COMMAND}: no validation window of {cfg.data.seq_len + 1} tokens in {', '.join(missing)}")
     before = evaluator(load_model(path, d.device, cfg)[0])
     graph = []
-    for spec in parse_sources(cfg.data.sources):
+    specs = parse_sources(cfg.data.sources)
+    for i in range(len(specs)):
         model = load_model(path, d.device, cfg)[0]  # the same starting point for every source
-        _train_alone(model, spec, cfg, steps, d, dtype)
+        _train_alone(model, specs, i, cfg, steps, d, dtype)
         after = evaluator(model)
         graph.append([before[n] - after[n] for n in names])
     result = {
