@@ -56,6 +56,8 @@ def test_large_losses_and_eta_do_not_overflow():
     np.testing.assert_allclose(huge, [1.0, 0.0, 0.0], atol=1e-300)
     with pytest.raises(ValueError, match="not finite"):
         update(w, [1.0, float("nan"), 0.0], np.eye(3), 1.0)
+    with pytest.raises(ValueError, match="overflows"):  # else NaN weights, kept by the next checkpoint
+        update(w, [5.0, 1.0, 1.0], np.diag([1e308, -1e308, 1.0]), 1.0)
 
 
 def test_skills_graph_files(tmp_path):

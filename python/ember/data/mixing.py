@@ -21,7 +21,13 @@ def update(weights, losses, graph, eta: float) -> np.ndarray:
         raise ValueError(
             f"data.mixing=skillit: a source's validation loss is not finite ({list(losses)}); weights not updated"
         )
-    logits = eta * (np.asarray(graph, dtype=np.float64) @ np.asarray(losses, dtype=np.float64))
+    with np.errstate(over="ignore", invalid="ignore"):  # refused below, by name
+        logits = eta * (np.asarray(graph, dtype=np.float64) @ np.asarray(losses, dtype=np.float64))
+    if not np.all(np.isfinite(logits)):  # inf − inf: NaN weights, which a checkpoint would keep
+        raise ValueError(
+            f"data.mixing=skillit: eta·A·L overflows float64 ({list(logits)}): data.mixing_eta or the skills "
+            "graph's entries are too large; weights not updated"
+        )
     with np.errstate(divide="ignore"):  # a 0 saved before the floor below: -inf, then the floor
         z = np.log(p / p.sum()) + logits
     z -= z.max()  # the largest term is exp(0): no overflow, and the sum is >= 1
