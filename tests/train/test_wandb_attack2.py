@@ -2,6 +2,7 @@
 or W&B turned on at a resume) holds the steps before it too, as metrics.jsonl does; W&B that
 cannot start a run (no login, no network) stops `ember train` with one line, not a traceback."""
 
+import dataclasses
 import importlib.machinery
 import json
 import sys
@@ -56,3 +57,16 @@ def test_wandb_that_cannot_start_a_run_stops_train_with_one_line(tmp_path, fake_
     err = capsys.readouterr().err
     assert "ember train: error: metrics.wandb:" in err and "wandb login" in err and "WANDB_MODE=offline" in err
     assert not (tmp_path / "r" / ID_FILE).exists()  # no id of a W&B run that never started
+
+
+def test_a_resume_continues_the_wandb_run_only_its_checkpoint_logged_to():
+    from ember.train.config import Config
+    from ember.train.trainer import _wandb
+
+    on = dataclasses.replace(Config(), metrics=dataclasses.replace(Config().metrics, wandb=True))
+    assert _wandb(Config(), on.to_dict()) is None
+    assert _wandb(on, on.to_dict())["resume"]  # W&B on before and now, the same project
+    assert not _wandb(on, None)["resume"]  # a fresh run, a rewind
+    assert not _wandb(on, Config().to_dict())["resume"]  # its checkpoint was written with W&B off: steps missing
+    elsewhere = dataclasses.replace(on, metrics=dataclasses.replace(on.metrics, wandb_project="other"))
+    assert not _wandb(elsewhere, on.to_dict())["resume"]  # another project: another W&B run, given every step

@@ -1,10 +1,9 @@
 """--metrics.wandb: every row of metrics.jsonl logged to Weights & Biases as well (rank 0), at its
 step. The W&B run is named after the run folder and keeps its files in RUN/wandb/; its id is kept in
-RUN/wandb_id, so a resumed run continues the same W&B run (a rewind to an earlier checkpoint starts
-a new one: its history differs from the one logged); a new W&B run of a resumed history (a rewind,
-W&B turned on at a resume) is given the rows metrics.jsonl kept first. A W&B that cannot start a
-run (no login, no network) stops the run with one line. WANDB_MODE=offline works without a network
-(`wandb sync RUN/wandb/offline-run-*` uploads it later)."""
+RUN/wandb_id, so a resumed run continues the W&B run its checkpoint logged to (trainer._wandb: a
+rewind, W&B off then or another project start a new one, which is given the rows metrics.jsonl
+kept first). A W&B that cannot start a run (no login, no network) stops the run with one line.
+WANDB_MODE=offline works without a network (`wandb sync RUN/wandb/offline-run-*` uploads it later)."""
 
 from __future__ import annotations
 

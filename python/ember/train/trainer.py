@@ -94,8 +94,10 @@ class Trainer:
             self.lock.acquire(self.run_dir)  # no other run publishes, prunes or rewinds in it from now on
             self.run_dir, self.resume_from = _run_dir(cfg, d)  # as the run that held it last left it
         self.resume_from = d.broadcast(self.resume_from)  # rank 0's: every rank loads the same checkpoint
+        self.saved = None  # the resumed checkpoint's config
         if self.resume_from is not None:
             meta = ckpt.read_meta(self.resume_from)
+            self.saved = meta["config"]
             resume.check_same_run(cfg, meta["config"], meta["step"])
             run_data.check_resume(cfg, self.resume_from)
             check_source_unchanged(cfg, self.resume_from)
@@ -155,7 +157,7 @@ class Trainer:
             cfg.metrics.progress,
             cfg.metrics.tensorboard,
             cfg.metrics.log_every,
-            wandb=_wandb(cfg, resumed=self.resume_from is not None and not self.rewound),
+            wandb=_wandb(cfg, None if self.rewound else self.saved),
         )
         self.resolved = cfg.to_dict()
         self.checkpointer = ckpt.Checkpointer(self.run_dir, d, cfg.checkpoint.keep, cfg.checkpoint.async_save)
@@ -421,11 +423,15 @@ def _task_evaluator(cfg: Config, max_length: int, dtype: torch.dtype):
     return TaskEvaluator(cfg, max_length, dtype)
 
 
-def _wandb(cfg: Config, resumed: bool) -> dict | None:
-    """The W&B run's settings with --metrics.wandb (a resumed run continues its W&B run), else None."""
+def _wandb(cfg: Config, saved: dict | None) -> dict | None:
+    """The W&B run's settings with --metrics.wandb, else None. A resume continues the W&B run
+    that its checkpoint's run logged to (W&B on, the same project); otherwise, as after a rewind
+    (saved None), a new W&B run is given the steps kept first: the other lacks some of them."""
     if not cfg.metrics.wandb:
         return None
-    return {"project": cfg.metrics.wandb_project, "config": cfg.to_dict(), "resume": resumed}
+    before = (saved or {}).get("metrics", {})
+    continues = bool(before.get("wandb")) and before.get("wandb_project") == cfg.metrics.wandb_project
+    return {"project": cfg.metrics.wandb_project, "config": cfg.to_dict(), "resume": continues}
 
 
 def timestamp() -> str:
