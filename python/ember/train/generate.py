@@ -41,8 +41,9 @@ class Sampling:
         for flag, ok, want, value in (
             ("--max-new-tokens", self.max_new_tokens >= 1, ">= 1", self.max_new_tokens),
             ("--num-samples", self.num_samples >= 1, ">= 1", self.num_samples),
-            ("--temperature", self.temperature >= 0, ">= 0 (0: greedy)", self.temperature),
+            ("--temperature", 0 <= self.temperature < float("inf"), "finite and >= 0 (0: greedy)", self.temperature),
             ("--top-p", 0 < self.top_p <= 1, "in (0, 1]", self.top_p),
+            ("--seed", -(1 << 63) <= self.seed < 1 << 64, "in [-2^63, 2^64) (torch's seeds)", self.seed),
         ):
             if not ok:  # `not ok` also catches NaN
                 raise ValueError(f"ember generate: {flag} must be {want}, got {value}")
@@ -63,7 +64,10 @@ def next_tokens(logits: torch.Tensor, s: Sampling, gen: torch.Generator) -> torc
     """(B,) ids from the last position's float32 logits (B, V)."""
     if s.temperature == 0:
         return logits.argmax(-1)
-    probs = top_p_filter(logits / s.temperature, s.top_p).softmax(-1)
+    # shifted to a maximum of 0, in float64: no temperature overflows the logits or turns a banned
+    # -inf into NaN (-inf / inf), which multinomial refuses
+    shifted = logits.double() - logits.max(-1, keepdim=True).values.double()
+    probs = top_p_filter(shifted / s.temperature, s.top_p).softmax(-1)
     return torch.multinomial(probs, 1, generator=gen)[:, 0]
 
 
@@ -161,6 +165,14 @@ def decode(tok, ids: list[int]) -> str:
     return "".join(text + [tok.decode(run)])
 
 
+def continuation(tok, prompt: list[int], ids: list[int]) -> str:
+    """Text of a sample's ids as they follow the prompt's ids: both decoded together, the prompt's
+    text cut off (a SentencePiece tokenizer drops the space that starts the text it decodes, so
+    "The" and " cat" decoded apart print as "Thecat")."""
+    head, whole = decode(tok, prompt), decode(tok, prompt + ids)
+    return whole[len(head) :] if whole.startswith(head) else decode(tok, ids)
+
+
 def prompt_ids(tok, prompt: str, control: str | None, checkpoint) -> list[int]:
     """The start token, the control token asked for, the prompt's ids."""
     ids = [tok.bos_id if tok.bos_id is not None else tok.eos_id]
@@ -197,7 +209,8 @@ def generate(checkpoint, prompt: str = "", control: str | None = None, s: Sampli
     banned = [tok.control_tokens[CONTROLS[c]] for c in CONTROLS if control and c != control]
     banned += range(tok.vocab_size, model.config.vocab_size)  # a --model.vocab_size padding: no token's id
     rows = sample(model, ids, s, tok.eos_id, banned, compute_dtype(saved, device))
-    samples = [{"text": decode(tok, r), "ids": r, "ended": len(r) < s.max_new_tokens} for r in rows]
+    head = ids[1 + (control is not None) :]  # the prompt's own ids, after the start and control tokens
+    samples = [{"text": continuation(tok, head, r), "ids": r, "ended": len(r) < s.max_new_tokens} for r in rows]
     return {
         "checkpoint": str(path),
         "step": meta["step"],
