@@ -63,9 +63,13 @@ def _number(value, at: str, what: str) -> float:
         raise ValueError(f"{at}: {what} is null, not a score")
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise ValueError(f"{at}: {what} is a {type(value).__name__} ({value!r:.40}), not a number")
-    if math.isnan(value):
+    try:
+        number = float(value)
+    except OverflowError:  # a JSON integer past float's range: infinite, as JSON's 1e400 is
+        number = math.inf if value > 0 else -math.inf
+    if math.isnan(number):
         raise ValueError(f"{at}: {what} is NaN, not a score")
-    return float(value)
+    return number
 
 
 def scored(record, text, field: str, at: str) -> tuple[str | list[str], float | list[float]]:

@@ -1,0 +1,18 @@
+"""`ember prepare --control-tokens` on scores its first tests did not try: JSON integers past a
+float's range, which JSON's own 1e400 (a float: infinite) already passes as."""
+
+from ember.data import prepare, read_index
+
+from tests.train.test_control_tokens import BAD, GOOD, documents
+
+
+def test_an_integer_score_past_float_range_is_infinite_like_1e400(tmp_path):
+    big = "1" + "0" * 400  # json.loads makes it an int that float() cannot hold
+    src = tmp_path / "docs.jsonl"
+    src.write_text(
+        f'{{"text": "a", "score": {big}}}\n{{"text": "b", "score": -{big}}}\n'
+        f'{{"text": "c. d.", "score": [1e400, -{big}]}}\n'
+    )
+    prepare([str(src)], tmp_path / "out", workers=1, progress=False, control_tokens="score:0.5")
+    assert read_index(tmp_path / "out")["control"]["documents"] == {"good": 1, "bad": 2}
+    assert documents(tmp_path / "out") == [[GOOD, 97], [BAD, 98], [GOOD, 99, 46, 32, BAD, 100, 46]]
