@@ -60,3 +60,21 @@ def test_skills_graph_trains_on_a_sources_token_budget(tmp_path, capsys):
         rows[name] = json.loads(out.read_text())["graph"]
     assert rows["budget"][0] != rows["all"][0]  # trained on a's one budgeted window, not all of a
     assert rows["budget"][1] == rows["all"][1]
+
+
+def test_skills_graph_of_a_float8_run_trains_and_evaluates_in_float8(tmp_path, capsys):
+    """The run's losses (Skill-it's too) come from its Float8Linear blocks; the graph's do as well:
+    on the run's validation windows, its losses before training are the run's last ones."""
+    a, b = token_folder(tmp_path, "a", "a"), token_folder(tmp_path, "b", "b")
+    fp8 = [f"--data.sources={a},{b}", "--training.steps=2", "--float8.recipe=tensorwise"]
+    train(parse_config(flags(tmp_path, "run", *fp8)))
+    rows = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    last = [r for r in rows if "val_loss" in r][-1]
+    graphs = {}
+    for name, extra in (("fp8", []), ("plain", ["--float8.recipe="])):
+        out = tmp_path / f"{name}.json"
+        args = ["skills-graph", str(tmp_path / "run"), "--steps=1", f"--out={out}", "--data.mixing_batches=1"]
+        assert ember_main([*args, *extra]) == 0, capsys.readouterr().err
+        graphs[name] = json.loads(out.read_text())
+    assert graphs["fp8"]["loss_before"] == [last[f"val_loss/{a}"], last[f"val_loss/{b}"]]
+    assert graphs["fp8"]["graph"] != graphs["plain"]["graph"]

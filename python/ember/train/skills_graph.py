@@ -18,7 +18,7 @@ from ..data.loader import PackedLoader, SourceSpec, parse_sources
 from ..losses.lm import IGNORE_INDEX, CausalLMLoss
 from . import checkpoint as ckpt
 from . import distributed, run_data
-from .build import build_optimizer
+from .build import apply_float8, build_optimizer
 from .config import Config, ConfigError, apply_flags, config_from_dict
 from .evaluate import Evaluator, load_model
 from .online_mixing import short_names
@@ -54,6 +54,13 @@ def _config(checkpoint: str, flags: dict, steps: int, out: str) -> tuple[Config,
     return cfg, path
 
 
+def _run_model(path: Path, d: distributed.Dist, cfg: Config):
+    """The checkpoint's model as the run trains and evaluates it: Float8Linear blocks under --float8.recipe."""
+    model = load_model(path, d.device, cfg)[0]
+    apply_float8(cfg, model)
+    return model
+
+
 def _train_alone(model, specs: list[SourceSpec], i: int, cfg: Config, steps: int, d: distributed.Dist, dtype) -> None:
     """`steps` optimizer steps of the model on source i alone, its windows drawn as the trainer's
     loader draws them (its token budget's subset and epoch order are keyed by its place in the list)."""
@@ -87,11 +94,11 @@ def skills_graph(checkpoint: str, flags: dict, steps: int, out: str) -> dict:
     missing = [n for n in names if n not in evaluator.sets]
     if missing:
         raise ConfigError(f"{COMMAND}: no validation window of {cfg.data.seq_len + 1} tokens in {', '.join(missing)}")
-    before = evaluator(load_model(path, d.device, cfg)[0])
+    before = evaluator(_run_model(path, d, cfg))
     graph = []
     specs = parse_sources(cfg.data.sources)
     for i in range(len(specs)):
-        model = load_model(path, d.device, cfg)[0]  # the same starting point for every source
+        model = _run_model(path, d, cfg)  # the same starting point for every source
         _train_alone(model, specs, i, cfg, steps, d, dtype)
         after = evaluator(model)
         graph.append([before[n] - after[n] for n in names])
