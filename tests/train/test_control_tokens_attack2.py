@@ -16,3 +16,15 @@ def test_an_integer_score_past_float_range_is_infinite_like_1e400(tmp_path):
     prepare([str(src)], tmp_path / "out", workers=1, progress=False, control_tokens="score:0.5")
     assert read_index(tmp_path / "out")["control"]["documents"] == {"good": 1, "bad": 2}
     assert documents(tmp_path / "out") == [[GOOD, 97], [BAD, 98], [GOOD, 99, 46, 32, BAD, 100, 46]]
+
+
+def test_a_parquet_decimal_score_column_is_a_number(tmp_path):
+    from decimal import Decimal
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    scores = pa.array([Decimal("0.75"), Decimal("0.25"), Decimal("0.50")], pa.decimal128(4, 2))
+    pq.write_table(pa.table({"text": ["a", "b", "c"], "score": scores}), tmp_path / "d.parquet")
+    prepare([str(tmp_path / "d.parquet")], tmp_path / "out", workers=1, progress=False, control_tokens="score:0.5")
+    assert documents(tmp_path / "out") == [[GOOD, 97], [BAD, 98], [GOOD, 99]]

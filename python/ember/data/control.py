@@ -19,6 +19,7 @@ from __future__ import annotations
 import math
 import re
 from dataclasses import dataclass
+from decimal import Decimal
 
 import numpy as np
 
@@ -61,7 +62,7 @@ def parse_control(spec: str, vocab_size: int) -> Control:
 def _number(value, at: str, what: str) -> float:
     if value is None:
         raise ValueError(f"{at}: {what} is null, not a score")
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
+    if isinstance(value, bool) or not isinstance(value, (int, float, Decimal)):  # Decimal: a parquet decimal column
         raise ValueError(f"{at}: {what} is a {type(value).__name__} ({value!r:.40}), not a number")
     try:
         number = float(value)
