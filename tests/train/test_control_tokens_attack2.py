@@ -1,5 +1,8 @@
 """`ember prepare --control-tokens` on scores its first tests did not try: JSON integers past a
-float's range, which JSON's own 1e400 (a float: infinite) already passes as."""
+float's range, which JSON's own 1e400 (a float: infinite) already passes as, or past the digits
+Python converts; a parquet decimal column."""
+
+import pytest
 
 from ember.data import prepare, read_index
 
@@ -28,3 +31,13 @@ def test_a_parquet_decimal_score_column_is_a_number(tmp_path):
     pq.write_table(pa.table({"text": ["a", "b", "c"], "score": scores}), tmp_path / "d.parquet")
     prepare([str(tmp_path / "d.parquet")], tmp_path / "out", workers=1, progress=False, control_tokens="score:0.5")
     assert documents(tmp_path / "out") == [[GOOD, 97], [BAD, 98], [GOOD, 99]]
+
+
+@pytest.mark.parametrize("name, where", [("d.jsonl", "d.jsonl:2: "), ("d.json", "d.json: ")])
+def test_an_integer_of_more_digits_than_python_converts_is_refused_naming_the_file(tmp_path, name, where):
+    record = '{"text": "b", "score": 1' + "0" * 5000 + "}"
+    body = '{"text": "a", "score": 1}\n' + record if name.endswith("l") else "[" + record + "]"
+    (tmp_path / name).write_text(body + "\n")
+    with pytest.raises(ValueError, match=f"{where}Exceeds the limit"):
+        prepare([str(tmp_path / name)], tmp_path / "out", workers=1, progress=False, control_tokens="score:0.5")
+    assert not (tmp_path / "out").exists()

@@ -135,6 +135,8 @@ def _json_lines(path: str, data: bytes):
                 raise ValueError(f"{path}:{lineno}: not UTF-8 ({exc.reason} at byte {exc.start})") from None
             except json.JSONDecodeError as exc:
                 raise ValueError(f"{path}:{lineno}: not JSON ({exc.msg})") from None
+            except ValueError as exc:  # an integer of more digits than Python converts
+                raise ValueError(f"{path}:{lineno}: {exc}") from None
 
 
 def _texts(path: str, records, text_key: str, where: str = "", score_key: str | None = None):
@@ -191,6 +193,8 @@ def documents(path: str, text_key: str, score_key: str | None = None):
             kind = "jsonl"
         except UnicodeDecodeError:
             kind = "jsonl"  # whose reader names the line
+        except ValueError as exc:  # an integer of more digits than Python converts
+            raise ValueError(f"{path}: {exc}") from None
         else:
             records = enumerate(whole if isinstance(whole, list) else [whole], 1)
             yield from ((None, *t) for t in _texts(path, records, text_key, "record ", score_key))
