@@ -135,3 +135,20 @@ def test_a_run_names_its_skills_graph_absolutely(tmp_path, monkeypatch):
     cfg = parse_config(["--data.mixing=skillit", "--data.skills_graph=graph.json"])
     assert absolute_paths(cfg).data.skills_graph == str(tmp_path / "graph.json")
     assert absolute_paths(parse_config(["--data.mixing=skillit"])).data.skills_graph == "identity"
+
+
+def test_a_graph_of_other_sources_or_another_order_is_refused(tmp_path, monkeypatch):
+    """`ember skills-graph` records the sources its rows and columns are; a run on them in another
+    order (or on others) would raise the wrong weights."""
+    monkeypatch.chdir(tmp_path)
+    f = tmp_path / "graph.json"
+    f.write_text(json.dumps({"sources": [str(tmp_path / "a"), str(tmp_path / "b")], "graph": [[1, 0.5], [0, 2]]}))
+    assert load_graph(str(f), 2, names=["a", "b"]).tolist() == [[1, 0.5], [0, 2]]  # the same folders, relative
+    for names in (["b", "a"], ["a", "c"]):
+        with pytest.raises(ValueError, match="relates the sources") as info:
+            load_graph(str(f), 2, names=names)
+        assert str(f) in str(info.value)
+    token_folder(tmp_path, "b", "b")
+    with pytest.raises(ConfigError, match="relates the sources"):  # before any folder is made
+        train(parse_config(["--data.sources=stdlib,b", "--data.mixing=skillit", f"--data.skills_graph={f}"]))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["b", "b.jsonl", "graph.json"]

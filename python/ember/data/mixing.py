@@ -12,6 +12,8 @@ from pathlib import Path
 
 import numpy as np
 
+from . import corpus
+
 
 def update(weights, losses, graph, eta: float) -> np.ndarray:
     """The next normalized weights (float64) from the current ones, each source's loss, the k×k
@@ -37,10 +39,10 @@ def update(weights, losses, graph, eta: float) -> np.ndarray:
     return q / q.sum()
 
 
-def load_graph(spec: str, k: int, what: str = "data.skills_graph") -> np.ndarray:
+def load_graph(spec: str, k: int, what: str = "data.skills_graph", names: list[str] | None = None) -> np.ndarray:
     """The skills graph A (k×k float64): 'identity', or a JSON file holding a k×k matrix of finite
     numbers (or an object whose "graph" is one, as `ember skills-graph` writes). A file that does
-    not fit is refused, naming it."""
+    not fit is refused, naming it; so is one whose "sources" are not `names` in their order."""
     if spec == "identity":
         return np.eye(k)
     path = Path(spec)
@@ -51,6 +53,7 @@ def load_graph(spec: str, k: int, what: str = "data.skills_graph") -> np.ndarray
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise ValueError(f"{what}: {spec} is not JSON ({exc})") from None
     if isinstance(data, dict):
+        _check_sources(data.get("sources"), names, spec, what)
         data = data.get("graph")
     rows_ok = isinstance(data, list) and len(data) == k and all(isinstance(r, list) and len(r) == k for r in data)
     if not rows_ok:
@@ -58,3 +61,19 @@ def load_graph(spec: str, k: int, what: str = "data.skills_graph") -> np.ndarray
     if not all(isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x) for r in data for x in r):
         raise ValueError(f"{what}: {spec}: every entry must be a finite number")
     return np.array(data, dtype=np.float64)
+
+
+def _check_sources(recorded, names: list[str] | None, spec: str, what: str) -> None:
+    """A graph estimated on other sources, or in another order, would move the wrong weights."""
+    if names is None or recorded is None:
+        return
+    same = isinstance(recorded, list) and all(isinstance(x, str) for x in recorded)
+    if not same or [_folder(x) for x in recorded] != [_folder(x) for x in names]:
+        raise ValueError(
+            f"{what}: {spec} relates the sources {recorded}, this run trains on {names}: give them in the graph's "
+            "order, or estimate it for these (ember skills-graph --data.sources=...)"
+        )
+
+
+def _folder(name: str) -> str:
+    return name if name == corpus.NAME else str(Path(name).resolve())

@@ -29,7 +29,7 @@ class SkillitMixer:
     def __init__(self, cfg: Config, d: distributed.Dist, dtype: torch.dtype, loader: PackedLoader):
         self.d, self.loader = d, loader
         self.names = [s.name for s in loader.sources]
-        self.graph = load_graph(cfg.data.skills_graph, len(self.names))
+        self.graph = load_graph(cfg.data.skills_graph, len(self.names), names=self.names)
         self.eta, self.every = cfg.data.mixing_eta, cfg.data.mixing_every
         only_trained = dataclasses.replace(cfg.eval, batches=cfg.data.mixing_batches, sources="")
         self.evaluator = Evaluator(dataclasses.replace(cfg, eval=only_trained), d, dtype)

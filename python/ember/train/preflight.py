@@ -119,7 +119,7 @@ def _check_mixing(cfg: Config) -> None:
                 f"of {d.seq_len + 1} tokens (ember prepare --val-per-mille)"
             )
     try:
-        load_graph(d.skills_graph, len(sources))
+        load_graph(d.skills_graph, len(sources), names=[s.path for s in sources])
     except ValueError as exc:
         raise ConfigError(f"config: {exc}") from None
 

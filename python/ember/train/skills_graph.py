@@ -51,7 +51,7 @@ def _config(checkpoint: str, flags: dict, steps: int, out: str) -> tuple[Config,
     if len(sources) < 2:
         raise ConfigError(f"{COMMAND}: --data.sources names one source: a skills graph relates two or more")
     run_data.check_eval_data(cfg, flags, path, COMMAND)
-    return cfg, path
+    return run_data.absolute_paths(cfg), path  # the graph names its sources wherever it is used from
 
 
 def _run_model(path: Path, d: distributed.Dist, cfg: Config):
