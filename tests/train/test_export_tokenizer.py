@@ -97,7 +97,7 @@ def test_run_tokenizer_files_ship_unchanged_without_control_tokens(tmp_path):
     folder = model_folder(tmp_path)
     (tmp_path / "staging").mkdir()
     files = [folder / "tokenizer.json", folder / "tokenizer_config.json"]
-    assert write_tokenizer(tmp_path / "staging", files, eos_id=2, bos_id=1, control={}, max_length=8) == files
+    assert write_tokenizer(tmp_path / "staging", files, eos_id=2, bos_id=None, control={}, max_length=8) == files
     # a bare tokenizer.json gets a tokenizer_config.json naming its end of document
     out = write_tokenizer(tmp_path / "staging", files[:1], eos_id=2, bos_id=None, control={}, max_length=8)
     assert out == [files[0], tmp_path / "staging" / "tokenizer_config.json"]
@@ -116,3 +116,21 @@ def test_control_token_at_another_id_is_refused(tmp_path):
     with pytest.raises(ValueError, match="control token <\\|good\\|> would have id .* not 10"):
         write_tokenizer(tmp_path / "staging", [path], eos_id=1, bos_id=None, control={"<|good|>": 10}, max_length=8)
     assert not (tmp_path / "staging" / "tokenizer.json").exists()
+
+
+def test_a_beginning_token_the_tokenizer_does_not_add_is_added_as_the_run_trained(tmp_path):
+    """tokenizer_config.json names <s>, tokenizer.json never puts it: the run's documents began with
+    it (HFTokenizer.encode_document), so the exported tokenizer puts it first, as lm-eval's `ember`
+    model does (ember eval --tasks equals lm-eval's hf model on the export)."""
+    pytest.importorskip("lm_eval")
+    from ember.evals.model import EmberLM
+
+    folder = model_folder(tmp_path)
+    ember_tok = HFTokenizer(folder)
+    files = [folder / "tokenizer.json", folder / "tokenizer_config.json"]
+    tok = shipped(tmp_path, files, eos_id=ember_tok.eos_id, bos_id=ember_tok.bos_id)
+    lm = EmberLM.__new__(EmberLM)
+    lm.tok = ember_tok
+    for text in ("def f7(x):\n    return x * 7", ""):
+        assert tok(text).input_ids == lm.tok_encode(text) == ember_tok.encode_document(text).tolist()
+    assert tok("x", add_special_tokens=False).input_ids == ember_tok.encode("x").tolist()

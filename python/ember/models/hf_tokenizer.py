@@ -5,7 +5,10 @@ folder and gives the ids the model was trained on.
   one symbol of GPT-2's byte alphabet, no prefix space, no regex split) over a vocabulary with no
   merges whose symbol for byte b has id b, and `<|endoftext|>` as the special token 256, ember's
   end of document. Any text then encodes to its UTF-8 bytes, and decodes back.
-- A run on a Hugging Face tokenizer ships its own files, unchanged.
+- A run on a Hugging Face tokenizer ships its own files, unchanged, unless its tokenizer.json does
+  not itself put the beginning-of-document token the run trained with before a text (a
+  tokenizer_config.json naming a bos_token the tokenizer.json never adds): then a post-processor
+  adds it, so that transformers (and lm-eval's `hf` model) tokenize text as the model was trained.
 - Control tokens of conditional training (`<|good|>`, ...: ids past the tokenizer's vocabulary)
   become added special tokens at their trained ids, so that `tokenizer("<|good|>...")` gives them.
 
@@ -61,6 +64,21 @@ def add_control_tokens(tok, control: dict[str, int]) -> None:
             )
 
 
+def add_bos(tok, bos_id: int) -> bool:
+    """Make `tok` put the token bos_id before every text, as the run's documents had it, where it
+    does not already; returns whether it was changed."""
+    from tokenizers import processors
+
+    if tok.encode("a").ids[:1] == [bos_id]:
+        return False
+    bos = tok.id_to_token(bos_id)
+    template = processors.TemplateProcessing(
+        single=f"{bos} $A", pair=f"{bos} $A {bos} $B:1", special_tokens=[(bos, bos_id)]
+    )
+    tok.post_processor = template if tok.post_processor is None else processors.Sequence([tok.post_processor, template])
+    return True
+
+
 def tokenizer_config(eos: str, bos: str | None, max_length: int) -> dict:
     """tokenizer_config.json of a tokenizer.json that came without one: its end (and beginning)
     of document by name, and the fast tokenizer class, not the one config.json's model type names
@@ -84,7 +102,8 @@ def write_tokenizer(
 
     tok = Tokenizer.from_file(str(files[0])) if files else byte_tokenizer(eos_id)
     shipped = list(files[1:])
-    if control or not files or files[0].name != "tokenizer.json":  # else the run's own, byte for byte
+    bos_added = bos_id is not None and add_bos(tok, bos_id)
+    if control or bos_added or not files or files[0].name != "tokenizer.json":  # else the run's own, byte for byte
         add_control_tokens(tok, control)
         tok.save(str(out / "tokenizer.json"))
         shipped.insert(0, out / "tokenizer.json")
