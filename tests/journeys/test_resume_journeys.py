@@ -376,3 +376,14 @@ def test_each_flag_changed_through_the_command(tmp_path):
     assert r.returncode == 0, r.stderr[-2000:]
     lrs = {x["step"]: x["lr"] for x in rows(tmp_path / "a") if "lr" in x}
     assert lrs[2] > 0.002 and lrs[3] <= 0.002
+
+
+def test_a_fresh_runs_config_toml_continues_it(tmp_path):
+    """`ember train --config RUN/config.toml` goes on from the run's newest checkpoint, whether or
+    not the run was ever resumed (its config.toml said resume = "" and was refused: 'already holds
+    checkpoints')."""
+    first = train(parse_config([*TINY, f"--job.dir={tmp_path}", "--training.steps=2"]))
+    toml = Path(first["run_dir"]) / "config.toml"
+    again = train(parse_config(["--config", str(toml), "--training.steps=3"]))
+    assert again["run_dir"] == first["run_dir"]
+    assert loss_steps(Path(first["run_dir"])) == [1, 2, 3]

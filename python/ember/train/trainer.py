@@ -143,11 +143,10 @@ class Trainer:
         self.run_dir = Path(d.broadcast(str(self._claim_run_folder()) if d.is_main else None))
         # config.toml names the folder used (a timestamp, a resumed checkpoint's run), absolutely, and
         # continues it: `--config RUN/config.toml` from any directory, after a rewind too, goes on from
-        # the run's newest checkpoint (not a fresh run elsewhere, not the rewind again)
+        # the run's newest checkpoint (not a fresh run elsewhere, not the rewind again), resumed or not
         job = dataclasses.replace(self.cfg.job, name=self.run_dir.name, dir=os.path.abspath(self.run_dir.parent))
-        resumed = "latest" if self.resume_from is not None else self.cfg.checkpoint.resume
         self.cfg = cfg = dataclasses.replace(
-            self.cfg, job=job, checkpoint=dataclasses.replace(self.cfg.checkpoint, resume=resumed)
+            self.cfg, job=job, checkpoint=dataclasses.replace(self.cfg.checkpoint, resume="latest")
         )
         self.log = MetricsLogger(
             self.run_dir,
