@@ -267,3 +267,12 @@ def test_cli_plot_and_help(tmp_path):
     assert r.returncode == 0 and "--optimizer.lr" in r.stdout and "--checkpoint.resume" in r.stdout
     r = cli("train", "--data.sources=/nope")
     assert r.returncode == 1 and "ember train: error: config: data.sources: /nope: no such folder" in r.stderr
+
+
+@pytest.mark.parametrize("flag", ["--eval.batch_size=0", "--eval.batches=-1", "--data.seq_len=0"])
+def test_eval_refuses_an_out_of_range_flag_by_name(tmp_path, capsys, flag):
+    from ember.cli import main
+
+    run(tmp_path, "r", "--training.steps=1")
+    assert main(["eval", str(tmp_path / "r"), flag]) == 1
+    assert f"{flag.split('=')[0][2:]} must be" in capsys.readouterr().err

@@ -19,7 +19,7 @@ from . import distributed, run_data
 from .build import apply_sparsity, model_config, new_model
 from .config import Config, ConfigError, apply_flags, config_from_dict
 from .eval_sources import eval_specs
-from .preflight import check_one_split
+from .preflight import check_one_split, check_ranges
 from .init_from import with_kept_source
 from .runtime import autocast, compute_dtype
 
@@ -92,6 +92,7 @@ def evaluate_checkpoint(checkpoint: str | Path, cfg: Config | None = None, flags
         if cfg.model != saved.model:  # the checkpoint's weights fix the model
             changed = [f"model.{k}" for k, v in vars(cfg.model).items() if v != getattr(saved.model, k)]
             raise ConfigError(f"ember eval: {', '.join(changed)} cannot change: the model is the checkpoint's")
+        check_ranges(cfg)  # a flag out of range is named, as ember train names it
         run_data.check_eval_data(cfg, flags or {}, path, "ember eval")
     d = distributed.Dist(device=distributed.pick_device(cfg.job.device))
     model, _, path = load_model(path, d.device, cfg)

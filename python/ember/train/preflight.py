@@ -22,7 +22,7 @@ def check_config(cfg: Config, world_size: int = 1) -> None:
     ranks, the device, the data, the eval-only sources, the Hugging Face source, the resume target.
     The first failure raises ConfigError."""
     for check in (
-        _check_ranges,
+        check_ranges,
         _check_features,
         lambda c: _check_ranks(c, world_size),
         _check_device,
@@ -169,7 +169,7 @@ def check_one_split(cfg: Config) -> None:
                 )
 
 
-def _check_ranges(cfg: Config) -> None:
+def check_ranges(cfg: Config) -> None:
     """The model name, and every number within its range."""
     t, m, d, o, s, e, c = cfg.training, cfg.model, cfg.data, cfg.optimizer, cfg.lr_scheduler, cfg.eval, cfg.checkpoint
     if m.name not in CONFIGS:
