@@ -18,24 +18,12 @@ from ember.cli import main as ember_main
 from tests.evals.local_tasks import write_tasks
 from tests.journeys.test_data_journeys import CODE, jsonl, tokenizer_folder
 from tests.train.helpers import cli, cli_env, flags, losses, run
+from tests.train.helpers import SMALL as BASE
 
 pytest.importorskip("lm_eval")
 pytestmark = pytest.mark.slow
 
-SMALL = [
-    "--model.name=debug",
-    "--model.dim=32",
-    "--model.n_layers=1",
-    "--model.n_heads=2",
-    "--data.seq_len=32",
-    "--training.batch_size=4",
-    "--training.steps=4",
-    "--metrics.progress=false",
-    "--metrics.plot=false",
-    "--metrics.tensorboard=false",
-    "--training.selftest=false",
-    "--job.device=cpu",
-]
+SMALL = [*BASE, "--training.steps=4"]
 TASKS = "ember_mc,ember_ppl"
 OFFLINE = {"HF_DATASETS_OFFLINE": "1", "HF_HUB_OFFLINE": "1"}
 

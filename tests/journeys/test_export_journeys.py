@@ -10,23 +10,11 @@ from ember.cli import main as ember_main
 from ember.data.tokenizer import ByteTokenizer
 from ember.train.evaluate import load_model
 from ember.train.run_data import run_tokenizer
+from tests.train.helpers import SMALL as BASE
 
 transformers = pytest.importorskip("transformers")
 
-SMALL = [
-    "--model.name=debug",
-    "--model.dim=32",
-    "--model.n_layers=1",
-    "--model.n_heads=2",
-    "--data.seq_len=32",
-    "--training.batch_size=4",
-    "--training.steps=2",
-    "--metrics.progress=false",
-    "--metrics.plot=false",
-    "--metrics.tensorboard=false",
-    "--training.selftest=false",
-    "--job.device=cpu",
-]
+SMALL = [*BASE, "--training.steps=2"]
 TEXT = "Grüße 世界 🙂\n\t a  b\r\n"  # 28 bytes: within the run's 32
 
 

@@ -37,6 +37,22 @@ TINY = [
 ]
 
 
+# The smallest model and run the journeys of the data pipelines train (CPU, no plots, no kernel check).
+SMALL = [
+    "--model.name=debug",
+    "--model.dim=32",
+    "--model.n_layers=1",
+    "--model.n_heads=2",
+    "--data.seq_len=32",
+    "--training.batch_size=4",
+    "--metrics.progress=false",
+    "--metrics.plot=false",
+    "--metrics.tensorboard=false",
+    "--training.selftest=false",
+    "--job.device=cpu",
+]
+
+
 def flags(tmp: Path, name: str, *extra: str) -> list[str]:
     return [*TINY, f"--job.dir={tmp}", f"--job.name={name}", *extra]
 

@@ -12,22 +12,10 @@ from ember.cli import main as ember_main
 from ember.train.metrics import MetricsLogger
 from ember.train.metrics_wandb import ID_FILE, scalars
 
+from .helpers import SMALL as BASE
 from .helpers import cli
 
-SMALL = [
-    "--model.name=debug",
-    "--model.dim=32",
-    "--model.n_layers=1",
-    "--model.n_heads=2",
-    "--data.seq_len=32",
-    "--training.batch_size=4",
-    "--metrics.progress=false",
-    "--metrics.plot=false",
-    "--metrics.tensorboard=false",
-    "--metrics.log_every=1",
-    "--training.selftest=false",
-    "--job.device=cpu",
-]
+SMALL = [*BASE, "--metrics.log_every=1"]
 ROWS = [
     {"step": 0, "val_loss": 5.5},
     {"step": 1, "loss": 5.4, "lr": 1e-3, "mem_gib": None, "peak_mem_gib_per_rank": [0.5, 0.25], "note": "x"},
