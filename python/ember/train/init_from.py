@@ -114,6 +114,7 @@ def check_init_from(cfg: Config) -> None:
             f"config: model.init_from={cfg.model.init_from} sets the model's size; these flags contradict it: {', '.join(wrong)} (leave them out)"
         )
     vocab, _ = source_vocab(parse_sources(cfg.data.sources)[0], cfg.data.tokenizer)
+    check_control_rows(cfg, vocab, mcfg.vocab_size)
     if vocab > mcfg.vocab_size:
         raise ConfigError(
             f"config: the data's vocabulary ({vocab} ids, data.sources={cfg.data.sources}) is larger than the "
@@ -125,6 +126,25 @@ def check_init_from(cfg: Config) -> None:
     except (FileNotFoundError, HFCheckpointError) as exc:
         raise ConfigError(f"config: model.init_from: {exc}") from None
     check_data_tokenizer(cfg)
+
+
+def check_control_rows(cfg: Config, vocab: int, model_vocab: int) -> None:
+    """Control tokens of `ember prepare --control-tokens` past the checkpoint's vocabulary: the
+    model has no embedding rows for them (the ids are the tokenizer's size and +1, so they fit
+    only a padded vocabulary). ConfigError saying how to add the rows."""
+    src = parse_sources(cfg.data.sources)[0]
+    control = {} if src.path == corpus.NAME else read_index(src.path).get("control_tokens") or {}
+    past = {token: i for token, i in control.items() if i >= model_vocab}
+    if not past or vocab - len(past) > model_vocab:
+        return
+    names = ", ".join(f"{token} {i}" for token, i in past.items())
+    raise ConfigError(
+        f"config: data.sources={src.path} has control tokens ({names}) past the vocabulary of model.init_from="
+        f"{cfg.model.init_from} ({model_vocab} ids), which has no embedding rows for them (ember does not add "
+        f"rows to a checkpoint): grow it to {vocab} ids first, e.g. in transformers "
+        f"model.resize_token_embeddings({vocab}, mean_resizing=True) then model.save_pretrained(DIR) with its "
+        f"tokenizer files beside it, and train with --model.init_from=DIR"
+    )
 
 
 def _token_ids(tokenizer_json: Path, where: str) -> dict[str, int]:
