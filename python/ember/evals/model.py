@@ -4,7 +4,8 @@ training) scored the way lm-eval's `hf` model scores the folder `ember export` w
 Parity with `--model hf` rests on doing what HFLM does: TemplateLM's context/continuation split
 (trailing spaces move to the continuation, the whole text is encoded then cut), the beginning-
 of-document token (else end-of-document) as the context of an empty context and of the first
-rolling window, windows of the model's max_seq_len (`max_position_embeddings` of the export),
+rolling window, windows of the model's max_seq_len (`max_position_embeddings` of the export of a
+run from scratch; an init_from run's export keeps its source's, so `hf` needs `max_length`),
 inputs cut on the left to max_length + 1 tokens, float32 log-softmax.
 
 Importing this module registers `ember` with lm-eval; lm-eval 0.4.13 has no plugin discovery
