@@ -39,6 +39,15 @@ def source_tokenizer(path: str, tokenizer: str = "byte") -> tuple:
     return index["vocab_size"], index["eos_id"], index.get("bos_id"), ident
 
 
+def plain_tokenizer(path: str, tokenizer: str = "byte") -> tuple:
+    """source_tokenizer of a source without its control tokens (`ember prepare --control-tokens`
+    puts them after the tokenizer's ids): what the same text prepared without them has, whose
+    ids a model trained on the source also knows."""
+    vocab, *rest = source_tokenizer(path, tokenizer)
+    control = {} if path == corpus.NAME else read_index(path).get("control_tokens") or {}
+    return (vocab - len(control), *rest)
+
+
 def source_record(path: str, tokenizer: str = "byte", weighted: bool = False) -> dict:
     """The record of one source: a token folder, or the built-in corpus with `tokenizer`;
     weighted: with a hash of its token weights' weights.json (what `ember score` made them from)."""

@@ -8,7 +8,7 @@ from pathlib import Path
 import torch
 
 from ..data import corpus
-from ..data.fingerprint import source_tokenizer
+from ..data.fingerprint import plain_tokenizer, source_tokenizer
 from ..data.loader import parse_sources, same_path
 from ..data.mixing import load_graph
 from ..data.shards import WEIGHTS_INDEX, check_shards, read_index, window_count
@@ -130,7 +130,9 @@ def _check_eval_sources(cfg: Config) -> None:
     check_one_split(cfg)
     if not cfg.eval.sources:
         return
-    want = source_tokenizer(parse_sources(cfg.data.sources)[0].path, cfg.data.tokenizer)
+    first = parse_sources(cfg.data.sources)[0].path
+    want = source_tokenizer(first, cfg.data.tokenizer)
+    plain = plain_tokenizer(first, cfg.data.tokenizer)  # data prepared without --control-tokens: evaluated
     for s in parse_sources(cfg.eval.sources):
         if s.path != "stdlib" and not (Path(s.path) / "index.json").is_file():
             raise ConfigError(
@@ -139,11 +141,24 @@ def _check_eval_sources(cfg: Config) -> None:
         if s.path != "stdlib" and not read_index(s.path)["splits"].get("val"):
             raise ConfigError(f"config: eval.sources: {s.path} has no validation split (ember prepare --val-per-mille)")
         got = source_tokenizer(s.path, cfg.data.tokenizer)
-        if got != want:
+        if got not in (want, plain):
             raise ConfigError(
                 f"config: eval.sources: {s.path} has another tokenizer (vocab size, eos id, bos id, tokenizer.json "
                 f"hash) {got} than data.sources {want}"
             )
+
+
+def _check_control_alike(sources, tokenizer: str) -> None:
+    """Training sources of one tokenizer where some have control tokens and others not: ConfigError
+    saying so (their vocabularies differ by the control ids, not by another tokenizer)."""
+    plain = {s.path: plain_tokenizer(s.path, tokenizer) for s in sources}
+    control = [s.path for s in sources if plain[s.path] != source_tokenizer(s.path, tokenizer)]
+    if len(set(plain.values())) == 1 and control:
+        raise ConfigError(
+            f"config: data.sources: prepared with --control-tokens: {', '.join(control)}; without: "
+            f"{', '.join(p for p in plain if p not in control)}: prepare every training source with "
+            "--control-tokens (a source without them may be an --eval.sources folder)"
+        )
 
 
 def check_one_split(cfg: Config) -> None:
@@ -287,6 +302,7 @@ def _check_data(cfg: Config) -> None:
         except ValueError as exc:  # an index.json that does not parse, or the wrong format
             raise ConfigError(f"data: {exc}") from None
     if len(set(vocabs.values())) > 1:
+        _check_control_alike(sources, cfg.data.tokenizer)
         raise ConfigError(
             f"config: data.sources have different tokenizers (vocab size, eos id, bos id, tokenizer.json hash): {vocabs}"
         )

@@ -172,8 +172,11 @@ def other_tokenizer(path: str, tokenizer: str, record: dict) -> bool:
     prepared with another --eos-token is another tokenizer)."""
     first = next(iter(record.values()))
     vocab, eos, bos, ident = source_tokenizer(path, tokenizer)
-    return (vocab, eos, ident) != (first["vocab_size"], first["eos_id"], first["tokenizer"]) or bos != first.get(
-        "bos_id", bos
+    plain = first["vocab_size"] - len(first.get("control_tokens") or {})  # the same text without control tokens
+    return (
+        vocab not in (first["vocab_size"], plain)
+        or (eos, ident) != (first["eos_id"], first["tokenizer"])
+        or bos != first.get("bos_id", bos)
     )
 
 
