@@ -46,3 +46,13 @@ def test_ember_eval_of_a_control_token_run_on_plain_data(folders, capsys):
     capsys.readouterr()
     assert ember_main(["eval", str(folders / "r"), f"--data.sources={folders}/plain"]) == 0
     assert str(folders / "plain") in json.loads(capsys.readouterr().out.strip().splitlines()[-1])["per_source"]
+
+
+@pytest.mark.slow
+def test_ember_score_of_control_token_data_with_a_reference_model_trained_without_them(folders, capsys):
+    train(config(folders, f"--data.sources={folders}/plain", "--job.name=ref"))
+    capsys.readouterr()
+    assert ember_main(["score", str(folders / "ref"), "--data", str(folders / "scored")]) == 1
+    err = capsys.readouterr().err
+    assert "control tokens (<|good|> 257, <|bad|> 258) past the reference model's vocabulary (257)" in err
+    assert not (folders / "scored" / "weights.json").exists()

@@ -88,6 +88,13 @@ def score(
     index = read_index(data_dir)
     model, saved, path = load_model(checkpoint, device, seq_len=seq_len)
     record = recorded_data(path)
+    control = index.get("control_tokens") or {}
+    if control and index["vocab_size"] > model.config.vocab_size >= index["vocab_size"] - len(control):
+        raise ValueError(
+            f"ember score: {data_dir} has control tokens ({', '.join(f'{t} {i}' for t, i in control.items())}) past "
+            f"the reference model's vocabulary ({model.config.vocab_size}): it has no logits for them; score it with "
+            "a reference run trained on data prepared with --control-tokens"
+        )
     if index["vocab_size"] > model.config.vocab_size or record and other_tokenizer(str(data_dir), "byte", record):
         raise ValueError(
             f"ember score: {data_dir} was made with another tokenizer than the reference model's data "
