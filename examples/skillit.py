@@ -15,9 +15,11 @@ Three runs of the same steps, from the same initialization, through `ember train
             source lowers each source's loss);
   target    phrases alone.
 Prints the target's validation loss against steps for each (and the Skill-it weights), writes
-a JSON and a PNG.
+a JSON and a PNG. `--target-tokens N` makes the target scarce (`DIR:tokens=N`: a fixed subset of
+about N tokens, repeated over epochs) while the other sources stay plentiful, the setting where
+training on the target alone overfits and a prerequisite should help.
 
-    python examples/skillit.py [--quick] [--out examples/out/skillit]
+    python examples/skillit.py [--quick] [--target-tokens 8k] [--out examples/out/skillit]
 """
 
 from __future__ import annotations
@@ -108,6 +110,7 @@ def main() -> None:
     p.add_argument("--graph-steps", type=int, default=40, help="steps on each source alone for the graph")
     p.add_argument("--every", type=int, default=20, help="--data.mixing_every")
     p.add_argument("--eta", type=float, default=0.5, help="--data.mixing_eta")
+    p.add_argument("--target-tokens", default="", help="train on a subset of about N tokens of the target (e.g. 8k)")
     a = p.parse_args()
     if a.quick:
         a.steps, a.warmup_steps, a.graph_steps, a.every = 60, 10, 10, 10
@@ -117,7 +120,8 @@ def main() -> None:
     out.mkdir(parents=True)
     t0 = time.perf_counter()
     src = make_sources(out)
-    mixture = f"--data.sources={src['lexicon']},{src['phrases']},{src['numbers']}"
+    target = src["phrases"] + (f":tokens={a.target_tokens}" if a.target_tokens else "")
+    mixture = f"--data.sources={src['lexicon']},{target},{src['numbers']}"
     common = [*MODEL, *QUIET, f"--job.dir={out}", "--data.seq_len=64", "--training.batch_size=16"]
     common += ["--optimizer.lr=3e-3", "--lr_scheduler.warmup_steps=20", "--eval.batches=4", "--eval.batch_size=16"]
     each = max(a.steps // 10, 1)
@@ -131,7 +135,7 @@ def main() -> None:
     runs = {
         "fixed": [mixture],
         "skillit": [mixture, *skillit, f"--data.mixing_eta={a.eta}"],
-        "target": [f"--data.sources={src['phrases']}"],
+        "target": [f"--data.sources={target}"],
     }
     results = {}
     for name, flags in runs.items():
