@@ -163,6 +163,11 @@ class Attention(nn.Module):
         self.qk_norm = cfg.qk_norm
 
     def forward(self, x, cos, sin):
+        return self.attend(*self.project(x, cos, sin), causal=True)
+
+    def project(self, x, cos, sin):
+        """(q, k, v) of x, each (B, heads, T, head_dim), RoPE applied: what forward attends with
+        (and what a KV cache keeps of k and v)."""
         b, t, _ = x.shape
         q = self.wq(x).view(b, t, self.n_heads, self.head_dim)
         k = self.wk(x).view(b, t, self.kv_heads, self.head_dim)
@@ -170,8 +175,12 @@ class Attention(nn.Module):
             q, k = self.q_norm(q), self.k_norm(k)
         q, k = q.transpose(1, 2), k.transpose(1, 2)
         v = self.wv(x).view(b, t, self.kv_heads, self.head_dim).transpose(1, 2)
-        q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
-        y = F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=self.kv_heads != self.n_heads)
+        return apply_rope(q, cos, sin), apply_rope(k, cos, sin), v
+
+    def attend(self, q, k, v, causal: bool):
+        """The output projection of q's attention over k, v (causal: position i sees keys <= i)."""
+        b, _, t, _ = q.shape
+        y = F.scaled_dot_product_attention(q, k, v, is_causal=causal, enable_gqa=self.kv_heads != self.n_heads)
         return self.wo(y.transpose(1, 2).reshape(b, t, -1))
 
 
@@ -308,7 +317,10 @@ class Llama(nn.Module):
         training loss computes it in (autocast's when on, else the weights'), then cast up, so
         that log_softmax of them is the per-token loss forward's targets give. On a plain module
         (not an FSDP-wrapped one, whose parameters are gathered only inside its forward)."""
-        h = self.hidden(tokens)
+        return self.head_logits(self.hidden(tokens))
+
+    def head_logits(self, h: torch.Tensor) -> torch.Tensor:
+        """Float32 logits of final hidden states h (..., dim), by logits()' rule."""
         dtype = autocast_dtype_of(h)
         return F.linear(h.to(dtype), self.output_weight.to(dtype)).float()
 

@@ -16,12 +16,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 
-from ..models.llama import Llama, apply_rope
+from ..models.llama import Llama
 from . import checkpoint as ckpt
 from . import run_data
-from ..amp import autocast_dtype_of
 from .config import config_from_dict
 from .evaluate import load_model
 from .runtime import autocast, compute_dtype
@@ -91,13 +89,7 @@ class Cached:
         self.model, self.keys, self.values, self.length = model, [], [], 0
 
     def _attention(self, i: int, att, x: torch.Tensor, cos, sin) -> torch.Tensor:
-        b, t, _ = x.shape
-        q = att.wq(x).view(b, t, att.n_heads, att.head_dim)
-        k = att.wk(x).view(b, t, att.kv_heads, att.head_dim)
-        if att.qk_norm:
-            q, k = att.q_norm(q), att.k_norm(k)
-        v = att.wv(x).view(b, t, att.kv_heads, att.head_dim).transpose(1, 2)
-        q, k = apply_rope(q.transpose(1, 2), cos, sin), apply_rope(k.transpose(1, 2), cos, sin)
+        q, k, v = att.project(x, cos, sin)
         if i < len(self.keys):
             k, v = torch.cat([self.keys[i], k], 2), torch.cat([self.values[i], v], 2)
             self.keys[i], self.values[i] = k, v
@@ -105,10 +97,7 @@ class Cached:
             self.keys.append(k)
             self.values.append(v)
         # the first call sees its tokens alone (causal); later ones one token that sees everything
-        y = F.scaled_dot_product_attention(
-            q, k, v, is_causal=self.length == 0 and t > 1, enable_gqa=att.kv_heads != att.n_heads
-        )
-        return att.wo(y.transpose(1, 2).reshape(b, t, -1))
+        return att.attend(q, k, v, causal=self.length == 0 and x.shape[1] > 1)
 
     def __call__(self, new: torch.Tensor) -> torch.Tensor:
         m, start = self.model, self.length
@@ -120,9 +109,7 @@ class Cached:
             x = x + self._attention(i, layer.attention, layer.attention_norm(x), cos, sin)
             x = x + layer.feed_forward(layer.ffn_norm(x))
         self.length += new.shape[1]
-        h = m.norm(x)[:, -1]
-        dtype = autocast_dtype_of(h)
-        return F.linear(h.to(dtype), m.output_weight.to(dtype)).float()
+        return m.head_logits(m.norm(x)[:, -1])
 
 
 @torch.no_grad()
